@@ -1,0 +1,176 @@
+"""MT-CGCNN (Sanyal et al. 2018): shared crystal-graph convolutions, one head per task.
+
+    embedding   v_i = W_e x_i                       x_i: 92-long atom features
+    conv (Eq 2) z_ij = v_i (+) v_j (+) u_ij          u_ij: Gaussian-expanded distance
+                h = BN(z_ij W + b) = [h_f, h_s]
+                v_i <- softplus(v_i + BN(sum_j sigmoid(h_f) * softplus(h_s)))
+    pooling     v_G = mean_i v_i                     (Eq 3)
+    heads       y_p = f_p(v_G)                       (Eq 5), one MLP per task
+    loss        L = 1/|P| sum_p w_p L_p             (Eqs 6-7), NaN targets masked
+
+The linear map of the concatenation splits exactly:
+    z_ij W = v_i W_i + v_j W_j + u_ij W_u
+so the atom parts are computed once per atom (N rows) and gathered per edge
+(E ~ 12 N rows) instead of multiplying a (E, 2A+B) matrix. `ConvLayer`
+does this; `ConvLayer.forward_unfactorized` is the textbook form, kept for the
+equivalence test.
+
+Targets are learned in normalized units: each task's mean and std (from the
+training set) are buffers of the model, so a checkpoint carries them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from screening.batch import Batch
+from screening.elements import atom_feature_table
+
+
+@dataclass
+class ModelConfig:
+    tasks: List[str]
+    atom_fea_len: int = 64  # length of the learned atom vector v_i
+    n_conv: int = 3
+    h_fea_len: int = 128  # hidden width of each task head
+    n_h: int = 1  # hidden layers per task head
+    cutoff: float = 8.0  # Gaussian expansion 0..cutoff (from the featurizer)
+    gaussian_step: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GaussianExpansion(nn.Module):
+    """u_k(d) = exp(-(d - mu_k)^2 / step^2), mu_k = 0, step, ..., cutoff."""
+
+    def __init__(self, cutoff: float, step: float):
+        super().__init__()
+        n = int(round(cutoff / step)) + 1
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, n), persistent=False)
+        self.step = step
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-((d[:, None] - self.centers) ** 2) / self.step**2)
+
+    @property
+    def size(self) -> int:
+        return int(self.centers.numel())
+
+
+class ConvLayer(nn.Module):
+    """Edge-gated graph convolution (Eq. 2) with CGCNN's batch norms."""
+
+    def __init__(self, atom_len: int, edge_len: int):
+        super().__init__()
+        self.atom_len = atom_len
+        # W split by which part of z it multiplies: [v_i | v_j | u_ij].
+        self.w_self = nn.Linear(atom_len, 2 * atom_len, bias=True)
+        self.w_nbr = nn.Linear(atom_len, 2 * atom_len, bias=False)
+        self.w_edge = nn.Linear(edge_len, 2 * atom_len, bias=False)
+        self.bn_edge = nn.BatchNorm1d(2 * atom_len)
+        self.bn_sum = nn.BatchNorm1d(atom_len)
+
+    def _aggregate(self, v, h, src):
+        h = self.bn_edge(h)
+        gate, core = h.chunk(2, dim=1)
+        messages = torch.sigmoid(gate) * F.softplus(core)
+        summed = torch.zeros_like(v).index_add_(0, src, messages)
+        return F.softplus(v + self.bn_sum(summed))
+
+    def forward(self, v, u, src, dst):
+        h = self.w_self(v)[src] + self.w_nbr(v)[dst] + self.w_edge(u)
+        return self._aggregate(v, h, src)
+
+    def forward_unfactorized(self, v, u, src, dst):
+        z = torch.cat([v[src], v[dst], u], dim=1)
+        weight = torch.cat([self.w_self.weight, self.w_nbr.weight, self.w_edge.weight], dim=1)
+        h = z @ weight.T + self.w_self.bias
+        return self._aggregate(v, h, src)
+
+
+def _head(in_len: int, hidden: int, n_hidden: int) -> nn.Sequential:
+    layers: list = [nn.Linear(in_len, hidden), nn.Softplus()]
+    for _ in range(n_hidden - 1):
+        layers += [nn.Linear(hidden, hidden), nn.Softplus()]
+    layers.append(nn.Linear(hidden, 1))
+    return nn.Sequential(*layers)
+
+
+class MTCGCNN(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("atom_features", torch.from_numpy(atom_feature_table()), persistent=False)
+        self.expand = GaussianExpansion(config.cutoff, config.gaussian_step)
+        self.embedding = nn.Linear(self.atom_features.shape[1], config.atom_fea_len)
+        self.convs = nn.ModuleList(
+            ConvLayer(config.atom_fea_len, self.expand.size) for _ in range(config.n_conv))
+        self.heads = nn.ModuleList(
+            _head(config.atom_fea_len, config.h_fea_len, config.n_h) for _ in config.tasks)
+        n = len(config.tasks)
+        self.register_buffer("target_mean", torch.zeros(n))
+        self.register_buffer("target_std", torch.ones(n))
+
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.config.tasks)
+
+    def set_normalizer(self, targets: np.ndarray) -> None:
+        """Per-task mean/std over the non-missing training targets."""
+        t = np.asarray(targets, dtype=np.float64)
+        mean = np.nanmean(t, axis=0)
+        std = np.nanstd(t, axis=0)
+        std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+        self.target_mean.copy_(torch.as_tensor(np.nan_to_num(mean), dtype=torch.float32))
+        self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def crystal_embedding(self, batch: Batch) -> torch.Tensor:
+        v = self.embedding(self.atom_features[batch.atomic_numbers])
+        u = self.expand(batch.distances)
+        for conv in self.convs:
+            v = conv(v, u, batch.src, batch.dst)
+        # Average pooling (Eq. 3): sum per crystal / atoms per crystal.
+        pooled = torch.zeros(batch.n_crystals, v.shape[1], device=v.device, dtype=v.dtype)
+        pooled.index_add_(0, batch.crystal, v)
+        counts = torch.bincount(batch.crystal, minlength=batch.n_crystals).clamp(min=1)
+        return pooled / counts[:, None].to(v.dtype)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(B, n_tasks) predictions in normalized units."""
+        g = F.softplus(self.crystal_embedding(batch))
+        return torch.cat([head(g) for head in self.heads], dim=1)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.target_std + self.target_mean
+
+    def normalize(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.target_mean) / self.target_std
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """(B, n_tasks) predictions in physical units."""
+        return self.denormalize(self(batch))
+
+
+def masked_multitask_mse(pred: torch.Tensor, target: torch.Tensor,
+                         weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """L = 1/|P| sum_p w_p L_p (Eq. 6), L_p = MSE over the crystals that have target p.
+
+    Eq. 7 divides by the batch size; with missing targets we divide by the
+    number of crystals that actually have target p, so a task's loss does not
+    shrink just because some of its labels are absent. A task with no label
+    in the batch contributes 0.
+    """
+    n_tasks = pred.shape[1]
+    w = torch.ones(n_tasks, device=pred.device) if weights is None else \
+        torch.as_tensor(weights, dtype=pred.dtype, device=pred.device)
+    mask = ~torch.isnan(target)
+    err = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred)) ** 2
+    per_task = err.sum(0) / mask.sum(0).clamp(min=1)
+    return (w * per_task).sum() / n_tasks

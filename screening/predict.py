@@ -1,0 +1,34 @@
+"""Batched inference: crystal graphs -> property predictions in physical units."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from screening.batch import atom_budget_chunks, collate
+from screening.graph import CrystalGraph
+from screening.model import MTCGCNN
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from screening.errors import ScreenError
+        raise ScreenError("--device cuda: no CUDA GPU is visible to this process")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: int = 20_000,
+                   device="cpu") -> np.ndarray:
+    """(n, n_tasks) float32. Batches hold at most `max_atoms` atoms."""
+    model.eval()
+    device = torch.device(device)
+    model.to(device)
+    out = np.empty((len(graphs), len(model.tasks)), dtype=np.float32)
+    for idx in atom_budget_chunks((g.n_atoms for g in graphs), max_atoms):
+        batch = collate([graphs[i] for i in idx]).to(device)
+        out[idx] = model.predict(batch).float().cpu().numpy()
+    return out

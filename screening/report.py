@@ -1,0 +1,24 @@
+"""Human-facing output: rich tables in the terminal (plots live in screening/plots.py)."""
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+
+def print_table(console, df: pd.DataFrame, title: str = "", max_rows: int = 30, columns=None) -> None:
+    cols = list(columns or df.columns)
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        numeric = pd.api.types.is_numeric_dtype(df[c])
+        table.add_column(str(c), justify="right" if numeric else "left")
+    for _, row in df.head(max_rows).iterrows():
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    console.print(table)
+    if len(df) > max_rows:
+        console.print(f"... {len(df) - max_rows} more rows in the output file")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.3f}"
+    return str(v)

@@ -1,0 +1,70 @@
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from screening.checkpoint import load_checkpoint
+from screening.featurize import FeaturizerConfig, featurize
+from screening.predict import predict_graphs
+from screening.train import GraphDataset, TrainConfig, train
+from tests.helpers import TASKS, mp_rows, mp_structures
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    structures, targets = mp_structures(24)
+    data = GraphDataset([featurize(s) for s in structures], targets)
+    train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=12, atom_fea_len=16,
+                                  h_fea_len=16, n_conv=1), out, FeaturizerConfig())
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def cif_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cifs")
+    for mid, cif in zip(mp_rows(6).material_id, mp_rows(6).cif):
+        (d / f"{mid}.cif").write_text(cif)
+    structures, _ = mp_structures(6)
+    structures[0].to(filename=str(d / "POSCAR"), fmt="poscar")
+    return d
+
+
+def test_predict_directory_writes_csv_matching_direct_predictions(tmp_path, tiny_model, cif_dir):
+    out = tmp_path / "p.csv"
+    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(tiny_model), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out)
+    assert len(table) == 7 and set(table.pred_class) <= {"metal", "non-metal"}
+    ckpt = load_checkpoint(tiny_model)
+    structures, _ = mp_structures(6)
+    direct = predict_graphs(ckpt.model, [featurize(s) for s in structures])
+    by_file = table.set_index(table.file.str.rsplit("/", n=1).str[-1])
+    for mid, row in zip(mp_rows(6).material_id, direct):
+        np.testing.assert_allclose(by_file.loc[f"{mid}.cif", [f"pred_{t}" for t in TASKS]].to_numpy(float),
+                                   row, rtol=1e-5)
+    # the POSCAR copy of the first crystal predicts the same as its CIF
+    np.testing.assert_allclose(by_file.loc["POSCAR", "pred_band_gap"], direct[0, 1], rtol=1e-4)
+    assert "pred_formation_energy_per_atom" in r.output or "structures" in r.output
+
+
+def test_predict_bad_file_is_one_line_error_and_skip_bad_skips_it(tmp_path, tiny_model, cif_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "ok.cif").write_text(mp_rows(1).cif[0])
+    (bad / "zz_broken.cif").write_text("data_broken\n_cell_length_a x\n")
+    r = runner.invoke(app, ["predict", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2
+    assert "zz_broken.cif: could not parse CIF" in r.output
+    assert not (tmp_path / "x.csv").exists()
+    r = runner.invoke(app, ["predict", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "x.csv"),
+                            "--skip-bad"])
+    assert r.exit_code == 0 and len(pd.read_csv(tmp_path / "x.csv")) == 1
+
+
+def test_predict_with_mismatched_or_missing_model(tmp_path, cif_dir):
+    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(tmp_path / "nope.pt")])
+    assert r.exit_code == 2 and "nope.pt: checkpoint file not found" in r.output

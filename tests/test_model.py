@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from screening.batch import atom_budget_chunks, collate
+from screening.featurize import featurize
+from screening.model import ConvLayer, MTCGCNN, ModelConfig, masked_multitask_mse
+from screening.predict import predict_graphs
+from tests.helpers import mp_structures, rocksalt
+
+
+def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
+    """A random model whose batch-norm statistics are no longer the identity."""
+    torch.manual_seed(seed)
+    model = MTCGCNN(ModelConfig(list(tasks)))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(collate(graphs))
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def structures():
+    s, _ = mp_structures(12)
+    return s
+
+
+def test_batch_is_a_disjoint_union_with_offsets():
+    g1, g2 = featurize(rocksalt()), featurize(rocksalt() * (2, 1, 1))
+    b = collate([g1, g2])
+    assert b.atomic_numbers.shape[0] == g1.n_atoms + g2.n_atoms
+    assert int(b.src[g1.n_edges:].min()) == g1.n_atoms  # second graph shifted
+    assert b.crystal.tolist() == [0] * g1.n_atoms + [1] * g2.n_atoms
+    assert list(atom_budget_chunks([5, 5, 5, 20, 1], 10)) == [[0, 1], [2], [3], [4]]
+
+
+def test_predictions_invariant_to_atom_order_and_supercell(structures):
+    graphs = [featurize(s) for s in structures]
+    model = warmed_model(graphs)
+    base = predict_graphs(model, graphs)
+    rng = np.random.default_rng(1)
+    shuffled = []
+    for s in structures:
+        perm = rng.permutation(len(s))
+        shuffled.append(featurize(s.__class__.from_sites([s[i] for i in perm])))
+    supercells = [featurize(s * (2, 2, 2)) for s in structures]
+    np.testing.assert_allclose(predict_graphs(model, shuffled), base, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(predict_graphs(model, supercells), base, rtol=1e-4, atol=1e-4)
+    assert np.ptp(base, axis=0).min() > 1e-3  # not a constant function
+
+
+def test_batching_does_not_change_predictions(structures):
+    graphs = [featurize(s) for s in structures]
+    model = warmed_model(graphs)
+    one_by_one = np.concatenate([predict_graphs(model, [g]) for g in graphs])
+    np.testing.assert_allclose(predict_graphs(model, graphs, max_atoms=10**6), one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_multitask_loss_matches_hand_computation():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    target = torch.tensor([[0.0, float("nan")], [1.0, 2.0], [float("nan"), float("nan")]])
+    # task 0: crystals 0,1 -> (1-0)^2, (3-1)^2 -> mean 2.5 ; task 1: crystal 1 -> (0-2)^2 = 4
+    assert float(masked_multitask_mse(pred, target)) == pytest.approx((2.5 + 4.0) / 2)
+    assert float(masked_multitask_mse(pred, target, [2.0, 0.5])) == pytest.approx((2 * 2.5 + 0.5 * 4) / 2)
+    # a task with no labels contributes zero, and its gradient is zero
+    p = pred.clone().requires_grad_(True)
+    masked_multitask_mse(p, torch.tensor([[0.0, float("nan")]] * 3)).backward()
+    assert torch.all(p.grad[:, 1] == 0) and torch.all(torch.isfinite(p.grad))
+
+
+def test_factorized_convolution_equals_plain_one():
+    torch.manual_seed(0)
+    conv = ConvLayer(16, 41)
+    n, e = 30, 300
+    v, u = torch.randn(n, 16), torch.rand(e, 41)
+    src, dst = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
+    for mode in (conv.train, conv.eval):
+        mode()
+        torch.testing.assert_close(conv(v, u, src, dst), conv.forward_unfactorized(v, u, src, dst),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_normalizer_ignores_missing_targets():
+    model = MTCGCNN(ModelConfig(["a", "b"]))
+    model.set_normalizer(np.array([[1.0, np.nan], [3.0, 4.0], [np.nan, 8.0]]))
+    np.testing.assert_allclose(model.target_mean.numpy(), [2.0, 6.0])
+    np.testing.assert_allclose(model.target_std.numpy(), [1.0, 2.0])
