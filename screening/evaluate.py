@@ -1,0 +1,50 @@
+"""Evaluation on held-out crystals: MAE per task, Spearman rho (dEf), metal/non-metal AUC, parity plots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from screening.metrics import METAL_GAP_EV, mae, nonmetal_auc, spearman
+
+FORMATION = "formation_energy_per_atom"
+GAP = "band_gap"
+UNITS = {FORMATION: "eV/atom", GAP: "eV", "efermi": "eV"}
+
+
+def evaluate_predictions(tasks, true: np.ndarray, pred: np.ndarray, gap_threshold=METAL_GAP_EV) -> Dict[str, float]:
+    out: Dict[str, float] = {"n": int(len(true))}
+    for k, t in enumerate(tasks):
+        out[f"mae_{t}"] = mae(true[:, k], pred[:, k])
+    if FORMATION in tasks:
+        k = tasks.index(FORMATION)
+        out["spearman_formation_energy"] = spearman(true[:, k], pred[:, k])
+    if GAP in tasks:
+        k = tasks.index(GAP)
+        out["auc_nonmetal"] = nonmetal_auc(true[:, k], pred[:, k], gap_threshold)
+    return out
+
+
+def parity_plots(tasks, true: np.ndarray, pred: np.ndarray, path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
+    for k, (t, ax) in enumerate(zip(tasks, axes[0])):
+        ok = np.isfinite(true[:, k])
+        x, y = true[ok, k], pred[ok, k]
+        ax.hexbin(x, y, gridsize=60, bins="log", cmap="viridis", mincnt=1)
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], "r--", lw=1)
+        unit = UNITS.get(t, "")
+        ax.set_xlabel(f"DFT {t} ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.set_title(f"{t}\nMAE {mae(x, y):.3f} {unit}, n={ok.sum()}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
