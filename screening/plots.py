@@ -1,0 +1,33 @@
+"""The picture of a screening run: predicted E_hull vs band gap, coloured by class."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    colours = {"metal": "#d95f02", "non-metal": "#1b9e77"}
+    for cls, part in table.groupby("pred_class") if "pred_class" in table else [("all", table)]:
+        ax.scatter(part["pred_band_gap"], part["pred_e_above_hull"], s=14, alpha=0.7,
+                   c=colours.get(cls, "#7570b3"), label=f"{cls} ({len(part)})")
+    for _, row in table.nsmallest(label_top, "pred_e_above_hull").iterrows():
+        ax.annotate(row["formula"], (row["pred_band_gap"], row["pred_e_above_hull"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("predicted band gap Eg (eV)")
+    ax.set_ylabel("predicted energy above hull (eV/atom)")
+    ax.set_title(title or "screening candidates")
+    ax.legend(loc="upper right", frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,118 @@
+"""Rank candidates: predicted energy above the convex hull, metal / non-metal class, filters.
+
+E_hull of a candidate is computed from its *predicted* formation energy
+against the reference phases of its chemical system (their DFT formation
+energies; pure elements at 0 eV/atom) with pymatgen's PhaseDiagram. Negative
+values mean the model puts the candidate below the known hull.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from screening.errors import ScreenError
+from screening.metrics import METAL_GAP_EV
+
+FORMATION = "pred_formation_energy_per_atom"
+GAP = "pred_band_gap"
+
+
+@dataclass
+class RankOptions:
+    gap_threshold: float = METAL_GAP_EV
+    nonmetal: bool = False
+    gap_min: Optional[float] = None
+    gap_max: Optional[float] = None
+    ehull_max: Optional[float] = None
+    top: Optional[int] = None
+
+
+def element_set(formula: str) -> FrozenSet[str]:
+    from pymatgen.core import Composition
+
+    return frozenset(el.symbol for el in Composition(formula).elements)
+
+
+class ReferencePhases:
+    """DFT formation energies of known phases, looked up by chemical sub-system."""
+
+    def __init__(self, formulas: Iterable[str], formation_energies: Iterable[float]):
+        from pymatgen.core import Composition
+
+        self._by_system: Dict[FrozenSet[str], list] = {}
+        cache: Dict[str, tuple] = {}
+        for f, e in zip(formulas, formation_energies):
+            if e is None or not np.isfinite(e):
+                continue
+            if f not in cache:
+                comp = Composition(f)
+                cache[f] = (frozenset(el.symbol for el in comp.elements), comp)
+            els, comp = cache[f]
+            self._by_system.setdefault(els, []).append((comp, float(e)))
+
+    def entries_within(self, system: FrozenSet[str]):
+        from itertools import combinations
+
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        entries = [PDEntry(el, 0.0) for el in sorted(system)]  # elements define the zero
+        for k in range(1, len(system) + 1):
+            for sub in combinations(sorted(system), k):
+                for comp, e in self._by_system.get(frozenset(sub), []):
+                    entries.append(PDEntry(comp, e * comp.num_atoms))
+        return entries
+
+    def __len__(self):
+        return sum(len(v) for v in self._by_system.values())
+
+
+def energy_above_hull(formulas, formation_energies, references: ReferencePhases) -> np.ndarray:
+    """Predicted E_hull (eV/atom) of each candidate against the reference phases."""
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
+
+    out = np.full(len(formulas), np.nan)
+    groups: Dict[FrozenSet[str], list] = {}
+    for i, f in enumerate(formulas):
+        groups.setdefault(element_set(f), []).append(i)
+    for system, idx in groups.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            diagram = PhaseDiagram(references.entries_within(system))
+            for i in idx:
+                e = formation_energies[i]
+                if not np.isfinite(e):
+                    continue
+                comp = Composition(formulas[i])
+                entry = PDEntry(comp, float(e) * comp.num_atoms)
+                _, out[i] = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
+    return out
+
+
+def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions = RankOptions()) -> pd.DataFrame:
+    """Add pred_e_above_hull and pred_class, filter, sort (most stable first), keep --top."""
+    if FORMATION not in table.columns:
+        raise ScreenError("ranking needs a model with the formation_energy_per_atom task")
+    if options.gap_min is not None and options.gap_max is not None and options.gap_min > options.gap_max:
+        raise ScreenError(f"--gap-min {options.gap_min} is above --gap-max {options.gap_max}")
+    t = table.copy()
+    t["pred_e_above_hull"] = energy_above_hull(t["formula"].tolist(), t[FORMATION].to_numpy(float), references)
+    if GAP in t.columns:
+        t["pred_class"] = np.where(t[GAP] < options.gap_threshold, "metal", "non-metal")
+        if options.nonmetal:
+            t = t[t.pred_class == "non-metal"]
+        if options.gap_min is not None:
+            t = t[t[GAP] >= options.gap_min]
+        if options.gap_max is not None:
+            t = t[t[GAP] <= options.gap_max]
+    elif options.nonmetal or options.gap_min is not None or options.gap_max is not None:
+        raise ScreenError("band-gap filters need a model with the band_gap task")
+    if options.ehull_max is not None:
+        t = t[t.pred_e_above_hull <= options.ehull_max]
+    t = t.sort_values(["pred_e_above_hull", FORMATION], kind="stable").reset_index(drop=True)
+    t.insert(0, "rank", np.arange(1, len(t) + 1))
+    return t.head(options.top) if options.top else t
