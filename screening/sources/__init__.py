@@ -1,0 +1,70 @@
+"""Where candidate crystals come from, chosen by a `--source` string:
+
+    mp                    the Materials Project API (needs MP_API_KEY; MP_API_ENDPOINT
+                          points it elsewhere)
+    local:PATH            a CSV like mp_dev.csv.gz, a CGCNN directory, a directory of
+                          CIF/POSCAR files, or one structure file
+    substitution          hypothetical crystals: element substitution into the
+                          structure prototypes pymatgen ships
+    substitution:SPEC     the same, plus known crystals of SPEC (mp or local:PATH)
+                          as templates
+    (none)                mp when MP_API_KEY is set, else substitution; the line
+                          default_source_note() returns says which
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+from screening.errors import ScreenError
+from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source
+
+__all__ = ["Candidate", "Source", "KNOWN_PROPERTIES", "open_source", "default_source_note"]
+
+_USAGE = "use mp, local:PATH, substitution or substitution:local:PATH"
+
+
+def _has_key(environ: Optional[Mapping[str, str]]) -> bool:
+    return bool((os.environ if environ is None else environ).get("MP_API_KEY"))
+
+
+def default_source_note(spec: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The one line to print when no --source was given (None when one was)."""
+    if spec:
+        return None
+    if _has_key(environ):
+        return "no --source given: using the Materials Project API (MP_API_KEY is set)"
+    return ("no --source given and MP_API_KEY not set: using hypothetical substitution candidates "
+            "(element substitution into pymatgen's structure prototypes)")
+
+
+def open_source(spec: Optional[str] = None, *, lazy: bool = False,
+                environ: Optional[Mapping[str, str]] = None) -> Source:
+    """The Source a --source string names. lazy: local CSV candidates carry CIF text,
+    parsed on first `.structure` (cheap to ship to workers)."""
+    text = (spec or "").strip()
+    if not text:
+        text = "mp" if _has_key(environ) else "substitution"
+    if text == "mp":
+        from screening.sources.mp import MPSource
+
+        env = os.environ if environ is None else environ
+        return MPSource(api_key=env.get("MP_API_KEY"), endpoint=env.get("MP_API_ENDPOINT"))
+    if text.startswith("local:"):
+        from screening.sources.local import LocalSource
+
+        path = text[len("local:"):]
+        if not path:
+            raise ScreenError(f'--source "{spec}": local: needs a path, like local:data/mp_dev.csv.gz')
+        return LocalSource(path, lazy=lazy)
+    if text == "substitution" or text.startswith("substitution:"):
+        from screening.sources.substitution import SubstitutionSource
+
+        base_spec = text[len("substitution:"):] if ":" in text else ""
+        if base_spec.startswith("substitution"):
+            raise ScreenError(f'--source "{spec}": substitution templates must come from mp or local:PATH')
+        base = open_source(base_spec, lazy=lazy, environ=environ) if base_spec else None
+        return SubstitutionSource(base=base)
+    hint = f"; did you mean local:{text}?" if Path(text).expanduser().exists() else ""
+    raise ScreenError(f'--source "{spec}": unknown source ({_USAGE}){hint}')

@@ -1,0 +1,461 @@
+"""`--source substitution`: hypothetical crystals made by swapping elements into
+known structure types.
+
+Templates are the 288 prototypes of the AFLOW Library of Crystallographic
+Prototypes that pymatgen ships (pymatgen/analysis/prototypes/
+aflow_prototypes.json.gz; NaCl, CsCl, zincblende, perovskite, spinel, rutile,
+...), and optionally the known crystals of another source (see below).
+
+For every explicit chemical system the query covers (wildcards range over
+CANDIDATE_ELEMENTS), each template with that many elements is tried with every
+assignment of the system's elements to the template's elements. A try is kept
+when
+
+  * the new composition is charge-balanced: pymatgen's oxidation-state guesses
+    (Composition.oxi_state_guesses, ICSD-common states) find a solution, and
+  * that solution puts cations where the template has cations and anions where
+    it has anions (template signs from the template's own guess), so O does not
+    land on a metal site just because some exotic valence balances the sum.
+
+The cell is then rescaled to the new ions (see _new_volume: ion volumes from
+Shannon radii of the guessed states, atomic volumes where pymatgen has none).
+Finally structures with the same reduced formula are grouped with pymatgen's
+StructureMatcher and only the first of each group is kept, so no two
+candidates are the same crystal.
+
+With a base source (`substitution:local:PATH`, `substitution:mp`), known crystals
+serve as templates too, through single data-mined substitutions (Hautier et al.,
+Inorg. Chem. 2011; pymatgen's lambda.json): for a target system S, a known
+crystal of S with one element e replaced by one of e's SIMILAR most
+substitutable elements e' is taken with e' put back to e. Candidates that
+match a known crystal of the base source are dropped: they are not new.
+
+Candidate ids are "sub-<template>-<formula>-<n>", n counting the assignments of
+that template that give that formula; they do not depend on the query.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import warnings
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from screening.errors import ScreenError
+from screening.query import IDS, Query, is_element
+from screening.sources.base import Candidate, Source, as_query
+
+VERSION = "1"
+
+# Elements a wildcard ranges over: the common cations and anions of inorganic
+# crystals. Left out on purpose: noble gases, radioactive elements (Tc, Pm,
+# Po..., actinides), and most lanthanides (their f-electrons are poorly
+# described by the GGA data the model learned from).
+CANDIDATE_ELEMENTS: Tuple[str, ...] = (
+    # alkali and alkaline-earth metals
+    "Li", "Na", "K", "Rb", "Cs", "Be", "Mg", "Ca", "Sr", "Ba",
+    # transition metals
+    "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+    "Y", "Zr", "Nb", "Mo", "Ru", "Rh", "Pd", "Ag", "Cd",
+    "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg",
+    # lanthanum and the common rare earths
+    "La", "Ce", "Nd", "Sm", "Gd",
+    # p-block metals and metalloids
+    "B", "Al", "Ga", "In", "Tl", "Si", "Ge", "Sn", "Pb", "As", "Sb", "Bi",
+    # non-metals / anions
+    "H", "C", "N", "O", "F", "P", "S", "Cl", "Se", "Br", "Te", "I",
+)
+
+SIMILAR = 4            # substitutes per element when known crystals are templates
+MAX_TRIES = 2_000_000  # template x assignment x system tries before we ask for a narrower query
+
+
+def _pymatgen_dir() -> str:
+    import pymatgen.core  # pymatgen itself is a namespace package, with no __file__
+
+    return os.path.dirname(os.path.dirname(pymatgen.core.__file__))
+
+
+PROTOTYPE_FILE = os.path.join("analysis", "prototypes", "aflow_prototypes.json.gz")
+LAMBDA_FILE = os.path.join("core", "structure_prediction", "data", "lambda.json")
+
+
+# -- chemistry helpers (cached: the same formulas come up again and again) ----------
+
+@functools.lru_cache(maxsize=None)
+def _state_signs(el: str) -> frozenset:
+    """Signs (+1, -1) of the oxidation states pymatgen's guesser may give `el`."""
+    from pymatgen.core import Element
+
+    e = Element(el)
+    states = e.icsd_oxidation_states or e.common_oxidation_states
+    return frozenset((s > 0) - (s < 0) for s in states if s)
+
+
+@functools.lru_cache(maxsize=None)
+def _state_range(el: str, sign: int) -> Tuple[int, int]:
+    from pymatgen.core import Element
+
+    e = Element(el)
+    states = [s for s in (e.icsd_oxidation_states or e.common_oxidation_states) if (s > 0) - (s < 0) == sign]
+    return (min(states), max(states)) if states else (0, 0)
+
+
+@functools.lru_cache(maxsize=200_000)
+def oxidation_guesses(formula: str) -> Tuple[Dict[str, float], ...]:
+    """pymatgen's charge-balanced oxidation-state guesses for a reduced formula, best first."""
+    from pymatgen.core import Composition
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tuple(Composition(formula).oxi_state_guesses(max_sites=-1))
+        except ValueError:
+            return ()
+
+
+# Ions of Shannon radius r take about (4/3) pi r^3 / ION_PACKING of a crystal's volume:
+# 0.52 centres pymatgen's first oxidation guess on ~1,500 charge-balanced mp_dev
+# crystals (spread about 15 %).
+ION_PACKING = 0.52
+
+
+@functools.lru_cache(maxsize=None)
+def _atom_volume(el: str, oxi: int) -> Tuple[float, bool]:
+    """(A^3 an atom of `el` in state `oxi` takes up, whether that came from an ionic radius).
+    Without a Shannon radius (oxi 0, C4-, Si4-...) the element's own atomic volume is used."""
+    from pymatgen.core import Element, Species
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if oxi:
+            try:
+                r = Species(el, oxi).ionic_radius
+            except Exception:
+                r = None
+            if r:
+                return 4 / 3 * math.pi * float(r) ** 3 / ION_PACKING, True
+        e = Element(el)
+        if e.molar_volume:
+            return float(e.molar_volume) / 6.02214076e23 * 1e24, False  # cm^3/mol -> A^3/atom
+        r = e.atomic_radius or e.atomic_radius_calculated or 1.5
+        return 4 / 3 * math.pi * float(r) ** 3 / 0.74, False
+
+
+def _sign(x: float) -> int:
+    return (x > 1e-8) - (x < -1e-8)
+
+
+def _plain_formula(comp) -> str:
+    """Reduced formula without brackets or spaces (LiAg2O2, not Li(AgO)2), for ids."""
+    text = comp.reduced_composition.formula.replace(" ", "")
+    return re.sub(r"(?<=[A-Za-z])1(?![0-9])", "", text)
+
+
+# -- templates ------------------------------------------------------------------------
+
+class Template:
+    """A structure to substitute into, with the sign of each element's oxidation state."""
+
+    __slots__ = ("name", "structure", "elements", "amounts", "signs", "ion_volume", "ionic", "shared")
+
+    def __init__(self, name: str, structure, guess: Dict[str, float], shared: bool = False):
+        self.name = name
+        self.structure = structure
+        comp = structure.composition.reduced_composition
+        self.amounts = {el.symbol: float(n) for el, n in comp.items()}
+        self.elements = tuple(sorted(self.amounts))
+        self.signs = {el: _sign(guess.get(el, 0.0)) for el in self.elements}
+        volumes = [_atom_volume(el, round(guess.get(el, 0.0))) for el in self.elements]
+        self.ion_volume = sum(self.amounts[el] * v for el, (v, _) in zip(self.elements, volumes))
+        self.ionic = all(ionic for _, ionic in volumes)
+        self.shared = shared  # a shipped prototype: its name means the same structure in every process
+
+
+@functools.lru_cache(maxsize=1)
+def prototype_templates() -> Tuple[Template, ...]:
+    """The AFLOW prototypes pymatgen ships, those with a charge-balanced guess.
+
+    Named by AFLOW label; a label the library uses for several prototypes
+    (AB_oP8_62_c_c: SnS, GeS, MnP, FeB) gets the prototype's formula added."""
+    from pymatgen.core import Structure
+
+    with gzip.open(os.path.join(_pymatgen_dir(), PROTOTYPE_FILE), "rt") as fh:
+        entries = json.load(fh)
+    labels = defaultdict(int)
+    for e in entries:
+        labels[e["tags"]["aflow"]] += 1
+    out, names = [], set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for e in entries:
+            s = Structure.from_dict(e["snl"])
+            if not s.is_ordered:
+                continue
+            guesses = oxidation_guesses(s.composition.reduced_formula)
+            if not guesses:
+                continue
+            name = e["tags"]["aflow"]
+            if labels[name] > 1:
+                name += "." + _plain_formula(s.composition)
+            while name in names:
+                name += "'"
+            names.add(name)
+            out.append(Template(name, s, guesses[0], shared=True))
+    # Of equivalent substitutions the first is kept: try high-symmetry, small cells
+    # first, so NaCl comes out as rocksalt (225) rather than a distorted variant.
+    return tuple(sorted(out, key=_symmetry_first))
+
+
+def _symmetry_first(t: Template):
+    """Sort key: space group number (high first), then sites in the Pearson cell."""
+    m = re.match(r"^[A-Z0-9]+_[amothrc][PCFIRAB](\d+)_(\d+)_", t.name)  # AB_cF8_225_a_b
+    sites, group = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    return (-group, sites, t.name)
+
+
+@functools.lru_cache(maxsize=1)
+def similar_elements(k: int = SIMILAR) -> Dict[str, Tuple[str, ...]]:
+    """For each element, the k other elements most often substituted for it (max lambda
+    over the element's ions in pymatgen's data-mined substitution table)."""
+    with open(os.path.join(_pymatgen_dir(), LAMBDA_FILE)) as fh:
+        rows = json.load(fh)
+    best: Dict[str, Dict[str, float]] = defaultdict(dict)
+    symbol = re.compile(r"^([A-Z][a-z]?)")
+    for a, b, lam in rows:
+        ma, mb = symbol.match(a), symbol.match(b)
+        if not (ma and mb):
+            continue
+        ea, eb = ma.group(1), mb.group(1)
+        if ea == eb or not (is_element(ea) and is_element(eb)):
+            continue
+        for x, y in ((ea, eb), (eb, ea)):
+            best[x][y] = max(best[x].get(y, -1e9), float(lam))
+    return {el: tuple(sorted(d, key=lambda y: (-d[y], y))[:k]) for el, d in best.items()}
+
+
+# -- the source -------------------------------------------------------------------------
+
+class SubstitutionSource(Source):
+    name = "substitution"
+
+    def __init__(self, base: Optional[Source] = None, elements: Sequence[str] = CANDIDATE_ELEMENTS,
+                 similar: int = SIMILAR):
+        bad = [e for e in elements if not is_element(e)]
+        if bad:
+            raise ScreenError(f"substitution candidate elements: unknown element {bad[0]!r}")
+        self.base = base
+        self.elements = tuple(sorted(set(elements)))
+        self.similar = similar
+        if base is not None:
+            self.name = f"substitution:{base.name}"
+
+    def describe(self) -> str:
+        import pymatgen.core
+
+        els = hashlib.sha256(",".join(self.elements).encode()).hexdigest()[:12]
+        text = (f"substitution v{VERSION} aflow-prototypes pymatgen={pymatgen.core.__version__} "
+                f"elements={els}")
+        if self.base is not None:
+            text += f" similar={self.similar} templates=[{self.base.describe()}]"
+        return text
+
+    def fetch(self, query: Union[Query, str]) -> List[Candidate]:
+        query = as_query(query)
+        if query.kind == IDS:
+            raise ScreenError(f"--source {self.name}: material ids name known crystals; "
+                              f"use --source local:PATH or --source mp for {query}")
+        templates = defaultdict(list)
+        for t in prototype_templates():
+            templates[len(t.elements)].append(t)
+        n = query.n_elements
+        systems = self.systems(query) if templates[n] or self.base is not None else []
+        tries = len(systems) * len(templates[n]) * math.factorial(n or 1)
+        if tries > MAX_TRIES:
+            raise ScreenError(f"query {query}: {len(systems)} chemical systems x {len(templates[n])} prototypes "
+                              f"is too many substitutions; name more elements or use --exclude")
+        made: List[_Made] = []  # in a fixed order: the first of equivalent structures is kept
+        for system in systems:
+            for t in templates[n]:
+                made.extend(self._substitute_all(t, system))
+        if self.base is not None:
+            made.extend(self._from_known(systems))
+        made = [m for m in made if query.matches(m.elements(), m.formula)]
+        return self._unique(made, query)
+
+    def systems(self, query: Query) -> List[Tuple[str, ...]]:
+        """Explicit systems (sorted element tuples) the query covers."""
+        return [tuple(s.split("-")) for s in query.chemical_systems(self.elements)]
+
+    # -- substitution ----------------------------------------------------------------
+    def _substitute_all(self, t: Template, system: Tuple[str, ...]):
+        counts: Dict[str, int] = defaultdict(int)
+        for perm in itertools.permutations(system):
+            made = _substitute(t, dict(zip(t.elements, perm)))
+            if made is not None:
+                counts[made.formula] += 1
+                made.name = f"{t.name}-{made.id_formula}-{counts[made.formula]}"
+                yield made
+
+    def _from_known(self, systems: List[Tuple[str, ...]]):
+        """Known crystals one data-mined substitution away from each target system."""
+        similar = similar_elements(self.similar)
+        neighbours: Dict[frozenset, List[Tuple[str, str]]] = defaultdict(list)
+        for system in systems:
+            for el in system:
+                for sub in similar.get(el, ()):
+                    if sub not in system:
+                        neighbours[frozenset(system) - {el} | {sub}].append((sub, el))
+        if not neighbours:
+            return
+        for c in fetch_systems(self.base, ["-".join(sorted(k)) for k in neighbours]):
+            s = c.structure
+            guesses = oxidation_guesses(c.formula)
+            if not guesses or not s.is_ordered:
+                continue
+            t = Template(c.id, s, guesses[0])
+            counts: Dict[str, int] = defaultdict(int)
+            for sub, el in neighbours.get(frozenset(t.elements), ()):
+                made = _substitute(t, {x: (el if x == sub else x) for x in t.elements})
+                if made is not None:
+                    counts[made.formula] += 1
+                    made.name = f"{c.id}-{made.id_formula}-{counts[made.formula]}"
+                    yield made
+
+    def _unique(self, made: List["_Made"], query: Query) -> List[Candidate]:
+        """One candidate per StructureMatcher group within each formula; none that is known."""
+        by_formula: Dict[str, List[_Made]] = defaultdict(list)
+        for m in made:
+            by_formula[m.formula].append(m)
+        known: Dict[str, list] = defaultdict(list)
+        if self.base is not None and made:
+            for c in self.base.fetch(query):
+                known[c.formula].append(c.structure)
+        out, fits = [], {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for formula, items in by_formula.items():
+                kept: List[_Made] = []
+                for m in items:
+                    if any(_same(m, k, fits) for k in kept) or \
+                            any(_matcher().fit(m.structure, k) for k in known[formula]):
+                        continue
+                    kept.append(m)
+                out.extend(Candidate(self.name, f"sub-{m.name}", formula, m.structure) for m in kept)
+        return out
+
+
+class _Made:
+    """A substituted structure and how it was made (template + element mapping)."""
+
+    __slots__ = ("template", "mapping", "formula", "id_formula", "structure", "name")
+
+    def __init__(self, template, mapping, formula, id_formula, structure):
+        self.template, self.mapping = template, mapping
+        self.formula, self.id_formula, self.structure = formula, id_formula, structure
+        self.name = ""
+
+    def elements(self) -> set:
+        return set(self.mapping.values())
+
+
+def _substitute(t: Template, mapping: Dict[str, str]) -> Optional[_Made]:
+    """Template with elements renamed by `mapping`, or None if not a sensible ionic crystal."""
+    # Cheap necessary checks first: each new element can take its site's sign, and
+    # the charges can sum to zero.
+    lo = hi = 0.0
+    for old, new in mapping.items():
+        sign = t.signs[old]
+        if sign:
+            if sign not in _state_signs(new):
+                return None
+            a, b = _state_range(new, sign)
+            lo += a * t.amounts[old]
+            hi += b * t.amounts[old]
+    if not lo <= 0 <= hi:
+        return None
+    from pymatgen.core import Composition, Element
+
+    comp = Composition({mapping[el]: n for el, n in t.amounts.items()})
+    formula = comp.reduced_formula
+    guess = next((g for g in oxidation_guesses(formula)
+                  if all(t.signs[el] == 0 or _sign(g.get(mapping[el], 0.0)) == t.signs[el] for el in t.elements)),
+                 None)
+    if guess is None:
+        return None
+    s = t.structure.copy()
+    s.replace_species({Element(old): Element(new) for old, new in mapping.items() if old != new})
+    s.scale_lattice(_new_volume(t, mapping, guess))
+    return _Made(t, mapping, formula, _plain_formula(comp), s)
+
+
+def _new_volume(t: Template, mapping: Dict[str, str], guess: Dict[str, float]) -> float:
+    """Cell volume for the substituted template.
+
+    From the ions' own volumes (sum of n v, see _atom_volume); but when template
+    and new ions all have Shannon radii, the template's volume scaled by the ratio
+    of ion volumes, which keeps how loosely or densely that structure type packs,
+    unless that strays beyond 2/3..3/2 of the first estimate (a template whose
+    formal ions are far from real ones)."""
+    per_formula, ionic = 0.0, t.ionic
+    for el in t.elements:
+        v, is_ion = _atom_volume(mapping[el], round(guess.get(mapping[el], 0.0)))
+        per_formula += t.amounts[el] * v
+        ionic = ionic and is_ion
+    cell = per_formula * len(t.structure) / sum(t.amounts.values())
+    if ionic:
+        scaled = t.structure.volume * per_formula / t.ion_volume
+        if 2 / 3 <= scaled / cell <= 3 / 2:
+            return scaled
+    return cell
+
+
+@functools.lru_cache(maxsize=1)
+def _matcher():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    return StructureMatcher()  # pymatgen defaults: ltol 0.2, stol 0.3, angle_tol 5, scaled volumes
+
+
+_PROTOTYPE_FITS: Dict[tuple, bool] = {}  # kept for the process: prototypes never change
+
+
+def _same(a: _Made, b: _Made, fits: Dict[tuple, bool]) -> bool:
+    """StructureMatcher.fit(a, b) for two substitutions with the same formula.
+
+    The matcher rescales volumes and compares species only for equality, so
+    the answer depends on the two templates and on how a's elements line up
+    with b's, not on which elements they are. *-O asks the same question for
+    AgO, BaO, ... so it is answered once per template pair: for the lifetime of
+    the process between prototypes, in `fits` (one fetch) for known crystals."""
+    back = {new: old for old, new in b.mapping.items()}
+    line_up = tuple(sorted((old, back[new]) for old, new in a.mapping.items()))
+    key = (a.template.name, b.template.name, line_up)
+    cache = _PROTOTYPE_FITS if a.template.shared and b.template.shared else fits
+    if key not in cache:
+        from pymatgen.core import Element
+
+        s = a.template.structure.copy()
+        s.replace_species({Element(x): Element(y) for x, y in line_up if x != y})
+        cache[key] = _matcher().fit(s, b.template.structure)
+    return cache[key]
+
+
+def fetch_systems(source: Source, systems: Iterable[str]) -> List[Candidate]:
+    """Known crystals of several explicit chemical systems, in as few look-ups as the source allows."""
+    systems = list(systems)
+    batch = getattr(source, "fetch_systems", None)
+    if batch is not None:
+        return batch(systems)
+    from screening.query import parse_query
+
+    out = []
+    for s in systems:
+        out.extend(source.fetch(parse_query(s)))
+    return out

@@ -1,0 +1,40 @@
+"""Shared pytest fixtures."""
+import pytest
+
+from tests.helpers import DATA
+
+# ---- structure sources (tests/test_sources.py) -------------------------------------------
+
+MP_TEST_KEY = "0123456789abcdef0123456789abcdef"  # mp-api insists on 32 characters
+
+
+@pytest.fixture(scope="session")
+def mp_test_server():
+    """A local HTTP server speaking the Materials Project API, answering from mp_dev.csv.gz."""
+    from tests.mp_server import MPTestServer
+
+    with MPTestServer(DATA) as server:
+        yield server
+
+
+@pytest.fixture
+def mp_api_env(mp_test_server, monkeypatch):
+    """Environment for the real mp-api client to talk to mp_test_server and nothing else."""
+    monkeypatch.setenv("MP_API_KEY", MP_TEST_KEY)
+    monkeypatch.setenv("MP_API_ENDPOINT", mp_test_server.endpoint)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("MPRESTER_MUTE_PROGRESS_BARS", "true")
+    with mp_test_server.lock:
+        mp_test_server.requests.clear()
+    return mp_test_server
+
+
+@pytest.fixture(scope="session")
+def mp_dev_source():
+    """LocalSource over the shared mp_dev.csv.gz, read once per session."""
+    from screening.sources.local import LocalSource
+
+    return LocalSource(DATA)
+
+# ---- end of structure source fixtures -----------------------------------------------------
