@@ -1,0 +1,32 @@
+"""The model, loaded once per worker process and kept for every later task.
+
+Dask keeps worker processes alive between tasks, so a module-level cache is
+enough: the first inference task on a worker loads the checkpoint, the rest
+reuse it. `load_count()` lets tests check that it really happens once.
+"""
+from __future__ import annotations
+
+import threading
+
+_models: dict = {}
+_loads = 0
+_lock = threading.Lock()
+
+
+def get_model(path: str, device: str):
+    global _loads
+    from screening.checkpoint import load_checkpoint
+    from screening.predict import resolve_device
+
+    key = (str(path), device)
+    with _lock:
+        if key not in _models:
+            ckpt = load_checkpoint(path)
+            ckpt.model.to(resolve_device(device))
+            _models[key] = ckpt
+            _loads += 1
+        return _models[key]
+
+
+def load_count() -> int:
+    return _loads
