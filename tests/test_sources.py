@@ -261,8 +261,9 @@ def test_substitution_li_x_o(monkeypatch):
     groups, matcher = assert_sensible(cands, "Li-*-O")
     third = {next(iter(elements_of(f) - {"Li", "O"})) for f in groups}
     assert third <= set(CANDIDATE_ELEMENTS) and {"Fe", "Co", "Ti", "Al"} <= third
-    for f in ["LiFeO2", "LiCoO2", "Li2TiO3", "LiAlO2", "Li3PO4"]:  # pairwise within a few formulas
-        for a, b in itertools.combinations(groups[f], 2):
+    assert len(cands) > 500
+    for f, group in groups.items():  # every pair with the same formula (~3,600 fits, ~9 s)
+        for a, b in itertools.combinations(group, 2):
             assert not matcher.fit(a.structure, b.structure), (a.id, b.id)
     # ids do not depend on the query: the Li-Fe-O ones are a subset, same structures
     fe = {c.id: c for c in src.fetch("Li-Fe-O")}
