@@ -19,7 +19,20 @@ def mp_test_server():
 
 @pytest.fixture
 def mp_api_env(mp_test_server, monkeypatch):
-    """Environment for the real mp-api client to talk to mp_test_server and nothing else."""
+    """Environment for the real mp-api client to talk to mp_test_server and nothing else.
+
+    Sockets may only connect to this machine while it is in use, so a request
+    that would leave for the real Materials Project fails the test instead."""
+    import socket
+
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"test tried to connect to {address}; only the local MP test server is allowed")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
     monkeypatch.setenv("MP_API_KEY", MP_TEST_KEY)
     monkeypatch.setenv("MP_API_ENDPOINT", mp_test_server.endpoint)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
