@@ -28,7 +28,18 @@ def test_tiny_model_overfits_32_crystals(tmp_path, data32):
     assert best["score"] < 0.1  # validation MAE on the same crystals, in target std units
 
 
-def test_training_is_reproducible_for_a_fixed_seed(tmp_path, data32):
+@pytest.fixture
+def one_thread():
+    """Bit-identical runs need one thread: multi-threaded float sums vary in the last bits."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_training_is_reproducible_for_a_fixed_seed(tmp_path, data32, one_thread):
     a = train(data32, data32, tiny_config(epochs=3), tmp_path / "a", FeaturizerConfig())
     b = train(data32, data32, tiny_config(epochs=3), tmp_path / "b", FeaturizerConfig())
     c = train(data32, data32, tiny_config(epochs=3, seed=1), tmp_path / "c", FeaturizerConfig())
@@ -37,7 +48,7 @@ def test_training_is_reproducible_for_a_fixed_seed(tmp_path, data32):
     assert a["score"] == b["score"] != c["score"]
 
 
-def test_resume_continues_the_same_run(tmp_path, data32):
+def test_resume_continues_the_same_run(tmp_path, data32, one_thread):
     full = train(data32, data32, tiny_config(epochs=4), tmp_path / "full", FeaturizerConfig())
     train(data32, data32, tiny_config(epochs=2), tmp_path / "part", FeaturizerConfig())
     # extend the 2-epoch run to 4: same schedule-free result as the straight run
