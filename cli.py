@@ -39,6 +39,78 @@ def user_errors(fn):
 
 @app.command()
 @user_errors
+def run(
+    query: str = typer.Option(..., "--query", "-q", help='Chemical system ("Li-*-O", "Li-Fe-O"), formula ("LiFePO4") or mp ids.'),
+    exclude: Optional[str] = typer.Option(None, help="Comma-separated elements to leave out."),
+    source: Optional[str] = typer.Option(None, help="mp | local:PATH | substitution (default: mp with MP_API_KEY, else substitution)."),
+    reference: Optional[str] = typer.Option(None, help="Source of reference phases for E_hull (e.g. local:../shared/data/mp_dev.csv.gz)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    scheduler: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler (tcp://host:8786)."),
+    jobqueue: Optional[str] = typer.Option(None, help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
+    workers: int = typer.Option(2, help="Local workers (or batch jobs)."),
+    threads: int = typer.Option(1, help="Threads per worker."),
+    dashboard: str = typer.Option("127.0.0.1:8787", help="Dask dashboard address (:0 for any free port)."),
+    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
+    out: Path = typer.Option(Path("screen-results"), "--out", "-o", help="Directory for results, summary.json and the plot."),
+    fmt: str = typer.Option("csv", "--format", help="csv | parquet"),
+    nonmetal: bool = typer.Option(False, "--nonmetal", help="Keep only predicted non-metals."),
+    gap_min: Optional[float] = typer.Option(None, help="Minimum predicted band gap (eV)."),
+    gap_max: Optional[float] = typer.Option(None, help="Maximum predicted band gap (eV)."),
+    ehull_max: Optional[float] = typer.Option(None, help="Maximum predicted energy above hull (eV/atom)."),
+    gap_threshold: float = typer.Option(0.025, help="Eg below this (eV) counts as a metal."),
+    top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
+    partition_size: int = typer.Option(250, help="Crystals per Dask task."),
+):
+    """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from screening.predict_files import resolve_model_path
+    from screening.rank import RankOptions
+    from screening.sources import default_source_note
+    from workflows.cluster import ClusterSpec, connect, dashboard_link
+    from workflows.screening import RunOptions, run_screening
+
+    notice = default_source_note(source)
+    if notice:
+        console.print(notice, style="yellow", highlight=False)
+    opts = RunOptions(
+        query=query, exclude=[e.strip() for e in (exclude or "").split(",") if e.strip()],
+        source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
+        cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
+        rank=RankOptions(gap_threshold=gap_threshold, nonmetal=nonmetal, gap_min=gap_min,
+                         gap_max=gap_max, ehull_max=ehull_max, top=top))
+    spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
+                       threads_per_worker=threads, dashboard=dashboard,
+                       gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
+    with connect(spec) as client:
+        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            job = bar.add_task("screening partitions", total=None)
+            result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
+    _print_run(result)
+
+
+def _print_run(result):
+    from screening.report import print_table
+
+    s = result.summary
+    cols = [c for c in ["rank", "formula", "id", "pred_e_above_hull", "pred_formation_energy_per_atom",
+                        "pred_band_gap", "pred_class", "pred_efermi", "dft_formation_energy_per_atom",
+                        "dft_band_gap"] if c in result.table.columns]
+    print_table(console, result.table, columns=cols, max_rows=25,
+                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, most stable first")
+    console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
+                  f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
+                  f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
+    console.print(s["reference_note"], highlight=False)
+    for name, path in result.files.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+@app.command()
+@user_errors
 def predict(
     paths: List[Path] = typer.Argument(..., help="CIF/POSCAR files or directories of them."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
@@ -93,6 +165,7 @@ def train(
     limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
 ):
     """Train an MT-CGCNN model; early stopping on validation MAE."""
     import json
@@ -106,6 +179,9 @@ def train(
     from screening.predict import resolve_device
     from screening.train import TrainConfig, split_indices, train as run_training
 
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     featurizer = FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors)
     cfg = TrainConfig(tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,

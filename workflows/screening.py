@@ -1,0 +1,231 @@
+"""The screening task graph: fetch -> featurize into the store -> infer -> rank -> report.
+
+    fetch (1 task)          the source's candidates, via the structure cache
+    featurize (1/partition) content keys; graphs not yet in the store are
+                            built and written as one published store unit
+    infer (1/partition)     graphs -> predictions, via the prediction cache;
+                            the model is loaded once per worker; GPU tasks
+                            ask for the Dask resource "GPU" so a mixed
+                            cluster routes them to GPU workers
+    rank, report            on the client: hull, filters, files, table, plot
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from cache import stats as cache_stats
+from cache.graph_store import GraphStore
+from cache.keys import structure_key
+from cache.prediction_cache import PredictionCache
+from cache.structure_cache import StructureCache
+from screening.checkpoint import load_checkpoint
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig, featurize
+from screening.query import parse_query
+from screening.rank import RankOptions, rank
+from screening.sources import open_source
+from workflows import worker_model
+
+
+@dataclass
+class RunOptions:
+    query: str
+    exclude: List[str] = field(default_factory=list)
+    source: Optional[str] = None  # None: mp with MP_API_KEY, else substitution
+    reference: Optional[str] = None  # source spec of reference phases for the hull
+    model: str = ""  # checkpoint path
+    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: str = "screen-cache"
+    out_dir: str = "screen-results"
+    partition_size: int = 250
+    max_atoms: int = 20_000
+    output_format: str = "csv"  # csv | parquet
+    rank: RankOptions = field(default_factory=RankOptions)
+
+
+# ---- tasks (run on workers; module-level so they pickle by reference) ----
+
+def fetch_task(source_spec, query_text, exclude):
+    query = parse_query(query_text, exclude)
+    return open_source(source_spec, lazy=True).fetch(query)
+
+
+def featurize_task(candidates, cache_dir, featurizer_dict):
+    """Key every candidate; featurize and store the ones the store lacks."""
+    config = FeaturizerConfig.from_dict(featurizer_dict)
+    store = GraphStore.open(Path(cache_dir) / "graphs", config)
+    keys, errors, new = [], [], []
+    for c in candidates:
+        try:
+            s = c.structure
+            key = structure_key(s, config)
+            if not store.contains(key) and key not in {k for k, _, _ in new}:
+                new.append((key, c.id, featurize(s, config, name=f"{c.source} {c.id}")))
+            keys.append(key)
+        except ScreenError as e:
+            keys.append(None)
+            errors.append(str(e))
+    if new:
+        store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
+    return {"keys": keys, "errors": errors, "featurized": len(new)}
+
+
+def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):
+    """Predictions for a partition's keys; only keys missing from the prediction cache run the model."""
+    from screening.predict import predict_graphs
+
+    ckpt = worker_model.get_model(model_path, device)
+    keys = [k for k in featurized["keys"] if k is not None]
+    cache = PredictionCache(Path(cache_dir) / "predictions", ckpt.hash, ckpt.model.tasks)
+    known = cache.get_many(keys)
+    todo = sorted({k for k in keys if k not in known})
+    if todo:
+        store = GraphStore.open(Path(cache_dir) / "graphs", FeaturizerConfig.from_dict(featurizer_dict))
+        graphs = [store.get(k) for k in todo]
+        pred = predict_graphs(ckpt.model, graphs, max_atoms=max_atoms, device=next(ckpt.model.parameters()).device)
+        cache.put_many(todo, pred)
+        known.update(zip(todo, pred))
+    return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo)}
+
+
+# ---- the run (client side) ----
+
+@dataclass
+class RunResult:
+    table: pd.DataFrame  # ranked
+    all_candidates: int
+    summary: dict
+    files: dict
+
+
+def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, int, int], None]] = None,
+                  on_started: Optional[Callable[[], None]] = None) -> RunResult:
+    from distributed import as_completed
+
+    t0 = time.time()
+    query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
+    source = open_source(opts.source)
+    ckpt = load_checkpoint(opts.model)
+    featurizer = ckpt.featurizer
+    if opts.output_format not in ("csv", "parquet"):
+        raise ScreenError(f"--format {opts.output_format}: choose csv or parquet")
+    if on_started:
+        on_started()
+
+    # fetch, through the structure cache
+    structures = StructureCache(Path(opts.cache_dir) / "structures")
+    candidates = structures.get(query.key(), source.describe())
+    structure_hit = candidates is not None
+    if candidates is None:
+        candidates = client.submit(fetch_task, opts.source, opts.query, opts.exclude, pure=False).result()
+        structures.put(query.key(), source.describe(), candidates)
+    if not candidates:
+        raise ScreenError(f"--query {opts.query}: no candidates found in {source.describe()}")
+
+    # featurize + infer, one chain per partition
+    gpu = {"GPU": 1} if _wants_gpu(client, opts.device) else None
+    parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
+    feats, infers = [], []
+    for p in parts:
+        f = client.submit(featurize_task, p, opts.cache_dir, featurizer.to_dict(), pure=False)
+        feats.append(f)
+        infers.append(client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device,
+                                    featurizer.to_dict(), opts.max_atoms, resources=gpu, pure=False))
+    done = 0
+    for _ in as_completed(infers):
+        done += 1
+        if progress:
+            progress("infer", done, len(infers))
+    feat_results = client.gather(feats)
+    infer_results = client.gather(infers)
+
+    # assemble the table
+    rows, errors = [], []
+    for part, fr, ir in zip(parts, feat_results, infer_results):
+        errors.extend(fr["errors"])
+        for c, key in zip(part, fr["keys"]):
+            if key is None:
+                continue
+            row = {"source": c.source, "id": c.id, "formula": c.formula}
+            for k, task in enumerate(ckpt.model.tasks):
+                row[f"pred_{task}"] = float(ir["predictions"][key][k])
+            for name, value in c.known.items():
+                row[f"dft_{name}"] = value
+            row.update({"structure_key": key, "model_hash": ckpt.short_hash,
+                        "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ScreenError(f"--query {opts.query}: none of the {len(candidates)} candidates could be featurized "
+                          f"(first problem: {errors[0] if errors else 'unknown'})")
+    references, reference_note = _references(opts, table)
+    ranked = rank(table, references, opts.rank)
+
+    n_featurized = sum(fr["featurized"] for fr in feat_results)
+    n_inferred = sum(ir["inferred"] for ir in infer_results)
+    summary = {
+        "query": str(query), "source": source.describe(), "model": str(opts.model),
+        "model_hash": ckpt.hash, "featurizer": featurizer.to_dict(),
+        "candidates": len(candidates), "unusable": len(errors), "unusable_first": errors[:5],
+        "ranked": len(ranked), "featurized": n_featurized, "inferred": n_inferred,
+        "structure_cache_hit": structure_hit,
+        "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
+        "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
+        "reference_phases": len(references), "reference_note": reference_note, "partitions": len(parts),
+        "workers": len(client.scheduler_info().get("workers", {})),
+        "wall_seconds": round(time.time() - t0, 2),
+    }
+    cache_stats.record(opts.cache_dir, runs=1, structure_hits=int(structure_hit),
+                       structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
+                       graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
+                       prediction_misses=n_inferred)
+    files = write_outputs(ranked, summary, opts)
+    return RunResult(ranked, len(candidates), summary, files)
+
+
+def _wants_gpu(client, device: str) -> bool:
+    if device == "cpu":
+        return False
+    workers = client.scheduler_info().get("workers", {}).values()
+    has_gpu_workers = any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)
+    if device == "cuda" and not has_gpu_workers:
+        raise ScreenError("--device cuda: no worker advertises the GPU resource (start workers with --resources GPU=1)")
+    return has_gpu_workers
+
+
+def _references(opts: RunOptions, table: pd.DataFrame):
+    from screening.rank import element_set
+    from screening.references import choose_reference, load_references
+
+    systems = {element_set(f) for f in table["formula"].unique()}
+    return load_references(choose_reference(opts.reference, opts.source), systems)
+
+
+def write_outputs(ranked: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
+    from screening.plots import hull_vs_gap
+
+    out = Path(opts.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    table_path = out / f"results.{opts.output_format}"
+    tmp = table_path.with_name(f".{table_path.name}.tmp")
+    if opts.output_format == "parquet":
+        ranked.to_parquet(tmp, index=False)
+    else:
+        ranked.to_csv(tmp, index=False)
+    tmp.replace(table_path)
+    files["results"] = str(table_path)
+    if len(ranked) and "pred_band_gap" in ranked:
+        files["plot"] = str(hull_vs_gap(ranked, out / "hull_vs_gap.png", title=f"{summary['query']}: "
+                                        f"{len(ranked)} candidates ({summary['source']})"))
+    summary = dict(summary, files=files)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    files["summary"] = str(out / "summary.json")
+    return files
