@@ -16,8 +16,9 @@ from screening.errors import ScreenError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets a wide table instead of rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
 @app.callback()
@@ -92,15 +93,20 @@ def run(
     _print_run(result)
 
 
+_RUN_COLUMNS = {  # result column -> short terminal header
+    "rank": "#", "formula": "formula", "id": "id", "pred_e_above_hull": "E_hull", "pred_band_gap": "Eg",
+    "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
+    "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg"}
+
+
 def _print_run(result):
     from screening.report import print_table
 
     s = result.summary
-    cols = [c for c in ["rank", "formula", "id", "pred_e_above_hull", "pred_formation_energy_per_atom",
-                        "pred_band_gap", "pred_class", "pred_efermi", "dft_formation_energy_per_atom",
-                        "dft_band_gap"] if c in result.table.columns]
-    print_table(console, result.table, columns=cols, max_rows=25,
-                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, most stable first")
+    shown = result.table[[c for c in _RUN_COLUMNS if c in result.table.columns]].rename(columns=_RUN_COLUMNS)
+    print_table(console, shown, max_rows=25,
+                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, most stable first "
+                      f"(E_hull, dEf in eV/atom; Eg, EF in eV; predicted unless DFT)")
     console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
                   f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
@@ -268,7 +274,123 @@ def evaluate(
 
 
 # --- screen cache (cache/ package) ---
+cache_app = typer.Typer(help="Inspect, check and clear the caches (graphs, structures, predictions).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDir = typer.Option(Path("screen-cache"), "--cache", envvar="SCREEN_CACHE", help="Cache directory.")
 
+
+def _graph_stores(cache: Path):
+    """Every graph store under the cache (one per featurizer config that ran)."""
+    import json
+
+    from cache.graph_store import GraphStore
+    from screening.featurize import FeaturizerConfig
+
+    for meta in sorted(cache.glob("**/store.json")):
+        cfg = FeaturizerConfig.from_dict(json.loads(meta.read_text())["featurizer"])
+        yield GraphStore.open(meta.parent, cfg)
+
+
+def _need_cache(cache: Path):
+    if not cache.is_dir():
+        raise ScreenError(f"{cache}: no cache directory here (set --cache or SCREEN_CACHE)")
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(cache: Path = CacheDir):
+    """Sizes, counts and hit rates."""
+    from rich.table import Table
+
+    from cache import stats
+
+    _need_cache(cache)
+    table = Table(title=f"cache {cache}")
+    table.add_column("part")
+    table.add_column("entries", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("detail")
+    for store in _graph_stores(cache):
+        i = store.info()
+        table.add_row(str(store.root.relative_to(cache)), str(i["crystals"]), _mb(i["bytes"]),
+                      f"{i['units']} units, {i['atoms']} atoms, {i['edges']} edges, "
+                      f"{i['duplicate_copies']} duplicate copies, {i['stale_items']} stale")
+    structures = list((cache / "structures").glob("*.json.gz"))
+    table.add_row("structures", str(len(structures)), _mb(sum(p.stat().st_size for p in structures)),
+                  "fetched candidate lists")
+    preds = list((cache / "predictions").glob("*/part-*.npz"))
+    table.add_row("predictions", str(len(list((cache / "predictions").glob("*")))) + " models",
+                  _mb(sum(p.stat().st_size for p in preds)), f"{len(preds)} parts")
+    console.print(table)
+    t = stats.totals(cache)
+    for part in ("structure", "graph", "prediction"):
+        hits, misses = t.get(f"{part}_hits", 0), t.get(f"{part}_misses", 0)
+        rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "n/a"
+        console.print(f"{part} cache: {hits} hits, {misses} misses ({rate}) over {t.get('runs', 0)} runs",
+                      highlight=False)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+@cache_app.command("ls")
+@user_errors
+def cache_ls(cache: Path = CacheDir, limit: int = typer.Option(20, help="Rows to show.")):
+    """List stored crystals (id, key, atoms, edges)."""
+    import pandas as pd
+
+    from screening.report import print_table
+
+    _need_cache(cache)
+    rows = []
+    for store in _graph_stores(cache):
+        for unit, m in sorted(store.manifests().items()):
+            for key, cid in zip(m["keys"], m["ids"]):
+                if store.index().get(key, (None,))[0] == unit:
+                    rows.append({"id": cid, "key": key[:16], "unit": unit[:12]})
+    print_table(console, pd.DataFrame(rows, columns=["id", "key", "unit"]), title=f"{len(rows)} crystals",
+                max_rows=limit)
+
+
+@cache_app.command("verify")
+@user_errors
+def cache_verify(cache: Path = CacheDir):
+    """Check every published unit's checksums and counts; exit 1 on any problem."""
+    _need_cache(cache)
+    problems, units = [], 0
+    for store in _graph_stores(cache):
+        units += len(store.manifests())
+        problems += [f"{store.root}: {p}" for p in store.verify()]
+        stale = store.stale()
+        if stale:
+            console.print(f"{store.root}: {len(stale)} unpublished leftovers of interrupted writers "
+                          f"(never served; `screen cache clear --stale` removes them)", highlight=False)
+    for p in problems:
+        err_console.print(f"[red]problem:[/red] {p}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"ok: {units} units verified")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(cache: Path = CacheDir,
+                stale: bool = typer.Option(False, "--stale", help="Only remove leftovers of interrupted writers."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")):
+    """Remove the cache (or only its stale leftovers)."""
+    import shutil
+
+    _need_cache(cache)
+    if stale:
+        n = sum(store.clean_stale() for store in _graph_stores(cache))
+        console.print(f"removed {n} stale items")
+        return
+    if not yes and not typer.confirm(f"remove everything under {cache}?"):
+        raise typer.Exit(1)
+    shutil.rmtree(cache)
+    console.print(f"removed {cache}")
 # --- end screen cache ---
 
 

@@ -15,7 +15,7 @@ def print_table(console, df: pd.DataFrame, title: str = "", max_rows: int = 30, 
         table.add_row(*[_fmt(row[c]) for c in cols])
     console.print(table)
     if len(df) > max_rows:
-        console.print(f"... {len(df) - max_rows} more rows in the output file")
+        console.print(f"... {len(df) - max_rows} more rows")
 
 
 def _fmt(v) -> str:
