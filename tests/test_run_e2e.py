@@ -84,3 +84,33 @@ def test_filters_and_top(client, model_path, tmp_path):
                       rank=RankOptions(nonmetal=True, top=5))
     t = run_screening(client, opts).table
     assert len(t) <= 5 and (t.pred_class == "non-metal").all() and (t.pred_band_gap >= 0.025).all()
+
+
+def test_mp_source_through_real_client_matches_local_source(mp_api_env, model_path, tmp_path):
+    """The real mp-api client, pointed at the local MP test server, on workers started with its env."""
+    common = dict(query="Li-*-O", model=model_path, device="cpu", partition_size=200)
+    with connect(ClusterSpec(workers=1, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
+        via_mp = run_screening(c, RunOptions(source="mp", cache_dir=str(tmp_path / "c1"),
+                                             out_dir=str(tmp_path / "o1"), **common)).table
+        via_local = run_screening(c, RunOptions(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
+                                                out_dir=str(tmp_path / "o2"), **common)).table
+    assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
+    assert (via_mp.source == "mp").all()
+    assert set(via_mp.id) == set(via_local.id) == li_x_o_ids()
+    mp_rows = via_mp.set_index("id").sort_index()
+    local_rows = via_local.set_index("id").sort_index()
+    assert (mp_rows.structure_key == local_rows.structure_key).all()  # same crystals, same graphs
+    np.testing.assert_allclose(mp_rows.pred_band_gap, local_rows.pred_band_gap, rtol=1e-6)
+    np.testing.assert_allclose(mp_rows.dft_formation_energy_per_atom, local_rows.dft_formation_energy_per_atom)
+
+
+def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_path, tmp_path):
+    opts = RunOptions(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+    t = run_screening(client, opts).table
+    assert len(t) > 10 and t.id.is_unique and t.structure_key.is_unique
+    for formula in t.formula.unique():
+        comp = Composition(formula)
+        els = {e.symbol for e in comp.elements}
+        assert len(els) == 3 and {"Na", "Cl"} <= els
+        assert comp.oxi_state_guesses(), f"{formula} is not charge balanced"
