@@ -188,7 +188,9 @@ def test_mp_li_x_o_matches_local_with_paging(mp_api_env, local_li_x_o):
     assert [int(p.get("_skip", 0)) for p in searches] == [0, 200, 400]
     assert set(searches[0]["_fields"].split(",")) == \
         {"material_id", "formula_pretty", "structure", "formation_energy_per_atom", "band_gap", "efermi"}
-    assert ("/heartbeat", {}) in mp_api_env.requests
+    # The client asks /heartbeat once per process (mp-api caches it), so whether this test
+    # sees it depends on which test made the first MPRester: every request must be a known one.
+    assert {path for path, _ in mp_api_env.requests} <= {"/heartbeat", "/materials/summary"}
 
 
 def test_mp_formula_ids_and_exclude_match_local(mp_api_env, mp_dev_source):
