@@ -41,7 +41,7 @@ from screening.featurize import FeaturizerConfig
 from screening.graph import CrystalGraph
 
 STORE_FORMAT = 1
-_CHUNK = 65536  # elements per chunk inside the one shard of each array
+_CHUNK = 8192  # elements per chunk inside the one shard of each array (random reads decode one)
 _ARRAYS = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets")
 
 
@@ -81,6 +81,7 @@ class GraphStore:
         self._index: Optional[Dict[str, Tuple[str, int]]] = None
         self._manifests: Dict[str, dict] = {}
         self._units: "OrderedDict[str, dict]" = OrderedDict()  # small cache of loaded units
+        self._handles: "OrderedDict[str, tuple]" = OrderedDict()  # zarr handles for random reads
 
     # ---- opening ----
     @classmethod
@@ -233,9 +234,31 @@ class GraphStore:
                 raise ScreenError(f"{self.root}: no crystal with key or id {key_or_id}")
             key_or_id = by_id[key_or_id]
         unit, i = index[key_or_id]
-        data = self._load_unit(unit)
-        t = data["targets"][i] if "targets" in data else None
-        return Record(key_or_id, self.manifests()[unit]["ids"][i], self._graph(data, i), t)
+        if unit in self._units:  # streaming or batch reads already hold this unit
+            data = self._units[unit]
+            t = data["targets"][i] if "targets" in data else None
+            return Record(key_or_id, self.manifests()[unit]["ids"][i], self._graph(data, i), t)
+        # Random access: read only the chunks holding crystal i (the shard index locates them).
+        arrays, offsets = self._open_unit(unit)
+        a0, a1 = offsets["atom_offsets"][i:i + 2]
+        e0, e1 = offsets["edge_offsets"][i:i + 2]
+        graph = CrystalGraph.from_csr(arrays["atomic_numbers"][a0:a1], arrays["neighbor_counts"][a0:a1],
+                                      arrays["dst"][e0:e1], arrays["distances"][e0:e1])
+        t = arrays["targets"][i] if "targets" in arrays else None
+        return Record(key_or_id, self.manifests()[unit]["ids"][i], graph, t)
+
+    def _open_unit(self, unit: str):
+        """Array handles and the (small) offset arrays of a unit, kept for later random reads."""
+        if unit not in self._handles:
+            import zarr
+
+            group = zarr.open_group(str(self.root / "units" / f"{unit}.zarr"), mode="r")
+            arrays = {name: group[name] for name in group.array_keys()}
+            offsets = {k: arrays[k][...] for k in ("atom_offsets", "edge_offsets")}
+            self._handles[unit] = (arrays, offsets)
+            while len(self._handles) > 256:
+                self._handles.popitem(last=False)
+        return self._handles[unit]
 
     def iter_records(self, keys: Optional[set] = None) -> Iterator[Record]:
         """Every served crystal once, streaming one unit at a time."""
