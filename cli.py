@@ -72,11 +72,17 @@ def run(
     from workflows.cluster import ClusterSpec, connect, dashboard_link
     from workflows.screening import RunOptions, run_screening
 
+    from screening.query import parse_query
+    from screening.sources import open_source
+
+    exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
+    parse_query(query, exclude_list)  # bad input fails here, before a cluster starts
+    open_source(source, lazy=True)
     notice = default_source_note(source)
     if notice:
         console.print(notice, style="yellow", highlight=False)
     opts = RunOptions(
-        query=query, exclude=[e.strip() for e in (exclude or "").split(",") if e.strip()],
+        query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
         rank=RankOptions(gap_threshold=gap_threshold, nonmetal=nonmetal, gap_min=gap_min,

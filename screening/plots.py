@@ -17,14 +17,17 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
     for cls, part in table.groupby("pred_class") if "pred_class" in table else [("all", table)]:
         ax.scatter(part["pred_band_gap"], part["pred_e_above_hull"], s=14, alpha=0.7,
                    c=colours.get(cls, "#7570b3"), label=f"{cls} ({len(part)})")
-    for _, row in table.nsmallest(label_top, "pred_e_above_hull").iterrows():
+    top = table.nsmallest(label_top, "pred_e_above_hull")
+    ax.scatter(top["pred_band_gap"], top["pred_e_above_hull"], s=40, facecolors="none", edgecolors="black",
+               linewidths=0.8, label=f"best {len(top)} by E_hull")
+    for _, row in top.iterrows():
         ax.annotate(row["formula"], (row["pred_band_gap"], row["pred_e_above_hull"]),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+                    fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("predicted band gap Eg (eV)")
     ax.set_ylabel("predicted energy above hull (eV/atom)")
-    ax.set_title(title or "screening candidates")
-    ax.legend(loc="upper right", frameon=False)
+    ax.set_title(title or "screening candidates", fontsize=10)
+    ax.legend(loc="best", frameon=True, framealpha=0.85, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -166,7 +166,8 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         raise ScreenError(f"--query {opts.query}: none of the {len(candidates)} candidates could be featurized "
                           f"(first problem: {errors[0] if errors else 'unknown'})")
     references, reference_note = _references(opts, table)
-    ranked = rank(table, references, opts.rank)
+    everything = rank(table, references, replace(opts.rank, top=None))  # the plot shows them all
+    ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     n_inferred = sum(ir["inferred"] for ir in infer_results)
@@ -186,7 +187,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
-    files = write_outputs(ranked, summary, opts)
+    files = write_outputs(ranked, everything, summary, opts)
     return RunResult(ranked, len(candidates), summary, files)
 
 
@@ -208,7 +209,7 @@ def _references(opts: RunOptions, table: pd.DataFrame):
     return load_references(choose_reference(opts.reference, opts.source), systems)
 
 
-def write_outputs(ranked: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
+def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
     from screening.plots import hull_vs_gap
 
     out = Path(opts.out_dir)
@@ -222,9 +223,13 @@ def write_outputs(ranked: pd.DataFrame, summary: dict, opts: RunOptions) -> dict
         ranked.to_csv(tmp, index=False)
     tmp.replace(table_path)
     files["results"] = str(table_path)
-    if len(ranked) and "pred_band_gap" in ranked:
-        files["plot"] = str(hull_vs_gap(ranked, out / "hull_vs_gap.png", title=f"{summary['query']}: "
-                                        f"{len(ranked)} candidates ({summary['source']})"))
+    if len(everything) and "pred_band_gap" in everything:
+        source = summary["source"].split(" ")[0]  # without the data hash
+        if len(source) > 40:
+            source = "..." + source[-37:]
+        files["plot"] = str(hull_vs_gap(everything, out / "hull_vs_gap.png",
+                                        title=f"{summary['query']}: {len(everything)} candidates from {source}",
+                                        label_top=opts.rank.top or 10))
     summary = dict(summary, files=files)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     files["summary"] = str(out / "summary.json")

@@ -1,0 +1,63 @@
+"""Wall time and peak memory of a whole `screen run`, cold cache then warm cache.
+
+Peak memory is the largest sum of RSS over the CLI process and all its
+children (scheduler, Dask workers), sampled every 0.1 s.
+
+    python benchmarks/run.py --query "*-O" --source local:../shared/data/mp_dev.csv.gz [--model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def measure(cmd):
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root] + root.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    out = proc.stdout.read()
+    if proc.returncode:
+        sys.exit(f"screen run failed ({proc.returncode}):\n{out[-2000:]}")
+    return time.perf_counter() - t0, peak, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--query", default="*-O")
+    ap.add_argument("--source", default="local:" + str(Path(__file__).resolve().parents[2] / "shared/data/mp_dev.csv.gz"))
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="screen-run-bench-"))
+    cmd = ["screen", "run", "--query", args.query, "--source", args.source, "--workers", str(args.workers),
+           "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(work / "out"), "--top", "5"]
+    if args.model:
+        cmd += ["--model", args.model]
+    try:
+        for label in ("cold", "warm"):
+            wall, peak, _ = measure(cmd)
+            s = json.loads((work / "out" / "summary.json").read_text())
+            print(f"{label}: wall {wall:6.1f} s   peak RSS {peak / 2**20:7.0f} MiB   candidates {s['candidates']}   "
+                  f"featurized {s['featurized']}   inferred {s['inferred']}   (workers {s['workers']})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""`screen run` through the CLI: bad input fails fast; a real run writes its files."""
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from tests.helpers import DATA
+from tests.test_run_e2e import model_path  # noqa: F401  (module fixture: a tiny trained model)
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--query", "Li-*-Xx"], "Xx"),
+    (["--query", "Li-*-O", "--source", "nowhere"], "unknown source"),
+    (["--query", "Li-*-O", "--source", "local:/no/such/file.csv"], "no such file"),
+    (["--query", "Li-*-O", "--exclude", "Qq"], "Qq"),
+])
+def test_bad_input_is_one_line_error_before_any_work(tmp_path, args, message):
+    r = runner.invoke(app, ["run", *args, "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_run_writes_table_parquet_summary_and_plot(tmp_path, model_path):  # noqa: F811
+    r = runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model_path,
+                            "--workers", "1", "--dashboard", ":0", "--cache", str(tmp_path / "c"),
+                            "--out", str(tmp_path / "o"), "--format", "parquet", "--top", "3"])
+    assert r.exit_code == 0, r.output
+    assert "dask dashboard: http://" in r.output and "most stable first" in r.output
+    table = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert len(table) == 3 and summary["candidates"] == 32 and summary["featurized"] == 32
+    assert (tmp_path / "o" / "hull_vs_gap.png").stat().st_size > 10_000
