@@ -51,6 +51,10 @@ def run(
     jobqueue: Optional[str] = typer.Option(None, help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
     workers: int = typer.Option(2, help="Local workers (or batch jobs)."),
     threads: int = typer.Option(1, help="Threads per worker."),
+    memory: str = typer.Option("4GiB", help="Memory per worker."),
+    queue: Optional[str] = typer.Option(None, help="Batch queue/partition (--jobqueue)."),
+    account: Optional[str] = typer.Option(None, help="Batch account (--jobqueue)."),
+    walltime: str = typer.Option("01:00:00", help="Batch job walltime (--jobqueue)."),
     dashboard: str = typer.Option("127.0.0.1:8787", help="Dask dashboard address (:0 for any free port)."),
     cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
     out: Path = typer.Option(Path("screen-results"), "--out", "-o", help="Directory for results, summary.json and the plot."),
@@ -88,7 +92,8 @@ def run(
         rank=RankOptions(gap_threshold=gap_threshold, nonmetal=nonmetal, gap_min=gap_min,
                          gap_max=gap_max, ehull_max=ehull_max, top=top))
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
-                       threads_per_worker=threads, dashboard=dashboard,
+                       threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
+                       queue=queue, account=account, walltime=walltime,
                        gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
     with connect(spec) as client:
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)

@@ -73,10 +73,14 @@ def _jobqueue_cluster(spec: ClusterSpec):
     if spec.jobqueue not in classes:
         raise ScreenError(f"--jobqueue {spec.jobqueue}: choose slurm or pbs")
     extra = ["--resources GPU=%d" % spec.gpus_per_worker] if spec.gpus_per_worker else []
+    # The batch system must hand the job its GPUs too; PBS sites name GPU resources too
+    # differently to guess, so there the user adds their own directive.
+    directives = [f"--gres=gpu:{spec.gpus_per_worker}"] if spec.gpus_per_worker and spec.jobqueue == "slurm" else []
     return classes[spec.jobqueue](
         cores=spec.threads_per_worker, processes=1, memory=spec.memory_per_worker,
         walltime=spec.walltime, queue=spec.queue, account=spec.account,
-        worker_extra_args=extra, scheduler_options={"dashboard_address": spec.dashboard})
+        worker_extra_args=extra, job_extra_directives=directives,
+        scheduler_options={"dashboard_address": spec.dashboard})
 
 
 def dashboard_link(client) -> str:
