@@ -1,18 +1,24 @@
 """Predictions keyed by (graph key, model hash): a re-run with the same model infers nothing.
 
-predictions/<model hash>/part-<digest>.npz, one file per write (published by
-atomic rename), each holding keys and an (n, n_tasks) float32 array.
+    predictions/<model hash>/tasks.json         task names, fixed by the first writer
+    predictions/<model hash>/part-<digest>.npz  one file per write: keys (n,) and values (n, n_tasks)
+
+A part is published whole by atomic rename. Its name is a digest of its keys
+and values, so two writers of the same predictions write the same part and
+either copy is right. A key found in several parts is served from the first.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import uuid
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
+
+from cache.atomic import publish_once, write_atomic
+from screening.errors import ScreenError
 
 
 class PredictionCache:
@@ -21,36 +27,65 @@ class PredictionCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tasks = list(tasks)
         meta = self.dir / "tasks.json"
-        if not meta.exists():
-            tmp = meta.with_name(f".tasks.{uuid.uuid4().hex}")
-            tmp.write_text(json.dumps(self.tasks))
-            os.replace(tmp, meta)
-        self._loaded: Dict[str, np.ndarray] = {}
+        publish_once(meta, json.dumps(self.tasks).encode())
+        stored = json.loads(meta.read_text())
+        if stored != self.tasks:
+            raise ScreenError(f"{self.dir}: cached predictions are for tasks {stored}, not {self.tasks}")
+        self._known: Dict[str, np.ndarray] = {}
         self._parts: set = set()
 
     def _load(self) -> Dict[str, np.ndarray]:
         for part in sorted(self.dir.glob("part-*.npz")):
-            if part.name in self._parts:
-                continue
-            with np.load(part) as z:
-                for k, row in zip(z["keys"], z["values"]):
-                    self._loaded.setdefault(str(k), row)
-            self._parts.add(part.name)
-        return self._loaded
+            if part.name not in self._parts:
+                keys, values = _read_part(part)
+                for k, row in zip(keys, values):
+                    self._known.setdefault(k, row)
+                self._parts.add(part.name)
+        return self._known
 
     def get_many(self, keys: Sequence[str]) -> Dict[str, np.ndarray]:
+        """key -> float32 (n_tasks,) for the keys that are cached (the hits)."""
         known = self._load()
         return {k: known[k] for k in keys if k in known}
 
-    def put_many(self, keys: Sequence[str], values: np.ndarray) -> None:
-        if not len(keys):
-            return
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
-        final = self.dir / f"part-{digest}.npz"
-        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.npz"
-        np.savez(tmp, keys=np.array(keys), values=np.asarray(values, dtype=np.float32))
-        os.replace(tmp, final)
-        self._loaded.update(zip(keys, np.asarray(values, dtype=np.float32)))
+    def put_many(self, keys: Sequence[str], values: np.ndarray) -> Path:
+        values = np.asarray(values, dtype=np.float32).reshape(len(keys), len(self.tasks))
+        keys = np.array([str(k) for k in keys])
+        digest = hashlib.sha256(keys.tobytes() + values.tobytes()).hexdigest()[:20]
+        buf = io.BytesIO()
+        np.savez(buf, keys=keys, values=values)
+        path = self.dir / f"part-{digest}.npz"
+        write_atomic(path, buf.getvalue())
+        for k, row in zip(keys.tolist(), values):
+            self._known.setdefault(k, row)
+        return path
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+def _read_part(path: Path):
+    with np.load(path) as z:
+        keys, values = [str(k) for k in z["keys"]], z["values"]
+    if values.ndim != 2 or values.shape[0] != len(keys) or values.dtype != np.float32:
+        raise ValueError(f"values {values.shape} {values.dtype} do not fit {len(keys)} keys")
+    return keys, values
+
+
+def verify_predictions(root) -> List[str]:
+    """Problems with cached prediction parts (unreadable, wrong shape); empty when all is well."""
+    problems = []
+    for model_dir in sorted(p for p in Path(root).glob("*") if p.is_dir()):
+        try:
+            n_tasks = len(json.loads((model_dir / "tasks.json").read_text()))
+        except (OSError, ValueError) as e:
+            problems.append(f"{model_dir.name}/tasks.json: unreadable ({type(e).__name__})")
+            continue
+        for part in sorted(model_dir.glob("part-*.npz")):
+            try:
+                _, values = _read_part(part)
+                if values.shape[1] != n_tasks:
+                    raise ValueError(f"{values.shape[1]} columns for {n_tasks} tasks")
+            except Exception as e:  # a damaged zip raises many kinds of errors; all are findings
+                problems.append(f"{model_dir.name}/{part.name}: unreadable ({type(e).__name__}: {e})")
+    return problems

@@ -1,19 +1,26 @@
 """Fetched candidates, keyed by (query, source description): a re-run fetches nothing.
 
-One gzip-JSON file per key, written atomically. CIF text is kept as is;
-structures without CIF are kept as pymatgen dicts.
+    structures/<structures_key(query, source)>.json.gz
+
+One gzip-JSON file per key, written atomically: {"query", "source",
+"candidates": [...]}. CIF text is kept as is; structures without CIF are kept
+as pymatgen dicts. The source description carries the data version (file hash,
+database release), so new data is a miss rather than a stale hit.
 """
 from __future__ import annotations
 
 import gzip
 import json
-import os
-import uuid
+import zlib
 from pathlib import Path
 from typing import List, Optional
 
+from cache.atomic import write_atomic
 from cache.keys import structures_key
 from screening.sources import Candidate
+
+# What reading a damaged or foreign entry raises (truncated gzip is an EOFError).
+_DAMAGED = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
 
 
 class StructureCache:
@@ -25,20 +32,20 @@ class StructureCache:
         return self.root / f"{structures_key(query_key, source_description)}.json.gz"
 
     def get(self, query_key: str, source_description: str) -> Optional[List[Candidate]]:
+        """The cached candidates, or None on a miss."""
         path = self._path(query_key, source_description)
         if not path.exists():
             return None
         try:
-            rows = json.loads(gzip.decompress(path.read_bytes()))
-        except (OSError, ValueError):
-            return None  # unreadable entry: treat as a miss, it will be rewritten
+            doc = _read(path)
+        except _DAMAGED:
+            return None  # a damaged entry is a miss; the next put rewrites it
         from pymatgen.core import Structure
 
-        out = []
-        for r in rows:
-            s = Structure.from_dict(r["structure"]) if r.get("structure") else None
-            out.append(Candidate(r["source"], r["id"], r["formula"], s, cif=r.get("cif"), known=r["known"]))
-        return out
+        return [Candidate(r["source"], r["id"], r["formula"],
+                          Structure.from_dict(r["structure"]) if r.get("structure") else None,
+                          cif=r.get("cif"), known=r["known"])
+                for r in doc["candidates"]]
 
     def put(self, query_key: str, source_description: str, candidates: List[Candidate]) -> Path:
         rows = []
@@ -49,11 +56,28 @@ class StructureCache:
             else:
                 row["structure"] = c.structure.as_dict()
             rows.append(row)
+        doc = {"query": query_key, "source": source_description, "candidates": rows}
         path = self._path(query_key, source_description)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        tmp.write_bytes(gzip.compress(json.dumps(rows).encode(), 3))
-        os.replace(tmp, path)
+        write_atomic(path, gzip.compress(json.dumps(doc).encode(), 3))
         return path
 
     def entries(self) -> List[Path]:
         return sorted(self.root.glob("*.json.gz"))
+
+    def verify(self) -> List[str]:
+        """Entries that cannot be read back; empty when all is well."""
+        problems = []
+        for path in self.entries():
+            try:
+                doc = _read(path)
+                if path.name != f"{structures_key(doc['query'], doc['source'])}.json.gz":
+                    problems.append(f"{path.name}: its name does not match its query and source")
+            except _DAMAGED as e:
+                problems.append(f"{path.name}: unreadable ({type(e).__name__})")
+        return problems
+
+
+def _read(path: Path) -> dict:
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    doc["candidates"]  # noqa: B018 - a KeyError here marks an entry of another layout
+    return doc

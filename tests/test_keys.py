@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from cache.keys import structure_key
-from cache.prediction_cache import PredictionCache
+from cache.keys import STORE_FORMAT, canonical_structure, structure_key, structures_key
+from cache.prediction_cache import PredictionCache, verify_predictions
 from cache.structure_cache import StructureCache
+from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.sources import Candidate
 from tests.helpers import mp_rows, mp_structures
@@ -13,22 +14,49 @@ CFG = FeaturizerConfig()
 
 
 def test_same_crystal_same_key_other_crystal_or_cutoff_other_key():
-    s = mp_structures(3)[0][2]
+    structures = mp_structures(3)[0]
+    s = structures[2]
+    assert len(s) > 1
     permuted = Structure.from_sites([s[i] for i in reversed(range(len(s)))])
     shifted = s.copy()
-    shifted.translate_sites(list(range(len(s))), [1.0, -2.0, 0.0])  # whole lattice vectors
-    assert structure_key(s, CFG) == structure_key(permuted, CFG) == structure_key(shifted, CFG)
-    assert structure_key(s, CFG) != structure_key(s, FeaturizerConfig(cutoff=6.0))
-    assert structure_key(s, CFG) != structure_key(mp_structures(3)[0][1], CFG)
+    # Whole lattice vectors, left unwrapped so the key's own wrapping is what is tested.
+    shifted.translate_sites(list(range(len(s))), [1.0, -2.0, 3.0], to_unit_cell=False)
+    assert not np.allclose(shifted.frac_coords, s.frac_coords)
+    key = structure_key(s, CFG)
+    assert len(key) == 32 and key == structure_key(permuted, CFG) == structure_key(shifted, CFG)
+    assert key != structure_key(s, FeaturizerConfig(cutoff=6.0))
+    assert key != structure_key(s, FeaturizerConfig(max_neighbors=8))
+    assert key != structure_key(structures[1], CFG)
     strained = s.copy()
     strained.scale_lattice(s.volume * 1.01)
-    assert structure_key(s, CFG) != structure_key(strained, CFG)
+    assert key != structure_key(strained, CFG)
+    moved = s.copy()
+    moved.translate_sites([0], [0.01, 0, 0])  # one atom moved: another crystal
+    assert key != structure_key(moved, CFG)
 
 
 def test_coordinates_at_the_cell_edge_wrap_to_the_same_key():
     a = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    b = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.999999, 0, 1e-7], [0.5, 0.5, 0.5]])
-    assert structure_key(a, CFG) == structure_key(b, CFG)
+    for edge in ([0.99999996, 0, 1e-7], [-3e-8, 1.0, 0.99999999], [2.0, -1.0, 0.00000004]):
+        b = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [edge, [0.5, 0.5, 0.5]], coords_are_cartesian=False,
+                      to_unit_cell=False)
+        assert structure_key(a, CFG) == structure_key(b, CFG), edge
+    # Below the tolerance: same key; above it: another key.
+    c = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.00001, 0, 0], [0.5, 0.5, 0.5]])
+    d = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.001, 0, 0], [0.5, 0.5, 0.5]])
+    assert structure_key(a, CFG) == structure_key(c, CFG) != structure_key(d, CFG)
+    assert structure_key(a, CFG, tol=1e-6) != structure_key(c, CFG, tol=1e-6)
+
+
+def test_key_covers_species_and_format_and_tolerates_disorder():
+    a = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    b = Structure(Lattice.cubic(4.0), ["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert structure_key(a, CFG) != structure_key(b, CFG)
+    # A disordered site keys (the featurizer refuses it later with a clear error), not a crash.
+    mixed = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert structure_key(mixed, CFG) not in (structure_key(a, CFG), structure_key(b, CFG))
+    assert '"sites":[[[[11,10000]],[0,0,0]]' in canonical_structure(a)
+    assert STORE_FORMAT >= 2 and structures_key("q", "src") != structures_key("q", "src v2")
 
 
 def test_structure_cache_hit_and_miss(tmp_path):
@@ -43,12 +71,26 @@ def test_structure_cache_hit_and_miss(tmp_path):
     assert [c.id for c in back] == [c.id for c in cands] and back[0].known == {"band_gap": 0.0}
     assert back[1].structure == s and back[0].cif == df.cif[1]
     assert cache.get("Li-O-*", "local:x sha=2") is None  # the data changed: a miss
+    assert cache.get("Li-*-O", "local:x sha=1") is None  # another query: a miss
+    assert cache.verify() == []
+    entry = cache.entries()[0]
+    entry.write_bytes(entry.read_bytes()[:-5])  # truncated
+    assert cache.get("Li-O-*", "local:x sha=1") is None  # a damaged entry is a miss, not a crash
+    assert len(cache.verify()) == 1 and "unreadable" in cache.verify()[0]
 
 
-def test_prediction_cache_is_keyed_by_model(tmp_path):
+def test_prediction_cache_is_keyed_by_graph_key_and_model(tmp_path):
     a = PredictionCache(tmp_path, "hash-a", ["x", "y"])
     a.put_many(["k1", "k2"], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    a.put_many(["k3"], np.array([[5, np.nan]], dtype=np.float32))
     again = PredictionCache(tmp_path, "hash-a", ["x", "y"])
-    got = again.get_many(["k1", "k2", "k3"])
-    assert set(got) == {"k1", "k2"} and np.array_equal(got["k2"], [3, 4])
-    assert PredictionCache(tmp_path, "hash-b", ["x", "y"]).get_many(["k1"]) == {}
+    got = again.get_many(["k1", "k2", "k3", "k4"])
+    assert set(got) == {"k1", "k2", "k3"} and np.array_equal(got["k2"], [3, 4]) and np.isnan(got["k3"][1])
+    assert len(again) == 3
+    assert PredictionCache(tmp_path, "hash-b", ["x", "y"]).get_many(["k1"]) == {}  # another model: a miss
+    with pytest.raises(ScreenError, match="tasks"):
+        PredictionCache(tmp_path, "hash-a", ["x"])
+    assert verify_predictions(tmp_path) == []
+    part = next((tmp_path / "hash-a").glob("part-*.npz"))
+    part.write_bytes(b"not a zip")
+    assert len(verify_predictions(tmp_path)) == 1
