@@ -288,24 +288,12 @@ def evaluate(
 cache_app = typer.Typer(help="Inspect, check and clear the caches (graphs, structures, predictions).",
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CacheDir = typer.Option(Path("screen-cache"), "--cache", envvar="SCREEN_CACHE", help="Cache directory.")
+CacheDir = typer.Option(Path("screen-cache"), "--cache", "--store", envvar="SCREEN_CACHE",
+                        help="Cache directory (as given to screen run --cache).")
 
 
-def _graph_stores(cache: Path):
-    """Every graph store under the cache (one per featurizer config that ran)."""
-    import json
-
-    from cache.graph_store import GraphStore
-    from screening.featurize import FeaturizerConfig
-
-    for meta in sorted(cache.glob("**/store.json")):
-        cfg = FeaturizerConfig.from_dict(json.loads(meta.read_text())["featurizer"])
-        yield GraphStore.open(meta.parent, cfg)
-
-
-def _need_cache(cache: Path):
-    if not cache.is_dir():
-        raise ScreenError(f"{cache}: no cache directory here (set --cache or SCREEN_CACHE)")
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
 
 
 @cache_app.command("info")
@@ -314,36 +302,30 @@ def cache_info(cache: Path = CacheDir):
     """Sizes, counts and hit rates."""
     from rich.table import Table
 
-    from cache import stats
+    from cache.cache_dir import summary
 
-    _need_cache(cache)
+    s = summary(cache)
     table = Table(title=f"cache {cache}")
-    table.add_column("part")
-    table.add_column("entries", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("detail")
-    for store in _graph_stores(cache):
-        i = store.info()
-        table.add_row(str(store.root.relative_to(cache)), str(i["crystals"]), _mb(i["bytes"]),
-                      f"{i['units']} units, {i['atoms']} atoms, {i['edges']} edges, "
-                      f"{i['duplicate_copies']} duplicate copies, {i['stale_items']} stale")
-    structures = list((cache / "structures").glob("*.json.gz"))
-    table.add_row("structures", str(len(structures)), _mb(sum(p.stat().st_size for p in structures)),
+    for col, justify in (("part", "left"), ("entries", "right"), ("size", "right"), ("detail", "left")):
+        table.add_column(col, justify=justify)
+    for g in s["graph_stores"]:
+        f = g["featurizer"]
+        table.add_row(g["name"], f"{g['crystals']} crystals", _mb(g["bytes"]),
+                      f"cutoff {f['cutoff']} A, {f['max_neighbors']} neighbors; {g['units']} units, "
+                      f"{g['atoms']} atoms, {g['edges']} edges")
+    table.add_row("structures", f"{s['structures']['entries']} lists", _mb(s["structures"]["bytes"]),
                   "fetched candidate lists")
-    preds = list((cache / "predictions").glob("*/part-*.npz"))
-    table.add_row("predictions", str(len(list((cache / "predictions").glob("*")))) + " models",
-                  _mb(sum(p.stat().st_size for p in preds)), f"{len(preds)} parts")
+    p = s["predictions"]
+    table.add_row("predictions", f"{p['models']} models", _mb(p["bytes"]), f"{p['parts']} parts")
     console.print(table)
-    t = stats.totals(cache)
-    for part in ("structure", "graph", "prediction"):
-        hits, misses = t.get(f"{part}_hits", 0), t.get(f"{part}_misses", 0)
-        rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "n/a"
-        console.print(f"{part} cache: {hits} hits, {misses} misses ({rate}) over {t.get('runs', 0)} runs",
+    for g in s["graph_stores"]:
+        console.print(f"{g['name']}: {g['duplicate_copies']} duplicate copies (not served), "
+                      f"{g['stale_items']} unpublished leftovers, {g['unreadable_manifests']} unreadable manifests",
                       highlight=False)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
+    for part, r in s["hit_rates"].items():
+        rate = f"{100 * r['rate']:.0f}%" if r["rate"] is not None else "n/a"
+        console.print(f"{part} cache: {r['hits']} hits, {r['misses']} misses ({rate}) over {s['runs']} runs",
+                      highlight=False)
 
 
 @cache_app.command("ls")
@@ -352,34 +334,37 @@ def cache_ls(cache: Path = CacheDir, limit: int = typer.Option(20, help="Rows to
     """List stored crystals (id, key, atoms, edges)."""
     import pandas as pd
 
+    from cache.cache_dir import check_cache_dir, graph_stores
     from screening.report import print_table
 
-    _need_cache(cache)
-    rows = []
-    for store in _graph_stores(cache):
-        for unit, m in sorted(store.manifests().items()):
-            for key, cid in zip(m["keys"], m["ids"]):
-                if store.index().get(key, (None,))[0] == unit:
-                    rows.append({"id": cid, "key": key[:16], "unit": unit[:12]})
-    print_table(console, pd.DataFrame(rows, columns=["id", "key", "unit"]), title=f"{len(rows)} crystals",
-                max_rows=limit)
+    check_cache_dir(cache)
+    rows, total = [], 0
+    for store in graph_stores(cache):
+        total += len(store)
+        for e in store.entries():
+            if len(rows) >= limit:
+                break
+            rows.append({"id": e["id"], "key": e["key"][:16], "atoms": e["atoms"], "edges": e["edges"],
+                         "store": store.root.name})
+    table = pd.DataFrame(rows, columns=["id", "key", "atoms", "edges", "store"])
+    print_table(console, table, title=f"{total} crystals", max_rows=limit)
+    if total > len(rows):
+        console.print(f"... {total - len(rows)} more (--limit)", highlight=False)
 
 
 @cache_app.command("verify")
 @user_errors
 def cache_verify(cache: Path = CacheDir):
-    """Check every published unit's checksums and counts; exit 1 on any problem."""
-    _need_cache(cache)
-    problems, units = [], 0
-    for store in _graph_stores(cache):
-        units += len(store.manifests())
-        problems += [f"{store.root}: {p}" for p in store.verify()]
-        stale = store.stale()
-        if stale:
-            console.print(f"{store.root}: {len(stale)} unpublished leftovers of interrupted writers "
-                          f"(never served; `screen cache clear --stale` removes them)", highlight=False)
+    """Check every published unit's checksums and counts; exit 1 with one line per problem."""
+    from cache.cache_dir import stale, verify
+
+    units, problems = verify(cache)
+    leftovers = stale(cache)
+    if leftovers:
+        console.print(f"{len(leftovers)} unpublished leftovers (interrupted or still-running writers; never "
+                      f"served; `screen cache clear --stale` removes them)", highlight=False)
     for p in problems:
-        err_console.print(f"[red]problem:[/red] {p}", highlight=False, soft_wrap=True)
+        err_console.print(f"problem: {p}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print(f"ok: {units} units verified")
@@ -389,18 +374,19 @@ def cache_verify(cache: Path = CacheDir):
 @user_errors
 def cache_clear(cache: Path = CacheDir,
                 stale: bool = typer.Option(False, "--stale", help="Only remove leftovers of interrupted writers."),
+                min_age: float = typer.Option(600.0, help="With --stale: only leftovers untouched this many "
+                                                           "seconds (a running writer's unit is unpublished too)."),
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")):
     """Remove the cache (or only its stale leftovers)."""
-    import shutil
+    from cache.cache_dir import check_cache_dir, clean_stale, clear
 
-    _need_cache(cache)
+    check_cache_dir(cache)
     if stale:
-        n = sum(store.clean_stale() for store in _graph_stores(cache))
-        console.print(f"removed {n} stale items")
+        console.print(f"removed {clean_stale(cache, min_age)} stale items")
         return
     if not yes and not typer.confirm(f"remove everything under {cache}?"):
         raise typer.Exit(1)
-    shutil.rmtree(cache)
+    clear(cache)
     console.print(f"removed {cache}")
 # --- end screen cache ---
 

@@ -1,25 +1,33 @@
 """Sharded Zarr v3 store of crystal graphs: concurrent, resumable, verifiable.
 
-Layout of a store directory:
+`GraphStore.open(parent, featurizer)` uses the store `parent/featurizer-<fp>/`,
+one per featurizer fingerprint, so graphs of another cutoff are a miss rather
+than a clash, and a store never mixes graphs of two configs. A store is:
 
-    store.json                 format version + featurizer config (fixed at creation)
-    units/<unit>.zarr/         one Zarr v3 group per write: CSR arrays, each one shard file
-    manifest/<unit>.json       the publication record: keys, ids, sizes, sha256 of every file
-    tmp/                       units being written
+    store.json                  format + featurizer config (fixed at creation)
+    units/<unit>-<token>.zarr/  one Zarr v3 group per write: CSR arrays, each one shard file
+    manifest/<unit>.json        the publication record: keys, ids, counts, sha256 of every file
+    tmp/                        units being written
 
-A writer builds its unit under tmp/, renames it into units/, then publishes
-it by atomically writing its manifest entry. Readers only look at manifests,
-so a writer killed at any point leaves nothing half-visible, and the unit
-name is derived from the keys it holds, so re-running the same work rewrites
-the same unit. No locks: each writer owns the units it writes. When
-concurrent writers store the same crystal twice, readers serve the copy in
-the first unit by name, so every key is served exactly once.
+<unit> is a hash of the keys the unit holds, so re-running the same work after
+a crash makes the same unit; <token> is random per writer, so two writers never
+write into the same directory. A writer builds its unit under tmp/, flushes it,
+renames it into units/ and publishes it by creating its manifest with os.link,
+which fails if the manifest exists: the first publisher of a unit wins and the
+loser deletes its copy. Readers look only at manifests, so a writer killed at
+any point leaves nothing they serve (only a leftover that `stale()` lists).
+There are no locks. Writers skip keys published before they start; crystals
+that concurrent writers both store end up in two units, and readers serve the
+copy in the first unit by name, so every key is served exactly once.
 
 Per unit (n crystals, N atoms, E edges):
-    atomic_numbers  uint8 (N)    neighbor_counts uint8 (N)   (src is implicit)
-    dst             int32 (E)    distances       float32 (E)
-    atom_offsets    int64 (n+1)  edge_offsets    int64 (n+1)
-    targets         float32 (n, T), optional, NaN = missing
+    atomic_numbers  uint8 (N)     neighbor_counts uint8 (N) (uint16 if needed; src is implicit)
+    dst             int32 (E)     distances       float32 (E)
+    atom_offsets    int64 (n+1)   edge_offsets    int64 (n+1)
+    targets         float32 (n, T), optional, NaN = missing; task names in the manifest
+
+Memory: readers hold graph data of at most two units. The key index (key ->
+unit, position; id -> key) takes ~250 bytes per stored crystal.
 """
 from __future__ import annotations
 
@@ -36,13 +44,16 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cache.atomic import fsync_file, newest_mtime, publish_once, sha256_file
+from cache.keys import STORE_FORMAT
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.graph import CrystalGraph
 
-STORE_FORMAT = 1
-_CHUNK = 8192  # elements per chunk inside the one shard of each array (random reads decode one)
-_ARRAYS = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets")
+_CHUNK = 8192  # elements per chunk inside the one shard of each array (a random read decodes one or two)
+_CSR = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets")
+_KEEP_UNITS = 2  # units whose arrays a reader keeps decoded (streaming needs one)
+_KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep open
 
 
 @dataclass
@@ -50,17 +61,11 @@ class Record:
     key: str
     id: str
     graph: CrystalGraph
-    targets: Optional[np.ndarray] = None
+    targets: Optional[np.ndarray] = None  # float32 (n_tasks,), NaN = missing
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _write_array(group_path: Path, name: str, data: np.ndarray) -> None:
@@ -68,68 +73,93 @@ def _write_array(group_path: Path, name: str, data: np.ndarray) -> None:
     from zarr.codecs import BloscCodec
 
     chunks = (min(_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
-    shards = (max(1, data.shape[0]),) + data.shape[1:]  # one shard file per array
-    shards = tuple(-(-s // c) * c for s, c in zip(shards, chunks))  # shard = whole chunks
+    shards = (-(-max(1, data.shape[0]) // chunks[0]) * chunks[0],) + data.shape[1:]  # whole array, whole chunks
     zarr.create_array(store=str(group_path), name=name, data=data, chunks=chunks, shards=shards,
                       compressors=[BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")])
 
 
+def _pause_for_tests(point: str) -> None:
+    """Crash tests hold a writer at `point` (SCREEN_STORE_PAUSE_AT) to kill it there."""
+    if os.environ.get("SCREEN_STORE_PAUSE_AT") == point:
+        Path(os.environ["SCREEN_STORE_PAUSE_FLAG"]).write_text(point)
+        time.sleep(600)
+
+
 class GraphStore:
+    """One store directory; get one with `GraphStore.open` (or `GraphStore.at` for a known path)."""
+
     def __init__(self, root: Path, featurizer: FeaturizerConfig):
         self.root = Path(root)
         self.featurizer = featurizer
+        self._manifests: Dict[str, dict] = {}  # unit -> manifest, published and readable
+        self._unreadable: Dict[str, str] = {}  # unit -> why its manifest could not be used
         self._index: Optional[Dict[str, Tuple[str, int]]] = None
-        self._manifests: Dict[str, dict] = {}
-        self._units: "OrderedDict[str, dict]" = OrderedDict()  # small cache of loaded units
-        self._handles: "OrderedDict[str, tuple]" = OrderedDict()  # zarr handles for random reads
+        self._by_id: Optional[Dict[str, str]] = None
+        self._units: "OrderedDict[str, dict]" = OrderedDict()
+        self._handles: "OrderedDict[str, tuple]" = OrderedDict()
 
     # ---- opening ----
     @classmethod
-    def open(cls, root, featurizer: FeaturizerConfig) -> "GraphStore":
-        root = Path(root)
+    def open(cls, parent, featurizer: FeaturizerConfig) -> "GraphStore":
+        """The store of graphs made with `featurizer` under `parent`, created if new."""
+        root = Path(parent) / f"featurizer-{featurizer.fingerprint()}"
         for sub in ("units", "manifest", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        meta_path = root / "store.json"
         meta = {"format": STORE_FORMAT, "featurizer": featurizer.to_dict()}
-        if not meta_path.exists():
-            try:  # first creator wins; O_EXCL makes it race-free
-                fd = os.open(meta_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps(meta))
-            except FileExistsError:
-                pass
-        for _ in range(50):  # another process may be mid-write of store.json
-            try:
-                existing = json.loads(meta_path.read_text())
-                break
-            except json.JSONDecodeError:
-                time.sleep(0.05)
-        else:
-            raise ScreenError(f"{meta_path}: unreadable store description")
-        if existing.get("format") != STORE_FORMAT:
-            raise ScreenError(f"{root}: graph store format {existing.get('format')} is not {STORE_FORMAT}")
-        if existing.get("featurizer") != featurizer.to_dict():
-            raise ScreenError(f"{root}: graph store was built with featurizer {existing.get('featurizer')}, "
-                              f"not {featurizer.to_dict()}; use another --cache directory")
-        return cls(root, featurizer)
+        publish_once(root / "store.json", json.dumps(meta).encode())  # first creator wins, atomically
+        return cls.at(root, featurizer)
+
+    @classmethod
+    def at(cls, root, featurizer: Optional[FeaturizerConfig] = None) -> "GraphStore":
+        """An existing store directory; its featurizer is read from store.json (and must match if given)."""
+        root = Path(root)
+        try:
+            meta = json.loads((root / "store.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ScreenError(f"{root}: not a readable graph store ({type(e).__name__})") from None
+        if meta.get("format") != STORE_FORMAT:
+            raise ScreenError(f"{root}: graph store format {meta.get('format')} is not {STORE_FORMAT}; "
+                              f"clear the cache (screen cache clear)")
+        stored = FeaturizerConfig.from_dict(meta["featurizer"])
+        if featurizer is not None and stored != featurizer:
+            raise ScreenError(f"{root}: graph store was built with featurizer {stored.to_dict()}, "
+                              f"not {featurizer.to_dict()}")
+        return cls(root, stored)
 
     # ---- publication index ----
-    def manifests(self) -> Dict[str, dict]:
+    def refresh(self) -> None:
+        """Forget the index so the next lookup sees units published since (by this or other writers)."""
+        self._index = self._by_id = None
+
+    def _scan(self) -> None:
         for path in sorted((self.root / "manifest").glob("*.json")):
             unit = path.stem
-            if unit not in self._manifests:
-                self._manifests[unit] = json.loads(path.read_text())
+            if unit in self._manifests:
+                continue
+            try:
+                m = json.loads(path.read_text())
+                body = {k: v for k, v in m.items() if k != "sha256"}
+                if m.get("sha256") != _digest(body):
+                    raise ValueError("its own checksum does not match")
+                self._manifests[unit] = m
+                self._unreadable.pop(unit, None)
+            except (OSError, ValueError) as e:
+                # Not served: its crystals count as missing and get re-made; verify reports it.
+                self._unreadable[unit] = str(e)
+
+    def manifests(self) -> Dict[str, dict]:
+        """unit -> manifest of every published, readable unit (as of the last refresh)."""
+        if self._index is None:
+            self.index()
         return self._manifests
 
-    def refresh(self) -> None:
-        self._index = None
-
     def index(self) -> Dict[str, Tuple[str, int]]:
-        """key -> (unit, position); the first unit by name wins for duplicated keys."""
+        """key -> (unit, position); for a key stored twice, the first unit by name wins."""
         if self._index is None:
+            self._scan()
             index: Dict[str, Tuple[str, int]] = {}
-            for unit, m in sorted(self.manifests().items()):
-                for i, key in enumerate(m["keys"]):
+            for unit in sorted(self._manifests):
+                for i, key in enumerate(self._manifests[unit]["keys"]):
                     index.setdefault(key, (unit, i))
             self._index = index
         return self._index
@@ -142,139 +172,157 @@ class GraphStore:
 
     def ids(self) -> Dict[str, str]:
         """key -> id of every served crystal."""
-        return {k: self.manifests()[u]["ids"][i] for k, (u, i) in self.index().items()}
+        return {k: self._manifests[u]["ids"][i] for k, (u, i) in self.index().items()}
+
+    def _key_of(self, key_or_id: str) -> str:
+        index = self.index()
+        if key_or_id in index:
+            return key_or_id
+        if self._by_id is None:
+            self._by_id = {}
+            for k, (u, i) in index.items():
+                self._by_id.setdefault(self._manifests[u]["ids"][i], k)
+        if key_or_id not in self._by_id:
+            raise ScreenError(f"{self.root}: no crystal with key or id {key_or_id}")
+        return self._by_id[key_or_id]
 
     # ---- writing ----
     def write(self, keys: Sequence[str], ids: Sequence[str], graphs: Sequence[CrystalGraph],
-              targets: Optional[np.ndarray] = None, task_names: Sequence[str] = ()) -> Optional[str]:
-        """Write and publish one unit holding the given crystals not yet published. Returns its name."""
+              targets: Optional[np.ndarray] = None, task_names: Optional[Sequence[str]] = None,
+              skip_published: bool = True) -> Optional[str]:
+        """Write and publish one unit with these crystals; returns its name (None if nothing to write).
+
+        Keys already published are skipped (unless skip_published=False); a key given twice
+        is stored once. The crystals are served only once this returns.
+        """
+        if not len(keys) == len(ids) == len(graphs) or (targets is not None and len(targets) != len(keys)):
+            raise ValueError("write: keys, ids, graphs (and targets) must have the same length")
         self.refresh()
         seen = set()
         keep = []
         for i, k in enumerate(keys):
-            if k not in seen and not self.contains(k):
+            if k not in seen and not (skip_published and self.contains(k)):
                 keep.append(i)
                 seen.add(k)
         if not keep:
             return None
-        keys = [keys[i] for i in keep]
+        keys = [str(keys[i]) for i in keep]
         ids = [str(ids[i]) for i in keep]
         graphs = [graphs[i] for i in keep]
+        arrays = self._csr_arrays(graphs)
+        if targets is not None:
+            arrays["targets"] = np.asarray(targets, dtype=np.float32)[keep].reshape(len(keep), -1)
+            task_names = list(task_names or [])
+            if task_names and len(task_names) != arrays["targets"].shape[1]:
+                raise ValueError(f"write: {len(task_names)} task names for {arrays['targets'].shape[1]} targets")
+
         unit = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
-        tmp = self.root / "tmp" / f"{unit}.{os.getpid()}.{uuid.uuid4().hex[:8]}.zarr"
+        dirname = f"{unit}-{uuid.uuid4().hex[:8]}.zarr"
+        tmp = self.root / "tmp" / dirname
+        import zarr
+
+        zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for j, (name, data) in enumerate(arrays.items()):
+            if j == 3:
+                _pause_for_tests("arrays")  # half the arrays written
+            _write_array(tmp, name, data)
+        files = {}
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                fsync_file(p)
+                files[p.relative_to(tmp).as_posix()] = sha256_file(p)
+        final = self.root / "units" / dirname
+        os.rename(tmp, final)  # the name is ours alone, so this cannot collide
+        _pause_for_tests("publish")
+        body = {"format": STORE_FORMAT, "unit": unit, "dir": dirname, "keys": keys, "ids": ids,
+                "atoms": [g.n_atoms for g in graphs], "edges": [g.n_edges for g in graphs],
+                "n_atoms": int(arrays["atom_offsets"][-1]), "n_edges": int(arrays["edge_offsets"][-1]),
+                "task_names": task_names if targets is not None else None, "files": files,
+                "written": time.time()}
+        body["sha256"] = _digest(body)
+        if not publish_once(self.root / "manifest" / f"{unit}.json", json.dumps(body).encode()):
+            shutil.rmtree(final, ignore_errors=True)  # another writer published this very unit first
+        self.refresh()
+        return unit
+
+    @staticmethod
+    def _csr_arrays(graphs: Sequence[CrystalGraph]) -> Dict[str, np.ndarray]:
+        counts = np.concatenate([g.neighbor_counts() for g in graphs])
         n_atoms = np.array([g.n_atoms for g in graphs], dtype=np.int64)
         n_edges = np.array([g.n_edges for g in graphs], dtype=np.int64)
-        arrays = {
+        return {
             "atomic_numbers": np.concatenate([g.atomic_numbers for g in graphs]).astype(np.uint8),
-            "neighbor_counts": np.concatenate([g.neighbor_counts() for g in graphs]).astype(np.uint8),
+            "neighbor_counts": counts.astype(np.uint8 if counts.max(initial=0) <= 255 else np.uint16),
             "dst": np.concatenate([g.dst for g in graphs]).astype(np.int32),
             "distances": np.concatenate([g.distances for g in graphs]).astype(np.float32),
             "atom_offsets": np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
             "edge_offsets": np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64),
         }
-        if int(arrays["neighbor_counts"].max(initial=0)) > 255:
-            raise ScreenError("graph store keeps at most 255 neighbors per atom")
-        if targets is not None:
-            arrays["targets"] = np.asarray(targets, dtype=np.float32)[keep]
-        import zarr
-
-        zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for name, data in arrays.items():
-            _write_array(tmp, name, data)
-        _pause_for_tests("SCREEN_STORE_PAUSE_BEFORE_PUBLISH")
-        files = {str(p.relative_to(tmp)): _file_sha(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        final = self.root / "units" / f"{unit}.zarr"
-        manifest_path = self.root / "manifest" / f"{unit}.json"
-        if manifest_path.exists():  # someone published the same unit meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-            return unit
-        if final.exists():  # left by a writer killed before publishing: replace it
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # a concurrent writer of the very same unit won the rename
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not final.exists():
-                raise
-        _write_json_atomic(manifest_path, {
-            "keys": keys, "ids": ids, "n_atoms": int(n_atoms.sum()), "n_edges": int(n_edges.sum()),
-            "task_names": list(task_names), "files": files, "written": time.time()})
-        self.refresh()
-        return unit
 
     # ---- reading ----
+    def _unit_path(self, unit: str) -> Path:
+        return self.root / "units" / self._manifests[unit]["dir"]
+
     def _load_unit(self, unit: str) -> dict:
+        """Every array of a unit, decoded (a small LRU keeps memory flat while streaming)."""
         if unit in self._units:
             self._units.move_to_end(unit)
             return self._units[unit]
         import zarr
 
-        group = zarr.open_group(str(self.root / "units" / f"{unit}.zarr"), mode="r")
+        group = zarr.open_group(str(self._unit_path(unit)), mode="r")
         data = {name: group[name][...] for name in group.array_keys()}
         self._units[unit] = data
-        while len(self._units) > 2:  # keep memory flat while streaming
+        while len(self._units) > _KEEP_UNITS:
             self._units.popitem(last=False)
         return data
 
-    @staticmethod
-    def _graph(data: dict, i: int) -> CrystalGraph:
-        a0, a1 = data["atom_offsets"][i], data["atom_offsets"][i + 1]
-        e0, e1 = data["edge_offsets"][i], data["edge_offsets"][i + 1]
-        return CrystalGraph.from_csr(data["atomic_numbers"][a0:a1], data["neighbor_counts"][a0:a1],
-                                     data["dst"][e0:e1], data["distances"][e0:e1])
+    def _record(self, unit: str, i: int, arrays: dict, offsets: dict) -> Record:
+        a0, a1 = (int(x) for x in offsets["atom_offsets"][i:i + 2])
+        e0, e1 = (int(x) for x in offsets["edge_offsets"][i:i + 2])
+        # Copies, so a record kept by the caller does not pin its whole decoded unit in memory.
+        graph = CrystalGraph.from_csr(*(np.array(arrays[name][a:b]) for name, a, b in (
+            ("atomic_numbers", a0, a1), ("neighbor_counts", a0, a1), ("dst", e0, e1), ("distances", e0, e1))))
+        t = np.array(arrays["targets"][i]) if "targets" in arrays else None
+        m = self._manifests[unit]
+        return Record(m["keys"][i], m["ids"][i], graph, t)
 
     def get(self, key_or_id: str) -> CrystalGraph:
         return self.get_record(key_or_id).graph
 
     def get_record(self, key_or_id: str) -> Record:
-        index = self.index()
-        if key_or_id not in index:
-            by_id = {m["ids"][i]: k for k, (u, i) in index.items() for m in [self.manifests()[u]]}
-            if key_or_id not in by_id:
-                raise ScreenError(f"{self.root}: no crystal with key or id {key_or_id}")
-            key_or_id = by_id[key_or_id]
-        unit, i = index[key_or_id]
-        if unit in self._units:  # streaming or batch reads already hold this unit
+        """One crystal by key (or by id), reading only the chunks that hold it."""
+        unit, i = self.index()[self._key_of(key_or_id)]
+        if unit in self._units:  # streaming already holds this unit decoded
             data = self._units[unit]
-            t = data["targets"][i] if "targets" in data else None
-            return Record(key_or_id, self.manifests()[unit]["ids"][i], self._graph(data, i), t)
-        # Random access: read only the chunks holding crystal i (the shard index locates them).
-        arrays, offsets = self._open_unit(unit)
-        a0, a1 = offsets["atom_offsets"][i:i + 2]
-        e0, e1 = offsets["edge_offsets"][i:i + 2]
-        graph = CrystalGraph.from_csr(arrays["atomic_numbers"][a0:a1], arrays["neighbor_counts"][a0:a1],
-                                      arrays["dst"][e0:e1], arrays["distances"][e0:e1])
-        t = arrays["targets"][i] if "targets" in arrays else None
-        return Record(key_or_id, self.manifests()[unit]["ids"][i], graph, t)
-
-    def _open_unit(self, unit: str):
-        """Array handles and the (small) offset arrays of a unit, kept for later random reads."""
+            return self._record(unit, i, data, data)
         if unit not in self._handles:
             import zarr
 
-            group = zarr.open_group(str(self.root / "units" / f"{unit}.zarr"), mode="r")
+            group = zarr.open_group(str(self._unit_path(unit)), mode="r")
             arrays = {name: group[name] for name in group.array_keys()}
             offsets = {k: arrays[k][...] for k in ("atom_offsets", "edge_offsets")}
             self._handles[unit] = (arrays, offsets)
-            while len(self._handles) > 256:
+            while len(self._handles) > _KEEP_HANDLES:
                 self._handles.popitem(last=False)
-        return self._handles[unit]
+        self._handles.move_to_end(unit)
+        arrays, offsets = self._handles[unit]
+        return self._record(unit, i, arrays, offsets)
 
     def iter_records(self, keys: Optional[set] = None) -> Iterator[Record]:
-        """Every served crystal once, streaming one unit at a time."""
+        """Every served crystal once (or those in `keys`), streaming one unit at a time."""
         index = self.index()
-        for unit, m in sorted(self.manifests().items()):
+        for unit in sorted(self._manifests):
             data = None
-            for i, key in enumerate(m["keys"]):
+            for i, key in enumerate(self._manifests[unit]["keys"]):
                 if index.get(key) != (unit, i) or (keys is not None and key not in keys):
                     continue
                 data = data if data is not None else self._load_unit(unit)
-                t = data["targets"][i] if "targets" in data else None
-                yield Record(key, m["ids"][i], self._graph(data, i), t)
+                yield self._record(unit, i, data, data)
             self._units.pop(unit, None)
 
     def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
-        """Lists of records whose atoms add up to at most max_atoms (one big crystal may go alone)."""
+        """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""
         batch, total = [], 0
         for r in self.iter_records(keys):
             if batch and total + r.graph.n_atoms > max_atoms:
@@ -287,63 +335,105 @@ class GraphStore:
 
     # ---- checking and housekeeping ----
     def verify(self) -> List[str]:
-        """Problems found in published units (checksums, counts); empty when all is well."""
-        problems = []
-        for unit, m in sorted(self.manifests().items()):
-            udir = self.root / "units" / f"{unit}.zarr"
+        """Problems in published units (manifests, checksums, counts); empty when all is well."""
+        self.refresh()
+        self.index()
+        problems = [f"manifest {u}.json: unreadable ({why})" for u, why in sorted(self._unreadable.items())]
+        for unit, m in sorted(self._manifests.items()):
+            udir = self._unit_path(unit)
+            bad = []
             if not udir.is_dir():
-                problems.append(f"unit {unit}: published but its directory is missing")
-                continue
-            for rel, digest in m["files"].items():
-                p = udir / rel
-                if not p.is_file():
-                    problems.append(f"unit {unit}: missing file {rel}")
-                elif _file_sha(p) != digest:
-                    problems.append(f"unit {unit}: checksum mismatch in {rel}")
-            if any(x.startswith(f"unit {unit}:") for x in problems):
-                continue
-            try:
-                data = self._load_unit(unit)
-                n = len(m["keys"])
-                ok = (len(data["atom_offsets"]) == n + 1 and data["atom_offsets"][-1] == len(data["atomic_numbers"])
-                      == m["n_atoms"] and data["edge_offsets"][-1] == len(data["dst"]) == m["n_edges"]
-                      == int(data["neighbor_counts"].sum()))
-                if not ok:
-                    problems.append(f"unit {unit}: counts do not match its manifest")
-            except Exception as e:
-                problems.append(f"unit {unit}: unreadable ({type(e).__name__}: {e})")
-            finally:
-                self._units.pop(unit, None)
+                bad.append("published but its directory is missing")
+            else:
+                for rel, digest in m["files"].items():
+                    p = udir / rel
+                    if not p.is_file():
+                        bad.append(f"missing file {rel}")
+                    elif sha256_file(p) != digest:
+                        bad.append(f"checksum mismatch in {rel}")
+            if not bad:
+                try:
+                    bad += _count_problems(m, self._load_unit(unit))
+                except Exception as e:  # anything zarr raises on a damaged unit is a finding, not a crash
+                    bad.append(f"unreadable ({type(e).__name__}: {e})")
+                finally:
+                    self._units.pop(unit, None)
+            problems += [f"unit {unit}: {b}" for b in bad]
         return problems
 
-    def stale(self) -> List[Path]:
-        """Leftovers of killed writers: temp units and unpublished unit directories."""
-        published = set(self.manifests())
-        leftovers = list((self.root / "tmp").glob("*"))
-        leftovers += [p for p in (self.root / "units").glob("*.zarr") if p.name[:-5] not in published]
-        return leftovers
+    def stale(self, min_age_s: float = 0.0) -> List[Path]:
+        """Unpublished leftovers (killed writers' units) untouched for min_age_s; never served.
 
-    def clean_stale(self) -> int:
-        items = self.stale()
+        A live writer's unit is unpublished too while it is written: pass a min_age_s
+        longer than a write takes before deleting what this returns while writers run.
+        """
+        self.refresh()
+        self.index()
+        kept = {m["dir"] for m in self._manifests.values()}
+        out = []
+        for p in sorted(list((self.root / "tmp").iterdir()) + list((self.root / "units").iterdir())):
+            # A unit whose manifest exists but is unreadable is evidence for verify, not garbage.
+            if p.name in kept or p.name.split("-")[0] in self._unreadable:
+                continue
+            try:
+                if time.time() - newest_mtime(p) >= min_age_s:
+                    out.append(p)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+        return out
+
+    def clean_stale(self, min_age_s: float = 0.0) -> int:
+        items = self.stale(min_age_s)
         for p in items:
             shutil.rmtree(p, ignore_errors=True)
         return len(items)
 
     def info(self) -> dict:
         ms = self.manifests()
-        total_keys = sum(len(m["keys"]) for m in ms.values())
+        copies = sum(len(m["keys"]) for m in ms.values())
         size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         return {"path": str(self.root), "crystals": len(self), "units": len(ms),
-                "duplicate_copies": total_keys - len(self), "atoms": sum(m["n_atoms"] for m in ms.values()),
+                "duplicate_copies": copies - len(self), "atoms": sum(m["n_atoms"] for m in ms.values()),
                 "edges": sum(m["n_edges"] for m in ms.values()), "bytes": size,
-                "stale_items": len(self.stale()), "featurizer": self.featurizer.to_dict()}
+                "unreadable_manifests": len(self._unreadable), "stale_items": len(self.stale()),
+                "featurizer": self.featurizer.to_dict()}
+
+    def entries(self) -> Iterator[dict]:
+        """id, key, unit, atoms, edges of every served crystal, from the manifests alone."""
+        index = self.index()
+        for unit in sorted(self._manifests):
+            m = self._manifests[unit]
+            for i, key in enumerate(m["keys"]):
+                if index[key] == (unit, i):
+                    yield {"id": m["ids"][i], "key": key, "unit": unit, "atoms": m["atoms"][i],
+                           "edges": m["edges"][i]}
 
 
-def _pause_for_tests(var: str) -> None:
-    """Crash tests set this to hold a writer between writing and publishing."""
-    seconds = float(os.environ.get(var, "0") or 0)
-    if seconds:
-        flag = os.environ.get(var + "_FLAG")
-        if flag:
-            Path(flag).write_text("paused")
-        time.sleep(seconds)
+def _count_problems(m: dict, data: dict) -> List[str]:
+    """Disagreements between a unit's arrays and its manifest (which were checked separately)."""
+    n = len(m["keys"])
+    atoms, edges = np.asarray(m["atoms"], dtype=np.int64), np.asarray(m["edges"], dtype=np.int64)
+    ao, eo = data["atom_offsets"], data["edge_offsets"]
+    if sorted(data) != sorted(_CSR + (("targets",) if m["task_names"] is not None else ())):
+        return [f"arrays {sorted(data)} do not match the manifest"]
+    if not (len(m["ids"]) == len(atoms) == len(edges) == n and len(set(m["keys"])) == n):
+        return ["manifest lists differ in length or repeat a key"]
+    if not (len(ao) == len(eo) == n + 1 and np.array_equal(np.diff(ao), atoms)
+            and np.array_equal(np.diff(eo), edges)):
+        return ["offsets do not match the per-crystal counts in the manifest"]
+    out = []
+    if not (ao[-1] == len(data["atomic_numbers"]) == len(data["neighbor_counts"]) == m["n_atoms"]):
+        out.append("atom arrays do not match the atom count")
+    if not (eo[-1] == len(data["dst"]) == len(data["distances"]) == m["n_edges"]
+            == int(data["neighbor_counts"].sum())):
+        out.append("edge arrays do not match the edge count")
+    elif n and len(data["dst"]):
+        csum = np.concatenate([[0], np.cumsum(data["neighbor_counts"], dtype=np.int64)])
+        if not np.array_equal(csum[ao[1:]] - csum[ao[:-1]], edges):
+            out.append("neighbor counts do not add up to each crystal's edges")
+        per_edge = np.repeat(atoms, edges)  # atoms of the crystal each edge belongs to
+        if (data["dst"] < 0).any() or (data["dst"] >= per_edge).any():
+            out.append("a neighbor index points outside its crystal")
+    if "targets" in data and data["targets"].shape[0] != n:
+        out.append("targets do not have one row per crystal")
+    return out

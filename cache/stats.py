@@ -7,6 +7,7 @@ from pathlib import Path
 
 def record(root, **counts) -> None:
     line = json.dumps(counts) + "\n"
+    Path(root).mkdir(parents=True, exist_ok=True)
     with open(Path(root) / "stats.jsonl", "a") as f:  # O_APPEND: small lines never interleave
         f.write(line)
 

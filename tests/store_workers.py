@@ -9,7 +9,7 @@ from screening.graph import CrystalGraph
 
 
 def synthetic_graph(i: int) -> CrystalGraph:
-    """A small deterministic graph for crystal number i (no pymatgen: fast)."""
+    """A small deterministic graph for crystal number i (numpy only, no pymatgen: fast)."""
     rng = np.random.default_rng(i)
     n = int(rng.integers(2, 20))
     counts = np.full(n, 12)
@@ -18,8 +18,11 @@ def synthetic_graph(i: int) -> CrystalGraph:
     return CrystalGraph.from_csr(rng.integers(1, 95, size=n), counts, dst, dist)
 
 
-def write_range(root: str, start: int, stop: int, unit_size: int) -> None:
-    store = GraphStore.open(root, FeaturizerConfig())
+def write_range(parent: str, start: int, stop: int, unit_size: int, barrier=None) -> None:
+    """Store crystals start..stop-1 under `parent` in units of unit_size (after `barrier`, if given)."""
+    store = GraphStore.open(parent, FeaturizerConfig())
+    if barrier is not None:
+        barrier.wait(60)  # every writer starts writing at the same moment
     for a in range(start, stop, unit_size):
         idx = range(a, min(a + unit_size, stop))
         store.write([f"key{i:06d}" for i in idx], [f"id{i}" for i in idx], [synthetic_graph(i) for i in idx])

@@ -1,25 +1,75 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 from typer.testing import CliRunner
 
+from cache import stats
+from cache.prediction_cache import PredictionCache
 from cli import app
 from tests.store_workers import write_range
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+
+
+def screen(*args, **env):
+    return runner.invoke(app, ["cache", *args], env=env or None)
 
 
 def test_cache_info_ls_verify_clear(tmp_path):
     cache = tmp_path / "cache"
     write_range(str(cache / "graphs"), 0, 90, 30)
-    r = runner.invoke(app, ["cache", "info", "--cache", str(cache)])
-    assert r.exit_code == 0 and "90" in r.output and "3 units" in r.output
-    r = runner.invoke(app, ["cache", "ls", "--cache", str(cache), "--limit", "5"])
-    assert r.exit_code == 0 and "90 crystals" in r.output and "85 more rows" in r.output
-    r = runner.invoke(app, ["cache", "verify", "--cache", str(cache)])
+    PredictionCache(cache / "predictions", "model-a", ["x"]).put_many(["k1"], np.ones((1, 1)))
+    stats.record(cache, runs=1, graph_hits=30, graph_misses=90, prediction_hits=0, prediction_misses=90)
+    r = screen("info", "--cache", str(cache))
+    assert r.exit_code == 0, r.output
+    assert "90 crystals" in r.output and "3 units" in r.output and "0 duplicate copies" in r.output
+    assert "1 models" in r.output and "graph cache: 30 hits, 90 misses (25%) over 1 runs" in r.output
+    r = screen("ls", "--limit", "5", SCREEN_CACHE=str(cache))  # the directory from the environment
+    assert r.exit_code == 0 and "90 crystals" in r.output and "85 more" in r.output
+    assert sum(line.startswith("│ id") for line in r.output.splitlines()) == 5
+    r = screen("verify", "--store", str(cache))
     assert r.exit_code == 0 and "ok: 3 units verified" in r.output
-    shard = next((cache / "graphs" / "units").glob("*.zarr/dst/c/0"))
+    shard = next((cache / "graphs").glob("*/units/*.zarr/dst/c/0"))
     shard.write_bytes(shard.read_bytes()[:-3] + b"xyz")
-    r = runner.invoke(app, ["cache", "verify", "--cache", str(cache)])
+    r = screen("verify", "--cache", str(cache))
     assert r.exit_code == 1 and "checksum mismatch in dst/c/0" in r.output
-    r = runner.invoke(app, ["cache", "clear", "--cache", str(cache), "--yes"])
+    assert sum(line.startswith("problem:") for line in r.output.splitlines()) == 1
+    r = screen("clear", "--cache", str(cache), "--yes")
     assert r.exit_code == 0 and not cache.exists()
-    r = runner.invoke(app, ["cache", "info", "--cache", str(cache)])
+    r = screen("info", "--cache", str(cache))
     assert r.exit_code == 2 and "no cache directory" in r.output
+
+
+def test_verify_and_clear_stale_after_a_killed_writer(tmp_path):
+    cache = tmp_path / "cache"
+    write_range(str(cache / "graphs"), 0, 40, 20)
+    flag = tmp_path / "flag"
+    env = dict(os.environ, SCREEN_STORE_PAUSE_AT="publish", SCREEN_STORE_PAUSE_FLAG=str(flag), PYTHONPATH=str(ROOT))
+    writer = subprocess.Popen([sys.executable, "-m", "tests.store_workers", str(cache / "graphs"), "40", "60", "20"],
+                              cwd=ROOT, env=env)
+    deadline = time.time() + 60
+    while not flag.exists() and time.time() < deadline and writer.poll() is None:
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    r = screen("verify", "--cache", str(cache))
+    assert r.exit_code == 0 and "ok: 2 units verified" in r.output and "1 unpublished leftovers" in r.output
+    r = screen("clear", "--cache", str(cache), "--stale")
+    assert r.exit_code == 0 and "removed 0 stale items" in r.output  # too young: might be a live writer
+    r = screen("clear", "--cache", str(cache), "--stale", "--min-age", "0")
+    assert r.exit_code == 0 and "removed 1 stale items" in r.output
+    r = screen("info", "--cache", str(cache))
+    assert "40 crystals" in r.output and "0 unpublished leftovers" in r.output
+
+
+def test_clear_refuses_a_directory_that_is_not_a_cache(tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    r = screen("clear", "--cache", str(tmp_path), "--yes")
+    assert r.exit_code == 2 and "thesis.tex" in r.output and "not removing" in r.output
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
