@@ -26,8 +26,9 @@ Per unit (n crystals, N atoms, E edges):
     atom_offsets    int64 (n+1)   edge_offsets    int64 (n+1)
     targets         float32 (n, T), optional, NaN = missing; task names in the manifest
 
-Memory: readers hold graph data of at most two units. The key index (key ->
-unit, position; id -> key) takes ~250 bytes per stored crystal.
+Memory: streaming readers hold the graph data of one unit; random reads keep at
+most ~32 MB of decoded units. The key index (key -> unit, position; id -> key)
+takes ~250 bytes per stored crystal.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from screening.graph import CrystalGraph
 
 _CHUNK = 8192  # elements per chunk inside the one shard of each array (a random read decodes one or two)
 _CSR = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets")
-_KEEP_UNITS = 2  # units whose arrays a reader keeps decoded (streaming needs one)
+_DECODED_BYTES = 32_000_000  # decoded units a reader keeps for repeated random reads (streaming holds one)
 _KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep open
 
 
@@ -264,7 +265,7 @@ class GraphStore:
         return self.root / "units" / self._manifests[unit]["dir"]
 
     def _load_unit(self, unit: str) -> dict:
-        """Every array of a unit, decoded (a small LRU keeps memory flat while streaming)."""
+        """Every array of a unit, decoded; kept in an LRU bounded by _DECODED_BYTES."""
         if unit in self._units:
             self._units.move_to_end(unit)
             return self._units[unit]
@@ -273,7 +274,7 @@ class GraphStore:
         group = zarr.open_group(str(self._unit_path(unit)), mode="r")
         data = {name: group[name][...] for name in group.array_keys()}
         self._units[unit] = data
-        while len(self._units) > _KEEP_UNITS:
+        while len(self._units) > 1 and _nbytes(self._units) > _DECODED_BYTES:
             self._units.popitem(last=False)
         return data
 
@@ -291,22 +292,26 @@ class GraphStore:
         return self.get_record(key_or_id).graph
 
     def get_record(self, key_or_id: str) -> Record:
-        """One crystal by key (or by id), reading only the chunks that hold it."""
-        unit, i = self.index()[self._key_of(key_or_id)]
-        if unit in self._units:  # streaming already holds this unit decoded
-            data = self._units[unit]
-            return self._record(unit, i, data, data)
-        if unit not in self._handles:
-            import zarr
+        """One crystal by key (or by id).
 
-            group = zarr.open_group(str(self._unit_path(unit)), mode="r")
-            arrays = {name: group[name] for name in group.array_keys()}
-            offsets = {k: arrays[k][...] for k in ("atom_offsets", "edge_offsets")}
-            self._handles[unit] = (arrays, offsets)
-            while len(self._handles) > _KEEP_HANDLES:
-                self._handles.popitem(last=False)
-        self._handles.move_to_end(unit)
-        arrays, offsets = self._handles[unit]
+        The first read from a unit decodes only the chunks that hold the crystal; a second
+        read from the same unit decodes the whole unit (about four single reads' worth) and
+        keeps it, so reading many crystals of one unit (a partition's worth) is cheap while
+        reads scattered over a big store stay cheap too. Decoded units are bounded in bytes.
+        """
+        unit, i = self.index()[self._key_of(key_or_id)]
+        if unit in self._units or unit in self._handles:
+            data = self._load_unit(unit)
+            self._handles.pop(unit, None)
+            return self._record(unit, i, data, data)
+        import zarr
+
+        group = zarr.open_group(str(self._unit_path(unit)), mode="r")
+        arrays = {name: group[name] for name in group.array_keys()}
+        offsets = {k: arrays[k][...] for k in ("atom_offsets", "edge_offsets")}
+        self._handles[unit] = (arrays, offsets)  # remembers that this unit was read once
+        while len(self._handles) > _KEEP_HANDLES:
+            self._handles.popitem(last=False)
         return self._record(unit, i, arrays, offsets)
 
     def iter_records(self, keys: Optional[set] = None) -> Iterator[Record]:
@@ -407,6 +412,10 @@ class GraphStore:
                 if index[key] == (unit, i):
                     yield {"id": m["ids"][i], "key": key, "unit": unit, "atoms": m["atoms"][i],
                            "edges": m["edges"][i]}
+
+
+def _nbytes(units: dict) -> int:
+    return sum(a.nbytes for data in units.values() for a in data.values())
 
 
 def _count_problems(m: dict, data: dict) -> List[str]:
