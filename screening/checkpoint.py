@@ -7,7 +7,6 @@ prediction caches and result provenance.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field

@@ -120,8 +120,8 @@ def train(train_set: GraphDataset, val_set: GraphDataset, cfg: TrainConfig, out_
         t0 = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
+        idx = rng.permutation(len(train_set))
         for s in range(steps):
-            idx = rng.permutation(len(train_set)) if s == 0 else idx
             chunk = idx[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             if len(chunk) < 2:  # batch norm needs two crystals
                 continue

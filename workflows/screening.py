@@ -61,13 +61,14 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     """Key every candidate; featurize and store the ones the store lacks."""
     config = FeaturizerConfig.from_dict(featurizer_dict)
     store = GraphStore.open(Path(cache_dir) / "graphs", config)
-    keys, errors, new = [], [], []
+    keys, errors, new, queued = [], [], [], set()
     for c in candidates:
         try:
             s = c.structure
             key = structure_key(s, config)
-            if not store.contains(key) and key not in {k for k, _, _ in new}:
+            if not store.contains(key) and key not in queued:
                 new.append((key, c.id, featurize(s, config, name=f"{c.source} {c.id}")))
+                queued.add(key)
             keys.append(key)
         except ScreenError as e:
             keys.append(None)
