@@ -328,15 +328,9 @@ class GraphStore:
 
     def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
         """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""
-        batch, total = [], 0
-        for r in self.iter_records(keys):
-            if batch and total + r.graph.n_atoms > max_atoms:
-                yield batch
-                batch, total = [], 0
-            batch.append(r)
-            total += r.graph.n_atoms
-        if batch:
-            yield batch
+        from screening.batch import atom_budget_chunks  # here, so `screen cache` never loads torch
+
+        return atom_budget_chunks(self.iter_records(keys), max_atoms, size=lambda r: r.graph.n_atoms)
 
     # ---- checking and housekeeping ----
     def verify(self) -> List[str]:

@@ -6,7 +6,7 @@ crystal's atom offset, so one tensor operation per layer covers the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,17 +48,19 @@ def collate(graphs: Sequence[CrystalGraph], targets: Optional[np.ndarray] = None
     )
 
 
-def atom_budget_chunks(sizes: Iterable[int], max_atoms: int) -> Iterator[List[int]]:
-    """Group consecutive items into index lists whose total atoms stay <= max_atoms.
+def atom_budget_chunks(items: Iterable, max_atoms: int, size: Callable = lambda item: item) -> Iterator[list]:
+    """Group consecutive items into lists whose total `size(item)` atoms stay <= max_atoms.
 
-    A single crystal larger than the budget gets a batch of its own.
+    Lazy, so it also batches a stream. A single crystal larger than the budget
+    gets a batch of its own.
     """
     chunk, total = [], 0
-    for i, n in enumerate(sizes):
+    for item in items:
+        n = size(item)
         if chunk and total + n > max_atoms:
             yield chunk
             chunk, total = [], 0
-        chunk.append(i)
+        chunk.append(item)
         total += n
     if chunk:
         yield chunk

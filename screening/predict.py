@@ -28,7 +28,7 @@ def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: in
     device = torch.device(device)
     model.to(device)
     out = np.empty((len(graphs), len(model.tasks)), dtype=np.float32)
-    for idx in atom_budget_chunks((g.n_atoms for g in graphs), max_atoms):
+    for idx in atom_budget_chunks(range(len(graphs)), max_atoms, size=lambda i: graphs[i].n_atoms):
         batch = collate([graphs[i] for i in idx]).to(device)
         out[idx] = model.predict(batch).float().cpu().numpy()
     return out

@@ -33,7 +33,8 @@ def test_batch_is_a_disjoint_union_with_offsets():
     assert b.atomic_numbers.shape[0] == g1.n_atoms + g2.n_atoms
     assert int(b.src[g1.n_edges:].min()) == g1.n_atoms  # second graph shifted
     assert b.crystal.tolist() == [0] * g1.n_atoms + [1] * g2.n_atoms
-    assert list(atom_budget_chunks([5, 5, 5, 20, 1], 10)) == [[0, 1], [2], [3], [4]]
+    sizes = [5, 5, 5, 20, 1]
+    assert list(atom_budget_chunks(range(5), 10, size=sizes.__getitem__)) == [[0, 1], [2], [3], [4]]
 
 
 def test_predictions_invariant_to_atom_order_and_supercell(structures):

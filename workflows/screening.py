@@ -101,7 +101,6 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_a
 @dataclass
 class RunResult:
     table: pd.DataFrame  # ranked
-    all_candidates: int
     summary: dict
     files: dict
 
@@ -149,18 +148,20 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     # assemble the table
     rows, errors = [], []
+    tasks = ckpt.model.tasks
+    provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
     for part, fr, ir in zip(parts, feat_results, infer_results):
         errors.extend(fr["errors"])
         for c, key in zip(part, fr["keys"]):
             if key is None:
                 continue
             row = {"source": c.source, "id": c.id, "formula": c.formula}
-            for k, task in enumerate(ckpt.model.tasks):
+            for k, task in enumerate(tasks):
                 row[f"pred_{task}"] = float(ir["predictions"][key][k])
             for name, value in c.known.items():
                 row[f"dft_{name}"] = value
-            row.update({"structure_key": key, "model_hash": ckpt.short_hash,
-                        "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"})
+            row["structure_key"] = key
+            row.update(provenance)
             rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -189,7 +190,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
     files = write_outputs(ranked, everything, summary, opts)
-    return RunResult(ranked, len(candidates), summary, files)
+    return RunResult(ranked, summary, files)
 
 
 def _wants_gpu(client, device: str) -> bool:
