@@ -165,6 +165,7 @@ def train(
     out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Run directory: best.pt, last.pt, metrics.csv, split.json."),
     tasks: str = typer.Option(DEFAULT_TASKS, help="Comma-separated target columns."),
     weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
+    weighting: str = typer.Option("fixed", help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
     split: str = typer.Option("0.6,0.2,0.2", help="train,val,test fractions."),
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(256),
@@ -202,6 +203,7 @@ def train(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     featurizer = FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors)
     cfg = TrainConfig(tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
+                      weighting=weighting,
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       schedule=schedule, patience=patience, seed=seed, split=_floats(split, "--split"),
                       atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h,
@@ -282,6 +284,61 @@ def evaluate(
             table.add_row(k, f"{v:.4f}")
     console.print(table)
     console.print(f"wrote {out / 'metrics.json'} and {plot}")
+
+
+@app.command()
+@user_errors
+def experiment(
+    spec_file: Path = typer.Argument(..., metavar="SPEC.yaml", help="Experiment spec (see workflows/paper.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run outputs (default: experiments/<spec name>)."),
+    report: Optional[Path] = typer.Option(None, help="Markdown report to write (default: <out>/report.md)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Train nothing; report the finished runs."),
+    workers: int = typer.Option(2, help="Local Dask workers (one training run each at a time)."),
+    threads: int = typer.Option(1, help="Torch threads per worker (1 gives bit-identical reruns)."),
+    scheduler: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler."),
+    dashboard: str = typer.Option("127.0.0.1:0", help="Dashboard address; :0 picks a free port."),
+    device: str = typer.Option("cpu", help="cpu | cuda (cuda runs ask for the Dask resource GPU)."),
+):
+    """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from screening.experiment_report import write_report
+    from screening.experiments import finished, load_spec
+    from workflows.cluster import ClusterSpec
+    from workflows.experiments import collect, run_experiment
+
+    spec = load_spec(spec_file)
+    out = out or Path("experiments") / spec.name
+    report = report or out / "report.md"
+    if report_only:
+        results = collect(spec, out)
+        if not results:
+            raise ScreenError(f"{out}: no finished runs of {spec_file} to report")
+    else:
+        todo = [r for r in spec.runs if finished(out / "runs" / r.dirname) is None]
+        console.print(f"{spec_file}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} finished, "
+                      f"{len(todo)} to train; outputs in {out}")
+        cluster = ClusterSpec(scheduler=scheduler, workers=workers, threads_per_worker=threads,
+                              dashboard=dashboard, gpus_per_worker=1 if device.startswith("cuda") else 0)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:
+            job = bar.add_task("training runs", total=len(todo))
+
+            def done(name, result):
+                if result is None:
+                    bar.console.print(f"[red]failed[/red] {name}")
+                else:
+                    maes = "  ".join(f"{k[4:]} {v:.4f}" for k, v in result["test"].items() if k.startswith("mae_"))
+                    bar.console.print(f"{name}: test MAE {maes}  ({result['train_seconds']:.0f}s)", highlight=False)
+                bar.advance(job)
+
+            res = run_experiment(spec, out, cluster, device=device, on_done=done,
+                                 on_connect=lambda link: bar.console.print(f"dashboard: {link}"))
+        results = res.results
+        if res.failed:
+            console.print(f"[red]{len(res.failed)} run(s) failed[/red]; first: {res.failed[0]}")
+    path = write_report(spec, results, report, out)
+    console.print(f"{len(results)} finished runs; wrote {out / 'runs.csv'} and {path}")
 
 
 # --- screen cache (cache/ package) ---

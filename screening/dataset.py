@@ -52,6 +52,12 @@ def load_dataset(path, tasks: Sequence[str], featurizer: FeaturizerConfig, limit
                  progress: Optional[Callable[[int], None]] = None) -> Tuple[GraphDataset, List[str]]:
     """Featurize every usable row. Returns the dataset and one message per skipped row."""
     df, kind = read_table(path, tasks, limit)
+    return dataset_from_table(df, kind, tasks, featurizer, progress)
+
+
+def dataset_from_table(df: pd.DataFrame, kind: str, tasks: Sequence[str], featurizer: FeaturizerConfig,
+                       progress: Optional[Callable[[int], None]] = None) -> Tuple[GraphDataset, List[str]]:
+    """Featurize the rows of a table from `read_table` (or a subset of its rows)."""
     graphs, keep, skipped = [], [], []
     for i, row in enumerate(df.itertuples(index=False)):
         name = str(row.material_id)

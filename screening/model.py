@@ -158,19 +158,25 @@ class MTCGCNN(nn.Module):
         return self.denormalize(self(batch))
 
 
-def masked_multitask_mse(pred: torch.Tensor, target: torch.Tensor,
-                         weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
-    """L = 1/|P| sum_p w_p L_p (Eq. 6), L_p = MSE over the crystals that have target p.
+def per_task_mse(pred: torch.Tensor, target: torch.Tensor):
+    """(n_tasks,) MSE over the crystals that have each target, and which tasks had any.
 
     Eq. 7 divides by the batch size; with missing targets we divide by the
     number of crystals that actually have target p, so a task's loss does not
     shrink just because some of its labels are absent. A task with no label
-    in the batch contributes 0.
+    in the batch has loss 0 and `present` False.
     """
+    mask = ~torch.isnan(target)
+    err = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred)) ** 2
+    counts = mask.sum(0)
+    return err.sum(0) / counts.clamp(min=1), counts > 0
+
+
+def masked_multitask_mse(pred: torch.Tensor, target: torch.Tensor,
+                         weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """L = 1/|P| sum_p w_p L_p (Eq. 6) with L_p from `per_task_mse`."""
     n_tasks = pred.shape[1]
     w = torch.ones(n_tasks, device=pred.device) if weights is None else \
         torch.as_tensor(weights, dtype=pred.dtype, device=pred.device)
-    mask = ~torch.isnan(target)
-    err = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred)) ** 2
-    per_task = err.sum(0) / mask.sum(0).clamp(min=1)
+    per_task, _ = per_task_mse(pred, target)
     return (w * per_task).sum() / n_tasks

@@ -22,8 +22,9 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.graph import CrystalGraph
 from screening.metrics import mae
-from screening.model import MTCGCNN, ModelConfig, masked_multitask_mse
+from screening.model import MTCGCNN, ModelConfig, per_task_mse
 from screening.predict import predict_graphs
+from screening.weighting import make_weighting
 
 
 @dataclass
@@ -44,6 +45,7 @@ class GraphDataset:
 class TrainConfig:
     tasks: List[str]
     task_weights: Optional[List[float]] = None  # w_p of Eq. 6; default all 1
+    weighting: str = "fixed"  # fixed (Eq. 6) | uncertainty (learned, see screening/weighting.py)
     epochs: int = 100
     batch_size: int = 256  # crystals per step (CGCNN default)
     lr: float = 0.01  # paper: Adam, 0.01
@@ -97,20 +99,23 @@ def train(train_set: GraphDataset, val_set: GraphDataset, cfg: TrainConfig, out_
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
-    weights = cfg.task_weights or [1.0] * len(cfg.tasks)
-    if len(weights) != len(cfg.tasks):
-        raise ScreenError(f"--weights: {len(weights)} weights for {len(cfg.tasks)} tasks")
+    weighting = make_weighting(cfg.weighting, len(cfg.tasks), cfg.task_weights)
 
     model = MTCGCNN(ModelConfig(cfg.tasks, cfg.atom_fea_len, cfg.n_conv, cfg.h_fea_len, cfg.n_h,
                                 featurizer.cutoff, featurizer.gaussian_step))
     model.set_normalizer(train_set.targets)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    weighting.to(device)
+    # The learned s_p get no weight decay: shrinking them toward 0 would pull every weight toward 1.
+    groups = [{"params": list(model.parameters())}]
+    if list(weighting.parameters()):  # fixed weights have none; keeps old last.opt files loadable
+        groups.append({"params": list(weighting.parameters()), "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(train_set) / cfg.batch_size)
     sched = _make_scheduler(opt, cfg, steps)
     start_epoch, best, history = 0, {"score": float("inf")}, []
     if resume:
-        start_epoch, best, history = _resume(resume, model, opt, sched, featurizer, device)
+        start_epoch, best, history = _resume(resume, model, weighting, opt, sched, featurizer, device)
 
     rng = np.random.default_rng(cfg.seed)
     for _ in range(start_epoch):  # keep the shuffle sequence identical after a resume
@@ -126,7 +131,7 @@ def train(train_set: GraphDataset, val_set: GraphDataset, cfg: TrainConfig, out_
             if len(chunk) < 2:  # batch norm needs two crystals
                 continue
             batch = collate([train_set.graphs[i] for i in chunk], train_set.targets[chunk]).to(device)
-            loss = masked_multitask_mse(model(batch), model.normalize(batch.targets), weights)
+            loss = weighting(*per_task_mse(model(batch), model.normalize(batch.targets)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -139,6 +144,8 @@ def train(train_set: GraphDataset, val_set: GraphDataset, cfg: TrainConfig, out_
         for k, task in enumerate(cfg.tasks):
             row[f"val_mae_{task}"] = mae(val_set.targets[:, k], pred[:, k])
         row["score"] = validation_score(val_set.targets, pred, std)
+        for task, w in zip(cfg.tasks, weighting.weights()):
+            row[f"weight_{task}"] = w
         history.append(row)
         improved = row["score"] < best["score"]
         if improved:
@@ -148,7 +155,8 @@ def train(train_set: GraphDataset, val_set: GraphDataset, cfg: TrainConfig, out_
         if improved:
             save_checkpoint(out / "best.pt", model, featurizer, _public(state))
         save_checkpoint(out / "last.pt", model, featurizer, _public(state))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, out / "last.opt")
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "weighting": weighting.state_dict()}, out / "last.opt")
         _write_metrics(out / "metrics.csv", history)
         if on_epoch:
             on_epoch(row)
@@ -162,7 +170,7 @@ def _public(state: dict) -> dict:
     return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
 
 
-def _resume(path, model, opt, sched, featurizer, device):
+def _resume(path, model, weighting, opt, sched, featurizer, device):
     ckpt = load_checkpoint(path, expect_featurizer=featurizer)
     if ckpt.model.tasks != model.tasks:
         raise ScreenError(f"--resume {path}: checkpoint tasks {ckpt.model.tasks} differ from {model.tasks}")
@@ -172,6 +180,8 @@ def _resume(path, model, opt, sched, featurizer, device):
     if opt_file.exists():
         extra = torch.load(opt_file, map_location=device, weights_only=True)
         opt.load_state_dict(extra["optimizer"])
+        if "weighting" in extra:
+            weighting.load_state_dict(extra["weighting"])
         sched.load_state_dict(extra["scheduler"])
     meta = ckpt.meta
     return int(meta.get("epoch", 0)), meta.get("best", {"score": float("inf")}), list(meta.get("history", []))

@@ -1,0 +1,287 @@
+"""Experiment specs: a YAML grid of training runs -> one `RunSpec` per run, and one run.
+
+A spec names the data, a pool size, seeds, the train/val/test split and the
+training defaults, then groups of runs. In a group every key may be a value
+or a list; a group expands to the product of its lists:
+
+    data: ../shared/data/mp_dev.csv.gz
+    pool: 6000              # crystals drawn (seeded) from data; omit for all
+    seeds: [0, 1, 2]
+    split: [0.6, 0.2, 0.2]  # one split per seed, shared by every run of that seed
+    train: {epochs: 25, lr: 0.005, atom_fea_len: 32, n_conv: 2}
+    groups:
+      - {name: E, tasks: [Ef+Eg, Ef+EF, Eg+EF, Ef+Eg+EF], weighting: [fixed, uncertainty]}
+      - {name: fraction, tasks: [Ef, Eg, Ef+Eg], train_fraction: [0.2, 0.3, 0.4, 0.5]}
+
+`train_fraction` is a fraction of the whole pool, taken as the first part of
+that seed's training split, so smaller training sets are nested in larger
+ones and validation and test crystals never change with it (paper Table 4).
+
+A run's identity is its content: the same settings reached from two groups
+are one run, and its directory name ends in a hash of those settings, so a
+changed setting can never be mistaken for a finished run.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from screening.errors import ScreenError
+
+# Short names used in specs and the report; the values are the mp_dev columns.
+TASKS = {"Ef": "formation_energy_per_atom", "Eg": "band_gap", "EF": "efermi"}
+SHORT = {v: k for k, v in TASKS.items()}
+RESULT = "result.json"  # written last: a run directory with it is finished
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    tasks: Tuple[str, ...]  # mp_dev column names
+    seed: int = 0
+    train_fraction: float = 0.6
+    weighting: str = "fixed"
+    task_weights: Optional[Tuple[float, ...]] = None
+    epochs: int = 25
+    batch_size: int = 128
+    lr: float = 0.005
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    patience: int = 1000  # the same epoch budget for every arm: no early stop by default
+    atom_fea_len: int = 64
+    n_conv: int = 3
+    h_fea_len: int = 128
+    n_h: int = 1
+
+    @property
+    def label(self) -> str:
+        return "+".join(SHORT.get(t, t) for t in self.tasks)
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.label}_{self.weighting}_f{self.train_fraction:g}_s{self.seed}_{self.key}"
+
+    def train_config(self, device: str = "cpu"):
+        from screening.train import TrainConfig
+
+        kw = {f.name: getattr(self, f.name) for f in fields(self)
+              if f.name not in ("tasks", "train_fraction", "task_weights")}
+        return TrainConfig(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
+                           device=device, **kw)
+
+
+@dataclass
+class ExperimentSpec:
+    name: str
+    data: str
+    pool: Optional[int]
+    pool_seed: int
+    split: Tuple[float, float, float]
+    runs: List[RunSpec]
+    groups: Dict[str, List[str]]  # group name -> run keys, in spec order
+    path: str = ""
+
+    def group_runs(self, name: str) -> List[RunSpec]:
+        by_key = {r.key: r for r in self.runs}
+        return [by_key[k] for k in self.groups.get(name, [])]
+
+
+_RUN_KEYS = {f.name for f in fields(RunSpec)} - {"tasks", "seed"}
+_GROUP_KEYS = _RUN_KEYS | {"name", "tasks", "seeds"}
+_TOP_KEYS = {"name", "data", "pool", "pool_seed", "seeds", "split", "train", "groups"}
+
+
+def parse_tasks(text: str, where: str) -> Tuple[str, ...]:
+    names = [t.strip() for t in str(text).split("+") if t.strip()]
+    if not names:
+        raise ScreenError(f"{where}: empty task set")
+    out = []
+    for n in names:
+        if n in TASKS:
+            out.append(TASKS[n])
+        elif n in SHORT:
+            out.append(n)
+        else:
+            raise ScreenError(f"{where}: unknown task {n!r}; use {', '.join(TASKS)} joined by '+'")
+    if len(set(out)) != len(out):
+        raise ScreenError(f"{where}: task set {text!r} repeats a task")
+    return tuple(out)
+
+
+def _as_list(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _check_keys(d, allowed, where):
+    if not isinstance(d, dict):
+        raise ScreenError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ScreenError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_spec(path) -> ExperimentSpec:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ScreenError(f"{p}: no such experiment spec")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ScreenError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    spec = parse_spec(raw, str(p))
+    spec.path = str(p)
+    return spec
+
+
+def parse_spec(raw, where: str = "spec") -> ExperimentSpec:
+    _check_keys(raw, _TOP_KEYS, where)
+    for k in ("data", "groups"):
+        if k not in raw:
+            raise ScreenError(f"{where}: missing key {k!r}")
+    split = tuple(float(x) for x in raw.get("split", [0.6, 0.2, 0.2]))
+    if len(split) != 3 or min(split) < 0 or sum(split) > 1 + 1e-9:
+        raise ScreenError(f"{where}: split {list(split)} needs three fractions >= 0 summing to at most 1")
+    defaults = raw.get("train", {}) or {}
+    _check_keys(defaults, _RUN_KEYS, f"{where}: train")
+    seeds = [int(s) for s in _as_list(raw.get("seeds", [0]))]
+    runs: Dict[str, RunSpec] = {}
+    groups: Dict[str, List[str]] = {}
+    for i, g in enumerate(_as_list(raw["groups"])):
+        gw = f"{where}: groups[{i}]"
+        _check_keys(g, _GROUP_KEYS, gw)
+        if "tasks" not in g:
+            raise ScreenError(f"{gw}: missing key 'tasks'")
+        name = str(g.get("name", f"group{i}"))
+        gw = f"{where}: group {name}"
+        if name in groups:
+            raise ScreenError(f"{gw}: group name used twice")
+        grid = {k: _as_list(v) for k, v in {**defaults, **g}.items()
+                if k not in ("name", "tasks", "seeds", "task_weights")}
+        task_sets = [parse_tasks(t, gw) for t in _as_list(g["tasks"])]
+        task_weights = g.get("task_weights", defaults.get("task_weights"))
+        keys = sorted(grid)
+        groups[name] = []
+        for seed in [int(s) for s in _as_list(g.get("seeds", seeds))]:
+            for tasks in task_sets:
+                for combo in itertools.product(*(grid[k] for k in keys)):
+                    try:
+                        run = RunSpec(tasks=tasks, seed=seed,
+                                      task_weights=tuple(float(w) for w in task_weights) if task_weights else None,
+                                      **dict(zip(keys, combo)))
+                    except TypeError as e:
+                        raise ScreenError(f"{gw}: {e}") from None
+                    _check_run(run, split, gw)
+                    runs.setdefault(run.key, run)
+                    if run.key not in groups[name]:
+                        groups[name].append(run.key)
+    pool = raw.get("pool")
+    return ExperimentSpec(name=str(raw.get("name", "experiment")), data=str(raw["data"]),
+                          pool=int(pool) if pool is not None else None, pool_seed=int(raw.get("pool_seed", 0)),
+                          split=split, runs=list(runs.values()), groups=groups)
+
+
+def _check_run(run: RunSpec, split, where):
+    from screening.weighting import WEIGHTINGS
+
+    if not 0 < run.train_fraction <= split[0] + 1e-9:
+        raise ScreenError(f"{where}: train_fraction {run.train_fraction} must be in (0, {split[0]}] "
+                          "(the training part of the split)")
+    if run.weighting not in WEIGHTINGS:
+        raise ScreenError(f"{where}: weighting {run.weighting!r}; choose {' or '.join(WEIGHTINGS)}")
+    if run.task_weights and len(run.task_weights) != len(run.tasks):
+        raise ScreenError(f"{where}: task_weights has {len(run.task_weights)} values for {len(run.tasks)} tasks")
+    if run.epochs < 1 or run.batch_size < 2 or run.lr <= 0:
+        raise ScreenError(f"{where}: epochs >= 1, batch_size >= 2 and lr > 0 are required")
+
+
+# ---- the data every run shares ----------------------------------------------------------
+
+def load_pool(spec: ExperimentSpec, featurizer=None):
+    """The pool of crystals (all three targets) every run draws from; seeded by pool_seed."""
+    from screening.dataset import dataset_from_table, read_table
+    from screening.featurize import FeaturizerConfig
+
+    df, kind = read_table(spec.data, list(TASKS.values()))
+    if spec.pool is not None and spec.pool < len(df):
+        rows = np.sort(np.random.default_rng(spec.pool_seed).choice(len(df), spec.pool, replace=False))
+        df = df.iloc[rows].reset_index(drop=True)
+    dataset, skipped = dataset_from_table(df, kind, list(TASKS.values()), featurizer or FeaturizerConfig())
+    return dataset, skipped
+
+
+def run_indices(n: int, split, run: RunSpec):
+    """(train, val, test) pool indices of a run: the seed's split, training part cut to train_fraction."""
+    from screening.train import split_indices
+
+    train, val, test = split_indices(n, split, run.seed)
+    return train[:int(round(run.train_fraction * n))], val, test
+
+
+def finished(run_dir) -> Optional[dict]:
+    """The run's result if it finished (result.json present and readable), else None."""
+    f = Path(run_dir) / RESULT
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _resumable(out: Path, run: RunSpec) -> Optional[str]:
+    """An interrupted run of the same settings continues from its last.pt instead of restarting."""
+    try:
+        same = json.loads((out / "run.json").read_text())["key"] == run.key
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(out / "last.pt") if same and (out / "last.pt").exists() else None
+
+
+def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str = "cpu",
+              pool_info: Optional[dict] = None) -> dict:
+    """Train one run, evaluate its best checkpoint on the test split, write result.json last."""
+    import time
+
+    from screening.checkpoint import load_checkpoint
+    from screening.evaluate import evaluate_predictions
+    from screening.featurize import FeaturizerConfig
+    from screening.predict import predict_graphs
+    from screening.train import train
+
+    featurizer = featurizer or FeaturizerConfig()
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = [list(TASKS.values()).index(t) for t in run.tasks]
+    ds = replace(pool, targets=pool.targets[:, cols])
+    tr, va, te = run_indices(len(ds), split, run)
+    resume = _resumable(out, run)
+    (out / "run.json").write_text(json.dumps({"key": run.key, "run": asdict(run), "split": list(split),
+                                             "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+                                             "pool": pool_info or {}}, indent=1))
+    t0 = time.time()
+    best = train(ds.subset(tr), ds.subset(va), run.train_config(device), out, featurizer,
+                 resume=resume, meta={"run_key": run.key})
+    ckpt = load_checkpoint(out / "best.pt")
+    test = ds.subset(te)
+    pred = predict_graphs(ckpt.model, test.graphs, device=device)
+    metrics = evaluate_predictions(list(run.tasks), test.targets, pred)
+    weights = {k[len("weight_"):]: v for k, v in best.items() if k.startswith("weight_")}
+    result = {"key": run.key, "run": asdict(run), "dir": out.name, "best_epoch": best["epoch"],
+              "val_score": best["score"], "test": metrics, "weights_at_best": weights,
+              "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+              "train_seconds": round(time.time() - t0, 1), "model_hash": ckpt.hash}
+    tmp = out / (RESULT + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out / RESULT)
+    return result
