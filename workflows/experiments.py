@@ -12,13 +12,11 @@ worker a run gives the same numbers whichever worker picks it up.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import pandas as pd
-
+from screening.experiment_report import results_table
 from screening.experiments import ExperimentSpec, RunSpec, finished, load_pool, train_run
 from workflows.cluster import ClusterSpec, connect
 
@@ -63,9 +61,11 @@ def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, device: 
                 on_connect(client.dashboard_link or "")
             pool = client.submit(pool_task, spec, key=f"pool-{spec.name}", pure=False)
             resources = {"GPU": 1} if device.startswith("cuda") else None
+            # Explicit priorities: Dask does not otherwise keep the submission order.
             futures = {client.submit(train_task, pool, spec.split, r, str(runs_dir / r.dirname),
                                      cluster.threads_per_worker, device, key=f"train-{r.dirname}",
-                                     pure=False, resources=resources): r for r in todo}
+                                     pure=False, resources=resources, priority=len(todo) - i): r
+                       for i, r in enumerate(todo)}
             for fut in as_completed(futures):
                 run = futures[fut]
                 if fut.status == "finished":
@@ -91,17 +91,5 @@ def collect(spec: ExperimentSpec, out_dir) -> List[dict]:
             results.append(got)
     if results:
         out.mkdir(parents=True, exist_ok=True)
-        flat_rows(results).to_csv(out / "runs.csv", index=False)
+        results_table(results).to_csv(out / "runs.csv", index=False)
     return results
-
-
-def flat_rows(results: List[dict]) -> pd.DataFrame:
-    rows = []
-    for r in results:
-        row = {"dir": r["dir"], "groups": "+".join(r.get("groups", [])), **r["run"],
-               "best_epoch": r["best_epoch"], "val_score": r["val_score"], "train_seconds": r["train_seconds"]}
-        row["tasks"] = "+".join(row["tasks"])
-        row.update({f"test_{k}": v for k, v in r["test"].items()})
-        row.update({f"weight_{k}": v for k, v in r.get("weights_at_best", {}).items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
