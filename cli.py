@@ -337,7 +337,8 @@ def experiment(
         results = res.results
         if res.failed:
             console.print(f"[red]{len(res.failed)} run(s) failed[/red]; first: {res.failed[0]}")
-    path = write_report(spec, results, report, out)
+    path = write_report(spec, results, report, out,
+                        command=f"screen experiment {spec_file} --out {out} --report {report} --report-only")
     console.print(f"{len(results)} finished runs; wrote {out / 'runs.csv'} and {path}")
 
 

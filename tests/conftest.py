@@ -51,3 +51,16 @@ def mp_dev_source():
     return LocalSource(DATA)
 
 # ---- end of structure source fixtures -----------------------------------------------------
+
+
+# ---- training ------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """Bit-identical runs need one thread: multi-threaded float sums vary in the last bits."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

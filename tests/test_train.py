@@ -28,17 +28,6 @@ def test_tiny_model_overfits_32_crystals(tmp_path, data32):
     assert best["score"] < 0.1  # validation MAE on the same crystals, in target std units
 
 
-@pytest.fixture
-def one_thread():
-    """Bit-identical runs need one thread: multi-threaded float sums vary in the last bits."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_training_is_reproducible_for_a_fixed_seed(tmp_path, data32, one_thread):
     a = train(data32, data32, tiny_config(epochs=3), tmp_path / "a", FeaturizerConfig())
     b = train(data32, data32, tiny_config(epochs=3), tmp_path / "b", FeaturizerConfig())
