@@ -303,9 +303,9 @@ def experiment(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from screening.experiment_report import write_report
-    from screening.experiments import finished, load_spec
+    from screening.experiments import load_spec
     from workflows.cluster import ClusterSpec
-    from workflows.experiments import collect, run_experiment
+    from workflows.experiments import collect, run_experiment, unfinished
 
     spec = load_spec(spec_file)
     out = out or Path("experiments") / spec.name
@@ -315,7 +315,7 @@ def experiment(
         if not results:
             raise ScreenError(f"{out}: no finished runs of {spec_file} to report")
     else:
-        todo = [r for r in spec.runs if finished(out / "runs" / r.dirname) is None]
+        todo = unfinished(spec, out)
         console.print(f"{spec_file}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} finished, "
                       f"{len(todo)} to train; outputs in {out}")
         cluster = ClusterSpec(scheduler=scheduler, workers=workers, threads_per_worker=threads,

@@ -43,6 +43,13 @@ def train_task(pool_and_info, split, run: RunSpec, run_dir: str, threads: int, d
     return train_run(pool, split, run, run_dir, device=device, pool_info=info)
 
 
+def unfinished(spec: ExperimentSpec, out_dir) -> List[RunSpec]:
+    """The spec's runs without a result.json under out_dir, seed-major: if the work is stopped
+    early, the runs finished cover whole seeds."""
+    runs_dir = Path(out_dir) / "runs"
+    return sorted((r for r in spec.runs if finished(runs_dir / r.dirname) is None), key=lambda r: r.seed)
+
+
 def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, device: str = "cpu",
                    on_done: Optional[Callable[[str, Optional[dict]], None]] = None,
                    on_connect: Optional[Callable[[str], None]] = None) -> ExperimentResult:
@@ -51,8 +58,7 @@ def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, device: 
 
     out = Path(out_dir)
     runs_dir = out / "runs"
-    # Seed-major order: if the work is stopped early, the runs finished cover whole seeds.
-    todo = sorted((r for r in spec.runs if finished(runs_dir / r.dirname) is None), key=lambda r: r.seed)
+    todo = unfinished(spec, out)
     res = ExperimentResult(results=[], skipped=[r.dirname for r in spec.runs if r not in todo])
     if todo:
         out.mkdir(parents=True, exist_ok=True)
