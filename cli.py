@@ -65,13 +65,15 @@ def run(
     ehull_max: Optional[float] = typer.Option(None, help="Maximum predicted energy above hull (eV/atom)."),
     gap_threshold: float = typer.Option(0.025, help="Eg below this (eV) counts as a metal."),
     top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
+    rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
+    stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from screening.predict_files import resolve_model_path
-    from screening.rank import RankOptions
+    from screening.rank import RANK_BY, RankOptions
     from screening.sources import default_source_note
     from workflows.cluster import ClusterSpec, connect, dashboard_link
     from workflows.screening import RunOptions, run_screening
@@ -81,6 +83,8 @@ def run(
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     parse_query(query, exclude_list)  # bad input fails here, before a cluster starts
+    if rank_by not in RANK_BY:
+        raise ScreenError(f"--rank-by {rank_by}: choose {' or '.join(RANK_BY)}")
     open_source(source, lazy=True)
     notice = default_source_note(source)
     if notice:
@@ -89,8 +93,8 @@ def run(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        rank=RankOptions(gap_threshold=gap_threshold, nonmetal=nonmetal, gap_min=gap_min,
-                         gap_max=gap_max, ehull_max=ehull_max, top=top))
+        rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
+                         nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
                        queue=queue, account=account, walltime=walltime,
@@ -105,23 +109,26 @@ def run(
 
 
 _RUN_COLUMNS = {  # result column -> short terminal header
-    "rank": "#", "formula": "formula", "id": "id", "pred_e_above_hull": "E_hull", "pred_band_gap": "Eg",
+    "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
+    "pred_band_gap": "Eg",
     "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
     "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg"}
 
 
 def _print_run(result):
-    from screening.report import print_table
+    from screening.report import print_table, with_error_bars
 
     s = result.summary
-    shown = result.table[[c for c in _RUN_COLUMNS if c in result.table.columns]].rename(columns=_RUN_COLUMNS)
+    shown = with_error_bars(result.table)
+    shown = shown[[c for c in _RUN_COLUMNS if c in shown.columns]].rename(columns=_RUN_COLUMNS)
     print_table(console, shown, max_rows=25,
-                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, most stable first "
+                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, {s['ranked_by']} "
                       f"(E_hull, dEf in eV/atom; Eg, EF in eV; predicted unless DFT)")
     console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
                   f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
     console.print(s["reference_note"], highlight=False)
+    console.print(s["uncertainty_note"], highlight=False)
     for name, path in result.files.items():
         console.print(f"{name}: {path}", highlight=False)
 
@@ -137,14 +144,14 @@ def predict(
 ):
     """Predict properties of crystal structure files with an MT-CGCNN checkpoint."""
     from screening.predict_files import predict_files
-    from screening.report import print_table
+    from screening.report import print_table, with_error_bars
 
     table, skipped = predict_files(paths, model, device=device, skip_bad=skip_bad)
     for line in skipped:
         err_console.print(f"[yellow]skipped:[/yellow] {line}", highlight=False, soft_wrap=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    print_table(console, table, title=f"{len(table)} structures")
+    print_table(console, with_error_bars(table), title=f"{len(table)} structures")
     console.print(f"wrote {out}")
 
 
@@ -158,44 +165,58 @@ def _floats(text: str, what: str) -> List[float]:
 DEFAULT_TASKS = "formation_energy_per_atom,band_gap,efermi"
 
 
+def _train_defaults():
+    from screening.train import TrainConfig
+    return TrainConfig(tasks=[])
+
+
+_TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined once there
+
+
 @app.command()
 @user_errors
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
-    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Run directory: best.pt, last.pt, metrics.csv, split.json."),
+    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json."),
     tasks: str = typer.Option(DEFAULT_TASKS, help="Comma-separated target columns."),
     weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
-    weighting: str = typer.Option("fixed", help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
-    split: str = typer.Option("0.6,0.2,0.2", help="train,val,test fractions."),
-    epochs: int = typer.Option(100),
-    batch_size: int = typer.Option(256),
-    lr: float = typer.Option(0.01),
-    weight_decay: float = typer.Option(0.0),
-    schedule: str = typer.Option("cosine", help="cosine | step | none"),
-    patience: int = typer.Option(30, help="Early stopping: epochs without a better validation score."),
-    seed: int = typer.Option(0),
-    atom_fea_len: int = typer.Option(64),
-    n_conv: int = typer.Option(3),
-    h_fea_len: int = typer.Option(128),
-    n_h: int = typer.Option(1),
+    weighting: str = typer.Option(_TRAIN.weighting, help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
+    loss: str = typer.Option(_TRAIN.loss, help="Per-task loss: mse (paper) | l1 | huber."),
+    metal_head: bool = typer.Option(_TRAIN.metal_head, "--metal-head/--no-metal-head", help="Also learn P(metal) by cross-entropy (needs band_gap)."),
+    split: str = typer.Option(",".join(map(str, _TRAIN.split)), help="train,val,test fractions."),
+    split_seed: int = typer.Option(_TRAIN.split_seed, help="Seed of the split (keep it when training ensemble members)."),
+    epochs: int = typer.Option(_TRAIN.epochs),
+    batch_size: int = typer.Option(_TRAIN.batch_size),
+    lr: float = typer.Option(_TRAIN.lr),
+    optimizer: str = typer.Option(_TRAIN.optimizer, help="adamw | adam"),
+    weight_decay: float = typer.Option(_TRAIN.weight_decay),
+    schedule: str = typer.Option(_TRAIN.schedule, help="cosine | step | none"),
+    warmup_epochs: float = typer.Option(_TRAIN.warmup_epochs, help="Linear learning-rate warm-up."),
+    ema: float = typer.Option(_TRAIN.ema_decay, help="Decay of the weights' moving average (0 = off)."),
+    bn_recompute: int = typer.Option(_TRAIN.bn_recompute, help="Training crystals used to re-estimate batch-norm statistics each epoch (0 = off)."),
+    patience: int = typer.Option(_TRAIN.patience, help="Early stopping: epochs without a better validation score."),
+    seed: int = typer.Option(_TRAIN.seed, help="Initialization and shuffling seed (differs between ensemble members)."),
+    atom_fea_len: int = typer.Option(_TRAIN.atom_fea_len),
+    n_conv: int = typer.Option(_TRAIN.n_conv),
+    h_fea_len: int = typer.Option(_TRAIN.h_fea_len),
+    n_h: int = typer.Option(_TRAIN.n_h),
     cutoff: float = typer.Option(8.0, help="Neighbor cutoff (A)."),
     max_neighbors: int = typer.Option(12),
     limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
+    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory; the data's crystal graphs are stored there on first use."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
 ):
-    """Train an MT-CGCNN model; early stopping on validation MAE."""
-    import json
+    """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""
     import shlex
-    import time
 
     from rich.progress import Progress
 
-    from screening.dataset import load_dataset
     from screening.featurize import FeaturizerConfig
     from screening.predict import resolve_device
-    from screening.train import TrainConfig, split_indices, train as run_training
+    from screening.train import TrainConfig
+    from workflows.training import train_model
 
     if threads:
         import torch
@@ -203,34 +224,34 @@ def train(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     featurizer = FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors)
     cfg = TrainConfig(tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
-                      weighting=weighting,
-                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      schedule=schedule, patience=patience, seed=seed, split=_floats(split, "--split"),
-                      atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h,
-                      device=str(resolve_device(device)))
-    t0 = time.time()
+                      weighting=weighting, loss=loss, metal_head=metal_head,
+                      epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                      weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+                      ema_decay=ema, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
+                      split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv,
+                      h_fea_len=h_fea_len, n_h=n_h, device=str(resolve_device(device)))
     with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("featurizing", total=limit)
-        dataset, skipped = load_dataset(data, task_list, featurizer, limit, lambda n: bar.advance(job, n))
-    console.print(f"featurized {len(dataset)} crystals in {time.time() - t0:.0f}s"
-                  + (f", skipped {len(skipped)} (first: {skipped[0]})" if skipped else ""))
-    tr, va, te = split_indices(len(dataset), cfg.split, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps({
-        "data": str(data), "seed": seed, "fractions": cfg.split,
-        "train": [dataset.ids[i] for i in tr], "val": [dataset.ids[i] for i in va],
-        "test": [dataset.ids[i] for i in te]}))
-    console.print(f"split (seed {seed}): {len(tr)} train / {len(va)} val / {len(te)} test; device {cfg.device}")
+        job = bar.add_task("featurizing into the graph store", total=None)
 
-    def show(row):
-        maes = "  ".join(f"{k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_mae_"))
-        console.print(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val MAE {maes}  "
-                      f"lr {row['lr']:.2e}  {row['seconds']:.0f}s", highlight=False)
+        def ready(loaded, split):
+            bar.stop()
+            console.print(f"{len(loaded.graphs)} crystals from {data}"
+                          + (f" ({loaded.featurized} featurized now, stored in {cache})" if loaded.featurized
+                             else f" (graph store in {cache})")
+                          + (f"; skipped {len(loaded.skipped)} (first: {loaded.skipped[0]})" if loaded.skipped else ""))
+            console.print(f"split (seed {cfg.split_seed}): {len(split['train'])} train / {len(split['val'])} val / "
+                          f"{len(split['test'])} test; device {cfg.device}")
 
-    meta = {"command": "screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-            "data": str(data), "n_train": len(tr), "n_val": len(va), "n_test": len(te)}
-    best = run_training(dataset.subset(tr), dataset.subset(va), cfg, out, featurizer,
-                        resume=str(resume) if resume else None, on_epoch=show, meta=meta)
+        def show(row):
+            maes = "  ".join(f"{k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_mae_"))
+            auc = f"  AUC {row['val_auc_metal']:.4f}" if "val_auc_metal" in row else ""
+            console.print(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val MAE {maes}{auc}  "
+                          f"lr {row['lr']:.2e}  {row['seconds']:.0f}s", highlight=False)
+
+        best = train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume,
+                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+                           progress=lambda done, total: bar.update(job, completed=done, total=total),
+                           on_ready=ready, on_epoch=show)
     console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
                   f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
 
@@ -238,52 +259,44 @@ def train(
 @app.command()
 @user_errors
 def evaluate(
-    model: Path = typer.Option(..., "--model", "-m"),
+    model: Path = typer.Option(..., "--model", "-m", help="Checkpoint (.pt) or ensemble (.json)."),
     data: Path = typer.Option(..., "--data", "-d"),
-    split_name: str = typer.Option("test", "--split", help="test | val | train | all (needs split.json beside the model unless all)."),
+    split_name: str = typer.Option("test", "--split", help="test | val | train | all (needs the model's split.json unless all)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for metrics.json and parity.png (default: beside the model)."),
     limit: Optional[int] = typer.Option(None),
+    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graph store)."),
     device: str = typer.Option("auto"),
 ):
-    """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, parity plots."""
-    import json
-
-    from rich.progress import Progress
-
-    from screening.checkpoint import load_checkpoint
-    from screening.dataset import load_dataset
-    from screening.evaluate import evaluate_predictions, parity_plots
-    from screening.predict import predict_graphs, resolve_device
-
-    ckpt = load_checkpoint(model)
-    tasks = ckpt.model.tasks
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("featurizing", total=limit)
-        dataset, skipped = load_dataset(data, tasks, ckpt.featurizer, limit, lambda n: bar.advance(job, n))
-    if split_name != "all":
-        split_file = model.parent / "split.json"
-        if not split_file.exists():
-            raise ScreenError(f"{split_file}: not found; pass --split all to evaluate on every row")
-        wanted = set(json.loads(split_file.read_text())[split_name])
-        dataset = dataset.subset([i for i, x in enumerate(dataset.ids) if x in wanted])
-    if len(dataset) == 0:
-        raise ScreenError(f"{data}: no crystals of the {split_name} split found")
-    pred = predict_graphs(ckpt.model, dataset.graphs, device=resolve_device(device))
-    metrics = evaluate_predictions(tasks, dataset.targets, pred)
-    metrics.update({"split": split_name, "model_hash": ckpt.hash, "data": str(data)})
-    out = out or model.parent
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot = parity_plots(tasks, dataset.targets, pred, out / "parity.png")
+    """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
     from rich.table import Table
-    table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals)")
+
+    from screening.predict import resolve_device
+    from workflows.training import evaluate_model
+
+    metrics, where = evaluate_model(model, data, cache, split_name, out, limit, resolve_device(device))
+    table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals, {metrics['members']} member(s))")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        if isinstance(v, float):
+        if isinstance(v, float) and not k.startswith("member"):
             table.add_row(k, f"{v:.4f}")
     console.print(table)
-    console.print(f"wrote {out / 'metrics.json'} and {plot}")
+    console.print(f"wrote {where / 'metrics.json'} and {where / 'parity.png'}")
+
+
+@app.command()
+@user_errors
+def ensemble(
+    members: List[Path] = typer.Argument(..., help="Checkpoints made by `screen train` (same split, different --seed)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Ensemble file to write (.json); pass it to --model."),
+):
+    """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
+    from workflows.training import write_ensemble
+
+    if out.suffix != ".json":
+        raise ScreenError(f"--out {out}: an ensemble file ends in .json")
+    ens = write_ensemble(out, members)
+    console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}")
 
 
 @app.command()
@@ -298,6 +311,7 @@ def experiment(
     scheduler: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler."),
     dashboard: str = typer.Option("127.0.0.1:0", help="Dashboard address; :0 picks a free port."),
     device: str = typer.Option("cpu", help="cpu | cuda (cuda runs ask for the Dask resource GPU)."),
+    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (the data's graph store)."),
 ):
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -332,7 +346,7 @@ def experiment(
                     bar.console.print(f"{name}: test MAE {maes}  ({result['train_seconds']:.0f}s)", highlight=False)
                 bar.advance(job)
 
-            res = run_experiment(spec, out, cluster, device=device, on_done=done,
+            res = run_experiment(spec, out, cluster, cache, device=device, on_done=done,
                                  on_connect=lambda link: bar.console.print(f"dashboard: {link}"))
         results = res.results
         if res.failed:

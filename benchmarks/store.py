@@ -12,7 +12,6 @@ Store writes include fsync and sha256 of every file (what makes them crash-safe)
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time

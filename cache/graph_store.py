@@ -326,6 +326,45 @@ class GraphStore:
                 yield self._record(unit, i, data, data)
             self._units.pop(unit, None)
 
+    def graph_set(self, keys: Sequence[str]):
+        """The graphs of `keys` in that order as one GraphSet (screening/graphset.py), no targets.
+
+        Each unit is read once, whole, and its files are checked against the manifest's
+        sha256 first, so a damaged unit is an error here rather than silently wrong data.
+        """
+        from screening.graphset import GraphSet  # here, so `screen cache` never loads torch
+
+        index = self.index()
+        missing = [k for k in keys if k not in index]
+        if missing:
+            raise ScreenError(f"{self.root}: {len(missing)} crystals are not in the store (first: {missing[0]})")
+        by_unit: Dict[str, List[Tuple[int, int]]] = {}
+        for pos, key in enumerate(keys):
+            unit, i = index[key]
+            by_unit.setdefault(unit, []).append((pos, i))
+        parts, order = [], []
+        for unit in sorted(by_unit):
+            self._check_files(unit)
+            data = self._load_unit(unit)
+            n = len(data["atom_offsets"]) - 1
+            whole = GraphSet(*(data[name] for name in _CSR), targets=np.zeros((n, 0), np.float32),
+                             ids=list(self._manifests[unit]["ids"]))
+            positions, rows = zip(*by_unit[unit])
+            parts.append(whole.subset(rows))
+            order.extend(positions)
+            self._units.pop(unit, None)
+        if not parts:
+            return GraphSet.from_graphs([])
+        return GraphSet.concat(parts).subset(np.argsort(order))
+
+    def _check_files(self, unit: str) -> None:
+        udir = self._unit_path(unit)
+        for rel, digest in self._manifests[unit]["files"].items():
+            path = udir / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                raise ScreenError(f"{self.root}: unit {unit} is damaged ({rel} does not match its manifest); "
+                                  f"run `screen cache verify`, then `screen cache clear`")
+
     def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
         """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""
         from screening.batch import atom_budget_chunks  # here, so `screen cache` never loads torch

@@ -1,7 +1,9 @@
 """Predictions keyed by (graph key, model hash): a re-run with the same model infers nothing.
 
-    predictions/<model hash>/tasks.json         task names, fixed by the first writer
-    predictions/<model hash>/part-<digest>.npz  one file per write: keys (n,) and values (n, n_tasks)
+    predictions/<model>-<columns>/tasks.json         column names, fixed by the first writer
+    predictions/<model>-<columns>/part-<digest>.npz  one file per write: keys (n,) and values (n, n_columns)
+
+<model> is the model's hash (24 hex digits), <columns> a hash of the column names.
 
 A part is published whole by atomic rename. Its name is a digest of its keys
 and values, so two writers of the same predictions write the same part and
@@ -23,7 +25,10 @@ from screening.errors import ScreenError
 
 class PredictionCache:
     def __init__(self, root, model_hash: str, tasks: Sequence[str]):
-        self.dir = Path(root) / model_hash[:32]
+        # The columns are part of the name: the same model cached with other columns (say,
+        # before ensembles added the std columns) is another entry, never a clash.
+        columns = hashlib.sha256(json.dumps(list(tasks)).encode()).hexdigest()[:8]
+        self.dir = Path(root) / f"{model_hash[:24]}-{columns}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tasks = list(tasks)
         meta = self.dir / "tasks.json"

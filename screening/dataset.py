@@ -1,21 +1,18 @@
-"""Training data: a CSV like mp_dev.csv.gz or a CGCNN-style directory -> GraphDataset.
+"""Training data tables: a CSV like mp_dev.csv.gz or a CGCNN-style directory -> rows.
 
-Rows whose structure cannot be used (unparsable CIF, disorder, unknown
-element) are skipped and reported, not fatal: one bad row in 33,000 should
-not stop a training run, and the count tells the user what was dropped.
+Each row has an id, the targets, and either CIF text (CSV) or a CIF path
+(directory). workflows/training.py featurizes them into the graph store once;
+rows whose structure cannot be used (unparsable CIF, disorder, unknown
+element) are skipped and reported there, not fatal.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
-import numpy as np
 import pandas as pd
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
-from screening.structures import read_structure, structure_from_cif_text
-from screening.train import GraphDataset
 
 
 def read_table(path, tasks: Sequence[str], limit: Optional[int] = None) -> Tuple[pd.DataFrame, str]:
@@ -46,29 +43,3 @@ def read_table(path, tasks: Sequence[str], limit: Optional[int] = None) -> Tuple
         if not pd.api.types.is_numeric_dtype(df[t]):
             raise ScreenError(f"{p}: task column {t} is not numeric")
     return df, "csv"
-
-
-def load_dataset(path, tasks: Sequence[str], featurizer: FeaturizerConfig, limit: Optional[int] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> Tuple[GraphDataset, List[str]]:
-    """Featurize every usable row. Returns the dataset and one message per skipped row."""
-    df, kind = read_table(path, tasks, limit)
-    return dataset_from_table(df, kind, tasks, featurizer, progress)
-
-
-def dataset_from_table(df: pd.DataFrame, kind: str, tasks: Sequence[str], featurizer: FeaturizerConfig,
-                       progress: Optional[Callable[[int], None]] = None) -> Tuple[GraphDataset, List[str]]:
-    """Featurize the rows of a table from `read_table` (or a subset of its rows)."""
-    graphs, keep, skipped = [], [], []
-    for i, row in enumerate(df.itertuples(index=False)):
-        name = str(row.material_id)
-        try:
-            s = structure_from_cif_text(row.cif, name) if kind == "csv" else read_structure(row.cif_path)
-            graphs.append(featurize(s, featurizer, name=name))
-            keep.append(i)
-        except ScreenError as e:
-            skipped.append(str(e))
-        if progress:
-            progress(1)
-    targets = df[list(tasks)].to_numpy(np.float32)[keep]
-    ids = df.material_id.astype(str).to_numpy()[keep].tolist()
-    return GraphDataset(graphs, targets, ids), skipped

@@ -13,7 +13,13 @@ GAP = "band_gap"
 UNITS = {FORMATION: "eV/atom", GAP: "eV", "efermi": "eV"}
 
 
-def evaluate_predictions(tasks, true: np.ndarray, pred: np.ndarray, gap_threshold=METAL_GAP_EV) -> Dict[str, float]:
+def evaluate_predictions(tasks, true: np.ndarray, pred: np.ndarray, gap_threshold=METAL_GAP_EV,
+                         p_metal=None) -> Dict[str, float]:
+    """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC.
+
+    With a metal head (p_metal given) auc_nonmetal scores 1 - P(metal); the AUC of the
+    regressed gap as the score is kept as auc_nonmetal_from_gap for comparison.
+    """
     out: Dict[str, float] = {"n": int(len(true))}
     for k, t in enumerate(tasks):
         out[f"mae_{t}"] = mae(true[:, k], pred[:, k])
@@ -22,7 +28,24 @@ def evaluate_predictions(tasks, true: np.ndarray, pred: np.ndarray, gap_threshol
         out["spearman_formation_energy"] = spearman(true[:, k], pred[:, k])
     if GAP in tasks:
         k = tasks.index(GAP)
-        out["auc_nonmetal"] = nonmetal_auc(true[:, k], pred[:, k], gap_threshold)
+        from_gap = nonmetal_auc(true[:, k], pred[:, k], gap_threshold)
+        if p_metal is None:
+            out["auc_nonmetal"] = from_gap
+        else:
+            out["auc_nonmetal"] = nonmetal_auc(true[:, k], 1.0 - np.asarray(p_metal, float), gap_threshold)
+            out["auc_nonmetal_from_gap"] = from_gap
+    return out
+
+
+def calibration(tasks, true: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Dict[str, float]:
+    """Fraction of errors within 1 and 2 predicted std per task (a Gaussian would give 0.683 and 0.954)."""
+    out: Dict[str, float] = {}
+    for k, t in enumerate(tasks):
+        ok = np.isfinite(true[:, k])
+        err, s = np.abs(true[ok, k] - mean[ok, k]), std[ok, k]
+        out[f"within_1std_{t}"] = float(np.mean(err <= s)) if ok.any() else float("nan")
+        out[f"within_2std_{t}"] = float(np.mean(err <= 2 * s)) if ok.any() else float("nan")
+        out[f"mean_std_{t}"] = float(np.mean(s)) if ok.any() else float("nan")
     return out
 
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 
 from screening.errors import ScreenError
 
@@ -77,7 +75,7 @@ class RunSpec:
 
         kw = {f.name: getattr(self, f.name) for f in fields(self)
               if f.name not in ("tasks", "train_fraction", "task_weights")}
-        return TrainConfig(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
+        return TrainConfig.paper(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
                            device=device, **kw)
 
 
@@ -207,20 +205,7 @@ def _check_run(run: RunSpec, split, where):
         raise ScreenError(f"{where}: epochs >= 1, batch_size >= 2 and lr > 0 are required")
 
 
-# ---- the data every run shares ----------------------------------------------------------
-
-def load_pool(spec: ExperimentSpec, featurizer=None):
-    """The pool of crystals (all three targets) every run draws from; seeded by pool_seed."""
-    from screening.dataset import dataset_from_table, read_table
-    from screening.featurize import FeaturizerConfig
-
-    df, kind = read_table(spec.data, list(TASKS.values()))
-    if spec.pool is not None and spec.pool < len(df):
-        rows = np.sort(np.random.default_rng(spec.pool_seed).choice(len(df), spec.pool, replace=False))
-        df = df.iloc[rows].reset_index(drop=True)
-    dataset, skipped = dataset_from_table(df, kind, list(TASKS.values()), featurizer or FeaturizerConfig())
-    return dataset, skipped
-
+# ---- which crystals a run trains, validates and tests on ---------------------------------
 
 def run_indices(n: int, split, run: RunSpec):
     """(train, val, test) pool indices of a run: the seed's split, training part cut to train_fraction."""
@@ -237,51 +222,3 @@ def finished(run_dir) -> Optional[dict]:
         return json.loads(f.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _resumable(out: Path, run: RunSpec) -> Optional[str]:
-    """An interrupted run of the same settings continues from its last.pt instead of restarting."""
-    try:
-        same = json.loads((out / "run.json").read_text())["key"] == run.key
-    except (OSError, ValueError, KeyError):
-        return None
-    return str(out / "last.pt") if same and (out / "last.pt").exists() else None
-
-
-def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str = "cpu",
-              pool_info: Optional[dict] = None) -> dict:
-    """Train one run, evaluate its best checkpoint on the test split, write result.json last."""
-    import time
-
-    from screening.checkpoint import load_checkpoint
-    from screening.evaluate import evaluate_predictions
-    from screening.featurize import FeaturizerConfig
-    from screening.predict import predict_graphs
-    from screening.train import train
-
-    featurizer = featurizer or FeaturizerConfig()
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cols = [list(TASKS.values()).index(t) for t in run.tasks]
-    ds = replace(pool, targets=pool.targets[:, cols])
-    tr, va, te = run_indices(len(ds), split, run)
-    resume = _resumable(out, run)
-    (out / "run.json").write_text(json.dumps({"key": run.key, "run": asdict(run), "split": list(split),
-                                             "n_train": len(tr), "n_val": len(va), "n_test": len(te),
-                                             "pool": pool_info or {}}, indent=1))
-    t0 = time.time()
-    best = train(ds.subset(tr), ds.subset(va), run.train_config(device), out, featurizer,
-                 resume=resume, meta={"run_key": run.key})
-    ckpt = load_checkpoint(out / "best.pt")
-    test = ds.subset(te)
-    pred = predict_graphs(ckpt.model, test.graphs, device=device)
-    metrics = evaluate_predictions(list(run.tasks), test.targets, pred)
-    weights = {k[len("weight_"):]: v for k, v in best.items() if k.startswith("weight_")}
-    result = {"key": run.key, "run": asdict(run), "dir": out.name, "best_epoch": best["epoch"],
-              "val_score": best["score"], "test": metrics, "weights_at_best": weights,
-              "n_train": len(tr), "n_val": len(va), "n_test": len(te),
-              "train_seconds": round(time.time() - t0, 1), "model_hash": ckpt.hash}
-    tmp = out / (RESULT + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / RESULT)
-    return result

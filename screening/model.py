@@ -8,6 +8,11 @@
     heads       y_p = f_p(v_G)                       (Eq 5), one MLP per task
     loss        L = 1/|P| sum_p w_p L_p             (Eqs 6-7), NaN targets masked
 
+Beyond the paper (ModelConfig.metal_head): a classification head beside the
+regression heads gives P(metal) (Eg < 0.025 eV) by binary cross-entropy, so
+the metal / non-metal class is a probability rather than a thresholded Eg.
+The per-task loss may be MSE (the paper), L1 or Huber (`task_losses`).
+
 The linear map of the concatenation splits exactly:
     z_ij W = v_i W_i + v_j W_j + u_ij W_u
 so the atom parts are computed once per atom (N rows) and gathered per edge
@@ -20,7 +25,7 @@ training set) are buffers of the model, so a checkpoint carries them.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Sequence
 
 import numpy as np
@@ -30,6 +35,11 @@ import torch.nn.functional as F
 
 from screening.batch import Batch
 from screening.elements import atom_feature_table
+from screening.metrics import METAL_GAP_EV
+
+GAP_TASK = "band_gap"  # the column the metal label is derived from
+METAL_OUTPUT = "p_metal"
+LOSSES = ("mse", "l1", "huber")
 
 
 @dataclass
@@ -41,6 +51,7 @@ class ModelConfig:
     n_h: int = 1  # hidden layers per task head
     cutoff: float = 8.0  # Gaussian expansion 0..cutoff (from the featurizer)
     gaussian_step: float = 0.2
+    metal_head: bool = False  # extra output: logit of P(metal), trained on Eg < METAL_GAP_EV
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +95,9 @@ class ConvLayer(nn.Module):
         return F.softplus(v + self.bn_sum(summed))
 
     def forward(self, v, u, src, dst):
-        h = self.w_self(v)[src] + self.w_nbr(v)[dst] + self.w_edge(u)
+        # index_select, not v[src]: its backward is one index_add_, several times
+        # faster on CPU than the accumulating index_put_ that fancy indexing uses.
+        h = self.w_self(v).index_select(0, src) + self.w_nbr(v).index_select(0, dst) + self.w_edge(u)
         return self._aggregate(v, h, src)
 
     def forward_unfactorized(self, v, u, src, dst):
@@ -113,13 +126,23 @@ class MTCGCNN(nn.Module):
             ConvLayer(config.atom_fea_len, self.expand.size) for _ in range(config.n_conv))
         self.heads = nn.ModuleList(
             _head(config.atom_fea_len, config.h_fea_len, config.n_h) for _ in config.tasks)
+        if config.metal_head:
+            if GAP_TASK not in config.tasks:
+                raise ValueError(f"metal_head needs the {GAP_TASK} task (its label is Eg < {METAL_GAP_EV} eV)")
+            self.metal = _head(config.atom_fea_len, config.h_fea_len, config.n_h)
         n = len(config.tasks)
         self.register_buffer("target_mean", torch.zeros(n))
         self.register_buffer("target_std", torch.ones(n))
 
     @property
     def tasks(self) -> List[str]:
+        """The regression targets, in column order."""
         return list(self.config.tasks)
+
+    @property
+    def outputs(self) -> List[str]:
+        """Column names of `predict`: the tasks, then p_metal if the model has the metal head."""
+        return self.tasks + ([METAL_OUTPUT] if self.config.metal_head else [])
 
     def set_normalizer(self, targets: np.ndarray) -> None:
         """Per-task mean/std over the non-missing training targets."""
@@ -142,9 +165,10 @@ class MTCGCNN(nn.Module):
         return pooled / counts[:, None].to(v.dtype)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """(B, n_tasks) predictions in normalized units."""
+        """(B, n_outputs): regression in normalized units, then the metal logit if any."""
         g = F.softplus(self.crystal_embedding(batch))
-        return torch.cat([head(g) for head in self.heads], dim=1)
+        heads = list(self.heads) + ([self.metal] if self.config.metal_head else [])
+        return torch.cat([head(g) for head in heads], dim=1)
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.target_std + self.target_mean
@@ -154,12 +178,39 @@ class MTCGCNN(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> torch.Tensor:
-        """(B, n_tasks) predictions in physical units."""
-        return self.denormalize(self(batch))
+        """(B, n_outputs): tasks in physical units, then P(metal) if the model has the head."""
+        out = self(batch)
+        n = len(self.config.tasks)
+        values = self.denormalize(out[:, :n])
+        if self.config.metal_head:
+            values = torch.cat([values, torch.sigmoid(out[:, n:])], dim=1)
+        return values
+
+    def task_losses(self, batch: Batch, loss: str = "mse"):
+        """Per-output losses (n_outputs,) and which outputs had a label in this batch.
+
+        Regression: `loss` of the normalized prediction (mse = Eq. 7); metal head:
+        binary cross-entropy against Eg < METAL_GAP_EV, unlabelled where Eg is missing.
+        """
+        out = self(batch)
+        n = len(self.config.tasks)
+        per_task, present = per_task_loss(out[:, :n], self.normalize(batch.targets), loss)
+        if self.config.metal_head:
+            gap = batch.targets[:, self.config.tasks.index(GAP_TASK)]
+            known = ~torch.isnan(gap)
+            label = (torch.nan_to_num(gap) < METAL_GAP_EV).to(out.dtype)
+            bce = F.binary_cross_entropy_with_logits(out[:, n], label, reduction="none")
+            bce = torch.where(known, bce, torch.zeros_like(bce)).sum() / known.sum().clamp(min=1)
+            per_task = torch.cat([per_task, bce[None]])
+            present = torch.cat([present, known.any()[None]])
+        return per_task, present
 
 
-def per_task_mse(pred: torch.Tensor, target: torch.Tensor):
-    """(n_tasks,) MSE over the crystals that have each target, and which tasks had any.
+def per_task_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "mse"):
+    """(n_tasks,) mean loss over the crystals that have each target, and which tasks had any.
+
+    mse is the paper's Eq. 7; l1 optimizes the metric we report (MAE); huber
+    (delta 0.5 in target-std units) is quadratic near zero and linear beyond.
 
     Eq. 7 divides by the batch size; with missing targets we divide by the
     number of crystals that actually have target p, so a task's loss does not
@@ -167,9 +218,22 @@ def per_task_mse(pred: torch.Tensor, target: torch.Tensor):
     in the batch has loss 0 and `present` False.
     """
     mask = ~torch.isnan(target)
-    err = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred)) ** 2
+    diff = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    if loss == "mse":
+        err = diff ** 2
+    elif loss == "l1":
+        err = diff.abs()
+    elif loss == "huber":
+        err = F.huber_loss(diff, torch.zeros_like(diff), reduction="none", delta=0.5)
+    else:
+        raise ValueError(f"loss {loss!r}: choose {', '.join(LOSSES)}")
     counts = mask.sum(0)
     return err.sum(0) / counts.clamp(min=1), counts > 0
+
+
+def per_task_mse(pred: torch.Tensor, target: torch.Tensor):
+    """Eq. 7 per task: `per_task_loss` with MSE."""
+    return per_task_loss(pred, target, "mse")
 
 
 def masked_multitask_mse(pred: torch.Tensor, target: torch.Tensor,

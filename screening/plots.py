@@ -15,6 +15,10 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     colours = {"metal": "#d95f02", "non-metal": "#1b9e77"}
     for cls, part in table.groupby("pred_class") if "pred_class" in table else [("all", table)]:
+        xerr, yerr = part.get("pred_band_gap_std"), part.get("pred_e_above_hull_std")
+        if yerr is not None and (yerr > 0).any():  # ensemble std: one standard deviation each way
+            ax.errorbar(part["pred_band_gap"], part["pred_e_above_hull"], xerr=xerr, yerr=yerr, fmt="none",
+                        ecolor=colours.get(cls, "#7570b3"), elinewidth=0.6, alpha=0.35)
         ax.scatter(part["pred_band_gap"], part["pred_e_above_hull"], s=14, alpha=0.7,
                    c=colours.get(cls, "#7570b3"), label=f"{cls} ({len(part)})")
     top = table.nsmallest(label_top, "pred_e_above_hull")
@@ -26,11 +30,42 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("predicted band gap Eg (eV)")
     ax.set_ylabel("predicted energy above hull (eV/atom)")
+    if "pred_e_above_hull_std" in table and (table["pred_e_above_hull_std"] > 0).any():
+        ax.text(0.99, 0.01, "bars: ensemble std (1 sigma)", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="grey")
     ax.set_title(title or "screening candidates", fontsize=10)
     ax.legend(loc="best", frameon=True, framealpha=0.85, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(histories: dict, path, title: str = "") -> Path:
+    """Validation MAE per task against epoch, one line per run ({name: metrics.csv table})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({c[len("val_mae_"):] for h in histories.values() for c in h.columns if c.startswith("val_mae_")})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for name, h in histories.items():
+            if f"val_mae_{task}" in h:
+                ax.plot(h["epoch"], h[f"val_mae_{task}"], lw=1, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation MAE, {task}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -23,12 +23,25 @@ def resolve_device(device: str = "auto") -> torch.device:
 @torch.no_grad()
 def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: int = 20_000,
                    device="cpu") -> np.ndarray:
-    """(n, n_tasks) float32. Batches hold at most `max_atoms` atoms."""
+    """(n, n_outputs) float32 (see MTCGCNN.outputs). Batches hold at most `max_atoms` atoms."""
     model.eval()
     device = torch.device(device)
     model.to(device)
-    out = np.empty((len(graphs), len(model.tasks)), dtype=np.float32)
+    out = np.empty((len(graphs), len(model.outputs)), dtype=np.float32)
     for idx in atom_budget_chunks(range(len(graphs)), max_atoms, size=lambda i: graphs[i].n_atoms):
         batch = collate([graphs[i] for i in idx]).to(device)
         out[idx] = model.predict(batch).float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def predict_set(model: MTCGCNN, data, max_atoms: int = 20_000, device="cpu") -> np.ndarray:
+    """(n, n_outputs) float32 for a GraphSet, in batches of at most `max_atoms` atoms."""
+    model.eval()
+    device = torch.device(device)
+    model.to(device)
+    out = np.empty((len(data), len(model.outputs)), dtype=np.float32)
+    sizes = data.n_atoms
+    for idx in atom_budget_chunks(range(len(data)), max_atoms, size=lambda i: sizes[i]):
+        out[idx] = model.predict(data.batch(idx).to(device)).float().cpu().numpy()
     return out

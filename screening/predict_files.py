@@ -4,14 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import pandas as pd
 
-from screening.checkpoint import default_model_path, load_checkpoint
+from screening.checkpoint import default_model_path
+from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import featurize
 from screening.metrics import METAL_GAP_EV
-from screening.predict import predict_graphs, resolve_device
+from screening.predict import resolve_device
+from screening.rank import metal_class
 from screening.structures import read_structure, structure_files
 
 
@@ -27,7 +28,7 @@ def resolve_model_path(model: Optional[Path]) -> Path:
 
 def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "auto",
                   skip_bad: bool = False, gap_threshold: float = METAL_GAP_EV) -> Tuple[pd.DataFrame, List[str]]:
-    ckpt = load_checkpoint(resolve_model_path(model))
+    ckpt = load_model(resolve_model_path(model))
     rows, graphs, skipped = [], [], []
     for f in structure_files(paths):
         try:
@@ -41,11 +42,9 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
         rows.append({"file": str(f), "formula": s.composition.reduced_formula, "n_atoms": len(s)})
     if not graphs:
         raise ScreenError(f"{', '.join(map(str, paths))}: no readable structures")
-    pred = predict_graphs(ckpt.model, graphs, device=resolve_device(device))
-    table = pd.DataFrame(rows)
-    for k, task in enumerate(ckpt.model.tasks):
-        table[f"pred_{task}"] = pred[:, k]
-    if "band_gap" in ckpt.model.tasks:
-        table["pred_class"] = np.where(table["pred_band_gap"] < gap_threshold, "metal", "non-metal")
+    mean, std = ckpt.predict_graphs(graphs, device=resolve_device(device))
+    table = pd.concat([pd.DataFrame(rows), pd.DataFrame(prediction_columns(ckpt.outputs, mean, std))], axis=1)
+    if "band_gap" in ckpt.tasks:
+        table["pred_class"] = metal_class(table, gap_threshold)
     table["model_hash"] = ckpt.short_hash
     return table, skipped

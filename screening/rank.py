@@ -19,10 +19,16 @@ from screening.metrics import METAL_GAP_EV
 
 FORMATION = "pred_formation_energy_per_atom"
 GAP = "pred_band_gap"
+P_METAL = "pred_p_metal"  # from a model with the metal head (screening/model.py)
+
+
+RANK_BY = ("p_stable", "e_above_hull")
 
 
 @dataclass
 class RankOptions:
+    rank_by: str = "p_stable"  # p_stable: most probably stable first; e_above_hull: lowest mean first
+    stable_within: float = 0.0  # eV/atom: "stable" means E_hull <= this
     gap_threshold: float = METAL_GAP_EV
     nonmetal: bool = False
     gap_min: Optional[float] = None
@@ -93,16 +99,50 @@ def energy_above_hull(formulas, formation_energies, references: ReferencePhases)
     return out
 
 
+def p_stable(e_hull_mean, e_hull_std, within: float = 0.0) -> np.ndarray:
+    """P(E_hull <= within) for a normal E_hull(mean, std); a std of 0 gives 1 or 0 (0.5 exactly at the line)."""
+    from scipy.stats import norm
+
+    mean = np.asarray(e_hull_mean, float)
+    std = np.asarray(e_hull_std, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (within - mean) / std
+    sharp = np.where(mean < within, 1.0, np.where(mean > within, 0.0, 0.5))
+    out = np.where(std > 0, norm.cdf(z), sharp)
+    return np.where(np.isfinite(mean), out, np.nan)
+
+
+def metal_class(table: pd.DataFrame, gap_threshold: float = METAL_GAP_EV) -> np.ndarray:
+    """metal / non-metal per row: P(metal) >= 0.5 where the model has the metal head, else Eg < threshold."""
+    if P_METAL in table.columns:
+        metal = table[P_METAL].to_numpy(float) >= 0.5
+    else:
+        metal = table[GAP].to_numpy(float) < gap_threshold
+    return np.where(metal, "metal", "non-metal")
+
+
 def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions = RankOptions()) -> pd.DataFrame:
-    """Add pred_e_above_hull and pred_class, filter, sort (most stable first), keep --top."""
+    """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep --top.
+
+    E_hull is the candidate's formation energy minus the reference hull's energy at its
+    composition, a fixed number, so the ensemble's std of dEf is exactly the std of E_hull.
+    pred_p_stable = P(E_hull <= stable_within) for E_hull ~ Normal(mean, std); the default
+    ranking puts the most probably stable first, so a confident near-hull candidate beats
+    a far-below-hull one the members disagree on.
+    """
     if FORMATION not in table.columns:
         raise ScreenError("ranking needs a model with the formation_energy_per_atom task")
     if options.gap_min is not None and options.gap_max is not None and options.gap_min > options.gap_max:
         raise ScreenError(f"--gap-min {options.gap_min} is above --gap-max {options.gap_max}")
+    if options.rank_by not in RANK_BY:
+        raise ScreenError(f"--rank-by {options.rank_by}: choose {' or '.join(RANK_BY)}")
     t = table.copy()
     t["pred_e_above_hull"] = energy_above_hull(t["formula"].tolist(), t[FORMATION].to_numpy(float), references)
+    std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
+    t["pred_e_above_hull_std"] = std
+    t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)
     if GAP in t.columns:
-        t["pred_class"] = np.where(t[GAP] < options.gap_threshold, "metal", "non-metal")
+        t["pred_class"] = metal_class(t, options.gap_threshold)
         if options.nonmetal:
             t = t[t.pred_class == "non-metal"]
         if options.gap_min is not None:
@@ -113,6 +153,10 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
         raise ScreenError("band-gap filters need a model with the band_gap task")
     if options.ehull_max is not None:
         t = t[t.pred_e_above_hull <= options.ehull_max]
-    t = t.sort_values(["pred_e_above_hull", FORMATION], kind="stable").reset_index(drop=True)
+    if options.rank_by == "p_stable":  # ties (all 1 or 0 without an error bar) fall back to E_hull
+        t = t.sort_values(["pred_p_stable", "pred_e_above_hull", FORMATION], ascending=[False, True, True],
+                          kind="stable").reset_index(drop=True)
+    else:
+        t = t.sort_values(["pred_e_above_hull", FORMATION], kind="stable").reset_index(drop=True)
     t.insert(0, "rank", np.arange(1, len(t) + 1))
     return t.head(options.top) if options.top else t

@@ -18,6 +18,17 @@ def print_table(console, df: pd.DataFrame, title: str = "", max_rows: int = 30, 
         console.print(f"... {len(df) - max_rows} more rows")
 
 
+def with_error_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """Each column with a `<name>_std` partner shown as "value ± std" (std dropped); plain where all std are 0."""
+    out = df.copy()
+    for std_col in [c for c in df.columns if c.endswith("_std") and c[:-4] in df.columns]:
+        col = std_col[:-4]
+        if (df[std_col].fillna(0) > 0).any():
+            out[col] = [f"{v:.3f} ± {e:.3f}" if v == v else "" for v, e in zip(df[col], df[std_col])]
+        out = out.drop(columns=std_col)
+    return out
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "" if v != v else f"{v:.3f}"

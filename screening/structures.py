@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List
 
 from screening.errors import ScreenError
 

@@ -7,7 +7,8 @@ from cli import app
 from screening.checkpoint import load_checkpoint
 from screening.featurize import FeaturizerConfig, featurize
 from screening.predict import predict_graphs
-from screening.train import GraphDataset, TrainConfig, train
+from screening.graphset import GraphSet
+from screening.train import TrainConfig, train
 from tests.helpers import TASKS, mp_rows, mp_structures
 
 runner = CliRunner()
@@ -17,8 +18,8 @@ runner = CliRunner()
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
     structures, targets = mp_structures(24)
-    data = GraphDataset([featurize(s) for s in structures], targets)
-    train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=12, atom_fea_len=16,
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=12, atom_fea_len=16,
                                   h_fea_len=16, n_conv=1), out, FeaturizerConfig())
     return out / "best.pt"
 

@@ -32,7 +32,7 @@ def test_cli_run_writes_table_parquet_summary_and_plot(tmp_path, model_path):  #
                             "--workers", "1", "--dashboard", ":0", "--cache", str(tmp_path / "c"),
                             "--out", str(tmp_path / "o"), "--format", "parquet", "--top", "3"])
     assert r.exit_code == 0, r.output
-    assert "dask dashboard: http://" in r.output and "most stable first" in r.output
+    assert "dask dashboard: http://" in r.output and "most probably stable first" in r.output and "no error bar" in r.output
     table = pd.read_parquet(tmp_path / "o" / "results.parquet")
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert len(table) == 3 and summary["candidates"] == 32 and summary["featurized"] == 32

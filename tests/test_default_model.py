@@ -1,7 +1,6 @@
 """The model that ships in screening/models/: loads, matches the default featurizer, predicts sensibly."""
 import json
 
-import numpy as np
 import pytest
 
 from screening.checkpoint import default_model_path, load_checkpoint

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from cli import app
 from screening.errors import ScreenError
 from screening.experiment_report import results_table, write_report
-from screening.experiments import RunSpec, TASKS, load_pool, parse_spec, run_indices, train_run
+from screening.experiments import RunSpec, TASKS, parse_spec, run_indices
+from workflows.experiments import load_pool, train_run
 from tests.helpers import DATA
 
 TINY = {"epochs": 2, "batch_size": 16, "atom_fea_len": 16, "n_conv": 1, "h_fea_len": 16}
@@ -81,7 +82,7 @@ def finished_experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("experiment")
     spec = tiny_spec()
     done = []
-    res = run_experiment(spec, out, ClusterSpec(workers=2, threads_per_worker=1),
+    res = run_experiment(spec, out, ClusterSpec(workers=2, threads_per_worker=1), out / "cache",
                          on_done=lambda name, result: done.append(name))
     return spec, out, res, done
 
@@ -110,14 +111,14 @@ def test_runner_skips_finished_runs(finished_experiment):
 
     spec, out, first, _ = finished_experiment
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    again = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1))
+    again = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1), out / "cache")
     assert again.trained == [] and sorted(again.skipped) == sorted(r.dirname for r in spec.runs)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     assert again.results == first.results
     # a run whose result.json is gone is trained again; the others are still skipped
     victim = out / "runs" / spec.runs[0].dirname
     (victim / "result.json").unlink()
-    third = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1))
+    third = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1), out / "cache")
     assert third.trained == [spec.runs[0].dirname] and len(third.skipped) == len(spec.runs) - 1
 
 
@@ -125,7 +126,7 @@ def test_runner_skips_finished_runs(finished_experiment):
 def test_identical_seeds_give_identical_metrics(finished_experiment, tmp_path, one_thread):
     """The same run trained again here, in this process, reproduces what a Dask worker got."""
     spec, out, res, _ = finished_experiment
-    pool, _ = load_pool(spec)
+    pool, _ = load_pool(spec, out / "cache")
     for run in (spec.runs[2], spec.runs[3]):  # Ef+Eg with fixed and with learned weights
         again = train_run(pool, spec.split, run, tmp_path / run.dirname)
         before = json.loads((out / "runs" / run.dirname / "result.json").read_text())

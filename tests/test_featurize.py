@@ -5,7 +5,7 @@ from pymatgen.core import Lattice, Structure
 from screening.elements import MAX_Z, N_FEATURES, atom_feature_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
-from screening.structures import read_structure, structure_from_cif_text
+from screening.structures import read_structure
 from tests.helpers import diamond, mp_structures, rocksalt
 
 

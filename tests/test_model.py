@@ -88,3 +88,18 @@ def test_normalizer_ignores_missing_targets():
     model.set_normalizer(np.array([[1.0, np.nan], [3.0, 4.0], [np.nan, 8.0]]))
     np.testing.assert_allclose(model.target_mean.numpy(), [2.0, 6.0])
     np.testing.assert_allclose(model.target_std.numpy(), [1.0, 2.0])
+
+
+def test_graphset_batches_equal_collated_graphs_in_any_order(structures):
+    from screening.graphset import GraphSet
+
+    graphs = [featurize(s) for s in structures]
+    gs = GraphSet.from_graphs(graphs, np.arange(len(graphs) * 3, dtype=np.float32).reshape(-1, 3))
+    idx = [7, 0, 11, 3, 3]
+    a, b = gs.batch(idx), collate([graphs[i] for i in idx], gs.targets[idx])
+    for name in ("atomic_numbers", "src", "dst", "distances", "crystal", "targets"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    # subset and concat keep every graph intact
+    both = GraphSet.concat([gs.subset([5, 1]), gs.subset([9])])
+    assert [both.graph(i).equals(graphs[j]) for i, j in enumerate([5, 1, 9])] == [True] * 3
+    assert both.ids == ["5", "1", "9"]

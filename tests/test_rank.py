@@ -44,3 +44,29 @@ def test_rank_sorts_classifies_and_filters(refs):
 def test_contradictory_gap_filters_are_an_error(refs):
     with pytest.raises(ScreenError, match="--gap-min 2.0 is above --gap-max 1.0"):
         rank(table(), refs, RankOptions(gap_min=2.0, gap_max=1.0))
+
+
+def test_p_stable_matches_the_normal_cdf_by_hand():
+    from screening.rank import p_stable
+
+    # mean -0.05, std 0.05: z = 1, Phi(1) = 0.841345; mean 0.1, std 0.05: z = -2, Phi(-2) = 0.022750
+    np.testing.assert_allclose(p_stable([-0.05, 0.1], [0.05, 0.05], 0.0), [0.841345, 0.022750], atol=1e-6)
+    np.testing.assert_allclose(p_stable([0.1], [0.05], within=0.05), [0.158655], atol=1e-6)  # z = -1
+    # no error bar: a step at the line
+    assert p_stable([-0.01, 0.0, 0.01, np.nan], [0, 0, 0, 0]).tolist()[:3] == [1.0, 0.5, 0.0]
+
+
+def test_ranking_by_p_stable_prefers_a_confident_candidate(refs):
+    t = table()
+    # b is far below the hull but the members disagree wildly; a is just above it, confidently
+    t["pred_formation_energy_per_atom"] = [-1.55, -2.3, -0.9, -1.0]  # E_hull: a -0.05, b -0.3
+    t["pred_formation_energy_per_atom_std"] = [0.01, 2.0, 0.01, 0.01]
+    by_p = rank(t, refs)
+    assert by_p.id.tolist()[:2] == ["a", "b"]
+    np.testing.assert_allclose(by_p.pred_e_above_hull_std, by_p.pred_formation_energy_per_atom_std)
+    assert by_p.pred_p_stable.iloc[0] == pytest.approx(1.0, abs=1e-6)  # z = 5
+    assert by_p.pred_p_stable.iloc[1] == pytest.approx(0.5596, abs=1e-3)  # z = 0.15
+    by_mean = rank(t, refs, RankOptions(rank_by="e_above_hull"))
+    assert by_mean.id.tolist()[:2] == ["b", "a"]
+    with pytest.raises(ScreenError, match="--rank-by"):
+        rank(t, refs, RankOptions(rank_by="luck"))

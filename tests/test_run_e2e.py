@@ -9,7 +9,8 @@ from pymatgen.core import Composition
 
 from screening.featurize import FeaturizerConfig, featurize
 from screening.rank import RankOptions
-from screening.train import GraphDataset, TrainConfig, train
+from screening.graphset import GraphSet
+from screening.train import TrainConfig, train
 from tests.helpers import DATA, TASKS, mp_structures
 from workflows import worker_model
 from workflows.cluster import ClusterSpec, connect
@@ -28,8 +29,8 @@ def client():
 def model_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     structures, targets = mp_structures(40)
-    data = GraphDataset([featurize(s) for s in structures], targets)
-    train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
                                   n_conv=1), out, FeaturizerConfig())
     return str(out / "best.pt")
 
@@ -114,3 +115,35 @@ def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_
         els = {e.symbol for e in comp.elements}
         assert len(els) == 3 and {"Na", "Cl"} <= els
         assert comp.oxi_state_guesses(), f"{formula} is not charge balanced"
+
+
+@pytest.fixture(scope="module")
+def ensemble_path(tmp_path_factory):
+    """Two members of the default recipe (with the metal head), one split, different seeds."""
+    from workflows.training import write_ensemble
+
+    out = tmp_path_factory.mktemp("ensemble")
+    structures, targets = mp_structures(40)
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    for seed in (0, 1):
+        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
+    return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"]).path)
+
+
+def test_ensemble_run_carries_the_std_everywhere(client, ensemble_path, tmp_path):
+    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=ensemble_path, device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+    first = run_screening(client, opts)
+    t = first.table
+    for col in ("pred_formation_energy_per_atom", "pred_band_gap", "pred_efermi", "pred_p_metal"):
+        assert (t[f"{col}_std"] > 0).all(), col
+    np.testing.assert_array_equal(t.pred_e_above_hull_std, t.pred_formation_energy_per_atom_std)
+    assert (t.pred_class == np.where(t.pred_p_metal >= 0.5, "metal", "non-metal")).all()
+    assert first.summary["model_members"] == 2 and "std over the 2 members" in first.summary["uncertainty_note"]
+    saved = pd.read_csv(first.files["results"])
+    assert {"pred_e_above_hull_std", "pred_band_gap_std", "pred_p_metal"} <= set(saved.columns)
+    # the std comes back from the prediction cache unchanged
+    second = run_screening(client, opts)
+    assert second.summary["inferred"] == 0
+    pd.testing.assert_frame_equal(second.table, t)

@@ -4,21 +4,22 @@ import pytest
 
 from screening.featurize import FeaturizerConfig, featurize
 from screening.metrics import mae, nonmetal_auc, roc_auc, spearman
-from screening.train import GraphDataset, TrainConfig, split_indices, train
+from screening.graphset import GraphSet
+from screening.train import TrainConfig, split_indices, train
 from tests.helpers import TASKS, mp_structures
 
 
 @pytest.fixture(scope="module")
 def data32():
     structures, targets = mp_structures(32)
-    return GraphDataset([featurize(s) for s in structures], targets)
+    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
 
 
 def tiny_config(**kw):
     base = dict(tasks=TASKS, epochs=60, batch_size=32, lr=0.005, atom_fea_len=32, h_fea_len=32,
                 n_conv=2, schedule="none", patience=1000, seed=0)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.paper(**base)
 
 
 def test_tiny_model_overfits_32_crystals(tmp_path, data32):

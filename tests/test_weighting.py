@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from screening.batch import collate
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.model import MTCGCNN, ModelConfig, masked_multitask_mse, per_task_mse
-from screening.train import GraphDataset, TrainConfig, train
+from screening.graphset import GraphSet
+from screening.train import TrainConfig, train
 from screening.weighting import FixedWeighting, UncertaintyWeighting, make_weighting
 from tests.helpers import TASKS, mp_structures
 
@@ -16,13 +16,13 @@ from tests.helpers import TASKS, mp_structures
 @pytest.fixture(scope="module")
 def data32():
     structures, targets = mp_structures(32)
-    return GraphDataset([featurize(s) for s in structures], targets)
+    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
 
 
 @pytest.fixture(scope="module")
 def data400():
     structures, targets = mp_structures(400)
-    return GraphDataset([featurize(s) for s in structures], targets)
+    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
 
 
 def test_fixed_weighting_is_eq6():
@@ -77,7 +77,7 @@ def _learned_weights(data, loss_scale, steps=200):
     rng = np.random.default_rng(0)
     for _ in range(steps):
         idx = rng.choice(len(data), 128, replace=False)
-        batch = collate([data.graphs[i] for i in idx], data.targets[idx])
+        batch = data.batch(idx)
         per_task, present = per_task_mse(model(batch), model.normalize(batch.targets))
         loss = weighting(per_task * scale, present)
         opt.zero_grad()
@@ -100,20 +100,20 @@ def test_learned_weights_respond_to_a_task_loss_scaled_by_100(data400, one_threa
 def test_train_with_learned_weights_logs_them_and_resumes(tmp_path, data32, one_thread):
     cfg = dict(tasks=TASKS, batch_size=16, lr=0.01, atom_fea_len=16, h_fea_len=16, n_conv=1,
                schedule="none", patience=1000, weighting="uncertainty")
-    train(data32, data32, TrainConfig(epochs=4, **cfg), tmp_path / "full", FeaturizerConfig())
+    train(data32, data32, TrainConfig.paper(epochs=4, **cfg), tmp_path / "full", FeaturizerConfig())
     history = pd.read_csv(tmp_path / "full/metrics.csv")
     weights = history[[f"weight_{t}" for t in TASKS]].to_numpy()
     assert np.all(weights > 0) and np.abs(weights[-1] - 1).max() > 0.01
     # resuming restores the learned s_p too, so the weights continue where they were
-    train(data32, data32, TrainConfig(epochs=2, **cfg), tmp_path / "part", FeaturizerConfig())
-    train(data32, data32, TrainConfig(epochs=4, **cfg), tmp_path / "part", FeaturizerConfig(),
+    train(data32, data32, TrainConfig.paper(epochs=2, **cfg), tmp_path / "part", FeaturizerConfig())
+    train(data32, data32, TrainConfig.paper(epochs=4, **cfg), tmp_path / "part", FeaturizerConfig(),
           resume=str(tmp_path / "part/last.pt"))
     resumed = pd.read_csv(tmp_path / "part/metrics.csv")
     np.testing.assert_allclose(resumed[[f"weight_{t}" for t in TASKS]].to_numpy(), weights, rtol=1e-4)
 
 
 def test_fixed_weights_do_not_learn(tmp_path, data32):
-    train(data32, data32, TrainConfig(tasks=TASKS, epochs=2, batch_size=16, atom_fea_len=16, h_fea_len=16,
+    train(data32, data32, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=16, atom_fea_len=16, h_fea_len=16,
                                       n_conv=1, task_weights=[1, 2, 3]), tmp_path, FeaturizerConfig())
     history = pd.read_csv(tmp_path / "metrics.csv")
     assert history[[f"weight_{t}" for t in TASKS]].to_numpy().tolist() == [[1, 2, 3]] * 2

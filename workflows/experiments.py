@@ -1,10 +1,11 @@
 """The experiment task graph: one pool task, then one training task per unfinished run.
 
-    pool (1 task)      read the data, draw the pool, featurize it once; Dask
-                       ships the result to each worker that trains
-    train (1/run)      screening.experiments.train_run in the run's own
-                       directory; result.json is written last, so a run
-                       with one is finished and is skipped on a re-run
+    pool (1 task)      read the data from the graph store (featurized into the
+                       cache on first use, workflows/training.py), draw the
+                       pool; Dask ships it to each worker that trains
+    train (1/run)      `train_run` in the run's own directory; result.json
+                       is written last, so a run with one is finished and
+                       is skipped on a re-run
     collect            on the client: every finished run's result, runs.csv
 
 Each training task pins torch to `threads` threads, so with one thread per
@@ -12,12 +13,15 @@ worker a run gives the same numbers whichever worker picks it up.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from cache.atomic import write_atomic
 from screening.experiment_report import results_table
-from screening.experiments import ExperimentSpec, RunSpec, finished, load_pool, train_run
+from screening.experiments import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
 from workflows.cluster import ClusterSpec, connect
 
 
@@ -29,10 +33,67 @@ class ExperimentResult:
     failed: List[str] = field(default_factory=list)  # "dir: error"
 
 
-def pool_task(spec: ExperimentSpec):
-    dataset, skipped = load_pool(spec)
-    return dataset, {"data": spec.data, "pool": spec.pool, "pool_seed": spec.pool_seed,
-                     "n": len(dataset), "skipped": len(skipped)}
+def load_pool(spec: ExperimentSpec, cache_dir, featurizer=None):
+    """The pool of crystals (all three targets) every run draws from, seeded by pool_seed; and skipped rows."""
+    from screening.featurize import FeaturizerConfig
+    from workflows.training import load_training_data
+
+    sample = None if spec.pool is None else (spec.pool, spec.pool_seed)
+    loaded = load_training_data(spec.data, list(TASKS.values()), featurizer or FeaturizerConfig(), cache_dir,
+                                sample=sample)
+    return loaded.graphs, loaded.skipped
+
+
+def _resumable(out: Path, run: RunSpec) -> Optional[str]:
+    """An interrupted run of the same settings continues from its last.pt instead of restarting."""
+    try:
+        same = json.loads((out / "run.json").read_text())["key"] == run.key
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(out / "last.pt") if same and (out / "last.pt").exists() else None
+
+
+def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str = "cpu",
+              pool_info: Optional[dict] = None) -> dict:
+    """Train one run, evaluate its best checkpoint on the test split, write result.json last."""
+    from screening.checkpoint import load_checkpoint
+    from screening.evaluate import evaluate_predictions
+    from screening.featurize import FeaturizerConfig
+    from screening.predict import predict_set
+    from screening.train import train
+
+    featurizer = featurizer or FeaturizerConfig()
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = [list(TASKS.values()).index(t) for t in run.tasks]
+    tr, va, te = run_indices(len(pool), split, run)
+    parts = {}
+    for name, idx in (("train", tr), ("val", va), ("test", te)):
+        parts[name] = pool.subset(idx)
+        parts[name].targets = parts[name].targets[:, cols]
+    resume = _resumable(out, run)
+    write_atomic(out / "run.json", json.dumps({"key": run.key, "run": asdict(run), "split": list(split),
+                                               "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+                                               "pool": pool_info or {}}, indent=1).encode())
+    t0 = time.time()
+    best = train(parts["train"], parts["val"], run.train_config(device), out, featurizer,
+                 resume=resume, meta={"run_key": run.key})
+    ckpt = load_checkpoint(out / "best.pt")
+    pred = predict_set(ckpt.model, parts["test"], device=device)
+    metrics = evaluate_predictions(list(run.tasks), parts["test"].targets, pred)
+    weights = {k[len("weight_"):]: v for k, v in best.items() if k.startswith("weight_")}
+    result = {"key": run.key, "run": asdict(run), "dir": out.name, "best_epoch": best["epoch"],
+              "val_score": best["score"], "test": metrics, "weights_at_best": weights,
+              "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+              "train_seconds": round(time.time() - t0, 1), "model_hash": ckpt.hash}
+    write_atomic(out / RESULT, json.dumps(result, indent=1).encode())
+    return result
+
+
+def pool_task(spec: ExperimentSpec, cache_dir):
+    pool, skipped = load_pool(spec, cache_dir)
+    return pool, {"data": spec.data, "pool": spec.pool, "pool_seed": spec.pool_seed,
+                  "n": len(pool), "skipped": len(skipped)}
 
 
 def train_task(pool_and_info, split, run: RunSpec, run_dir: str, threads: int, device: str):
@@ -50,7 +111,7 @@ def unfinished(spec: ExperimentSpec, out_dir) -> List[RunSpec]:
     return sorted((r for r in spec.runs if finished(runs_dir / r.dirname) is None), key=lambda r: r.seed)
 
 
-def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, device: str = "cpu",
+def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, cache_dir, device: str = "cpu",
                    on_done: Optional[Callable[[str, Optional[dict]], None]] = None,
                    on_connect: Optional[Callable[[str], None]] = None) -> ExperimentResult:
     """Train every run of the spec that has no result.json under out_dir; collect all results."""
@@ -65,7 +126,7 @@ def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, device: 
         with connect(cluster) as client:
             if on_connect:
                 on_connect(client.dashboard_link or "")
-            pool = client.submit(pool_task, spec, key=f"pool-{spec.name}", pure=False)
+            pool = client.submit(pool_task, spec, str(cache_dir), key=f"pool-{spec.name}", pure=False)
             resources = {"GPU": 1} if device.startswith("cuda") else None
             # Explicit priorities: Dask does not otherwise keep the submission order.
             futures = {client.submit(train_task, pool, spec.split, r, str(runs_dir / r.dirname),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -25,7 +25,7 @@ from cache.graph_store import GraphStore
 from cache.keys import structure_key
 from cache.prediction_cache import PredictionCache
 from cache.structure_cache import StructureCache
-from screening.checkpoint import load_checkpoint
+from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.query import parse_query
@@ -80,17 +80,17 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
 
 def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):
     """Predictions for a partition's keys; only keys missing from the prediction cache run the model."""
-    from screening.predict import predict_graphs
-
-    ckpt = worker_model.get_model(model_path, device)
+    model = worker_model.get_model(model_path, device)
     keys = [k for k in featurized["keys"] if k is not None]
-    cache = PredictionCache(Path(cache_dir) / "predictions", ckpt.hash, ckpt.model.tasks)
+    # Cached per key: every output's mean, then every output's std.
+    columns = model.outputs + [f"{o}_std" for o in model.outputs]
+    cache = PredictionCache(Path(cache_dir) / "predictions", model.hash, columns)
     known = cache.get_many(keys)
     todo = sorted({k for k in keys if k not in known})
     if todo:
         store = GraphStore.open(Path(cache_dir) / "graphs", FeaturizerConfig.from_dict(featurizer_dict))
         graphs = [store.get(k) for k in todo]
-        pred = predict_graphs(ckpt.model, graphs, max_atoms=max_atoms, device=next(ckpt.model.parameters()).device)
+        pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
         known.update(zip(todo, pred))
     return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo)}
@@ -112,7 +112,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     t0 = time.time()
     query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
     source = open_source(opts.source)
-    ckpt = load_checkpoint(opts.model)
+    ckpt = load_model(opts.model)
     featurizer = ckpt.featurizer
     if opts.output_format not in ("csv", "parquet"):
         raise ScreenError(f"--format {opts.output_format}: choose csv or parquet")
@@ -148,7 +148,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     # assemble the table
     rows, errors = [], []
-    tasks = ckpt.model.tasks
+    outputs = ckpt.outputs
     provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
     for part, fr, ir in zip(parts, feat_results, infer_results):
         errors.extend(fr["errors"])
@@ -156,8 +156,9 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
             if key is None:
                 continue
             row = {"source": c.source, "id": c.id, "formula": c.formula}
-            for k, task in enumerate(tasks):
-                row[f"pred_{task}"] = float(ir["predictions"][key][k])
+            values = ir["predictions"][key][None, :]
+            n = len(outputs)
+            row.update({c: float(v[0]) for c, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items()})
             for name, value in c.known.items():
                 row[f"dft_{name}"] = value
             row["structure_key"] = key
@@ -177,11 +178,12 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "query": str(query), "source": source.describe(), "model": str(opts.model),
         "model_hash": ckpt.hash, "featurizer": featurizer.to_dict(),
         "candidates": len(candidates), "unusable": len(errors), "unusable_first": errors[:5],
-        "ranked": len(ranked), "featurized": n_featurized, "inferred": n_inferred,
+        "ranked": len(ranked), "ranked_by": _ranked_by(opts.rank), "featurized": n_featurized, "inferred": n_inferred,
         "structure_cache_hit": structure_hit,
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
         "reference_phases": len(references), "reference_note": reference_note, "partitions": len(parts),
+        "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
     }
@@ -191,6 +193,19 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
                        prediction_misses=n_inferred)
     files = write_outputs(ranked, everything, summary, opts)
     return RunResult(ranked, summary, files)
+
+
+def _ranked_by(rank_options) -> str:
+    if rank_options.rank_by == "p_stable":
+        return f"most probably stable first (P(E_hull <= {rank_options.stable_within:g} eV/atom))"
+    return "lowest predicted E_hull first"
+
+
+def _uncertainty_note(model) -> str:
+    if len(model.members) == 1:
+        return ("uncertainty: one model, so no error bar (std columns are 0); "
+                "pass an ensemble with --model for one")
+    return f"uncertainty: ± is the std over the {len(model.members)} members of the ensemble {model.path}"
 
 
 def _wants_gpu(client, device: str) -> bool:
@@ -230,7 +245,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
         if len(source) > 40:
             source = "..." + source[-37:]
         files["plot"] = str(hull_vs_gap(everything, out / "hull_vs_gap.png",
-                                        title=f"{summary['query']}: {len(everything)} candidates from {source}",
+                                        title=f"{opts.query}: {len(everything)} candidates from {source}",
                                         label_top=opts.rank.top or 10))
     summary = dict(summary, files=files)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -15,14 +15,13 @@ _lock = threading.Lock()
 
 def get_model(path: str, device: str):
     global _loads
-    from screening.checkpoint import load_checkpoint
+    from screening.ensemble import load_model
     from screening.predict import resolve_device
 
     key = (str(path), device)
     with _lock:
         if key not in _models:
-            ckpt = load_checkpoint(path)
-            ckpt.model.to(resolve_device(device))
+            ckpt = load_model(path).to(resolve_device(device))
             _models[key] = ckpt
             _loads += 1
         return _models[key]

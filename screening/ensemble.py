@@ -1,0 +1,141 @@
+"""A model as the product uses it: one checkpoint, or an ensemble of checkpoints with an error bar.
+
+An ensemble is K members trained by `screen train` on the same split with
+different seeds. Its prediction is the member mean and its uncertainty the
+member standard deviation (ddof 1; 0 for a single checkpoint). The ensemble
+file is a small JSON manifest next to (or above) its members:
+
+    {"format": 1, "members": [{"path": "member-0.pt", "hash": "<content hash>"}, ...]}
+
+Paths are relative to the manifest; each member's content hash is checked on
+load, so a replaced or damaged member is an error, not a silently other model.
+The ensemble's hash (its identity in prediction caches and provenance) is the
+member's own hash for one checkpoint and a hash of the member hashes otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from screening.checkpoint import Checkpoint, load_checkpoint
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig
+
+ENSEMBLE_FORMAT = 1
+
+
+@dataclass
+class Ensemble:
+    members: List[Checkpoint]
+    path: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def featurizer(self) -> FeaturizerConfig:
+        return self.members[0].featurizer
+
+    @property
+    def tasks(self) -> List[str]:
+        return self.members[0].model.tasks
+
+    @property
+    def outputs(self) -> List[str]:
+        return self.members[0].model.outputs
+
+    @property
+    def hash(self) -> str:
+        if len(self.members) == 1:
+            return self.members[0].hash
+        return hashlib.sha256("|".join(m.hash for m in self.members).encode()).hexdigest()
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def to(self, device) -> "Ensemble":
+        for m in self.members:
+            m.model.to(device)
+        return self
+
+    def predict_graphs(self, graphs, max_atoms: int = 20_000, device=None) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean, std), each (n, n_outputs) float32, from a list of CrystalGraph."""
+        from screening.predict import predict_graphs
+
+        return self._combine([predict_graphs(m.model, graphs, max_atoms, device or _device(m))
+                              for m in self.members])
+
+    def predict_set(self, data, max_atoms: int = 20_000, device=None) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean, std) for a GraphSet."""
+        from screening.predict import predict_set
+
+        return self._combine([predict_set(m.model, data, max_atoms, device or _device(m)) for m in self.members])
+
+    @staticmethod
+    def _combine(preds: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        stack = np.stack(preds)
+        std = stack.std(axis=0, ddof=1) if len(preds) > 1 else np.zeros_like(stack[0])
+        return stack.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+
+NON_NEGATIVE = ("band_gap",)  # reported clipped at 0: a negative gap is regression noise of a metal
+
+
+def prediction_columns(outputs: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict:
+    """Result columns: pred_<output> and pred_<output>_std for every model output."""
+    cols = {}
+    for k, name in enumerate(outputs):
+        cols[f"pred_{name}"] = np.maximum(mean[:, k], 0.0) if name in NON_NEGATIVE else mean[:, k]
+        cols[f"pred_{name}_std"] = std[:, k]
+    return cols
+
+
+def _device(member: Checkpoint):
+    return next(member.model.parameters()).device
+
+
+def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> Ensemble:
+    """A checkpoint (.pt), an ensemble manifest (.json), or a directory holding ensemble.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ensemble.json"
+    if path.suffix != ".json":
+        return Ensemble([load_checkpoint(path, expect_featurizer)], str(path))
+    try:
+        manifest = json.loads(path.read_text())
+        entries = manifest["members"]
+        if manifest.get("format") != ENSEMBLE_FORMAT or not entries:
+            raise ValueError("not an ensemble manifest")
+        pairs = [(path.parent / e["path"], e["hash"]) for e in entries]
+    except FileNotFoundError:
+        raise ScreenError(f"{path}: ensemble file not found") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ScreenError(f"{path}: not a readable ensemble file ({type(e).__name__}: {e})") from None
+    members = []
+    for member_path, digest in pairs:
+        ckpt = load_checkpoint(member_path, expect_featurizer)
+        if ckpt.hash != digest:
+            raise ScreenError(f"{path}: member {member_path.name} is not the checkpoint the ensemble lists "
+                              f"(hash {ckpt.short_hash}, expected {digest[:12]})")
+        members.append(ckpt)
+    first = members[0]
+    for m in members[1:]:
+        if m.model.outputs != first.model.outputs or m.featurizer != first.featurizer:
+            raise ScreenError(f"{path}: members disagree on outputs or featurizer "
+                              f"({m.model.outputs} vs {first.model.outputs})")
+    return Ensemble(members, str(path), meta={k: v for k, v in manifest.items() if k != "members"})
+
+
+def manifest(path, member_paths: Sequence, meta: Optional[dict] = None) -> bytes:
+    """The manifest text for these checkpoints, paths relative to `path` (written by workflows/training.py)."""
+    base = Path(path).resolve().parent
+    entries = []
+    for p in member_paths:
+        ckpt = load_checkpoint(p)
+        entries.append({"path": os.path.relpath(Path(p).resolve(), base), "hash": ckpt.hash})
+    return json.dumps({"format": ENSEMBLE_FORMAT, **(meta or {}), "members": entries}, indent=1).encode()

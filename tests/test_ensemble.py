@@ -1,0 +1,103 @@
+"""Ensembles: mean and std over members, manifests that name exactly their members, old checkpoints."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from screening.checkpoint import default_model_path, load_checkpoint, save_checkpoint
+from screening.ensemble import load_model
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig, featurize
+from screening.model import MTCGCNN, ModelConfig
+from tests.helpers import TASKS, mp_structures
+from workflows.training import write_ensemble
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    structures, _ = mp_structures(10)
+    return [featurize(s) for s in structures]
+
+
+def member(path, seed, metal_head=True):
+    torch.manual_seed(seed)
+    model = MTCGCNN(ModelConfig(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head))
+    model.eval()
+    save_checkpoint(path, model, FeaturizerConfig())
+    return path
+
+
+def test_identical_members_have_zero_std_and_the_single_model_mean(tmp_path, graphs):
+    a = member(tmp_path / "a.pt", seed=0)
+    shutil.copy(a, tmp_path / "b.pt")
+    ens = write_ensemble(tmp_path / "same.json", [a, tmp_path / "b.pt"])
+    mean, std = ens.predict_graphs(graphs)
+    single_mean, single_std = load_model(a).predict_graphs(graphs)
+    assert mean.shape == (len(graphs), len(TASKS) + 1)  # the tasks and p_metal
+    np.testing.assert_allclose(mean, single_mean, rtol=1e-6)
+    assert np.all(std == 0) and np.all(single_std == 0)
+
+
+def test_different_members_have_positive_std_equal_to_the_sample_std(tmp_path, graphs):
+    paths = [member(tmp_path / f"m{i}.pt", seed=i) for i in range(3)]
+    ens = write_ensemble(tmp_path / "ens.json", paths)
+    mean, std = ens.predict_graphs(graphs)
+    each = np.stack([load_model(p).predict_graphs(graphs)[0] for p in paths])
+    assert np.all(std > 0)
+    np.testing.assert_allclose(mean, each.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, each.std(0, ddof=1), rtol=1e-4, atol=1e-6)
+    assert 0 <= mean[:, -1].min() and mean[:, -1].max() <= 1  # P(metal) is a probability
+    assert ens.hash != load_model(paths[0]).hash and len(ens.hash) == 64
+
+
+def test_a_replaced_member_or_a_broken_manifest_is_a_one_line_error(tmp_path):
+    paths = [member(tmp_path / f"m{i}.pt", seed=i) for i in range(2)]
+    write_ensemble(tmp_path / "ens.json", paths)
+    member(tmp_path / "m1.pt", seed=7)  # retrained in place: not the member the ensemble lists
+    with pytest.raises(ScreenError, match="not the checkpoint the ensemble lists"):
+        load_model(tmp_path / "ens.json")
+    (tmp_path / "bad.json").write_text("{\"members\": [")
+    with pytest.raises(ScreenError, match="not a readable ensemble file"):
+        load_model(tmp_path / "bad.json")
+    member(tmp_path / "plain.pt", seed=0, metal_head=False)
+    with pytest.raises(ScreenError, match="disagree on outputs"):
+        write_ensemble(tmp_path / "mixed.json", [paths[0], tmp_path / "plain.pt"])
+
+
+def test_the_previous_checkpoint_format_loads(graphs):
+    """default.pt was written before the metal head existed: it loads as a one-member model."""
+    ckpt = load_checkpoint(default_model_path())
+    assert ckpt.model.config.metal_head is False and ckpt.model.outputs == TASKS
+    mean, std = load_model(default_model_path()).predict_graphs(graphs)
+    assert mean.shape == (len(graphs), 3) and np.all(std == 0) and np.all(np.isfinite(mean))
+
+
+def test_a_checkpoint_of_an_unknown_format_is_a_one_line_error(tmp_path):
+    payload = torch.load(default_model_path(), weights_only=True)
+    payload["format"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(ScreenError, match="not a readable screen checkpoint"):
+        load_model(tmp_path / "future.pt")
+
+
+def test_cli_ensemble_then_predict_shows_error_bars(tmp_path):
+    from tests.helpers import rocksalt
+
+    paths = [str(member(tmp_path / f"m{i}.pt", seed=i)) for i in range(2)]
+    result = CliRunner().invoke(app, ["ensemble", *paths, "--out", str(tmp_path / "ens.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ens.json").read_text())["members"][1]["path"] == "m1.pt"
+    rocksalt().to(filename=str(tmp_path / "NaCl.cif"))
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "NaCl.cif"), "--model", str(tmp_path / "ens.json"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "±" in result.output
+    import pandas as pd
+    row = pd.read_csv(out).iloc[0]
+    assert row["pred_formation_energy_per_atom_std"] > 0 and 0 <= row["pred_p_metal"] <= 1
+    assert row["pred_class"] == ("metal" if row["pred_p_metal"] >= 0.5 else "non-metal")

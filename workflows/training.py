@@ -1,0 +1,245 @@
+"""The one training / evaluation recipe, used by `screen train`, `screen evaluate` and `screen experiment`.
+
+    data file --(first use: parse, key, featurize)--> graph store + training table (cache)
+              --(later uses: read the store)------> GraphSet --split--> train / validate / test
+
+The first use of a data file featurizes every row into the graph store under
+the cache (shared with screening runs) and records which graph and targets
+each row has (cache/datasets.py); every later use, by any command, reads the
+store and never parses a CIF. A run directory holds split.json (the ids of
+each part), metrics.csv, best.pt, last.pt and last.opt; evaluation reads
+split.json back, so it scores exactly the crystals training never saw.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cache.datasets import TrainingTable, TrainingTables, table_digest
+from cache.graph_store import GraphStore
+from cache.keys import structure_key
+from screening.dataset import read_table
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig, featurize
+from screening.graphset import GraphSet
+from screening.structures import read_structure, structure_from_cif_text
+
+_CHUNK = 2048  # rows per store unit when featurizing a data file
+
+Progress = Optional[Callable[[int, int], None]]  # (done, total)
+
+
+@dataclass
+class TrainingData:
+    graphs: GraphSet  # targets and ids filled in
+    skipped: List[str]
+    featurized: int  # graphs made by this call (0 when everything came from the store)
+
+
+def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig, cache_dir,
+                       limit: Optional[int] = None, progress: Progress = None,
+                       sample: Optional[Tuple[int, int]] = None) -> TrainingData:
+    """Every usable row of `data` as a GraphSet, featurizing into the store only what it lacks.
+
+    limit: only the first rows; sample (n, seed): n rows drawn at random (in file order),
+    as experiment pools do, so only those are featurized.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise ScreenError(f"{data}: no such training data file or directory")
+    cache_dir = Path(cache_dir)
+    tables = TrainingTables(cache_dir / "datasets")
+    store = GraphStore.open(cache_dir / "graphs", featurizer)
+    digest = table_digest(data, tasks, [limit, sample], featurizer)
+    table = tables.get(digest)
+    featurized = 0
+    if table is None or not all(store.contains(k) for k in table.keys):
+        table, featurized = _featurize_table(data, tasks, featurizer, store, limit, sample, progress)
+        tables.put(digest, table)
+    graphs = store.graph_set(table.keys)
+    graphs.targets = table.targets
+    graphs.ids = table.ids
+    return TrainingData(graphs, table.skipped, featurized)
+
+
+def _featurize_table(data, tasks, featurizer, store: GraphStore, limit, sample,
+                     progress) -> Tuple[TrainingTable, int]:
+    df, kind = read_table(data, tasks, limit)
+    if sample is not None and sample[0] < len(df):
+        rows = np.sort(np.random.default_rng(sample[1]).choice(len(df), sample[0], replace=False))
+        df = df.iloc[rows].reset_index(drop=True)
+    ids, keys, rows, skipped = [], [], [], []
+    made = 0
+    for start in range(0, len(df), _CHUNK):
+        new_keys, new_ids, new_graphs = [], [], []
+        for i, row in enumerate(df.iloc[start:start + _CHUNK].itertuples(index=False), start):
+            name = str(row.material_id)
+            try:
+                s = structure_from_cif_text(row.cif, name) if kind == "csv" else read_structure(row.cif_path)
+                key = structure_key(s, featurizer)
+                if not store.contains(key) and key not in new_keys:
+                    new_graphs.append(featurize(s, featurizer, name=name))
+                    new_keys.append(key)
+                    new_ids.append(name)
+            except ScreenError as e:
+                skipped.append(str(e))
+                continue
+            ids.append(name)
+            keys.append(key)
+            rows.append(i)
+        if new_graphs:
+            store.write(new_keys, new_ids, new_graphs)
+            made += len(new_graphs)
+        if progress:
+            progress(min(start + _CHUNK, len(df)), len(df))
+    targets = df[list(tasks)].to_numpy(np.float32)[rows]
+    return TrainingTable(ids, keys, targets, list(tasks), skipped), made
+
+
+# ---- splits ----
+
+def make_split(graphs: GraphSet, fractions: Sequence[float], seed: int) -> Dict[str, List[str]]:
+    from screening.train import split_indices
+
+    parts = split_indices(len(graphs), fractions, seed)
+    return {name: [graphs.ids[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts)}
+
+
+def split_positions(graphs: GraphSet, ids: Sequence[str], where: str) -> np.ndarray:
+    """Positions of `ids` in graphs; an id the data lacks is an error (the split belongs to other data)."""
+    pos = {x: i for i, x in enumerate(graphs.ids)}
+    missing = [x for x in ids if x not in pos]
+    if missing:
+        raise ScreenError(f"{where}: {len(missing)} ids are not in the training data (first: {missing[0]}); "
+                          f"was the split made from another data file?")
+    return np.array([pos[x] for x in ids], dtype=np.int64)
+
+
+def read_split(path) -> dict:
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+        if not all(isinstance(split.get(k), list) for k in ("train", "val", "test")):
+            raise ValueError("needs train, val and test id lists")
+    except FileNotFoundError:
+        raise ScreenError(f"{path}: not found") from None
+    except ValueError as e:
+        raise ScreenError(f"{path}: not a split file ({e})") from None
+    return split
+
+
+# ---- the recipe ----
+
+def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
+                resume: Optional[Path] = None, command: str = "", progress: Progress = None,
+                on_ready: Optional[Callable[[TrainingData, dict], None]] = None,
+                on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+    """Load (or featurize) the data, split it (or reuse the run's split.json on --resume), train.
+
+    Returns the best epoch's row. `on_ready(data, split)` is called before the first epoch.
+    """
+    from cache.atomic import write_atomic
+    from screening.train import train
+
+    cfg.check()
+    out = Path(out)
+    loaded = load_training_data(data, cfg.tasks, featurizer, cache_dir, limit, progress)
+    split_file = out / "split.json"
+    if resume and split_file.exists():
+        split = read_split(split_file)
+    else:
+        if resume:
+            raise ScreenError(f"--resume {resume}: {split_file} is missing, so the run's split is unknown")
+        split = dict(make_split(loaded.graphs, cfg.split, cfg.split_seed), data=str(data),
+                     split_seed=cfg.split_seed, fractions=list(cfg.split))
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(split_file, json.dumps(split).encode())
+    parts = {k: loaded.graphs.subset(split_positions(loaded.graphs, split[k], str(split_file)))
+             for k in ("train", "val")}
+    if on_ready:
+        on_ready(loaded, split)
+    meta = {"command": command, "data": str(data), "n_train": len(split["train"]),
+            "n_val": len(split["val"]), "n_test": len(split["test"])}
+    return train(parts["train"], parts["val"], cfg, out, featurizer,
+                 resume=str(resume) if resume else None, on_epoch=on_epoch, meta=meta)
+
+
+def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
+    """Write an ensemble manifest (screening/ensemble.py) and return the loaded ensemble."""
+    from cache.atomic import write_atomic
+    from screening.ensemble import load_model, manifest
+
+    if len(member_paths) < 1:
+        raise ScreenError("an ensemble needs at least one checkpoint")
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    splits = [Path(p).parent / "split.json" for p in member_paths]
+    if all(f.exists() for f in splits):
+        parts = [{k: read_split(f)[k] for k in ("train", "val", "test")} for f in splits]
+        if any(p != parts[0] for p in parts[1:]):
+            raise ScreenError("ensemble members were trained on different splits; train them with one --split-seed")
+        meta = dict(meta or {}, split=os.path.relpath(splits[0].resolve(), path.resolve().parent))
+    write_atomic(path, manifest(path, member_paths, meta))
+    return load_model(path)
+
+
+def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: Optional[Path] = None,
+                   limit: Optional[int] = None, device: str = "cpu") -> Tuple[dict, Path]:
+    """Score a checkpoint or ensemble on a part of its split (or on every row: split_name "all").
+
+    Returns (metrics, directory written): metrics.json and parity.png. For an ensemble,
+    the metrics are of the member mean, plus each member's own MAEs and the calibration
+    of the std (fraction of errors within 1 and 2 std).
+    """
+    from screening.ensemble import load_model
+    from screening.evaluate import calibration, evaluate_predictions, parity_plots
+    from screening.model import METAL_OUTPUT
+    from screening.predict import predict_set
+
+    model = load_model(model_path)
+    loaded = load_training_data(data, model.tasks, model.featurizer, cache_dir, limit)
+    graphs = loaded.graphs
+    if split_name != "all":
+        split_file = _split_file_of(model)
+        split = read_split(split_file)
+        if split_name not in ("train", "val", "test"):
+            raise ScreenError(f"--split {split_name}: choose test, val, train or all")
+        graphs = graphs.subset(split_positions(graphs, split[split_name], str(split_file)))
+    if len(graphs) == 0:
+        raise ScreenError(f"{data}: no crystals of the {split_name} split found")
+    mean, std = model.predict_set(graphs, device=device)
+    n = len(model.tasks)
+    p_metal = mean[:, n] if METAL_OUTPUT in model.outputs else None
+    metrics = evaluate_predictions(model.tasks, graphs.targets, mean[:, :n], p_metal=p_metal)
+    if len(model.members) > 1:
+        metrics.update(calibration(model.tasks, graphs.targets, mean[:, :n], std[:, :n]))
+        for i, member in enumerate(model.members):
+            own = predict_set(member.model, graphs, device=device)
+            one = evaluate_predictions(model.tasks, graphs.targets, own[:, :n],
+                                       p_metal=own[:, n] if p_metal is not None else None)
+            metrics.update({f"member{i}_{k}": v for k, v in one.items() if k != "n"})
+    metrics.update({"split": split_name, "model": str(model_path), "model_hash": model.hash,
+                    "members": len(model.members), "data": str(data)})
+    out = Path(out) if out else Path(model.path).parent
+    out.mkdir(parents=True, exist_ok=True)
+    from cache.atomic import write_atomic
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2).encode())
+    parity_plots(model.tasks, graphs.targets, mean[:, :n], out / "parity.png")
+    return metrics, out
+
+
+def _split_file_of(model) -> Path:
+    """split.json beside the checkpoint; for an ensemble, the members' shared split its manifest names."""
+    if "split" in model.meta:
+        f = Path(model.path).parent / model.meta["split"]
+    else:
+        f = Path(model.path).parent / "split.json"
+    if not f.exists():
+        raise ScreenError(f"{f}: not found; pass --split all to evaluate on every row")
+    return f
