@@ -63,7 +63,7 @@ def run(
     gap_min: Optional[float] = typer.Option(None, help="Minimum predicted band gap (eV)."),
     gap_max: Optional[float] = typer.Option(None, help="Maximum predicted band gap (eV)."),
     ehull_max: Optional[float] = typer.Option(None, help="Maximum predicted energy above hull (eV/atom)."),
-    gap_threshold: float = typer.Option(0.025, help="Eg below this (eV) counts as a metal."),
+    gap_threshold: float = typer.Option(0.025, help="Eg below this (eV) counts as a metal (models without the metal head; with it, P(metal) >= 0.5 decides)."),
     top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
     rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
@@ -177,7 +177,7 @@ _TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined
 @user_errors
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
-    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json (default runs/model, or the --resume checkpoint's directory)."),
     tasks: str = typer.Option(DEFAULT_TASKS, help="Comma-separated target columns."),
     weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
     weighting: str = typer.Option(_TRAIN.weighting, help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
@@ -221,6 +221,9 @@ def train(
     if threads:
         import torch
         torch.set_num_threads(threads)
+    if resume and out and out.resolve() != resume.resolve().parent:
+        raise ScreenError(f"--resume {resume} continues the run in {resume.parent}, not --out {out}")
+    out = resume.parent if resume else (out or Path("runs/model"))
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     featurizer = FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors)
     cfg = TrainConfig(tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,

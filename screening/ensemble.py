@@ -58,6 +58,14 @@ class Ensemble:
     def short_hash(self) -> str:
         return self.hash[:12]
 
+    def check(self) -> None:
+        """Members must agree on outputs and featurizer, or their mean means nothing."""
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.model.outputs != first.model.outputs or m.featurizer != first.featurizer:
+                raise ScreenError(f"{self.path}: members disagree on outputs or featurizer "
+                                  f"({m.model.outputs} vs {first.model.outputs})")
+
     def to(self, device) -> "Ensemble":
         for m in self.members:
             m.model.to(device)
@@ -123,12 +131,9 @@ def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> En
             raise ScreenError(f"{path}: member {member_path.name} is not the checkpoint the ensemble lists "
                               f"(hash {ckpt.short_hash}, expected {digest[:12]})")
         members.append(ckpt)
-    first = members[0]
-    for m in members[1:]:
-        if m.model.outputs != first.model.outputs or m.featurizer != first.featurizer:
-            raise ScreenError(f"{path}: members disagree on outputs or featurizer "
-                              f"({m.model.outputs} vs {first.model.outputs})")
-    return Ensemble(members, str(path), meta={k: v for k, v in manifest.items() if k != "members"})
+    ensemble = Ensemble(members, str(path), meta={k: v for k, v in manifest.items() if k != "members"})
+    ensemble.check()
+    return ensemble
 
 
 def manifest(path, member_paths: Sequence, meta: Optional[dict] = None) -> bytes:

@@ -5,8 +5,9 @@ flat CSR arrays of graphs and a (n, n_tasks) target array with NaN for missing
 labels, as read from the graph store (workflows/training.py) or built in memory.
 
 State that a resume needs is written every epoch: last.pt (the evaluated
-weights: the EMA when on), last.opt (optimizer, schedule, learned loss weights,
-the raw weights and the EMA step count) and metrics.csv. The shuffle of epoch e
+weights: the EMA when on), last.opt (everything a resume needs: optimizer,
+schedule, learned loss weights, raw and evaluated weights, EMA step count and
+the history; written first) and metrics.csv. The shuffle of epoch e
 is drawn from a generator seeded by (seed, e), so a resumed run sees exactly
 the batches the uninterrupted run would have.
 """
@@ -83,7 +84,8 @@ class TrainConfig:
         if self.optimizer not in ("adam", "adamw"):
             raise ScreenError(f"--optimizer {self.optimizer}: choose adam or adamw")
         if self.metal_head and GAP_TASK not in self.tasks:
-            raise ScreenError(f"--metal-head needs the {GAP_TASK} task (its label is Eg < 0.025 eV)")
+            raise ScreenError(f"the metal head needs the {GAP_TASK} task (its label is Eg < 0.025 eV); "
+                              f"add it to --tasks or pass --no-metal-head")
         if not 0 <= self.ema_decay < 1:
             raise ScreenError(f"--ema {self.ema_decay}: need 0 <= decay < 1 (0 turns it off)")
         if self.epochs < 1 or self.batch_size < 2:
@@ -154,6 +156,9 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
           on_epoch: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None) -> dict:
     """Train; write best.pt, last.pt, last.opt and metrics.csv to out_dir. Returns the best epoch's row."""
     cfg.check()
+    if len(train_set) < 2 or len(val_set) < 1:
+        raise ScreenError(f"training needs at least 2 training and 1 validation crystal, got "
+                          f"{len(train_set)} and {len(val_set)} (more data, or another --split)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -210,23 +215,25 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
         for task, w in zip(model.outputs, weighting.weights()):
             row[f"weight_{task}"] = w
         history.append(row)
-        improved = row["score"] < best["score"]
+        improved = row["score"] < best["score"] or "epoch" not in best  # a NaN first epoch is still the best so far
         if improved:
             best = dict(row)
         state = {"epoch": epoch + 1, "best": best, "history": history, "train_config": cfg.to_dict(),
                  **(meta or {})}
-        if improved:
-            save_checkpoint(out / "best.pt", evaluated, featurizer, state)
-        save_checkpoint(out / "last.pt", evaluated, featurizer, state)
+        # last.opt first: it alone holds everything a resume needs, so a kill between the
+        # writes below leaves a consistent state (metrics.csv is rewritten from the history).
         extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "weighting": weighting.state_dict()}
+                 "weighting": weighting.state_dict(), "evaluated": evaluated.state_dict(), "meta": state}
         if ema:
             extra.update(raw_model=model.state_dict(), ema_steps=ema.steps)
         _atomic_torch_save(extra, out / "last.opt")
+        if improved:
+            save_checkpoint(out / "best.pt", evaluated, featurizer, state)
+        save_checkpoint(out / "last.pt", evaluated, featurizer, state)
         _write_metrics(out / "metrics.csv", history)
         if on_epoch:
             on_epoch(row)
-        if epoch + 1 - best["epoch"] >= cfg.patience:
+        if epoch + 1 - best.get("epoch", epoch + 1) >= cfg.patience:
             break
     return best
 
@@ -291,24 +298,30 @@ def _check_same_recipe(path, saved: Optional[dict], cfg: TrainConfig) -> None:
 
 
 def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
+    """Load the state of a run from its last.opt (and its checkpoint for the config checks)."""
     ckpt = load_checkpoint(path, expect_featurizer=featurizer)
     if ckpt.model.outputs != model.outputs:
         raise ScreenError(f"--resume {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
     _check_same_recipe(path, ckpt.meta.get("train_config"), cfg)
-    evaluated = ckpt.model.state_dict()
     opt_file = Path(path).with_name("last.opt")
-    extra = torch.load(opt_file, map_location=device, weights_only=True) if opt_file.exists() else {}
-    model.load_state_dict(extra.get("raw_model", evaluated))
-    model.to(device)
-    if ema:
-        ema.model.load_state_dict(evaluated)
-        ema.steps = int(extra.get("ema_steps", 0))
-    if extra:
+    if not opt_file.is_file():
+        raise ScreenError(f"--resume {path}: {opt_file.name} is missing beside it; without the optimizer "
+                          f"and schedule state the run cannot continue where it stopped")
+    try:
+        extra = torch.load(opt_file, map_location=device, weights_only=True)
+        # Files written before last.opt held the whole state: the weights and history come from last.pt.
+        evaluated, meta = extra.get("evaluated", ckpt.model.state_dict()), extra.get("meta", ckpt.meta)
+        model.load_state_dict(extra.get("raw_model", evaluated))
+        if ema:
+            ema.model.load_state_dict(evaluated)
+            ema.steps = int(extra.get("ema_steps", 0))
         opt.load_state_dict(extra["optimizer"])
         if "weighting" in extra:
             weighting.load_state_dict(extra["weighting"])
         sched.load_state_dict(extra["scheduler"])
-    meta = ckpt.meta
+    except Exception as e:  # a damaged or foreign file: torch, zip and state-dict errors alike
+        raise ScreenError(f"--resume {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
+    model.to(device)
     return int(meta.get("epoch", 0)), meta.get("best", {"score": float("inf")}), list(meta.get("history", []))
 
 

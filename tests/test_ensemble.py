@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from screening.checkpoint import default_model_path, load_checkpoint, save_checkpoint
-from screening.ensemble import load_model
+from screening.ensemble import Ensemble, load_model
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.model import MTCGCNN, ModelConfig
@@ -34,12 +34,16 @@ def member(path, seed, metal_head=True):
 def test_identical_members_have_zero_std_and_the_single_model_mean(tmp_path, graphs):
     a = member(tmp_path / "a.pt", seed=0)
     shutil.copy(a, tmp_path / "b.pt")
-    ens = write_ensemble(tmp_path / "same.json", [a, tmp_path / "b.pt"])
+    ens = Ensemble([load_checkpoint(a), load_checkpoint(tmp_path / "b.pt")], "two copies")
     mean, std = ens.predict_graphs(graphs)
     single_mean, single_std = load_model(a).predict_graphs(graphs)
     assert mean.shape == (len(graphs), len(TASKS) + 1)  # the tasks and p_metal
     np.testing.assert_allclose(mean, single_mean, rtol=1e-6)
     assert np.all(std == 0) and np.all(single_std == 0)
+    # as a product file, two copies of one checkpoint are a mistake: refused
+    with pytest.raises(ScreenError, match="listed twice"):
+        write_ensemble(tmp_path / "same.json", [a, tmp_path / "b.pt"])
+    assert not (tmp_path / "same.json").exists()
 
 
 def test_different_members_have_positive_std_equal_to_the_sample_std(tmp_path, graphs):

@@ -100,3 +100,28 @@ def test_resume_with_another_recipe_is_refused(tmp_path, csv48):
     # more epochs is how a run is continued: allowed
     train_model(csv48, tmp_path / "run", small(epochs=2), FeaturizerConfig(), cache, resume=tmp_path / "run" / "last.pt")
     assert pd.read_csv(tmp_path / "run" / "metrics.csv").epoch.tolist() == [1, 2]
+
+
+def test_resume_needs_a_sound_last_opt_and_its_own_directory(tmp_path, csv48):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    cache = tmp_path / "cache"
+    run = tmp_path / "run"
+    train_model(csv48, run, small(epochs=1), FeaturizerConfig(), cache)
+    state = (run / "last.opt").read_bytes()
+    (run / "last.opt").write_bytes(state[: len(state) // 2])
+    with pytest.raises(ScreenError, match="not a usable training state"):
+        train_model(csv48, run, small(epochs=2), FeaturizerConfig(), cache, resume=run / "last.pt")
+    (run / "last.opt").unlink()
+    with pytest.raises(ScreenError, match="last.opt is missing"):
+        train_model(csv48, run, small(epochs=2), FeaturizerConfig(), cache, resume=run / "last.pt")
+    r = CliRunner().invoke(app, ["train", "--data", str(csv48), "--resume", str(run / "last.pt"),
+                                 "--out", str(tmp_path / "elsewhere"), "--cache", str(cache)])
+    assert r.exit_code == 2 and "continues the run in" in r.output and "Traceback" not in r.output
+
+
+def test_too_little_data_is_a_one_line_error(tmp_path, csv48):
+    with pytest.raises(ScreenError, match="at least 2 training and 1 validation"):
+        train_model(csv48, tmp_path / "run", small(split=[1.0, 0.0, 0.0]), FeaturizerConfig(), tmp_path / "cache")

@@ -51,6 +51,8 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
     data = Path(data)
     if not data.exists():
         raise ScreenError(f"{data}: no such training data file or directory")
+    if data.is_dir() and not (data / "id_prop.csv").is_file():
+        raise ScreenError(f"{data}: directory has no id_prop.csv (CGCNN layout: id_prop.csv + <id>.cif)")
     cache_dir = Path(cache_dir)
     tables = TrainingTables(cache_dir / "datasets")
     store = GraphStore.open(cache_dir / "graphs", featurizer)
@@ -60,6 +62,9 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
     if table is None or not all(store.contains(k) for k in table.keys):
         table, featurized = _featurize_table(data, tasks, featurizer, store, limit, sample, progress)
         tables.put(digest, table)
+    if len(set(table.ids)) != len(table.ids):
+        dup = next(x for x in table.ids if table.ids.count(x) > 1)
+        raise ScreenError(f"{data}: id {dup} appears more than once; ids name the rows of a split, so they must be unique")
     graphs = store.graph_set(table.keys)
     graphs.targets = table.targets
     graphs.ids = table.ids
@@ -169,22 +174,32 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
 
 
 def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
-    """Write an ensemble manifest (screening/ensemble.py) and return the loaded ensemble."""
+    """Check the members (one split, one featurizer, same outputs, no duplicates), then write the manifest."""
+    import os
+
     from cache.atomic import write_atomic
-    from screening.ensemble import load_model, manifest
+    from screening.ensemble import Ensemble, load_model, manifest
 
     if len(member_paths) < 1:
         raise ScreenError("an ensemble needs at least one checkpoint")
-    import os
-
+    members = [load_model(p) for p in member_paths]
+    hashes = [m.hash for m in members]
+    if len(set(hashes)) < len(hashes):
+        raise ScreenError("the same checkpoint is listed twice; members must differ (train them with other --seed)")
+    Ensemble([m.members[0] for m in members], str(path)).check()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     splits = [Path(p).parent / "split.json" for p in member_paths]
-    if all(f.exists() for f in splits):
+    present = [f.exists() for f in splits]
+    if any(present) and not all(present):
+        missing = splits[present.index(False)]
+        raise ScreenError(f"{missing}: not found, while other members have a split.json; "
+                          f"an ensemble is evaluated on the split its members share")
+    if all(present):
         parts = [{k: read_split(f)[k] for k in ("train", "val", "test")} for f in splits]
         if any(p != parts[0] for p in parts[1:]):
             raise ScreenError("ensemble members were trained on different splits; train them with one --split-seed")
         meta = dict(meta or {}, split=os.path.relpath(splits[0].resolve(), path.resolve().parent))
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, manifest(path, member_paths, meta))
     return load_model(path)
 
@@ -202,15 +217,18 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     from screening.model import METAL_OUTPUT
     from screening.predict import predict_set
 
+    if split_name not in ("train", "val", "test", "all"):
+        raise ScreenError(f"--split {split_name}: choose test, val, train or all")
     model = load_model(model_path)
+    split_file = _split_file_of(model) if split_name != "all" else None
     loaded = load_training_data(data, model.tasks, model.featurizer, cache_dir, limit)
     graphs = loaded.graphs
-    if split_name != "all":
-        split_file = _split_file_of(model)
-        split = read_split(split_file)
-        if split_name not in ("train", "val", "test"):
-            raise ScreenError(f"--split {split_name}: choose test, val, train or all")
-        graphs = graphs.subset(split_positions(graphs, split[split_name], str(split_file)))
+    if split_file is not None:
+        ids = read_split(split_file)[split_name]
+        if limit is not None:  # --limit keeps the first rows: score the split's crystals among them
+            kept = set(graphs.ids)
+            ids = [x for x in ids if x in kept]
+        graphs = graphs.subset(split_positions(graphs, ids, str(split_file)))
     if len(graphs) == 0:
         raise ScreenError(f"{data}: no crystals of the {split_name} split found")
     mean, std = model.predict_set(graphs, device=device)
@@ -241,5 +259,6 @@ def _split_file_of(model) -> Path:
     else:
         f = Path(model.path).parent / "split.json"
     if not f.exists():
-        raise ScreenError(f"{f}: not found; pass --split all to evaluate on every row")
+        raise ScreenError(f"{f}: not found, so the model's test crystals are unknown; "
+                          f"pass --split all to score every row of --data")
     return f
