@@ -112,7 +112,7 @@ _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
     "pred_band_gap": "Eg",
     "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
-    "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg"}
+    "dft_e_above_hull": "DFT E_hull", "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg"}
 
 
 def _print_run(result):

@@ -35,12 +35,7 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
                 fontsize=7, color="grey")
     ax.set_title(title or "screening candidates", fontsize=10)
     ax.legend(loc="best", frameon=True, framealpha=0.85, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def learning_curves(histories: dict, path, title: str = "") -> Path:
@@ -63,9 +58,15 @@ def learning_curves(histories: dict, path, title: str = "") -> Path:
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path, dpi=110)
+
+
+def _save(fig, path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

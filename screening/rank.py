@@ -20,6 +20,7 @@ from screening.metrics import METAL_GAP_EV
 FORMATION = "pred_formation_energy_per_atom"
 GAP = "pred_band_gap"
 P_METAL = "pred_p_metal"  # from a model with the metal head (screening/model.py)
+DFT_FORMATION = "dft_formation_energy_per_atom"  # known value of a candidate from a source with DFT data
 
 
 RANK_BY = ("p_stable", "e_above_hull")
@@ -44,23 +45,29 @@ def element_set(formula: str) -> FrozenSet[str]:
 
 
 class ReferencePhases:
-    """DFT formation energies of known phases, looked up by chemical sub-system."""
+    """DFT formation energies of known phases, looked up by chemical sub-system; ids optional."""
 
-    def __init__(self, formulas: Iterable[str], formation_energies: Iterable[float]):
+    def __init__(self, formulas: Iterable[str], formation_energies: Iterable[float],
+                 ids: Optional[Iterable[str]] = None):
         from pymatgen.core import Composition
 
         self._by_system: Dict[FrozenSet[str], list] = {}
+        self.ids: set = set()
         cache: Dict[str, tuple] = {}
-        for f, e in zip(formulas, formation_energies):
+        ids = [None] * len(list(formulas)) if ids is None else list(ids)
+        for f, e, i in zip(formulas, formation_energies, ids):
             if e is None or not np.isfinite(e):
                 continue
             if f not in cache:
                 comp = Composition(f)
                 cache[f] = (frozenset(el.symbol for el in comp.elements), comp)
             els, comp = cache[f]
-            self._by_system.setdefault(els, []).append((comp, float(e)))
+            self._by_system.setdefault(els, []).append((comp, float(e), None if i is None else str(i)))
+            if i is not None:
+                self.ids.add(str(i))
 
-    def entries_within(self, system: FrozenSet[str]):
+    def entries_within(self, system: FrozenSet[str], without: Optional[str] = None):
+        """PDEntry list of the system and its sub-systems (pure elements at 0), leaving out id `without`."""
         from itertools import combinations
 
         from pymatgen.analysis.phase_diagram import PDEntry
@@ -68,20 +75,29 @@ class ReferencePhases:
         entries = [PDEntry(el, 0.0) for el in sorted(system)]  # elements define the zero
         for k in range(1, len(system) + 1):
             for sub in combinations(sorted(system), k):
-                for comp, e in self._by_system.get(frozenset(sub), []):
-                    entries.append(PDEntry(comp, e * comp.num_atoms))
+                for comp, e, i in self._by_system.get(frozenset(sub), []):
+                    if without is None or i != without:
+                        entries.append(PDEntry(comp, e * comp.num_atoms, name=i or comp.reduced_formula))
         return entries
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
 
 
-def energy_above_hull(formulas, formation_energies, references: ReferencePhases) -> np.ndarray:
-    """Predicted E_hull (eV/atom) of each candidate against the reference phases."""
+def energy_above_hull(formulas, formation_energies, references: ReferencePhases, ids=None) -> np.ndarray:
+    """E_hull (eV/atom) of each candidate's formation energy against the reference phases.
+
+    A candidate whose id is itself a reference phase is measured against the hull
+    without its own entry (leave-one-out): against a hull that holds its own DFT
+    energy, a known crystal's E_hull would be nothing but the model's error on it.
+    Leaving out an entry changes the hull only if that entry is on it, so a new
+    diagram is built only for known candidates that sit on the hull.
+    """
     from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
     out = np.full(len(formulas), np.nan)
+    ids = [None] * len(formulas) if ids is None else [str(i) for i in ids]
     groups: Dict[FrozenSet[str], list] = {}
     for i, f in enumerate(formulas):
         groups.setdefault(element_set(f), []).append(i)
@@ -89,13 +105,16 @@ def energy_above_hull(formulas, formation_energies, references: ReferencePhases)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             diagram = PhaseDiagram(references.entries_within(system))
+            on_hull = {e.name for e in diagram.stable_entries}
             for i in idx:
                 e = formation_energies[i]
                 if not np.isfinite(e):
                     continue
+                own = ids[i] if ids[i] in references.ids and ids[i] in on_hull else None
+                against = diagram if own is None else PhaseDiagram(references.entries_within(system, without=own))
                 comp = Composition(formulas[i])
                 entry = PDEntry(comp, float(e) * comp.num_atoms)
-                _, out[i] = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
+                _, out[i] = against.get_decomp_and_e_above_hull(entry, allow_negative=True)
     return out
 
 
@@ -137,7 +156,12 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
     if options.rank_by not in RANK_BY:
         raise ScreenError(f"--rank-by {options.rank_by}: choose {' or '.join(RANK_BY)}")
     t = table.copy()
-    t["pred_e_above_hull"] = energy_above_hull(t["formula"].tolist(), t[FORMATION].to_numpy(float), references)
+    ids = t["id"].tolist() if "id" in t.columns else None
+    t["pred_e_above_hull"] = energy_above_hull(t["formula"].tolist(), t[FORMATION].to_numpy(float), references, ids)
+    if DFT_FORMATION in t.columns:
+        # Against the full hull; a crystal that is itself a reference lies on or above it, so 0 at the least.
+        dft = energy_above_hull(t["formula"].tolist(), t[DFT_FORMATION].to_numpy(float), references)
+        t["dft_e_above_hull"] = np.where(np.isfinite(dft), np.maximum(dft, 0.0), np.nan)
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
     t["pred_e_above_hull_std"] = std
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)

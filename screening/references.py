@@ -45,14 +45,16 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
         return ReferencePhases([], []), "no reference phases: E_hull is measured against the pure elements only"
     csv = _csv_path(spec)
     if csv is not None:  # one pass over two columns beats a query per sub-system
-        df = pd.read_csv(csv, usecols=["formula", "formation_energy_per_atom"])
-        return ReferencePhases(df.formula, df.formation_energy_per_atom), f"reference phases: {spec}"
+        df = pd.read_csv(csv, usecols=lambda c: c in ("material_id", "formula", "formation_energy_per_atom"))
+        ids = df.material_id.astype(str) if "material_id" in df else None
+        return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), f"reference phases: {spec}"
     source = open_source(spec, lazy=True)
     subsystems = {frozenset(sub) for s in systems for k in range(1, len(s) + 1)
                   for sub in combinations(sorted(s), k)}
-    formulas, energies = [], []
+    formulas, energies, ids = [], [], []
     for sub in sorted(subsystems, key=sorted):
         for c in source.fetch(parse_query("-".join(sorted(sub)))):
             formulas.append(c.formula)
             energies.append(c.known.get("formation_energy_per_atom", float("nan")))
-    return ReferencePhases(formulas, energies), f"reference phases: {spec} ({len(formulas)} entries)"
+            ids.append(c.id)
+    return ReferencePhases(formulas, energies, ids), f"reference phases: {spec} ({len(formulas)} entries)"

@@ -70,3 +70,34 @@ def test_ranking_by_p_stable_prefers_a_confident_candidate(refs):
     assert by_mean.id.tolist()[:2] == ["b", "a"]
     with pytest.raises(ScreenError, match="--rank-by"):
         rank(t, refs, RankOptions(rank_by="luck"))
+
+
+def test_known_crystals_are_ranked_against_the_hull_without_their_own_entry():
+    """A (barely stable) is under-estimated by 0.2; B (deeply stable) is predicted exactly.
+
+    Against a hull that holds their own DFT energies, A would come out at -0.2 and B at 0.0,
+    so A would rank first on its own error alone. Leave-one-out measures each against its
+    competitors: A at -0.05 - 0.2 = -0.25, B at -0.5, and B ranks first.
+    """
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
+
+    # Li-O: LiO2 (A) just below the line from Li2O to O; Li-Cl: LiCl (B) far below the elements
+    hull_at_lio2 = -2.0 * (1 - 2 / 3) / (1 - 1 / 3)  # on the Li2O-O line at x_O = 2/3: -1.0
+    dft_a = hull_at_lio2 - 0.05
+    refs = ReferencePhases(["Li2O", "LiO2", "LiCl"], [-2.0, dft_a, -0.5], ids=["mp-li2o", "A", "B"])
+    t = pd.DataFrame({"id": ["A", "B"], "formula": ["LiO2", "LiCl"],
+                      "pred_formation_energy_per_atom": [dft_a - 0.2, -0.5], "pred_band_gap": [1.0, 5.0],
+                      "dft_formation_energy_per_atom": [dft_a, -0.5]})
+    ranked = rank(t, refs, RankOptions(rank_by="e_above_hull"))
+    assert ranked.id.tolist() == ["B", "A"]
+    got = dict(zip(ranked.id, ranked.pred_e_above_hull))
+    assert got["A"] == pytest.approx(-0.25, abs=1e-9) and got["B"] == pytest.approx(-0.5, abs=1e-9)
+    # DFT E_hull: pymatgen's, from the same entries (own entry included): both on the hull
+    entries = [PDEntry(Composition(el), 0.0) for el in ("Li", "O")] + [
+        PDEntry(Composition("Li2O"), -2.0 * 3), PDEntry(Composition("LiO2"), dft_a * 3)]
+    expected = PhaseDiagram(entries).get_e_above_hull(entries[-1])
+    assert dict(zip(ranked.id, ranked.dft_e_above_hull))["A"] == pytest.approx(expected, abs=1e-9) == 0.0
+    # a candidate that is not a reference (hypothetical) is measured against the full hull
+    hypo = energy_above_hull(["LiO2"], np.array([dft_a - 0.2]), refs, ids=["new-1"])
+    assert hypo[0] == pytest.approx(-0.2, abs=1e-9)
