@@ -125,3 +125,22 @@ def test_resume_needs_a_sound_last_opt_and_its_own_directory(tmp_path, csv48):
 def test_too_little_data_is_a_one_line_error(tmp_path, csv48):
     with pytest.raises(ScreenError, match="at least 2 training and 1 validation"):
         train_model(csv48, tmp_path / "run", small(split=[1.0, 0.0, 0.0]), FeaturizerConfig(), tmp_path / "cache")
+
+
+def test_evaluate_an_ensemble_on_its_members_shared_test_split(tmp_path, csv48):
+    from workflows.training import evaluate_model, write_ensemble
+
+    cache = tmp_path / "cache"
+    for seed in (0, 1):
+        train_model(csv48, tmp_path / f"m{seed}", small(epochs=2, seed=seed), FeaturizerConfig(), cache)
+    write_ensemble(tmp_path / "ens.json", [tmp_path / "m0/best.pt", tmp_path / "m1/best.pt"])
+    metrics, where = evaluate_model(tmp_path / "ens.json", csv48, cache)
+    assert metrics["n"] == 12 and metrics["members"] == 2 and where == tmp_path
+    for task in TASKS:
+        assert 0 <= metrics[f"within_1std_{task}"] <= metrics[f"within_2std_{task}"] <= 1
+        assert metrics[f"mean_std_{task}"] > 0 and f"member1_mae_{task}" in metrics
+    assert {"auc_nonmetal", "auc_nonmetal_from_gap", "spearman_formation_energy"} <= set(metrics)
+    # members trained on another split cannot form one ensemble
+    train_model(csv48, tmp_path / "other", small(epochs=1, split_seed=5), FeaturizerConfig(), cache)
+    with pytest.raises(ScreenError, match="different splits"):
+        write_ensemble(tmp_path / "bad.json", [tmp_path / "m0/best.pt", tmp_path / "other/best.pt"])
