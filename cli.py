@@ -67,6 +67,7 @@ def run(
     top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
     rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
+    drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
@@ -93,6 +94,7 @@ def run(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
+        drop_flagged=drop_flagged,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
@@ -112,7 +114,8 @@ _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
     "pred_band_gap": "Eg",
     "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
-    "dft_e_above_hull": "DFT E_hull", "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg"}
+    "dft_e_above_hull": "DFT E_hull", "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
+    "flags": "flags"}
 
 
 def _print_run(result):
@@ -129,6 +132,7 @@ def _print_run(result):
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
     console.print(s["reference_note"], highlight=False)
     console.print(s["uncertainty_note"], highlight=False)
+    console.print(s["domain_note"], highlight=False)
     for name, path in result.files.items():
         console.print(f"{name}: {path}", highlight=False)
 

@@ -109,6 +109,9 @@ class GraphSet:
             ids=[self.ids[i] for i in idx],
         )
 
+    def atomic_numbers_of(self, i: int) -> np.ndarray:
+        return self.atomic_numbers[self.atom_offsets[i]:self.atom_offsets[i + 1]]
+
     def graph(self, i: int) -> CrystalGraph:
         a0, a1 = self.atom_offsets[i:i + 2]
         e0, e1 = self.edge_offsets[i:i + 2]

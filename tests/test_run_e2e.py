@@ -147,3 +147,27 @@ def test_ensemble_run_carries_the_std_everywhere(client, ensemble_path, tmp_path
     second = run_screening(client, opts)
     assert second.summary["inferred"] == 0
     pd.testing.assert_frame_equal(second.table, t)
+
+
+def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(client, model_path, tmp_path):
+    import shutil
+
+    from screening.domain import Domain
+
+    shutil.copy(model_path, tmp_path / "model.pt")
+    # a model that has seen every element often, except cobalt
+    counts = {el: 1000 for el in ("Li", "O", "Co", "Fe", "Mn", "Ni", "B", "Al", "Si", "P")}
+    counts["Co"] = 0
+    (tmp_path / "domain.json").write_text(Domain(5000, counts).to_json())
+    common = dict(query="Li-*-O", source=f"local:{DATA}", model=str(tmp_path / "model.pt"), device="cpu",
+                  cache_dir=str(tmp_path / "cache"))
+    first = run_screening(client, RunOptions(out_dir=str(tmp_path / "o1"), **common))
+    t = first.table
+    has_co = t.formula.map(lambda f: "Co" in {e.symbol for e in Composition(f).elements})
+    assert has_co.any() and t["flags"][has_co].str.contains("Co in 0 training crystals").all()
+    # elements outside the toy count list are flagged too; Li-Fe-O and Li-Mn-O are not
+    plain = t.formula.map(lambda f: {e.symbol for e in Composition(f).elements} <= set(counts) - {"Co"})
+    assert plain.any() and (t["flags"][plain] == "").all()
+    assert first.summary["flagged"] == int((t["flags"] != "").sum())
+    kept = run_screening(client, RunOptions(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
+    assert set(kept.id) == set(t.id[t["flags"] == ""])

@@ -134,6 +134,10 @@ def test_evaluate_an_ensemble_on_its_members_shared_test_split(tmp_path, csv48):
     for seed in (0, 1):
         train_model(csv48, tmp_path / f"m{seed}", small(epochs=2, seed=seed), FeaturizerConfig(), cache)
     write_ensemble(tmp_path / "ens.json", [tmp_path / "m0/best.pt", tmp_path / "m1/best.pt"])
+    # the members' training domain travels with the ensemble file
+    from screening.domain import Domain, domain_path
+    domain = Domain.read(domain_path(tmp_path / "ens.json"))
+    assert domain.n_train == 24 and domain == Domain.read(tmp_path / "m1" / "domain.json")
     metrics, where = evaluate_model(tmp_path / "ens.json", csv48, cache)
     assert metrics["n"] == 12 and metrics["members"] == 2 and where == tmp_path
     for task in TASKS:

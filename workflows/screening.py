@@ -25,13 +25,17 @@ from cache.graph_store import GraphStore
 from cache.keys import structure_key
 from cache.prediction_cache import PredictionCache
 from cache.structure_cache import StructureCache
+from screening.domain import Domain, domain_path
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.query import parse_query
-from screening.rank import RankOptions, rank
+from screening.rank import RankOptions, element_set, rank
 from screening.sources import open_source
+from screening.sources.substitution import SubstitutionSource
 from workflows import worker_model
+
+SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
 
 
 @dataclass
@@ -48,6 +52,7 @@ class RunOptions:
     max_atoms: int = 20_000
     output_format: str = "csv"  # csv | parquet
     rank: RankOptions = field(default_factory=RankOptions)
+    drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -61,21 +66,28 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     """Key every candidate; featurize and store the ones the store lacks."""
     config = FeaturizerConfig.from_dict(featurizer_dict)
     store = GraphStore.open(Path(cache_dir) / "graphs", config)
-    keys, errors, new, queued = [], [], [], set()
+    keys, errors, new, queued, isolated = [], [], [], {}, []
     for c in candidates:
         try:
             s = c.structure
             key = structure_key(s, config)
-            if not store.contains(key) and key not in queued:
-                new.append((key, c.id, featurize(s, config, name=f"{c.source} {c.id}")))
-                queued.add(key)
+            if key in queued:
+                graph = queued[key]
+            elif store.contains(key):
+                graph = store.get(key)
+            else:
+                graph = featurize(s, config, name=f"{c.source} {c.id}")
+                new.append((key, c.id, graph))
+                queued[key] = graph
             keys.append(key)
+            isolated.append(int((graph.neighbor_counts() == 0).sum()))  # a domain flag (screening/domain.py)
         except ScreenError as e:
             keys.append(None)
+            isolated.append(0)
             errors.append(str(e))
     if new:
         store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
-    return {"keys": keys, "errors": errors, "featurized": len(new)}
+    return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated}
 
 
 def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):
@@ -150,12 +162,16 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     rows, errors = [], []
     outputs = ckpt.outputs
     provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
+    domain = Domain.read(domain_path(opts.model))
     for part, fr, ir in zip(parts, feat_results, infer_results):
         errors.extend(fr["errors"])
-        for c, key in zip(part, fr["keys"]):
+        for c, key, isolated in zip(part, fr["keys"], fr["isolated"]):
             if key is None:
                 continue
             row = {"source": c.source, "id": c.id, "formula": c.formula}
+            flags = [] if domain is None else domain.flags(
+                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION)
+            row["flags"] = "; ".join(flags)
             values = ir["predictions"][key][None, :]
             n = len(outputs)
             row.update({c: float(v[0]) for c, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items()})
@@ -168,6 +184,11 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     if table.empty:
         raise ScreenError(f"--query {opts.query}: none of the {len(candidates)} candidates could be featurized "
                           f"(first problem: {errors[0] if errors else 'unknown'})")
+    n_flagged = int((table["flags"] != "").sum())
+    if opts.drop_flagged:
+        table = table[table["flags"] == ""].reset_index(drop=True)
+        if table.empty:
+            raise ScreenError(f"--drop-flagged: all {n_flagged} candidates are flagged; nothing left to rank")
     references, reference_note = _references(opts, table)
     everything = rank(table, references, replace(opts.rank, top=None))  # the plot shows them all
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
@@ -184,6 +205,8 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
         "reference_phases": len(references), "reference_note": reference_note, "partitions": len(parts),
         "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt),
+        "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
+        "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
     }
@@ -199,6 +222,14 @@ def _ranked_by(rank_options) -> str:
     if rank_options.rank_by == "p_stable":
         return f"most probably stable first (P(E_hull <= {rank_options.stable_within:g} eV/atom))"
     return "lowest predicted E_hull first"
+
+
+def _domain_note(domain, n_flagged: int, dropped: bool) -> str:
+    if domain is None:
+        return "domain flags: the model has no domain.json, so candidates are not checked against its training data"
+    what = "dropped (--drop-flagged)" if dropped else "kept, see the flags column; --drop-flagged removes them"
+    return (f"domain flags: {n_flagged} candidates outside the model's training data "
+            f"(rare element, atom without neighbours, or unrelaxed): {what}")
 
 
 def _uncertainty_note(model) -> str:
@@ -219,7 +250,6 @@ def _wants_gpu(client, device: str) -> bool:
 
 
 def _references(opts: RunOptions, table: pd.DataFrame):
-    from screening.rank import element_set
     from screening.references import choose_reference, load_references
 
     systems = {element_set(f) for f in table["formula"].unique()}

@@ -139,6 +139,16 @@ def read_split(path) -> dict:
 
 # ---- the recipe ----
 
+def write_domain(out, train_set: GraphSet) -> None:
+    """domain.json beside the run's checkpoints: what its training crystals cover (screening/domain.py)."""
+    from cache.atomic import write_atomic
+    from screening.domain import DOMAIN_FILE, Domain
+
+    domain = Domain.from_atomic_numbers(train_set.atomic_numbers_of(i) for i in range(len(train_set)))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(out) / DOMAIN_FILE, domain.to_json().encode())
+
+
 def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
                 resume: Optional[Path] = None, command: str = "", progress: Progress = None,
                 on_ready: Optional[Callable[[TrainingData, dict], None]] = None,
@@ -165,6 +175,7 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
         write_atomic(split_file, json.dumps(split).encode())
     parts = {k: loaded.graphs.subset(split_positions(loaded.graphs, split[k], str(split_file)))
              for k in ("train", "val")}
+    write_domain(out, parts["train"])
     if on_ready:
         on_ready(loaded, split)
     meta = {"command": command, "data": str(data), "n_train": len(split["train"]),
@@ -200,6 +211,10 @@ def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
             raise ScreenError("ensemble members were trained on different splits; train them with one --split-seed")
         meta = dict(meta or {}, split=os.path.relpath(splits[0].resolve(), path.resolve().parent))
     path.parent.mkdir(parents=True, exist_ok=True)
+    from screening.domain import DOMAIN_FILE
+    domain = Path(member_paths[0]).parent / DOMAIN_FILE  # one split, so one domain for every member
+    if domain.exists() and domain.resolve() != (path.parent / DOMAIN_FILE).resolve():
+        write_atomic(path.parent / DOMAIN_FILE, domain.read_bytes())
     write_atomic(path, manifest(path, member_paths, meta))
     return load_model(path)
 

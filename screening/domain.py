@@ -1,0 +1,78 @@
+"""The model's domain: what its training set covered, and flags for candidates outside it.
+
+A prediction for a crystal unlike anything the model was trained on is an
+extrapolation, however small its ensemble std. A model ships `domain.json`
+beside its checkpoint (written by `screen train` from its training split):
+
+    {"n_train": 26430, "element_counts": {"O": 12345, ...}}
+
+element_counts[X] is the number of training crystals that contain X. A
+candidate is flagged (one short reason each, joined by "; ") when:
+  - it contains an element seen in fewer than `min_count` training crystals;
+  - one of its atoms has no neighbour inside the cutoff (the graph gives that
+    atom nothing to learn from);
+  - it is a hypothetical structure that was never relaxed (the model was trained
+    on relaxed DFT structures only).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+
+DOMAIN_FILE = "domain.json"
+MIN_COUNT = 20  # training crystals an element must appear in before the model is trusted with it
+
+
+@dataclass
+class Domain:
+    n_train: int
+    element_counts: Dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_atomic_numbers(cls, per_crystal: Iterable[np.ndarray]) -> "Domain":
+        from pymatgen.core.periodic_table import Element
+
+        counts: Dict[int, int] = {}
+        n = 0
+        for z in per_crystal:
+            n += 1
+            for value in np.unique(z):
+                counts[int(value)] = counts.get(int(value), 0) + 1
+        return cls(n, {Element.from_Z(z).symbol: c for z, c in sorted(counts.items())})
+
+    def to_json(self) -> str:
+        return json.dumps({"n_train": self.n_train, "element_counts": self.element_counts}, indent=1)
+
+    @classmethod
+    def read(cls, path) -> Optional["Domain"]:
+        """The domain file, or None when there is none (a model trained before they existed)."""
+        try:
+            raw = json.loads(Path(path).read_text())
+            return cls(int(raw["n_train"]), {str(k): int(v) for k, v in raw["element_counts"].items()})
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            from screening.errors import ScreenError
+            raise ScreenError(f"{path}: not a readable model domain file") from None
+
+    def flags(self, elements: Iterable[str], isolated_atoms: int = 0, unrelaxed: bool = False,
+              min_count: int = MIN_COUNT) -> List[str]:
+        out = [f"{el} in {self.element_counts.get(el, 0)} training crystals"
+               for el in sorted(elements) if self.element_counts.get(el, 0) < min_count]
+        if isolated_atoms:
+            out.append(f"{isolated_atoms} atom(s) without neighbours")
+        if unrelaxed:
+            out.append("unrelaxed")
+        return out
+
+
+def domain_path(model_path) -> Path:
+    """domain.json beside a checkpoint, or beside an ensemble's manifest."""
+    p = Path(model_path)
+    if p.suffix == ".pt" and p.with_name(f"{p.stem}.{DOMAIN_FILE}").exists():
+        return p.with_name(f"{p.stem}.{DOMAIN_FILE}")  # screening/models/default.domain.json
+    return (p if p.is_dir() else p.parent) / DOMAIN_FILE

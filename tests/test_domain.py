@@ -1,0 +1,32 @@
+"""The model's training domain and the flags it puts on candidates outside it."""
+import json
+
+import numpy as np
+import pytest
+
+from screening.checkpoint import default_model_path
+from screening.domain import Domain, domain_path
+from screening.errors import ScreenError
+
+
+def test_counts_crystals_per_element_and_flags_what_is_rare():
+    # Z 3 = Li, 8 = O, 27 = Co: Li and O in three crystals, Co in one
+    domain = Domain.from_atomic_numbers([np.array([3, 3, 8]), np.array([3, 8, 8, 8]), np.array([3, 27, 8])])
+    assert domain.n_train == 3 and domain.element_counts == {"Li": 3, "O": 3, "Co": 1}
+    assert domain.flags({"Li", "O"}, min_count=2) == []
+    assert domain.flags({"Li", "Co", "O"}, min_count=2) == ["Co in 1 training crystals"]
+    assert domain.flags({"Li", "Og"}, isolated_atoms=2, unrelaxed=True, min_count=2) == [
+        "Og in 0 training crystals", "2 atom(s) without neighbours", "unrelaxed"]
+
+
+def test_the_bundled_model_ships_its_domain(tmp_path):
+    path = domain_path(default_model_path())
+    assert path.name == "default.domain.json"
+    domain = Domain.read(path)
+    # 60 % of 33,038 crystals; oxygen is the most common element of Materials Project crystals
+    assert domain.n_train == 19823 and max(domain.element_counts, key=domain.element_counts.get) == "O"
+    assert domain.flags({"He"}) == ["He in 1 training crystals"]
+    assert Domain.read(tmp_path / "none.json") is None
+    (tmp_path / "bad.json").write_text(json.dumps({"n_train": 3}))
+    with pytest.raises(ScreenError, match="not a readable model domain file"):
+        Domain.read(tmp_path / "bad.json")
