@@ -4,11 +4,14 @@ A prediction for a crystal unlike anything the model was trained on is an
 extrapolation, however small its ensemble std. A model ships `domain.json`
 beside its checkpoint (written by `screen train` from its training split):
 
-    {"n_train": 26430, "element_counts": {"O": 12345, ...}}
+    {"n_train": 26430, "element_counts": {"O": 12345, ...}, "density_range": [1.2, 19.6]}
 
-element_counts[X] is the number of training crystals that contain X. A
-candidate is flagged (one short reason each, joined by "; ") when:
+element_counts[X] is the number of training crystals that contain X;
+density_range (g/cm3) spans the middle 99.8 % of the training densities (0.1st
+to 99.9th percentile), when the training data gave cell volumes. A candidate is
+flagged (one short reason each, joined by "; ") when:
   - it contains an element seen in fewer than `min_count` training crystals;
+  - its density is outside density_range (a prototype rescaled to the wrong volume);
   - one of its atoms has no neighbour inside the cutoff (the graph gives that
     atom nothing to learn from);
   - it is a hypothetical structure that was never relaxed (the model was trained
@@ -31,6 +34,13 @@ MIN_COUNT = 20  # training crystals an element must appear in before the model i
 class Domain:
     n_train: int
     element_counts: Dict[str, int] = field(default_factory=dict)
+    density_range: Optional[List[float]] = None  # g/cm3
+
+    @staticmethod
+    def density_range_of(densities) -> Optional[List[float]]:
+        d = np.asarray(densities, float)
+        d = d[np.isfinite(d)]
+        return [round(float(x), 3) for x in np.percentile(d, [0.1, 99.9])] if len(d) else None
 
     @classmethod
     def from_atomic_numbers(cls, per_crystal: Iterable[np.ndarray]) -> "Domain":
@@ -45,14 +55,17 @@ class Domain:
         return cls(n, {Element.from_Z(z).symbol: c for z, c in sorted(counts.items())})
 
     def to_json(self) -> str:
-        return json.dumps({"n_train": self.n_train, "element_counts": self.element_counts}, indent=1)
+        return json.dumps({"n_train": self.n_train, "element_counts": self.element_counts,
+                           "density_range": self.density_range}, indent=1)
 
     @classmethod
     def read(cls, path) -> Optional["Domain"]:
         """The domain file, or None when there is none (a model trained before they existed)."""
         try:
             raw = json.loads(Path(path).read_text())
-            return cls(int(raw["n_train"]), {str(k): int(v) for k, v in raw["element_counts"].items()})
+            dr = raw.get("density_range")
+            return cls(int(raw["n_train"]), {str(k): int(v) for k, v in raw["element_counts"].items()},
+                       None if dr is None else [float(dr[0]), float(dr[1])])
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
@@ -60,9 +73,12 @@ class Domain:
             raise ScreenError(f"{path}: not a readable model domain file") from None
 
     def flags(self, elements: Iterable[str], isolated_atoms: int = 0, unrelaxed: bool = False,
-              min_count: int = MIN_COUNT) -> List[str]:
+              density: Optional[float] = None, min_count: int = MIN_COUNT) -> List[str]:
         out = [f"{el} in {self.element_counts.get(el, 0)} training crystals"
                for el in sorted(elements) if self.element_counts.get(el, 0) < min_count]
+        if density is not None and self.density_range and not \
+                self.density_range[0] <= density <= self.density_range[1]:
+            out.append(f"density {density:.2f} g/cm3 outside {self.density_range[0]:g}-{self.density_range[1]:g}")
         if isolated_atoms:
             out.append(f"{isolated_atoms} atom(s) without neighbours")
         if unrelaxed:

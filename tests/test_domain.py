@@ -17,6 +17,12 @@ def test_counts_crystals_per_element_and_flags_what_is_rare():
     assert domain.flags({"Li", "Co", "O"}, min_count=2) == ["Co in 1 training crystals"]
     assert domain.flags({"Li", "Og"}, isolated_atoms=2, unrelaxed=True, min_count=2) == [
         "Og in 0 training crystals", "2 atom(s) without neighbours", "unrelaxed"]
+    # density: only outside the range, and only where the training data gave one
+    assert domain.flags({"Li"}, density=30.0, min_count=2) == []
+    domain.density_range = Domain.density_range_of(np.linspace(2.0, 6.0, 1001))
+    assert domain.density_range == [2.004, 5.996]
+    assert domain.flags({"Li"}, density=3.0, min_count=2) == []
+    assert domain.flags({"Li"}, density=0.9, min_count=2) == ["density 0.90 g/cm3 outside 2.004-5.996"]
 
 
 def test_the_bundled_model_ships_its_domain(tmp_path):
@@ -26,6 +32,8 @@ def test_the_bundled_model_ships_its_domain(tmp_path):
     # 60 % of 33,038 crystals; oxygen is the most common element of Materials Project crystals
     assert domain.n_train == 19823 and max(domain.element_counts, key=domain.element_counts.get) == "O"
     assert domain.flags({"He"}) == ["He in 1 training crystals"]
+    lo, hi = domain.density_range
+    assert 0.5 < lo < 1.5 and 15 < hi < 25  # g/cm3: from molecular solids to 5d metals
     assert Domain.read(tmp_path / "none.json") is None
     (tmp_path / "bad.json").write_text(json.dumps({"n_train": 3}))
     with pytest.raises(ScreenError, match="not a readable model domain file"):

@@ -66,7 +66,7 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     """Key every candidate; featurize and store the ones the store lacks."""
     config = FeaturizerConfig.from_dict(featurizer_dict)
     store = GraphStore.open(Path(cache_dir) / "graphs", config)
-    keys, errors, new, queued, isolated = [], [], [], {}, []
+    keys, errors, new, queued, isolated, densities = [], [], [], {}, [], []
     for c in candidates:
         try:
             s = c.structure
@@ -80,14 +80,17 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
                 new.append((key, c.id, graph))
                 queued[key] = graph
             keys.append(key)
-            isolated.append(int((graph.neighbor_counts() == 0).sum()))  # a domain flag (screening/domain.py)
+            # for the domain flags (screening/domain.py)
+            isolated.append(int((graph.neighbor_counts() == 0).sum()))
+            densities.append(float(s.density))
         except ScreenError as e:
             keys.append(None)
             isolated.append(0)
+            densities.append(None)
             errors.append(str(e))
     if new:
         store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
-    return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated}
+    return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated, "densities": densities}
 
 
 def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):
@@ -165,12 +168,12 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     domain = Domain.read(domain_path(opts.model))
     for part, fr, ir in zip(parts, feat_results, infer_results):
         errors.extend(fr["errors"])
-        for c, key, isolated in zip(part, fr["keys"], fr["isolated"]):
+        for c, key, isolated, density in zip(part, fr["keys"], fr["isolated"], fr["densities"]):
             if key is None:
                 continue
             row = {"source": c.source, "id": c.id, "formula": c.formula}
             flags = [] if domain is None else domain.flags(
-                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION)
+                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION, density=density)
             row["flags"] = "; ".join(flags)
             values = ir["predictions"][key][None, :]
             n = len(outputs)
@@ -229,7 +232,7 @@ def _domain_note(domain, n_flagged: int, dropped: bool) -> str:
         return "domain flags: the model has no domain.json, so candidates are not checked against its training data"
     what = "dropped (--drop-flagged)" if dropped else "kept, see the flags column; --drop-flagged removes them"
     return (f"domain flags: {n_flagged} candidates outside the model's training data "
-            f"(rare element, atom without neighbours, or unrelaxed): {what}")
+            f"(rare element, density, atom without neighbours, or unrelaxed): {what}")
 
 
 def _uncertainty_note(model) -> str:

@@ -139,14 +139,41 @@ def read_split(path) -> dict:
 
 # ---- the recipe ----
 
-def write_domain(out, train_set: GraphSet) -> None:
-    """domain.json beside the run's checkpoints: what its training crystals cover (screening/domain.py)."""
+def write_domain(out, train_set: GraphSet, data=None) -> None:
+    """domain.json beside the run's checkpoints: what its training crystals cover (screening/domain.py).
+
+    Densities come from the data's `volume` column (A^3 per cell, as in mp_dev.csv.gz) and
+    the atoms of each graph; data without volumes gives a domain without a density range.
+    """
     from cache.atomic import write_atomic
     from screening.domain import DOMAIN_FILE, Domain
 
     domain = Domain.from_atomic_numbers(train_set.atomic_numbers_of(i) for i in range(len(train_set)))
+    volumes = _volumes(data, train_set.ids) if data is not None else None
+    if volumes is not None:
+        from pymatgen.core.periodic_table import Element
+
+        mass = np.array([0.0] + [float(Element.from_Z(z).atomic_mass) for z in range(1, 95)])
+        grams = np.array([mass[train_set.atomic_numbers_of(i)].sum() for i in range(len(train_set))]) * 1.66054
+        domain.density_range = Domain.density_range_of(grams / volumes)  # amu/A^3 * 1.66054 = g/cm3
     Path(out).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out) / DOMAIN_FILE, domain.to_json().encode())
+
+
+def _volumes(data, ids) -> Optional[np.ndarray]:
+    import pandas as pd
+
+    path = Path(data)
+    if path.is_dir():
+        return None
+    try:
+        df = pd.read_csv(path, usecols=lambda c: c in ("material_id", "volume"))
+    except (OSError, ValueError):
+        return None
+    if "volume" not in df:
+        return None
+    by_id = dict(zip(df.material_id.astype(str), df.volume.astype(float)))
+    return np.array([by_id.get(i, np.nan) for i in ids])
 
 
 def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
@@ -175,7 +202,7 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
         write_atomic(split_file, json.dumps(split).encode())
     parts = {k: loaded.graphs.subset(split_positions(loaded.graphs, split[k], str(split_file)))
              for k in ("train", "val")}
-    write_domain(out, parts["train"])
+    write_domain(out, parts["train"], data)
     if on_ready:
         on_ready(loaded, split)
     meta = {"command": command, "data": str(data), "n_train": len(split["train"]),
