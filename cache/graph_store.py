@@ -45,7 +45,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cache.atomic import fsync_file, newest_mtime, publish_once, sha256_file
+from cache.atomic import fsync_file, newest_mtime, publish_once, sha256_file, write_atomic
 from cache.keys import STORE_FORMAT
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
@@ -94,6 +94,7 @@ class GraphStore:
         self.featurizer = featurizer
         self._manifests: Dict[str, dict] = {}  # unit -> manifest, published and readable
         self._unreadable: Dict[str, str] = {}  # unit -> why its manifest could not be used
+        self._checked: set = set()  # units whose files matched their manifest's sha256
         self._index: Optional[Dict[str, Tuple[str, int]]] = None
         self._by_id: Optional[Dict[str, str]] = None
         self._units: "OrderedDict[str, dict]" = OrderedDict()
@@ -241,8 +242,17 @@ class GraphStore:
                 "task_names": task_names if targets is not None else None, "files": files,
                 "written": time.time()}
         body["sha256"] = _digest(body)
-        if not publish_once(self.root / "manifest" / f"{unit}.json", json.dumps(body).encode()):
-            shutil.rmtree(final, ignore_errors=True)  # another writer published this very unit first
+        manifest = self.root / "manifest" / f"{unit}.json"
+        if not publish_once(manifest, json.dumps(body).encode()):
+            self.refresh()
+            self._scan()
+            if unit in self._unreadable:
+                # The name is taken by a damaged manifest (truncated, say): left alone, it would block
+                # this unit for good, so every later run would re-make these crystals and never publish.
+                write_atomic(manifest, json.dumps(body).encode())
+                self._unreadable.pop(unit, None)
+            else:
+                shutil.rmtree(final, ignore_errors=True)  # another writer published this very unit first
         self.refresh()
         return unit
 
@@ -271,6 +281,7 @@ class GraphStore:
             return self._units[unit]
         import zarr
 
+        self._check_files(unit)
         group = zarr.open_group(str(self._unit_path(unit)), mode="r")
         data = {name: group[name][...] for name in group.array_keys()}
         self._units[unit] = data
@@ -306,6 +317,7 @@ class GraphStore:
             return self._record(unit, i, data, data)
         import zarr
 
+        self._check_files(unit)
         group = zarr.open_group(str(self._unit_path(unit)), mode="r")
         arrays = {name: group[name] for name in group.array_keys()}
         offsets = {k: arrays[k][...] for k in ("atom_offsets", "edge_offsets")}
@@ -358,12 +370,20 @@ class GraphStore:
         return GraphSet.concat(parts).subset(np.argsort(order))
 
     def _check_files(self, unit: str) -> None:
+        """Every file of the unit against the sha256 in its manifest, once per unit and store object.
+
+        A flipped byte would otherwise be decoded into wrong distances (wrong predictions, then
+        cached) or a decompression traceback; here it is one line that names the way out.
+        """
+        if unit in self._checked:
+            return
         udir = self._unit_path(unit)
         for rel, digest in self._manifests[unit]["files"].items():
             path = udir / rel
             if not path.is_file() or sha256_file(path) != digest:
                 raise ScreenError(f"{self.root}: unit {unit} is damaged ({rel} does not match its manifest); "
                                   f"run `screen cache verify`, then `screen cache clear`")
+        self._checked.add(unit)
 
     def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
         """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -42,7 +42,13 @@ class PredictionCache:
     def _load(self) -> Dict[str, np.ndarray]:
         for part in sorted(self.dir.glob("part-*.npz")):
             if part.name not in self._parts:
-                keys, values = _read_part(part)
+                try:
+                    keys, values = _read_part(part, len(self.tasks))
+                except Exception:  # a damaged zip raises many kinds of errors
+                    # Its predictions become misses and are recomputed; moved aside (not deleted, so
+                    # `screen cache verify` can still show it) instead of failing every later run.
+                    _quarantine(part)
+                    continue
                 for k, row in zip(keys, values):
                     self._known.setdefault(k, row)
                 self._parts.add(part.name)
@@ -69,12 +75,21 @@ class PredictionCache:
         return len(self._load())
 
 
-def _read_part(path: Path):
+def _read_part(path: Path, n_columns: Optional[int] = None):
     with np.load(path) as z:
         keys, values = [str(k) for k in z["keys"]], z["values"]
     if values.ndim != 2 or values.shape[0] != len(keys) or values.dtype != np.float32:
         raise ValueError(f"values {values.shape} {values.dtype} do not fit {len(keys)} keys")
+    if n_columns is not None and values.shape[1] != n_columns:
+        raise ValueError(f"{values.shape[1]} columns for {n_columns} tasks")
     return keys, values
+
+
+def _quarantine(part: Path) -> None:
+    try:
+        part.rename(part.with_name(part.name + ".damaged"))
+    except OSError:
+        pass  # another process moved it first
 
 
 def verify_predictions(root) -> List[str]:
@@ -93,4 +108,6 @@ def verify_predictions(root) -> List[str]:
                     raise ValueError(f"{values.shape[1]} columns for {n_tasks} tasks")
             except Exception as e:  # a damaged zip raises many kinds of errors; all are findings
                 problems.append(f"{model_dir.name}/{part.name}: unreadable ({type(e).__name__}: {e})")
+        for part in sorted(model_dir.glob("part-*.npz.damaged")):
+            problems.append(f"{model_dir.name}/{part.name}: damaged, moved aside by a run (its predictions were recomputed)")
     return problems

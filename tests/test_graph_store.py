@@ -159,6 +159,32 @@ def test_damaged_manifest_is_not_served_and_is_reported(tmp_path):
     assert store.stale() == []  # the damaged unit's data is kept as evidence
 
 
+def test_readers_refuse_a_flipped_byte_with_one_line(tmp_path):
+    write_range(str(tmp_path), 0, 60, 60)
+    store = GraphStore.open(tmp_path, CFG)
+    key = keys_of(range(1))[0]
+    shard = next((store.root / "units").glob("*.zarr/distances/c/0"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    for read in (lambda s: s.get(key), lambda s: list(s.iter_records()), lambda s: s.graph_set([key])):
+        with pytest.raises(ScreenError, match="is damaged .distances/c/0 does not match its manifest"):
+            read(GraphStore.open(tmp_path, CFG))
+
+
+def test_a_truncated_manifest_does_not_block_its_unit_for_good(tmp_path):
+    write_range(str(tmp_path), 0, 20, 20)
+    store = GraphStore.open(tmp_path, CFG)
+    manifest = next((store.root / "manifest").glob("*.json"))
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    store = GraphStore.open(tmp_path, CFG)
+    assert len(store) == 0  # not served
+    write_range(str(tmp_path), 0, 20, 20)  # the same crystals again: the same unit name
+    store = GraphStore.open(tmp_path, CFG)
+    assert len(store) == 20 and store.verify() == []
+    assert store.get(keys_of(range(1))[0]).n_atoms > 0
+
+
 MEMORY_SCRIPT = """
 import sys, psutil
 from cache.graph_store import GraphStore

@@ -92,3 +92,18 @@ def test_prediction_cache_is_keyed_by_graph_key_and_model(tmp_path):
     part = next(tmp_path.glob("hash-a-*/part-*.npz"))
     part.write_bytes(b"not a zip")
     assert len(verify_predictions(tmp_path)) == 1
+
+
+def test_a_damaged_prediction_part_is_a_miss_not_a_failure(tmp_path):
+    cache = PredictionCache(tmp_path, "model-a", ["x", "y"])
+    cache.put_many(["k1", "k2"], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    part = next(tmp_path.glob("model-a*/part-*.npz"))
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    part.write_bytes(bytes(raw))
+    again = PredictionCache(tmp_path, "model-a", ["x", "y"])
+    assert again.get_many(["k1", "k2"]) == {}  # recomputed by the run, not served and not a traceback
+    assert not part.exists() and part.with_name(part.name + ".damaged").exists()
+    assert any("moved aside" in p for p in verify_predictions(tmp_path))
+    again.put_many(["k1"], np.array([[1, 2]], dtype=np.float32))
+    assert np.array_equal(PredictionCache(tmp_path, "model-a", ["x", "y"]).get_many(["k1"])["k1"], [1, 2])
