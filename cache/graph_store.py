@@ -57,6 +57,14 @@ _DECODED_BYTES = 32_000_000  # decoded units a reader keeps for repeated random 
 _KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep open
 
 
+class DamagedUnit(ScreenError):
+    """A published unit whose files no longer match their manifest's sha256."""
+
+    def __init__(self, unit: str, message: str):
+        super().__init__(message)
+        self.unit = unit
+
+
 @dataclass
 class Record:
     key: str
@@ -381,9 +389,22 @@ class GraphStore:
         for rel, digest in self._manifests[unit]["files"].items():
             path = udir / rel
             if not path.is_file() or sha256_file(path) != digest:
-                raise ScreenError(f"{self.root}: unit {unit} is damaged ({rel} does not match its manifest); "
-                                  f"run `screen cache verify`, then `screen cache clear`")
+                raise DamagedUnit(unit, f"{self.root}: unit {unit} is damaged ({rel} does not match its "
+                                        f"manifest); run `screen cache verify`, then `screen cache clear`")
         self._checked.add(unit)
+
+    def quarantine(self, unit: str) -> None:
+        """Stop serving a damaged unit: its manifest is moved aside (kept as evidence), so its
+        crystals count as missing and the next writer of them makes a fresh unit."""
+        manifest = self.root / "manifest" / f"{unit}.json"
+        try:
+            manifest.rename(manifest.with_name(f"{unit}.json.damaged-{uuid.uuid4().hex[:8]}"))
+        except FileNotFoundError:
+            pass  # another reader moved it first
+        self._manifests.pop(unit, None)
+        self._units.pop(unit, None)
+        self._handles.pop(unit, None)
+        self.refresh()
 
     def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
         """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""

@@ -171,3 +171,23 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(c
     assert first.summary["flagged"] == int((t["flags"] != "").sum())
     kept = run_screening(client, RunOptions(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
     assert set(kept.id) == set(t.id[t["flags"] == ""])
+
+
+def test_a_flipped_byte_in_the_graph_store_is_remade_not_served(client, model_path, tmp_path):
+    opts = RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+    first = run_screening(client, opts).table
+    shard = sorted((tmp_path / "cache" / "graphs").rglob("units/*.zarr/distances/c/0"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    shard.write_bytes(bytes(raw))
+    shutil_rmtree(tmp_path / "cache" / "predictions")  # so the damaged graphs would be read for inference
+    second = run_screening(client, opts)
+    assert second.summary["featurized"] > 0
+    pd.testing.assert_frame_equal(second.table, first)
+
+
+def shutil_rmtree(path):
+    import shutil
+
+    shutil.rmtree(path)

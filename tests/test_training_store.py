@@ -49,7 +49,7 @@ def test_store_batches_equal_in_memory_batches_and_first_step_loss(tmp_path, csv
     np.testing.assert_array_equal(losses[0], losses[1])
 
 
-def test_second_load_reads_the_store_and_a_damaged_unit_is_an_error(tmp_path, csv48):
+def test_second_load_reads_the_store_and_a_damaged_unit_is_remade(tmp_path, csv48):
     first = load_training_data(csv48, TASKS, FeaturizerConfig(), tmp_path / "cache")
     again = load_training_data(csv48, TASKS, FeaturizerConfig(), tmp_path / "cache")
     assert again.featurized == 0
@@ -59,8 +59,11 @@ def test_second_load_reads_the_store_and_a_damaged_unit_is_an_error(tmp_path, cs
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
-    with pytest.raises(ScreenError, match="damaged"):
-        load_training_data(csv48, TASKS, FeaturizerConfig(), tmp_path / "cache")
+    healed = load_training_data(csv48, TASKS, FeaturizerConfig(), tmp_path / "cache")
+    assert healed.featurized == N  # the damaged unit held all 48: quarantined and made again
+    for name in ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets"):
+        np.testing.assert_array_equal(getattr(first.graphs, name), getattr(healed.graphs, name))
+    assert len(list((tmp_path / "cache" / "graphs").rglob("manifest/*.json.damaged-*"))) == 1
 
 
 def test_resume_from_committed_files_on_a_fresh_machine_continues_without_a_gap(tmp_path, csv48, one_thread):

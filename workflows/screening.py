@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cache import stats as cache_stats
-from cache.graph_store import GraphStore
+from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from cache.prediction_cache import PredictionCache
 from cache.structure_cache import StructureCache
@@ -71,11 +71,8 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
         try:
             s = c.structure
             key = structure_key(s, config)
-            if key in queued:
-                graph = queued[key]
-            elif store.contains(key):
-                graph = store.get(key)
-            else:
+            graph = queued.get(key) or _stored_graph(store, key)
+            if graph is None:
                 graph = featurize(s, config, name=f"{c.source} {c.id}")
                 new.append((key, c.id, graph))
                 queued[key] = graph
@@ -91,6 +88,17 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     if new:
         store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
     return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated, "densities": densities}
+
+
+def _stored_graph(store: GraphStore, key: str):
+    """The stored graph, or None if absent; a damaged unit is quarantined, so its crystals are re-made."""
+    if not store.contains(key):
+        return None
+    try:
+        return store.get(key)
+    except DamagedUnit as e:
+        store.quarantine(e.unit)
+        return None
 
 
 def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):

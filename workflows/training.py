@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cache.datasets import TrainingTable, TrainingTables, table_digest
-from cache.graph_store import GraphStore
+from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.dataset import read_table
 from screening.errors import ScreenError
@@ -65,7 +65,11 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
     if len(set(table.ids)) != len(table.ids):
         dup = next(x for x in table.ids if table.ids.count(x) > 1)
         raise ScreenError(f"{data}: id {dup} appears more than once; ids name the rows of a split, so they must be unique")
-    graphs = store.graph_set(table.keys)
+    try:
+        graphs = store.graph_set(table.keys)
+    except DamagedUnit as e:  # quarantined, re-made from the data file, then read again
+        store.quarantine(e.unit)
+        return load_training_data(data, tasks, featurizer, cache_dir, limit, progress, sample)
     graphs.targets = table.targets
     graphs.ids = table.ids
     return TrainingData(graphs, table.skipped, featurized)
