@@ -74,22 +74,13 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from screening.predict_files import resolve_model_path
-    from screening.rank import RANK_BY, RankOptions
+    from screening.rank import RankOptions
     from screening.sources import default_source_note
     from workflows.cluster import ClusterSpec, connect, dashboard_link
     from workflows.screening import RunOptions, run_screening
 
-    from screening.query import parse_query
-    from screening.sources import open_source
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
-    parse_query(query, exclude_list)  # bad input fails here, before a cluster starts
-    if rank_by not in RANK_BY:
-        raise ScreenError(f"--rank-by {rank_by}: choose {' or '.join(RANK_BY)}")
-    open_source(source, lazy=True)
-    notice = default_source_note(source)
-    if notice:
-        console.print(notice, style="yellow", highlight=False)
     opts = RunOptions(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
@@ -97,6 +88,10 @@ def run(
         drop_flagged=drop_flagged,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
+    opts.check()  # bad input fails here, before a cluster starts
+    notice = default_source_note(source)
+    if notice:
+        console.print(notice, style="yellow", highlight=False)
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
                        queue=queue, account=account, walltime=walltime,

@@ -11,7 +11,13 @@ from screening.graph import CrystalGraph
 from screening.model import MTCGCNN
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    if device not in DEVICES:
+        from screening.errors import ScreenError
+        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

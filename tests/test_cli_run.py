@@ -17,6 +17,13 @@ runner = CliRunner()
     (["--query", "Li-*-O", "--source", "nowhere"], "unknown source"),
     (["--query", "Li-*-O", "--source", "local:/no/such/file.csv"], "no such file"),
     (["--query", "Li-*-O", "--exclude", "Qq"], "Qq"),
+    (["--query", "Li-*-O", "--partition-size", "0"], "--partition-size 0: must be at least 1"),
+    (["--query", "Li-*-O", "--partition-size", "-5"], "--partition-size -5: must be at least 1"),
+    (["--query", "Li-*-O", "--top", "-1"], "--top -1: must be at least 1"),
+    (["--query", "Li-*-O", "--device", "tpu"], "--device tpu: choose auto, cpu, cuda"),
+    (["--query", "Li-*-O", "--rank-by", "luck"], "--rank-by luck"),
+    (["--query", "Li-*-O", "--gap-min", "2", "--gap-max", "1"], "--gap-min 2.0 is above --gap-max 1.0"),
+    (["--query", "Li-*-O", "--model", "/no/such/model.pt"], "checkpoint file not found"),
 ])
 def test_bad_input_is_one_line_error_before_any_work(tmp_path, args, message):
     r = runner.invoke(app, ["run", *args, "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
@@ -24,6 +31,14 @@ def test_bad_input_is_one_line_error_before_any_work(tmp_path, args, message):
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
+def test_an_unwritable_out_fails_before_any_work(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    r = runner.invoke(app, ["run", "--query", "Li-*-O", "--cache", str(tmp_path / "c"),
+                            "--out", str(tmp_path / "taken" / "results")])
+    assert r.exit_code == 2 and "--out" in r.output and "cannot write there" in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1
 
 
 @pytest.mark.slow

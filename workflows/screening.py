@@ -54,6 +54,29 @@ class RunOptions:
     rank: RankOptions = field(default_factory=RankOptions)
     drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
 
+    def check(self) -> None:
+        """Every option, before a cluster starts or anything is fetched: one line per mistake."""
+        from screening.predict import DEVICES
+        from screening.rank import RANK_BY
+
+        parse_query(self.query, self.exclude)
+        open_source(self.source, lazy=True)
+        if self.partition_size < 1:
+            raise ScreenError(f"--partition-size {self.partition_size}: must be at least 1")
+        if self.rank.top is not None and self.rank.top < 1:
+            raise ScreenError(f"--top {self.rank.top}: must be at least 1")
+        if self.rank.rank_by not in RANK_BY:
+            raise ScreenError(f"--rank-by {self.rank.rank_by}: choose {' or '.join(RANK_BY)}")
+        if self.rank.gap_min is not None and self.rank.gap_max is not None and self.rank.gap_min > self.rank.gap_max:
+            raise ScreenError(f"--gap-min {self.rank.gap_min} is above --gap-max {self.rank.gap_max}")
+        if self.device not in DEVICES:
+            raise ScreenError(f"--device {self.device}: choose {', '.join(DEVICES)}")
+        if self.output_format not in ("csv", "parquet"):
+            raise ScreenError(f"--format {self.output_format}: choose csv or parquet")
+        load_model(self.model)  # a missing or damaged model file fails here
+        for option, folder in (("--out", self.out_dir), ("--cache", self.cache_dir)):
+            _check_writable(option, Path(folder))
+
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
@@ -88,6 +111,19 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     if new:
         store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
     return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated, "densities": densities}
+
+
+def _check_writable(option: str, folder: Path) -> None:
+    """Create the folder if needed and write a probe file into it, so a bad path fails before the run."""
+    import uuid
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".screen-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ScreenError(f"{option} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
 
 
 def _stored_graph(store: GraphStore, key: str):
