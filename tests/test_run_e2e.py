@@ -105,6 +105,21 @@ def test_mp_source_through_real_client_matches_local_source(mp_api_env, model_pa
     np.testing.assert_allclose(mp_rows.dft_formation_energy_per_atom, local_rows.dft_formation_energy_per_atom)
 
 
+def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env, model_path, tmp_path, monkeypatch):
+    """Workers started without MP_API_KEY / MP_API_ENDPOINT (another machine's shell) still fetch."""
+    env = {k: v for k, v in __import__("os").environ.items() if k in ("MP_API_KEY", "MP_API_ENDPOINT")}
+    for k in env:
+        monkeypatch.delenv(k)
+    with connect(ClusterSpec(workers=1, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
+        assert not any(c.run(lambda: "MP_API_KEY" in __import__("os").environ).values())
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)  # the user's shell, on the client only
+        t = run_screening(c, RunOptions(query="Li-Fe-O", source="mp", model=model_path, device="cpu",
+                                        cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))).table
+    assert len(t) > 5 and (t.source == "mp").all()
+    assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
+
+
 def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_path, tmp_path):
     opts = RunOptions(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))

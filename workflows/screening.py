@@ -80,9 +80,10 @@ class RunOptions:
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
-def fetch_task(source_spec, query_text, exclude):
+def fetch_task(source, query_text, exclude):
+    """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env."""
     query = parse_query(query_text, exclude)
-    return open_source(source_spec, lazy=True).fetch(query)
+    return source.fetch(query)
 
 
 def featurize_task(candidates, cache_dir, featurizer_dict):
@@ -170,7 +171,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     t0 = time.time()
     query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
-    source = open_source(opts.source)
+    source = open_source(opts.source, lazy=True)  # pickles without its data: workers read the files
     ckpt = load_model(opts.model)
     featurizer = ckpt.featurizer
     if opts.output_format not in ("csv", "parquet"):
@@ -183,7 +184,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     candidates = structures.get(query.key(), source.describe())
     structure_hit = candidates is not None
     if candidates is None:
-        candidates = client.submit(fetch_task, opts.source, opts.query, opts.exclude, pure=False).result()
+        candidates = client.submit(fetch_task, source, opts.query, opts.exclude, pure=False).result()
         structures.put(query.key(), source.describe(), candidates)
     if not candidates:
         raise ScreenError(f"--query {opts.query}: no candidates found in {source.describe()}")
