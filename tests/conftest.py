@@ -40,6 +40,7 @@ def mp_api_env(mp_test_server, monkeypatch):
     monkeypatch.setenv("MPRESTER_MUTE_PROGRESS_BARS", "true")
     with mp_test_server.lock:
         mp_test_server.requests.clear()
+        mp_test_server.faults.clear()
     return mp_test_server
 
 

@@ -19,7 +19,11 @@ the list. Documents carry `structure` as pymatgen Structure.as_dict() built
 from the row's CIF, plus the property columns.
 
 Every request is recorded in `server.requests` (path, query dict) so tests
-can check what the client really sent. A missing or non-32-character
+can check what the client really sent. `server.fail(path, mode, times=...)`
+makes the next `times` requests to a path (None: all of them) misbehave:
+an HTTP status (429, 401, 500, 503 ...), "hang" (no answer for 60 s),
+"truncated" (a 200 whose JSON is cut in half) or "short" (half the page's
+documents, while meta.total_doc still counts them all). A missing or non-32-character
 x-api-key answers 403, like the real service. Anything unsupported answers
 400 with a `detail`, which the client turns into an MPRestError.
 """
@@ -29,6 +33,7 @@ import functools
 import json
 import math
 import threading
+import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,11 +144,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
 
-    def _send(self, status: int, body: dict):
+    def _send(self, status: int, body: dict, headers=None, truncate: bool = False):
         data = json.dumps(body).encode()
+        if truncate:
+            data = data[:len(data) // 2]
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
@@ -153,6 +162,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/")
         with self.server.lock:
             self.server.requests.append((path, params))
+        fault = self.server.take_fault(path)
+        if fault in ("hang",):
+            time.sleep(60)
+            return
+        if isinstance(fault, int):
+            detail = "Invalid API key: it does not match any account" if fault == 401 else f"server trouble {fault}"
+            return self._send(fault, {"detail": detail}, headers={"Retry-After": "0"} if fault == 429 else None)
         if path == "/heartbeat":
             return self._send(200, {"version": _emmet_version(), "db_version": DB_VERSION,
                                     "access_controlled_batch_ids": []})
@@ -176,8 +192,10 @@ class _Handler(BaseHTTPRequestHandler):
         for r in rows[skip:skip + limit]:
             doc = self.server.data.document(r)
             page.append({k: doc[k] for k in fields if k in doc} if fields else dict(doc))
-        self._send(200, {"data": page, "meta": {"total_doc": len(rows), "max_limit": 1000,
-                                                 "default_fields": ["material_id"]}})
+        if fault == "short":
+            page = page[:len(page) // 2]
+        body = {"data": page, "meta": {"total_doc": len(rows), "max_limit": 1000, "default_fields": ["material_id"]}}
+        self._send(200, body, truncate=fault == "truncated")
 
 
 class MPTestServer(ThreadingHTTPServer):
@@ -189,8 +207,22 @@ class MPTestServer(ThreadingHTTPServer):
         super().__init__((host, 0), _Handler)  # port 0: a free one
         self.data = MPData(Path(csv_path))
         self.requests: list = []
+        self.faults: list = []  # [path, mode, times left (None: forever)]
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="mp-test-server", daemon=True)
+
+    def fail(self, path: str, mode, times=1) -> None:
+        with self.lock:
+            self.faults.append([path, mode, times])
+
+    def take_fault(self, path: str):
+        with self.lock:
+            for f in self.faults:
+                if f[0] == path and (f[2] is None or f[2] > 0):
+                    if f[2] is not None:
+                        f[2] -= 1
+                    return f[1]
+        return None
 
     @property
     def endpoint(self) -> str:

@@ -226,6 +226,41 @@ def test_mp_errors_are_one_line(mp_api_env, monkeypatch):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("code", [429, 500, 502, 503])
+def test_mp_retries_a_passing_server_fault(mp_api_env, code):
+    mp_api_env.fail("/materials/summary", code, times=2)
+    got = MPSource(backoff=0.01).fetch("Na-Cl")
+    assert {c.formula for c in got} == {"NaCl"}
+    searches = [p for p, q in mp_api_env.requests if p == "/materials/summary"]
+    assert len(searches) == 3  # two failures, then the answer
+
+
+@pytest.mark.parametrize("mode, message", [
+    (500, "search for Fe-Li-O failed (HTTP 500: server trouble 500)"),
+    (401, "HTTP 401: Invalid API key: it does not match any account"),
+    ("truncated", "got a damaged answer"),
+    ("short", "documents the server counted; nothing was kept"),
+])
+def test_mp_faults_that_do_not_pass_are_one_line(mp_api_env, mode, message):
+    mp_api_env.fail("/materials/summary", mode, times=None)
+    with pytest.raises(ScreenError) as e:
+        MPSource(backoff=0.01).fetch("Li-Fe-O")
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+    if mode == "short":  # half of what was counted
+        got, counted = (int(x) for x in str(e.value).split("received ")[1].split(" documents")[0].split(" of the "))
+        assert got == counted // 2 and counted > 10
+
+
+def test_mp_server_that_never_answers_is_a_one_line_error(mp_api_env):
+    import time
+
+    mp_api_env.fail("/heartbeat", "hang", times=1)
+    t0 = time.perf_counter()
+    with pytest.raises(ScreenError, match="did not answer within 1 s"):
+        MPSource(timeout=1).fetch("Na-Cl")
+    assert time.perf_counter() - t0 < 10
+
+
 # ---- substitution ----------------------------------------------------------------------
 
 def assert_sensible(cands, query):
