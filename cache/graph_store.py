@@ -60,7 +60,7 @@ _KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep op
 class DamagedUnit(ScreenError):
     """A published unit whose files no longer match their manifest's sha256."""
 
-    def __init__(self, unit: str, message: str):
+    def __init__(self, message: str, unit: Optional[str] = None):  # (message) first: pickles through Dask
         super().__init__(message)
         self.unit = unit
 
@@ -389,18 +389,45 @@ class GraphStore:
         for rel, digest in self._manifests[unit]["files"].items():
             path = udir / rel
             if not path.is_file() or sha256_file(path) != digest:
-                raise DamagedUnit(unit, f"{self.root}: unit {unit} is damaged ({rel} does not match its "
-                                        f"manifest); run `screen cache verify`, then `screen cache clear`")
+                raise DamagedUnit(f"{self.root}: unit {unit} is damaged ({rel} does not match its "
+                                  f"manifest); run `screen cache verify`, then `screen cache clear`", unit)
         self._checked.add(unit)
+
+    def drop_damaged(self, keys: Optional[Sequence[str]] = None) -> int:
+        """Quarantine every damaged unit (of these keys, or all); returns how many."""
+        index = self.index()
+        units = sorted({index[k][0] for k in keys if k in index}) if keys is not None else sorted(self._manifests)
+        dropped = 0
+        for unit in units:
+            try:
+                self._check_files(unit)
+            except DamagedUnit:
+                self.quarantine(unit)
+                dropped += 1
+        return dropped
 
     def quarantine(self, unit: str) -> None:
         """Stop serving a damaged unit: its manifest is moved aside (kept as evidence), so its
         crystals count as missing and the next writer of them makes a fresh unit."""
         manifest = self.root / "manifest" / f"{unit}.json"
+        expected = self._manifests.get(unit, {}).get("sha256")
+        aside = manifest.with_name(f"{unit}.json.damaged-{uuid.uuid4().hex[:8]}")
         try:
-            manifest.rename(manifest.with_name(f"{unit}.json.damaged-{uuid.uuid4().hex[:8]}"))
+            manifest.rename(aside)
         except FileNotFoundError:
             pass  # another reader moved it first
+        except OSError as e:
+            raise DamagedUnit(f"{self.root}: unit {unit} is damaged and cannot be set aside "
+                              f"({e.strerror}); run `screen cache clear`", unit) from None
+        else:
+            try:
+                moved = json.loads(aside.read_text()).get("sha256")
+            except (OSError, ValueError):
+                moved = None
+            if expected is not None and moved is not None and moved != expected:
+                # A writer re-published this unit since we read its manifest: that one is sound. Put it back.
+                publish_once(manifest, aside.read_bytes())
+                aside.unlink(missing_ok=True)
         self._manifests.pop(unit, None)
         self._units.pop(unit, None)
         self._handles.pop(unit, None)

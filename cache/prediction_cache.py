@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -44,7 +46,7 @@ class PredictionCache:
             if part.name not in self._parts:
                 try:
                     keys, values = _read_part(part, len(self.tasks))
-                except Exception:  # a damaged zip raises many kinds of errors
+                except (zipfile.BadZipFile, ValueError, KeyError, EOFError, zlib.error):  # damaged, not busy
                     # Its predictions become misses and are recomputed; moved aside (not deleted, so
                     # `screen cache verify` can still show it) instead of failing every later run.
                     _quarantine(part)

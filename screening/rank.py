@@ -54,7 +54,8 @@ class ReferencePhases:
         self._by_system: Dict[FrozenSet[str], list] = {}
         self.ids: set = set()
         cache: Dict[str, tuple] = {}
-        ids = [None] * len(list(formulas)) if ids is None else list(ids)
+        formulas = list(formulas)
+        ids = [None] * len(formulas) if ids is None else list(ids)
         for f, e, i in zip(formulas, formation_energies, ids):
             if e is None or not np.isfinite(e):
                 continue
@@ -62,12 +63,14 @@ class ReferencePhases:
                 comp = Composition(f)
                 cache[f] = (frozenset(el.symbol for el in comp.elements), comp)
             els, comp = cache[f]
-            self._by_system.setdefault(els, []).append((comp, float(e), None if i is None else str(i)))
-            if i is not None:
-                self.ids.add(str(i))
+            name = None if i is None else f"{i}|{comp.reduced_formula}"
+            self._by_system.setdefault(els, []).append((comp, float(e), name))
+            if name is not None:
+                self.ids.add(name)
 
     def entries_within(self, system: FrozenSet[str], without: Optional[str] = None):
-        """PDEntry list of the system and its sub-systems (pure elements at 0), leaving out id `without`."""
+        """PDEntry list of the system and its sub-systems (pure elements at 0), leaving out the
+        entry named `without` ("<id>|<reduced formula>": an id alone could name another crystal)."""
         from itertools import combinations
 
         from pymatgen.analysis.phase_diagram import PDEntry
@@ -85,18 +88,27 @@ class ReferencePhases:
 
 
 def energy_above_hull(formulas, formation_energies, references: ReferencePhases, ids=None) -> np.ndarray:
-    """E_hull (eV/atom) of each candidate's formation energy against the reference phases.
+    """E_hull (eV/atom) of each candidate's formation energy against the reference phases (see hull_energies)."""
+    return hull_energies(formulas, references, formation_energies, ids=ids)[0]
 
-    A candidate whose id is itself a reference phase is measured against the hull
-    without its own entry (leave-one-out): against a hull that holds its own DFT
-    energy, a known crystal's E_hull would be nothing but the model's error on it.
-    Leaving out an entry changes the hull only if that entry is on it, so a new
-    diagram is built only for known candidates that sit on the hull.
+
+def hull_energies(formulas, references: ReferencePhases, predicted, known=None, ids=None):
+    """(predicted E_hull, known E_hull or None), one phase diagram per chemical system for both.
+
+    A candidate that is itself a reference phase (same id and formula) has its predicted
+    energy measured against the hull without its own entry (leave-one-out): against a
+    hull that holds its own DFT energy, a known crystal's E_hull would be nothing but the
+    model's error on it. Leaving out an entry changes the hull only if that entry is on
+    it, so a new diagram is built only for known candidates on the hull. The known
+    (DFT) E_hull is measured against the full hull; a candidate that is a reference
+    lies on or above it, so its value is at least 0.
     """
     from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
-    out = np.full(len(formulas), np.nan)
+    formulas = list(formulas)
+    pred_out = np.full(len(formulas), np.nan)
+    known_out = None if known is None else np.full(len(formulas), np.nan)
     ids = [None] * len(formulas) if ids is None else [str(i) for i in ids]
     groups: Dict[FrozenSet[str], list] = {}
     for i, f in enumerate(formulas):
@@ -107,15 +119,20 @@ def energy_above_hull(formulas, formation_energies, references: ReferencePhases,
             diagram = PhaseDiagram(references.entries_within(system))
             on_hull = {e.name for e in diagram.stable_entries}
             for i in idx:
-                e = formation_energies[i]
-                if not np.isfinite(e):
-                    continue
-                own = ids[i] if ids[i] in references.ids and ids[i] in on_hull else None
-                against = diagram if own is None else PhaseDiagram(references.entries_within(system, without=own))
                 comp = Composition(formulas[i])
-                entry = PDEntry(comp, float(e) * comp.num_atoms)
-                _, out[i] = against.get_decomp_and_e_above_hull(entry, allow_negative=True)
-    return out
+                name = None if ids[i] is None else f"{ids[i]}|{comp.reduced_formula}"
+                is_reference = name in references.ids
+                e = predicted[i]
+                if np.isfinite(e):
+                    against = diagram if not (is_reference and name in on_hull) else \
+                        PhaseDiagram(references.entries_within(system, without=name))
+                    _, pred_out[i] = against.get_decomp_and_e_above_hull(
+                        PDEntry(comp, float(e) * comp.num_atoms), allow_negative=True)
+                if known is not None and np.isfinite(known[i]):
+                    _, k = diagram.get_decomp_and_e_above_hull(
+                        PDEntry(comp, float(known[i]) * comp.num_atoms), allow_negative=True)
+                    known_out[i] = max(k, 0.0) if is_reference else k
+    return pred_out, known_out
 
 
 def p_stable(e_hull_mean, e_hull_std, within: float = 0.0) -> np.ndarray:
@@ -157,11 +174,11 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
         raise ScreenError(f"--rank-by {options.rank_by}: choose {' or '.join(RANK_BY)}")
     t = table.copy()
     ids = t["id"].tolist() if "id" in t.columns else None
-    t["pred_e_above_hull"] = energy_above_hull(t["formula"].tolist(), t[FORMATION].to_numpy(float), references, ids)
-    if DFT_FORMATION in t.columns:
-        # Against the full hull; a crystal that is itself a reference lies on or above it, so 0 at the least.
-        dft = energy_above_hull(t["formula"].tolist(), t[DFT_FORMATION].to_numpy(float), references)
-        t["dft_e_above_hull"] = np.where(np.isfinite(dft), np.maximum(dft, 0.0), np.nan)
+    known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns else None
+    t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references, t[FORMATION].to_numpy(float),
+                                                known, ids)
+    if dft is not None:
+        t["dft_e_above_hull"] = dft
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
     t["pred_e_above_hull_std"] = std
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)

@@ -213,3 +213,12 @@ def test_reader_memory_stays_flat_over_20000_graphs(tmp_path):
     # 18 more units (~1.5 MB of arrays each) stream past after the baseline; a reader that kept
     # them (or the graphs made from them) would grow by 25+ MB. Streaming holds at most two units.
     assert growth_mb < 10, f"reader grew by {growth_mb:.1f} MB after two units"
+
+
+def test_a_damaged_unit_error_crosses_process_boundaries_intact():
+    import pickle
+
+    from cache.graph_store import DamagedUnit
+
+    e = pickle.loads(pickle.dumps(DamagedUnit("store: unit abc is damaged", "abc")))
+    assert isinstance(e, ScreenError) and str(e) == "store: unit abc is damaged" and e.unit == "abc"

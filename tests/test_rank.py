@@ -101,3 +101,6 @@ def test_known_crystals_are_ranked_against_the_hull_without_their_own_entry():
     # a candidate that is not a reference (hypothetical) is measured against the full hull
     hypo = energy_above_hull(["LiO2"], np.array([dft_a - 0.2]), refs, ids=["new-1"])
     assert hypo[0] == pytest.approx(-0.2, abs=1e-9)
+    # an id that names another formula among the references is not the candidate's own entry
+    other = energy_above_hull(["LiO2"], np.array([dft_a - 0.2]), refs, ids=["mp-li2o"])
+    assert other[0] == pytest.approx(-0.2, abs=1e-9)

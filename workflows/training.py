@@ -67,9 +67,11 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
         raise ScreenError(f"{data}: id {dup} appears more than once; ids name the rows of a split, so they must be unique")
     try:
         graphs = store.graph_set(table.keys)
-    except DamagedUnit as e:  # quarantined, re-made from the data file, then read again
-        store.quarantine(e.unit)
-        return load_training_data(data, tasks, featurizer, cache_dir, limit, progress, sample)
+    except DamagedUnit:  # every damaged unit quarantined, its crystals re-made in one pass, then read again
+        store.drop_damaged(table.keys)
+        table, made = _featurize_table(data, tasks, featurizer, store, limit, sample, progress)
+        featurized += made
+        graphs = store.graph_set(table.keys)
     graphs.targets = table.targets
     graphs.ids = table.ids
     return TrainingData(graphs, table.skipped, featurized)
