@@ -92,12 +92,16 @@ class GraphSet:
             ids=[i for p in parts for i in p.ids],
         )
 
-    def subset(self, idx) -> "GraphSet":
-        """The crystals at positions idx, in that order (a copy)."""
+    def _rows(self, idx):
+        """(idx, atoms per crystal, edges per crystal, atom positions, edge positions) of the crystals at idx."""
         idx = np.asarray(idx, dtype=np.int64)
         a0, na = self.atom_offsets[idx], np.diff(self.atom_offsets)[idx]
         e0, ne = self.edge_offsets[idx], np.diff(self.edge_offsets)[idx]
-        atoms, edges = _ranges(a0, na), _ranges(e0, ne)
+        return idx, na, ne, _ranges(a0, na), _ranges(e0, ne)
+
+    def subset(self, idx) -> "GraphSet":
+        """The crystals at positions idx, in that order (a copy)."""
+        idx, na, ne, atoms, edges = self._rows(idx)
         return GraphSet(
             atomic_numbers=self.atomic_numbers[atoms],
             neighbor_counts=self.neighbor_counts[atoms],
@@ -120,10 +124,7 @@ class GraphSet:
 
     def batch(self, idx) -> Batch:
         """The disjoint-union batch of the crystals at idx (same result as batch.collate)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        a0, na = self.atom_offsets[idx], np.diff(self.atom_offsets)[idx]
-        e0, ne = self.edge_offsets[idx], np.diff(self.edge_offsets)[idx]
-        atoms, edges = _ranges(a0, na), _ranges(e0, ne)
+        idx, na, ne, atoms, edges = self._rows(idx)
         new_a0 = np.concatenate([[0], np.cumsum(na)[:-1]])
         counts = self.neighbor_counts[atoms].astype(np.int64)
         src = np.repeat(np.arange(len(atoms), dtype=np.int64), counts)

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cache.atomic import write_atomic
 from cache.datasets import TrainingTable, TrainingTables, table_digest
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
@@ -151,7 +152,6 @@ def write_domain(out, train_set: GraphSet, data=None) -> None:
     Densities come from the data's `volume` column (A^3 per cell, as in mp_dev.csv.gz) and
     the atoms of each graph; data without volumes gives a domain without a density range.
     """
-    from cache.atomic import write_atomic
     from screening.domain import DOMAIN_FILE, Domain
 
     domain = Domain.from_atomic_numbers(train_set.atomic_numbers_of(i) for i in range(len(train_set)))
@@ -190,7 +190,6 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
 
     Returns the best epoch's row. `on_ready(data, split)` is called before the first epoch.
     """
-    from cache.atomic import write_atomic
     from screening.train import train
 
     cfg.check()
@@ -221,7 +220,6 @@ def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
     """Check the members (one split, one featurizer, same outputs, no duplicates), then write the manifest."""
     import os
 
-    from cache.atomic import write_atomic
     from screening.ensemble import Ensemble, load_model, manifest
 
     if len(member_paths) < 1:
@@ -294,7 +292,6 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
                     "members": len(model.members), "data": str(data)})
     out = Path(out) if out else Path(model.path).parent
     out.mkdir(parents=True, exist_ok=True)
-    from cache.atomic import write_atomic
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     parity_plots(model.tasks, graphs.targets, mean[:, :n], out / "parity.png")
     return metrics, out
