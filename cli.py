@@ -4,11 +4,14 @@ Errors the user can fix (ScreenError) print as one line, `error: ...`, exit 2.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 from rich.console import Console
 
@@ -26,8 +29,13 @@ def _root():
     """High-throughput materials screening with MT-CGCNN."""
 
 
+# Where an unexpected error's traceback goes; `screen run` points it into its --out folder.
+error_log = Path(tempfile.gettempdir()) / "screen-error.log"
+
+
 def user_errors(fn):
-    """Turn ScreenError (and a missing file) into a one-line error and exit 2."""
+    """ScreenError -> one line `error: ...`, exit 2. Anything unexpected (a bug) -> one line that
+    names a log file holding the full traceback, exit 3: a user never gets a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -35,7 +43,39 @@ def user_errors(fn):
         except ScreenError as e:
             err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's own ways out
+        except Exception as e:
+            from workflows.watch import disk_full, write_log
+
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2)
+
+            where = write_log(error_log, e)
+            message = " ".join(str(e).split())[:300]
+            err_console.print(f"[red]error:[/red] unexpected {type(e).__name__}: {message}"
+                              + (f" (traceback in {where}; please report it)" if where else ""),
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(3)
     return wrapper
+
+
+def _progress_lines(what: str):
+    """Progress for output that is not a terminal (a log, CI, a batch job): a line when a stage
+    starts, then at most one every 10 s, and the last one."""
+    import time
+
+    t0, last = time.time(), [0.0]
+
+    def show(stage: str, done: int, total: int) -> None:
+        now = time.time()
+        if stage == "fetch":
+            console.print("fetching candidates", highlight=False)
+        elif done in (0, total) or now - last[0] >= 10:
+            console.print(f"{what}: {done}/{total} ({now - t0:.0f} s)", highlight=False)
+            last[0] = now
+    return show
 
 
 @app.command()
@@ -69,6 +109,7 @@ def run(
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
+    no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,9 +126,11 @@ def run(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        drop_flagged=drop_flagged,
+        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
+    global error_log
+    error_log = opts.error_log
     opts.check()  # bad input fails here, before a cluster starts
     notice = default_source_note(source)
     if notice:
@@ -96,12 +139,16 @@ def run(
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
                        queue=queue, account=account, walltime=walltime,
                        gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
+    spec.check()
     with connect(spec) as client:
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as bar:
-            job = bar.add_task("screening partitions", total=None)
-            result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
+        if not console.is_terminal:
+            result = run_screening(client, opts, progress=_progress_lines("screening partitions"))
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                job = bar.add_task("screening partitions", total=None)
+                result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
     _print_run(result)
 
 
@@ -137,21 +184,46 @@ def _print_run(result):
 def predict(
     paths: List[Path] = typer.Argument(..., help="CIF/POSCAR files or directories of them."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="CSV file to write."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="CSV file to write; unreadable files "
+                                                                          "are listed in <out>.bad.csv."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable files (listed) instead of stopping."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Unreadable files are expected: list them, exit 0."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable file."),
 ):
-    """Predict properties of crystal structure files with an MT-CGCNN checkpoint."""
+    """Predict properties of crystal structure files. Every readable file is predicted; unreadable
+    ones are listed (and the exit status is 1 unless --skip-bad)."""
+    from rich.progress import Progress
+
+    from screening.predict import DEVICES
     from screening.predict_files import predict_files
     from screening.report import print_table, with_error_bars
+    from cache.atomic import write_atomic
+    from workflows.screening import check_writable
 
-    table, skipped = predict_files(paths, model, device=device, skip_bad=skip_bad)
-    for line in skipped:
-        err_console.print(f"[yellow]skipped:[/yellow] {line}", highlight=False, soft_wrap=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    if device not in DEVICES:
+        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
+    bad_list = out.with_name(out.name.removesuffix(".csv") + ".bad.csv")
+    check_writable("--out", out.parent)  # an unwritable --out fails now, not after the work
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        job = bar.add_task("reading and featurizing", total=None)
+        table, bad = predict_files(paths, model, device=device, stop_at_bad=strict,
+                                   progress=lambda d, n: bar.update(job, completed=d, total=n))
+    write_atomic(out, table.to_csv(index=False).encode())
     print_table(console, with_error_bars(table), title=f"{len(table)} structures")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", highlight=False)
+    if not bad:
+        bad_list.unlink(missing_ok=True)  # a list from an earlier run would describe other files
+        return
+    import pandas as pd
+
+    write_atomic(bad_list, pd.DataFrame(bad, columns=["file", "problem"]).to_csv(index=False).encode())
+    for _, why in bad[:10]:
+        err_console.print(f"[yellow]unreadable:[/yellow] {why}", highlight=False, soft_wrap=True)
+    more = f" ({len(bad) - 10} more)" if len(bad) > 10 else ""
+    err_console.print(f"{len(bad)} of {len(bad) + len(table)} files unreadable{more}: listed in {bad_list}",
+                      highlight=False)
+    if not skip_bad:
+        raise typer.Exit(1)
 
 
 def _floats(text: str, what: str) -> List[float]:
@@ -428,18 +500,25 @@ def cache_ls(cache: Path = CacheDir, limit: int = typer.Option(20, help="Rows to
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify(cache: Path = CacheDir):
+def cache_verify(cache: Path = CacheDir,
+                 repair: bool = typer.Option(False, "--repair", help="Delete whatever is damaged (the next run "
+                                                                     "re-makes it) and exit 0.")):
     """Check every published unit's checksums and counts; exit 1 with one line per problem."""
     from cache.cache_dir import stale, verify
 
-    units, problems = verify(cache)
+    units, problems = verify(cache, repair=repair)
     leftovers = stale(cache)
     if leftovers:
         console.print(f"{len(leftovers)} unpublished leftovers (interrupted or still-running writers; never "
                       f"served; `screen cache clear --stale` removes them)", highlight=False)
     for p in problems:
-        err_console.print(f"problem: {p}", highlight=False, soft_wrap=True)
+        err_console.print(f"{'removed' if repair else 'problem'}: {p}", highlight=False, soft_wrap=True)
+    if repair:
+        console.print(f"repaired: {len(problems)} damaged items removed (re-made by the next run); "
+                      f"{units} units checked")
+        return
     if problems:
+        err_console.print("`screen cache verify --repair` removes them", highlight=False)
         raise typer.Exit(1)
     console.print(f"ok: {units} units verified")
 

@@ -28,16 +28,28 @@ def fsync_file(path: Path) -> None:
 
 def _write_tmp(path: Path, data: bytes) -> Path:
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise OSError(e.errno, e.strerror, str(path)) from None  # named: "no space left writing <path>"
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Make `path` hold `data`, all or nothing; a concurrent writer of the same path may win."""
-    os.replace(_write_tmp(Path(path), data), path)
+    tmp = _write_tmp(Path(path), data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def publish_once(path: Path, data: bytes) -> bool:

@@ -440,32 +440,67 @@ class GraphStore:
         return atom_budget_chunks(self.iter_records(keys), max_atoms, size=lambda r: r.graph.n_atoms)
 
     # ---- checking and housekeeping ----
-    def verify(self) -> List[str]:
-        """Problems in published units (manifests, checksums, counts); empty when all is well."""
+    def verify(self, repair: bool = False) -> List[str]:
+        """Problems in published units (manifests, checksums, counts); empty when all is well.
+
+        With repair, what cannot be trusted is removed (damaged units and unreadable
+        manifests, with their files, and manifests that runs set aside): their crystals
+        count as missing, and the next run or training re-makes them.
+        """
         self.refresh()
         self.index()
-        problems = [f"manifest {u}.json: unreadable ({why})" for u, why in sorted(self._unreadable.items())]
+        problems, untrusted = [], set()
+        for unit, why in sorted(self._unreadable.items()):
+            problems.append(f"manifest {unit}.json: unreadable ({why})")
+            untrusted.add(unit)
         for unit, m in sorted(self._manifests.items()):
-            udir = self._unit_path(unit)
-            bad = []
-            if not udir.is_dir():
-                bad.append("published but its directory is missing")
-            else:
-                for rel, digest in m["files"].items():
-                    p = udir / rel
-                    if not p.is_file():
-                        bad.append(f"missing file {rel}")
-                    elif sha256_file(p) != digest:
-                        bad.append(f"checksum mismatch in {rel}")
-            if not bad:
-                try:
-                    bad += _count_problems(m, self._load_unit(unit))
-                except Exception as e:  # anything zarr raises on a damaged unit is a finding, not a crash
-                    bad.append(f"unreadable ({type(e).__name__}: {e})")
-                finally:
-                    self._units.pop(unit, None)
+            bad = self._unit_problems(unit, m)
             problems += [f"unit {unit}: {b}" for b in bad]
+            if bad:
+                untrusted.add(unit)
+        asides = sorted((self.root / "manifest").glob("*.json.damaged-*"))
+        problems += [f"manifest {a.name}: a damaged unit that a run set aside (its crystals were re-made)"
+                     for a in asides]
+        if repair:
+            for unit in sorted(untrusted):
+                if unit in self._manifests:
+                    self.quarantine(unit)
+                elif unit in self._unreadable:
+                    (self.root / "manifest" / f"{unit}.json").unlink(missing_ok=True)
+            for aside in asides:
+                untrusted.add(aside.name.split(".")[0])
+                aside.unlink(missing_ok=True)
+            for aside in (self.root / "manifest").glob("*.json.damaged-*"):  # the ones quarantine made just now
+                aside.unlink(missing_ok=True)
+            self._unreadable.clear()
+            self.refresh()
+            self.index()
+            served = {m["dir"] for m in self._manifests.values()}
+            for unit in untrusted:
+                for d in (self.root / "units").glob(f"{unit}-*.zarr"):
+                    if d.name not in served:  # a sound copy re-published meanwhile stays
+                        shutil.rmtree(d, ignore_errors=True)
         return problems
+
+    def _unit_problems(self, unit: str, m: dict) -> List[str]:
+        udir = self._unit_path(unit)
+        bad = []
+        if not udir.is_dir():
+            return ["published but its directory is missing"]
+        for rel, digest in m["files"].items():
+            p = udir / rel
+            if not p.is_file():
+                bad.append(f"missing file {rel}")
+            elif sha256_file(p) != digest:
+                bad.append(f"checksum mismatch in {rel}")
+        if not bad:
+            try:
+                bad += _count_problems(m, self._load_unit(unit))
+            except Exception as e:  # anything zarr raises on a damaged unit is a finding, not a crash
+                bad.append(f"unreadable ({type(e).__name__}: {e})")
+            finally:
+                self._units.pop(unit, None)
+        return bad
 
     def stale(self, min_age_s: float = 0.0) -> List[Path]:
         """Unpublished leftovers (killed writers' units) untouched for min_age_s; never served.

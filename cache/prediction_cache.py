@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -94,15 +95,22 @@ def _quarantine(part: Path) -> None:
         pass  # another process moved it first
 
 
-def verify_predictions(root) -> List[str]:
-    """Problems with cached prediction parts (unreadable, wrong shape); empty when all is well."""
+def verify_predictions(root, repair: bool = False) -> List[str]:
+    """Problems with cached prediction parts (unreadable, wrong shape); empty when all is well.
+
+    With repair, every part listed is deleted (its predictions are recomputed by the next run),
+    and so is a model folder whose tasks.json cannot be read.
+    """
     problems = []
     for model_dir in sorted(p for p in Path(root).glob("*") if p.is_dir()):
         try:
             n_tasks = len(json.loads((model_dir / "tasks.json").read_text()))
         except (OSError, ValueError) as e:
             problems.append(f"{model_dir.name}/tasks.json: unreadable ({type(e).__name__})")
+            if repair:
+                shutil.rmtree(model_dir, ignore_errors=True)
             continue
+        bad = []
         for part in sorted(model_dir.glob("part-*.npz")):
             try:
                 _, values = _read_part(part)
@@ -110,6 +118,11 @@ def verify_predictions(root) -> List[str]:
                     raise ValueError(f"{values.shape[1]} columns for {n_tasks} tasks")
             except Exception as e:  # a damaged zip raises many kinds of errors; all are findings
                 problems.append(f"{model_dir.name}/{part.name}: unreadable ({type(e).__name__}: {e})")
+                bad.append(part)
         for part in sorted(model_dir.glob("part-*.npz.damaged")):
             problems.append(f"{model_dir.name}/{part.name}: damaged, moved aside by a run (its predictions were recomputed)")
+            bad.append(part)
+        if repair:
+            for part in bad:
+                part.unlink(missing_ok=True)
     return problems

@@ -64,16 +64,20 @@ class StructureCache:
     def entries(self) -> List[Path]:
         return sorted(self.root.glob("*.json.gz"))
 
-    def verify(self) -> List[str]:
-        """Entries that cannot be read back; empty when all is well."""
+    def verify(self, repair: bool = False) -> List[str]:
+        """Entries that cannot be read back (deleted with repair: the next run fetches again)."""
         problems = []
         for path in self.entries():
             try:
                 doc = _read(path)
                 if path.name != f"{structures_key(doc['query'], doc['source'])}.json.gz":
                     problems.append(f"{path.name}: its name does not match its query and source")
+                    if repair:
+                        path.unlink(missing_ok=True)
             except _DAMAGED as e:
                 problems.append(f"{path.name}: unreadable ({type(e).__name__})")
+                if repair:
+                    path.unlink(missing_ok=True)
         return problems
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -27,24 +27,33 @@ def resolve_model_path(model: Optional[Path]) -> Path:
 
 
 def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "auto",
-                  skip_bad: bool = False, gap_threshold: float = METAL_GAP_EV) -> Tuple[pd.DataFrame, List[str]]:
+                  stop_at_bad: bool = False, gap_threshold: float = METAL_GAP_EV,
+                  progress: Optional[Callable[[int, int], None]] = None) -> Tuple[pd.DataFrame, List[Tuple[str, str]]]:
+    """Predictions for every readable structure file, and (file, why) for each unreadable one.
+
+    In a folder of thousands of files a few bad ones are expected: they are listed, not fatal,
+    unless stop_at_bad (then the first one is a ScreenError).
+    """
     ckpt = load_model(resolve_model_path(model))
-    rows, graphs, skipped = [], [], []
-    for f in structure_files(paths):
+    rows, graphs, bad = [], [], []
+    files = structure_files(paths)
+    for i, f in enumerate(files):
         try:
             s = read_structure(f)
             graphs.append(featurize(s, ckpt.featurizer, name=str(f)))
+            rows.append({"file": str(f), "formula": s.composition.reduced_formula, "n_atoms": len(s)})
         except ScreenError as e:
-            if not skip_bad:
+            if stop_at_bad:
                 raise
-            skipped.append(str(e))
-            continue
-        rows.append({"file": str(f), "formula": s.composition.reduced_formula, "n_atoms": len(s)})
+            bad.append((str(f), str(e)))
+        if progress:
+            progress(i + 1, len(files))
     if not graphs:
-        raise ScreenError(f"{', '.join(map(str, paths))}: no readable structures")
+        raise ScreenError(f"{', '.join(map(str, paths))}: no readable structures"
+                          + (f" ({len(bad)} unreadable; first: {bad[0][1]})" if bad else ""))
     mean, std = ckpt.predict_graphs(graphs, device=resolve_device(device))
     table = pd.concat([pd.DataFrame(rows), pd.DataFrame(prediction_columns(ckpt.outputs, mean, std))], axis=1)
     if "band_gap" in ckpt.tasks:
         table["pred_class"] = metal_class(table, gap_threshold)
     table["model_hash"] = ckpt.short_hash
-    return table, skipped
+    return table, bad

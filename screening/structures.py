@@ -39,7 +39,10 @@ def read_structure(path) -> "Structure":
     p = Path(path)
     if not p.is_file():
         raise ScreenError(f"{p}: file not found")
-    text = p.read_text(errors="replace")
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        raise ScreenError(f"{p}: cannot read ({e.strerror or type(e).__name__})") from None
     if p.suffix.lower() in _CIF_SUFFIXES:
         return structure_from_cif_text(text, str(p))
     if _is_poscar_name(p):

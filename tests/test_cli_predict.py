@@ -52,18 +52,43 @@ def test_predict_directory_writes_csv_matching_direct_predictions(tmp_path, tiny
     assert "pred_formation_energy_per_atom" in r.output or "structures" in r.output
 
 
-def test_predict_bad_file_is_one_line_error_and_skip_bad_skips_it(tmp_path, tiny_model, cif_dir):
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "ok.cif").write_text(mp_rows(1).cif[0])
-    (bad / "zz_broken.cif").write_text("data_broken\n_cell_length_a x\n")
-    r = runner.invoke(app, ["predict", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "x.csv")])
-    assert r.exit_code == 2
-    assert "zz_broken.cif: could not parse CIF" in r.output
-    assert not (tmp_path / "x.csv").exists()
-    r = runner.invoke(app, ["predict", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "x.csv"),
-                            "--skip-bad"])
-    assert r.exit_code == 0 and len(pd.read_csv(tmp_path / "x.csv")) == 1
+def test_predict_folder_with_bad_files_predicts_the_rest_lists_the_bad_and_exits_1(tmp_path, tiny_model):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rows = mp_rows(3)
+    for mid, cif in zip(rows.material_id, rows.cif):
+        (folder / f"{mid}.cif").write_text(cif)
+    (folder / "zz_broken.cif").write_text("data_broken\n_cell_length_a x\n")
+    (folder / "zz_empty.cif").write_text("")
+    out = tmp_path / "p.csv"
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "zz_broken.cif: could not parse CIF" in r.output and "2 of 5 files unreadable" in r.output
+    assert "Traceback" not in r.output
+    table = pd.read_csv(out)
+    assert sorted(table.file.str.rsplit("/", n=1).str[-1]) == sorted(f"{m}.cif" for m in rows.material_id)
+    bad = pd.read_csv(tmp_path / "p.bad.csv")
+    assert sorted(bad.file.str.rsplit("/", n=1).str[-1]) == ["zz_broken.cif", "zz_empty.cif"]
+    # --skip-bad: the same files and lists, exit 0
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out), "--skip-bad"])
+    assert r.exit_code == 0 and len(pd.read_csv(out)) == 3 and len(pd.read_csv(tmp_path / "p.bad.csv")) == 2
+    # --strict: the first bad file stops the run in one line, nothing written
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "s.csv"),
+                            "--strict"])
+    assert r.exit_code == 2 and "zz_broken.cif: could not parse CIF" in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1 and not (tmp_path / "s.csv").exists()
+    # only good files: exit 0, and a stale list of bad files from the earlier run is gone
+    for name in ("zz_broken.cif", "zz_empty.cif"):
+        (folder / name).unlink()
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out)])
+    assert r.exit_code == 0 and not (tmp_path / "p.bad.csv").exists()
+
+
+def test_predict_unwritable_out_fails_before_any_work(tmp_path, tiny_model, cif_dir):
+    (tmp_path / "taken").write_text("a file")
+    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(tiny_model), "--out",
+                            str(tmp_path / "taken" / "p.csv")])
+    assert r.exit_code == 2 and "--out" in r.output and "cannot write there" in r.output
 
 
 def test_predict_with_mismatched_or_missing_model(tmp_path, cif_dir):

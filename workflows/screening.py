@@ -11,8 +11,12 @@
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -21,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from cache import stats as cache_stats
+from cache.atomic import TMP_PREFIX
+from cache.cache_dir import claim
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from cache.prediction_cache import PredictionCache
@@ -34,6 +40,7 @@ from screening.rank import RankOptions, element_set, rank
 from screening.sources import open_source
 from screening.sources.substitution import SubstitutionSource
 from workflows import worker_model
+from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
 
@@ -53,6 +60,12 @@ class RunOptions:
     output_format: str = "csv"  # csv | parquet
     rank: RankOptions = field(default_factory=RankOptions)
     drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
+    no_worker_timeout: float = NO_WORKER_TIMEOUT_S  # fail when no Dask worker is alive this long
+
+    @property
+    def error_log(self) -> Path:
+        """Where the full traceback of an unexpected error goes (the one-line message names it)."""
+        return Path(self.out_dir) / "error.log"
 
     def check(self) -> None:
         """Every option, before a cluster starts or anything is fetched: one line per mistake."""
@@ -73,9 +86,11 @@ class RunOptions:
             raise ScreenError(f"--device {self.device}: choose {', '.join(DEVICES)}")
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"--format {self.output_format}: choose csv or parquet")
+        if not self.no_worker_timeout > 0:
+            raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
         load_model(self.model)  # a missing or damaged model file fails here
         for option, folder in (("--out", self.out_dir), ("--cache", self.cache_dir)):
-            _check_writable(option, Path(folder))
+            check_writable(option, Path(folder))
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -114,7 +129,7 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
     return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated, "densities": densities}
 
 
-def _check_writable(option: str, folder: Path) -> None:
+def check_writable(option: str, folder: Path) -> None:
     """Create the folder if needed and write a probe file into it, so a bad path fails before the run."""
     import uuid
 
@@ -167,8 +182,15 @@ class RunResult:
 
 def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, int, int], None]] = None,
                   on_started: Optional[Callable[[], None]] = None) -> RunResult:
-    from distributed import as_completed
+    try:
+        return _run(client, opts, progress, on_started)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ScreenError(disk_full(e)) from None
+        raise
 
+
+def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     t0 = time.time()
     query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
     source = open_source(opts.source, lazy=True)  # pickles without its data: workers read the files
@@ -176,15 +198,20 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     featurizer = ckpt.featurizer
     if opts.output_format not in ("csv", "parquet"):
         raise ScreenError(f"--format {opts.output_format}: choose csv or parquet")
+    claim(opts.cache_dir)
     if on_started:
         on_started()
+    wait = dict(no_worker_timeout=opts.no_worker_timeout, log=opts.error_log)
 
     # fetch, through the structure cache
     structures = StructureCache(Path(opts.cache_dir) / "structures")
     candidates = structures.get(query.key(), source.describe())
     structure_hit = candidates is not None
     if candidates is None:
-        candidates = client.submit(fetch_task, source, opts.query, opts.exclude, pure=False).result()
+        if progress:
+            progress("fetch", 0, 1)
+        candidates = wait_all(client, [client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)],
+                              **wait)[0]
         structures.put(query.key(), source.describe(), candidates)
     if not candidates:
         raise ScreenError(f"--query {opts.query}: no candidates found in {source.describe()}")
@@ -198,13 +225,13 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         feats.append(f)
         infers.append(client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device,
                                     featurizer.to_dict(), opts.max_atoms, resources=gpu, pure=False))
-    done = 0
-    for _ in as_completed(infers):
-        done += 1
+    def partition_done(done: int, total: int) -> None:
         if progress:
-            progress("infer", done, len(infers))
-    feat_results = client.gather(feats)
-    infer_results = client.gather(infers)
+            progress("infer", done, total)
+
+    partition_done(0, len(infers))
+    infer_results = wait_all(client, infers, on_done=partition_done, **wait)
+    feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
 
     # assemble the table
     rows, errors = [], []
@@ -305,27 +332,68 @@ def _references(opts: RunOptions, table: pd.DataFrame):
 
 
 def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
+    """results, plot and summary.json, published as one set or not at all.
+
+    Everything is written into a staging folder inside --out first and then moved in by rename,
+    so a failure midway (a full disk, a plot that cannot be drawn, a name that cannot be
+    replaced) leaves the previous run's set as it was, and no stray part of this one.
+    """
     from screening.plots import hull_vs_gap
 
     out = Path(opts.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    table_path = out / f"results.{opts.output_format}"
-    tmp = table_path.with_name(f".{table_path.name}.tmp")
-    if opts.output_format == "parquet":
-        ranked.to_parquet(tmp, index=False)
-    else:
-        ranked.to_csv(tmp, index=False)
-    tmp.replace(table_path)
-    files["results"] = str(table_path)
-    if len(everything) and "pred_band_gap" in everything:
-        source = summary["source"].split(" ")[0]  # without the data hash
-        if len(source) > 40:
-            source = "..." + source[-37:]
-        files["plot"] = str(hull_vs_gap(everything, out / "hull_vs_gap.png",
-                                        title=f"{opts.query}: {len(everything)} candidates from {source}",
-                                        label_top=opts.rank.top or 10))
-    summary = dict(summary, files=files)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    files["summary"] = str(out / "summary.json")
+    stage = out / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    names = {"results": f"results.{opts.output_format}"}
+    try:
+        stage.mkdir(parents=True)
+        if opts.output_format == "parquet":
+            ranked.to_parquet(stage / names["results"], index=False)
+        else:
+            ranked.to_csv(stage / names["results"], index=False)
+        if len(everything) and "pred_band_gap" in everything:
+            source = summary["source"].split(" ")[0]  # without the data hash
+            if len(source) > 40:
+                source = "..." + source[-37:]
+            names["plot"] = "hull_vs_gap.png"
+            hull_vs_gap(everything, stage / names["plot"], label_top=opts.rank.top or 10,
+                        title=f"{opts.query}: {len(everything)} candidates from {source}")
+        names["summary"] = "summary.json"
+        files = {k: str(out / v) for k, v in names.items()}
+        (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
+        _publish(stage, out, list(names.values()))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ScreenError(f"--out {out}: {disk_full(e)}; the previous results were kept") from None
+        raise ScreenError(f"--out {out}: cannot write the results ({e.strerror or e}); "
+                          f"the previous results were kept") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return files
+
+
+OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "summary.json")
+
+
+def _publish(stage: Path, out: Path, names: List[str]) -> None:
+    """Swap the previous set in `out` for the one in `stage` by renames, undone if one fails.
+
+    The previous set's files go into stage/previous/ first (a file of it that this set lacks,
+    say results.parquet after a csv run, goes too), then the new files move in, summary.json last.
+    """
+    previous = stage / "previous"
+    previous.mkdir()
+    moved_out: List[str] = []
+    moved_in: List[str] = []
+    try:
+        for name in OUTPUT_FILES:
+            if (out / name).is_file():  # never a folder of the user's that happens to have this name
+                os.replace(out / name, previous / name)
+                moved_out.append(name)
+        for name in sorted(names, key=lambda n: n == "summary.json"):
+            os.replace(stage / name, out / name)
+            moved_in.append(name)
+    except OSError:
+        for name in moved_in:
+            os.replace(out / name, stage / name)
+        for name in moved_out:
+            os.replace(previous / name, out / name)
+        raise

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cache.atomic import write_atomic
+from cache.cache_dir import claim
 from cache.datasets import TrainingTable, TrainingTables, table_digest
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
@@ -54,7 +55,7 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
         raise ScreenError(f"{data}: no such training data file or directory")
     if data.is_dir() and not (data / "id_prop.csv").is_file():
         raise ScreenError(f"{data}: directory has no id_prop.csv (CGCNN layout: id_prop.csv + <id>.cif)")
-    cache_dir = Path(cache_dir)
+    cache_dir = claim(cache_dir)
     tables = TrainingTables(cache_dir / "datasets")
     store = GraphStore.open(cache_dir / "graphs", featurizer)
     digest = table_digest(data, tasks, [limit, sample], featurizer)

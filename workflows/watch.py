@@ -1,0 +1,109 @@
+"""Waiting for Dask tasks, the one way workflows do it: never silently for ever, errors in one line.
+
+`wait_all(client, futures)` returns the results in order, and fails with a ScreenError when
+  - no worker has been alive for `no_worker_timeout` seconds (all killed, none could start,
+    a batch job never scheduled): the run says so instead of waiting for ever;
+  - a task killed its worker as many times as Dask allows (KilledWorker): out of memory, or a crash;
+  - a task raised: a ScreenError passes as it is (it is already one line); anything else becomes
+    one line, with the full traceback written to `log` for a bug report;
+  - the disk filled up under a cache on a worker (one line naming the path).
+"""
+from __future__ import annotations
+
+import errno
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from screening.errors import ScreenError
+
+NO_WORKER_TIMEOUT_S = 60.0
+_POLL_S = 0.2
+_WORKER_CHECK_S = 1.0
+
+
+def wait_all(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIMEOUT_S,
+             on_done: Optional[Callable[[int, int], None]] = None, log: Optional[Path] = None) -> List:
+    pending = list(futures)
+    total, done = len(pending), 0
+    alive_at = checked_at = time.monotonic()
+    while pending:
+        still = []
+        for f in pending:
+            if f.status == "finished":
+                done += 1
+                if on_done:
+                    on_done(done, total)
+            elif f.status in ("error", "cancelled"):
+                raise task_error(f, log) from None
+            else:
+                still.append(f)
+        pending = still
+        if not pending:
+            break
+        now = time.monotonic()
+        if now - checked_at >= _WORKER_CHECK_S:
+            checked_at = now
+            if _workers(client):
+                alive_at = now
+            elif now - alive_at >= no_worker_timeout:
+                raise ScreenError(f"no Dask worker has been alive for {no_worker_timeout:g} s, with {len(pending)} "
+                                  f"of {total} tasks left (workers killed, or they cannot start: check --memory "
+                                  f"and the scheduler's log); nothing was written") from None
+        time.sleep(_POLL_S)
+    return client.gather(list(futures))
+
+
+def _workers(client) -> int:
+    try:
+        return len(client.nthreads())
+    except (OSError, TimeoutError) as e:
+        raise ScreenError(f"lost the Dask scheduler ({type(e).__name__}: {e})") from None
+
+
+def task_error(future, log: Optional[Path] = None) -> ScreenError:
+    """One line for a failed future; the traceback of an unexpected error goes to `log`."""
+    from dask.utils import key_split
+    from distributed import KilledWorker
+
+    name = key_split(future.key)
+    if future.status == "cancelled":
+        return ScreenError(f"{name}: the task was cancelled (scheduler restarted or the cluster shut down)")
+    exc = future.exception()
+    if isinstance(exc, ScreenError):
+        return exc
+    if isinstance(exc, KilledWorker):
+        import dask
+
+        tries = dask.config.get("distributed.scheduler.allowed-failures")
+        return ScreenError(f"{name}: the task killed its worker {tries + 1} times (out of memory for --memory, "
+                           f"or a crash in compiled code); nothing was written")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return ScreenError(disk_full(exc))
+    where = write_log(log, exc, future.traceback()) if log else None
+    return ScreenError(f"{name} failed on a worker: {type(exc).__name__}: {_short(exc)}"
+                       + (f" (traceback in {where})" if where else ""))
+
+
+def disk_full(e: OSError) -> str:
+    where = f" writing {e.filename}" if e.filename else ""
+    return (f"no space left on device{where}; free some space (or use another --cache/--out) and run again: "
+            f"nothing partial is served, and `screen cache clear --stale` removes the leftovers")
+
+
+def write_log(log: Path, exc: BaseException, tb=None) -> Optional[Path]:
+    """Append the traceback to `log`; None if even that cannot be written (disk full, say)."""
+    try:
+        log = Path(log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.write("".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)))
+        return log
+    except OSError:
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
