@@ -23,6 +23,7 @@ from cache.atomic import write_atomic
 from screening.experiment_report import results_table
 from screening.experiments import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
 from workflows.cluster import ClusterSpec, connect
+from workflows.watch import as_finished, task_error
 
 
 @dataclass
@@ -115,8 +116,6 @@ def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, cache_di
                    on_done: Optional[Callable[[str, Optional[dict]], None]] = None,
                    on_connect: Optional[Callable[[str], None]] = None) -> ExperimentResult:
     """Train every run of the spec that has no result.json under out_dir; collect all results."""
-    from distributed import as_completed
-
     out = Path(out_dir)
     runs_dir = out / "runs"
     todo = unfinished(spec, out)
@@ -133,14 +132,14 @@ def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, cache_di
                                      cluster.threads_per_worker, device, key=f"train-{r.dirname}",
                                      pure=False, resources=resources, priority=len(todo) - i): r
                        for i, r in enumerate(todo)}
-            for fut in as_completed(futures):
+            for fut in as_finished(client, list(futures)):
                 run = futures[fut]
                 if fut.status == "finished":
                     res.trained.append(run.dirname)
                     if on_done:
                         on_done(run.dirname, fut.result())
                 else:
-                    res.failed.append(f"{run.dirname}: {fut.exception()}")
+                    res.failed.append(f"{run.dirname}: {task_error(fut, out / 'error.log')}")
                     if on_done:
                         on_done(run.dirname, None)
     res.results = collect(spec, out)

@@ -14,7 +14,7 @@ import errno
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from screening.errors import ScreenError
 
@@ -25,18 +25,27 @@ _WORKER_CHECK_S = 1.0
 
 def wait_all(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIMEOUT_S,
              on_done: Optional[Callable[[int, int], None]] = None, log: Optional[Path] = None) -> List:
+    """Every future's result, in order; the first failure is a ScreenError (see the module doc)."""
+    done = 0
+    for f in as_finished(client, futures, no_worker_timeout):
+        if f.status != "finished":
+            raise task_error(f, log) from None
+        done += 1
+        if on_done:
+            on_done(done, len(futures))
+    return client.gather(list(futures))
+
+
+def as_finished(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIMEOUT_S) -> Iterator:
+    """Yield each future once it is finished, failed or cancelled; a ScreenError when no worker
+    has been alive for no_worker_timeout seconds while some are still pending."""
     pending = list(futures)
-    total, done = len(pending), 0
     alive_at = checked_at = time.monotonic()
     while pending:
         still = []
         for f in pending:
-            if f.status == "finished":
-                done += 1
-                if on_done:
-                    on_done(done, total)
-            elif f.status in ("error", "cancelled"):
-                raise task_error(f, log) from None
+            if f.status in ("finished", "error", "cancelled"):
+                yield f
             else:
                 still.append(f)
         pending = still
@@ -49,10 +58,9 @@ def wait_all(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIM
                 alive_at = now
             elif now - alive_at >= no_worker_timeout:
                 raise ScreenError(f"no Dask worker has been alive for {no_worker_timeout:g} s, with {len(pending)} "
-                                  f"of {total} tasks left (workers killed, or they cannot start: check --memory "
-                                  f"and the scheduler's log); nothing was written") from None
+                                  f"of {len(futures)} tasks left (workers killed, or they cannot start: check "
+                                  f"--memory and the scheduler's log)")
         time.sleep(_POLL_S)
-    return client.gather(list(futures))
 
 
 def _workers(client) -> int:
