@@ -61,7 +61,11 @@ def user_errors(fn):
     return wrapper
 
 
-def _progress_lines(what: str):
+_STAGES = {"fetch": "fetching candidates", "relax": "relaxing candidates (chunks)",
+           "infer": "screening partitions"}
+
+
+def _progress_lines():
     """Progress for output that is not a terminal (a log, CI, a batch job): a line when a stage
     starts, then at most one every 10 s, and the last one."""
     import time
@@ -71,9 +75,9 @@ def _progress_lines(what: str):
     def show(stage: str, done: int, total: int) -> None:
         now = time.time()
         if stage == "fetch":
-            console.print("fetching candidates", highlight=False)
+            console.print(_STAGES[stage], highlight=False)
         elif done in (0, total) or now - last[0] >= 10:
-            console.print(f"{what}: {done}/{total} ({now - t0:.0f} s)", highlight=False)
+            console.print(f"{_STAGES.get(stage, stage)}: {done}/{total} ({now - t0:.0f} s)", highlight=False)
             last[0] = now
     return show
 
@@ -110,6 +114,8 @@ def run(
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
     no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
+    relax: Optional[str] = typer.Option(None, help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
+                                                   "predicting; needs the relax extra. Cached per structure."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -126,7 +132,7 @@ def run(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout,
+        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
     global error_log
@@ -143,12 +149,13 @@ def run(
     with connect(spec) as client:
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
         if not console.is_terminal:
-            result = run_screening(client, opts, progress=_progress_lines("screening partitions"))
+            result = run_screening(client, opts, progress=_progress_lines())
         else:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=True) as bar:
                 job = bar.add_task("screening partitions", total=None)
-                result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
+                result = run_screening(client, opts, progress=lambda stage, d, n: bar.update(
+                    job, description=_STAGES.get(stage, stage), completed=d, total=n))
     _print_run(result)
 
 
@@ -175,6 +182,8 @@ def _print_run(result):
     console.print(s["reference_note"], highlight=False)
     console.print(s["uncertainty_note"], highlight=False)
     console.print(s["domain_note"], highlight=False)
+    if s.get("relax"):
+        console.print(s["relax_note"], highlight=False)
     for name, path in result.files.items():
         console.print(f"{name}: {path}", highlight=False)
 

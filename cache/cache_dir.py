@@ -3,6 +3,7 @@
     DIR/graphs/featurizer-<fp>/   graph stores, one per featurizer config (graph_store.py)
     DIR/structures/*.json.gz      fetched candidate lists (structure_cache.py)
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
+    DIR/relaxed/<relaxer>/        relaxed structures by input structure (relax_cache.py)
     DIR/datasets/<digest>.npz     training tables: graph keys and targets of a data file (datasets.py)
     DIR/stats.jsonl               hit/miss counts, one line per run (stats.py)
     DIR/CACHEDIR.TAG              the marker: this folder was made by screen (and backups may skip it)
@@ -29,7 +30,7 @@ MARKER = "CACHEDIR.TAG"
 _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This folder is a cache made by screen (graphs, structures, predictions).\n"
                 "# `screen cache clear` removes it; nothing in it is irreplaceable.\n")
-PARTS = ("graphs", "structures", "predictions", "datasets", "stats.jsonl", MARKER)
+PARTS = ("graphs", "structures", "predictions", "datasets", "relaxed", "stats.jsonl", MARKER)
 
 
 def claim(cache) -> Path:

@@ -1,6 +1,7 @@
-"""The screening task graph: fetch -> featurize into the store -> infer -> rank -> report.
+"""The screening task graph: fetch -> (relax) -> featurize into the store -> infer -> rank -> report.
 
     fetch (1 task)          the source's candidates, via the structure cache
+    relax (1/10 candidates) only with --relax: CHGNet relaxation, via the relax cache
     featurize (1/partition) content keys; graphs not yet in the store are
                             built and written as one published store unit
     infer (1/partition)     graphs -> predictions, via the prediction cache;
@@ -37,6 +38,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.query import parse_query
 from screening.rank import RankOptions, element_set, rank
+from screening.relax import check_relaxer
 from screening.sources import open_source
 from screening.sources.substitution import SubstitutionSource
 from workflows import worker_model
@@ -61,6 +63,7 @@ class RunOptions:
     rank: RankOptions = field(default_factory=RankOptions)
     drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
     no_worker_timeout: float = NO_WORKER_TIMEOUT_S  # fail when no Dask worker is alive this long
+    relax: Optional[str] = None  # relax candidates first with this potential (screening/relax.py)
 
     @property
     def error_log(self) -> Path:
@@ -86,6 +89,7 @@ class RunOptions:
             raise ScreenError(f"--device {self.device}: choose {', '.join(DEVICES)}")
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"--format {self.output_format}: choose csv or parquet")
+        check_relaxer(self.relax)
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
         load_model(self.model)  # a missing or damaged model file fails here
@@ -99,6 +103,43 @@ def fetch_task(source, query_text, exclude):
     """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env."""
     query = parse_query(query_text, exclude)
     return source.fetch(query)
+
+
+RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so progress moves
+
+
+def relax_task(candidates, cache_dir, relaxer_name, device):
+    """Relaxed copies of the candidates (through the relax cache) and, per candidate, what happened."""
+    from pymatgen.core import Structure
+
+    from cache.relax_cache import RelaxCache, relax_key
+    from screening.predict import resolve_device
+    from screening.relax import Relaxer
+    from screening.sources.base import Candidate
+
+    relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)))
+    cache = RelaxCache(Path(cache_dir) / "relaxed", relaxer.version)
+    out, infos = [], []
+    for c in candidates:
+        try:
+            key = relax_key(c.structure)
+            hit = cache.get(key)
+            cached = hit is not None
+            if hit is None:
+                r = relaxer.relax(c.structure)
+                hit = (r.structure.as_dict(), r.info())
+                cache.put(key, *hit)
+            structure = Structure.from_dict(hit[0])
+            out.append(Candidate(c.source, c.id, c.formula, structure, known=c.known))
+            infos.append(dict(hit[1], relax_cached=cached))
+        except ScreenError as e:  # not relaxed: predicted as it came, and it says so
+            out.append(c)
+            infos.append({"relax_error": str(e)})
+    return {"candidates": out, "relax": infos}
+
+
+def joined_candidates(relaxed: list) -> list:
+    return [c for r in relaxed for c in r["candidates"]]
 
 
 def featurize_task(candidates, cache_dir, featurizer_dict):
@@ -219,8 +260,13 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     # featurize + infer, one chain per partition
     gpu = {"GPU": 1} if _wants_gpu(client, opts.device) else None
     parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
-    feats, infers = [], []
+    feats, infers, relaxes = [], [], []
     for p in parts:
+        if opts.relax:
+            chunks = [client.submit(relax_task, p[i:i + RELAX_CHUNK], opts.cache_dir, opts.relax, opts.device,
+                                    resources=gpu, pure=False) for i in range(0, len(p), RELAX_CHUNK)]
+            relaxes.append(chunks)
+            p = client.submit(joined_candidates, chunks, pure=False)
         f = client.submit(featurize_task, p, opts.cache_dir, featurizer.to_dict(), pure=False)
         feats.append(f)
         infers.append(client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device,
@@ -229,6 +275,10 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         if progress:
             progress("infer", done, total)
 
+    relax_results = []
+    if relaxes:
+        flat = [f for chunks in relaxes for f in chunks]
+        relax_results = wait_all(client, flat, on_done=lambda d, n: progress and progress("relax", d, n), **wait)
     partition_done(0, len(infers))
     infer_results = wait_all(client, infers, on_done=partition_done, **wait)
     feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
@@ -238,14 +288,23 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     outputs = ckpt.outputs
     provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
     domain = Domain.read(domain_path(opts.model))
-    for part, fr, ir in zip(parts, feat_results, infer_results):
+    relaxed = _per_partition(relax_results, [len(p) for p in parts])
+    relaxed_structures = []
+    for part, fr, ir, rx in zip(parts, feat_results, infer_results, relaxed):
         errors.extend(fr["errors"])
-        for c, key, isolated, density in zip(part, fr["keys"], fr["isolated"], fr["densities"]):
+        for c, key, isolated, density, (rc, info) in zip(part, fr["keys"], fr["isolated"], fr["densities"], rx):
             if key is None:
                 continue
             row = {"source": c.source, "id": c.id, "formula": c.formula}
+            relaxed_ok = bool(info.get("relax_converged"))
             flags = [] if domain is None else domain.flags(
-                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION, density=density)
+                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION and not relaxed_ok,
+                density=density)
+            if opts.relax:
+                row.update({k: v for k, v in info.items() if k != "relax_cached"})
+                if "relax_error" not in info:
+                    relaxed_structures.append({"source": c.source, "id": c.id, "formula": c.formula,
+                                               "structure_key": key, **info, "structure": rc.structure.as_dict()})
             row["flags"] = "; ".join(flags)
             values = ir["predictions"][key][None, :]
             n = len(outputs)
@@ -282,6 +341,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt),
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
+        **_relax_summary(opts, [info for part in relaxed for _, info in part]),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
     }
@@ -289,8 +349,37 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
-    files = write_outputs(ranked, everything, summary, opts)
+    files = write_outputs(ranked, everything, summary, opts, relaxed_structures)
     return RunResult(ranked, summary, files)
+
+
+def _relax_summary(opts: RunOptions, infos: List[dict]) -> dict:
+    if not opts.relax:
+        return {"relax": None, "relax_note": "relaxation: none (--relax chgnet relaxes candidates first)"}
+    from screening.relax import Relaxer
+
+    done = [i for i in infos if "relax_error" not in i]
+    converged = sum(bool(i.get("relax_converged")) for i in done)
+    failed = [i["relax_error"] for i in infos if "relax_error" in i]
+    fresh = [i["relax_seconds"] for i in done if not i.get("relax_cached")]
+    return {"relax": Relaxer(opts.relax).version, "relaxed": len(done), "relax_converged": converged,
+            "relax_cached": len(done) - len(fresh), "relax_failed": len(failed), "relax_failed_first": failed[:5],
+            "relax_seconds_per_crystal": round(sum(fresh) / len(fresh), 2) if fresh else None,
+            "relax_note": f"relaxation ({opts.relax}, FIRE, fmax 0.05 eV/A): {len(done)} relaxed "
+                          f"({converged} converged, {len(done) - len(fresh)} from the cache), {len(failed)} left "
+                          f"as they came; relaxed structures in relaxed.jsonl.gz"}
+
+
+def _per_partition(relax_results: list, sizes: List[int]) -> list:
+    """Per partition, (relaxed candidate, relax info) for each candidate; (None, {}) without --relax."""
+    if not relax_results:
+        return [[(None, {})] * n for n in sizes]
+    flat = [(c, info) for r in relax_results for c, info in zip(r["candidates"], r["relax"])]
+    out, i = [], 0
+    for n in sizes:
+        out.append(flat[i:i + n])
+        i += n
+    return out
 
 
 def _ranked_by(rank_options) -> str:
@@ -331,7 +420,8 @@ def _references(opts: RunOptions, table: pd.DataFrame):
     return load_references(choose_reference(opts.reference, opts.source), systems)
 
 
-def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
+def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,
+                  relaxed: Optional[List[dict]] = None) -> dict:
     """results, plot and summary.json, published as one set or not at all.
 
     Everything is written into a staging folder inside --out first and then moved in by rename,
@@ -356,6 +446,12 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
             names["plot"] = "hull_vs_gap.png"
             hull_vs_gap(everything, stage / names["plot"], label_top=opts.rank.top or 10,
                         title=f"{opts.query}: {len(everything)} candidates from {source}")
+        if relaxed:
+            import gzip
+
+            names["relaxed"] = "relaxed.jsonl.gz"
+            lines = "".join(json.dumps(r, default=str) + "\n" for r in relaxed)
+            (stage / names["relaxed"]).write_bytes(gzip.compress(lines.encode(), 3))
         names["summary"] = "summary.json"
         files = {k: str(out / v) for k, v in names.items()}
         (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
@@ -370,7 +466,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
     return files
 
 
-OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "summary.json")
+OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "relaxed.jsonl.gz", "summary.json")
 
 
 def _publish(stage: Path, out: Path, names: List[str]) -> None:

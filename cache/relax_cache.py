@@ -1,0 +1,49 @@
+"""Relaxed structures, keyed by (input structure, relaxer version): a re-run relaxes nothing.
+
+    relaxed/<relaxer version hash>/<input key>.json.gz   {"structure": Structure.as_dict(), "info": {...}}
+
+The input key is the canonical structure's hash (cache/keys.py), so the same crystal
+from another source or query is a hit. Written atomically; a damaged entry is a miss
+(and is re-made), never served.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from pathlib import Path
+from typing import Optional, Tuple
+
+from cache.atomic import write_atomic
+from cache.keys import canonical_structure
+
+_DAMAGED = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
+
+
+def relax_key(structure) -> str:
+    return hashlib.sha256(canonical_structure(structure).encode()).hexdigest()[:32]
+
+
+class RelaxCache:
+    def __init__(self, root, relaxer_version: str):
+        self.dir = Path(root) / hashlib.sha256(relaxer_version.encode()).hexdigest()[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "relaxer.txt").exists():  # what made these entries, for a person reading the cache
+            write_atomic(self.dir / "relaxer.txt", relaxer_version.encode())
+
+    def get(self, key: str) -> Optional[Tuple[dict, dict]]:
+        """(structure dict, info) or None on a miss (also for a damaged entry)."""
+        path = self.dir / f"{key}.json.gz"
+        try:
+            doc = json.loads(gzip.decompress(path.read_bytes()))
+            return doc["structure"], doc["info"]
+        except FileNotFoundError:
+            return None
+        except _DAMAGED:
+            path.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, structure_dict: dict, info: dict) -> None:
+        doc = {"structure": structure_dict, "info": info}
+        write_atomic(self.dir / f"{key}.json.gz", gzip.compress(json.dumps(doc).encode(), 3))
