@@ -1,0 +1,117 @@
+"""How much do unrelaxed, distorted structures hurt the model, and how much does `--relax chgnet` win back?
+
+No DFT needed: N crystals of the model's own held-out test split (default.split.json), each
+distorted as an unrelaxed prototype would be (screening.relax.distort: random strain up to
+±8 % per axis, atoms rattled by 0.1 A, seeded), screened three times through `screen run`:
+
+    (a) original   the DFT-relaxed structures as they are in ../shared/data
+    (b) distorted  the distorted copies
+    (c) relaxed    the distorted copies with --relax chgnet
+
+Figures per arm: ΔEf MAE against DFT, and stability F1 against the dev hull: a crystal is
+stable when its E_hull against every other crystal of ../shared/data (leave-one-out, the
+same rule `screen run` uses) is <= 0, for the DFT ΔEf (truth) and for the predicted one.
+For (c) also seconds per relaxed crystal and the peak RSS of the one worker (1 thread).
+
+    python benchmarks/relax_robustness.py [--n 300] [--max-atoms 40] [--model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
+
+
+def measure(cmd):
+    """Wall time, the largest RSS of any single process below the CLI (the worker), and the output."""
+    import subprocess
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for p in root.children(recursive=True):
+                peak = max(peak, p.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    out = proc.stdout.read()
+    if proc.returncode:
+        sys.exit(f"screen run failed ({proc.returncode}):\n{out[-2000:]}")
+    return time.perf_counter() - t0, peak, out
+
+
+def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    tp = int((truth & predicted).sum())
+    fp = int((~truth & predicted).sum())
+    fn = int((truth & ~predicted).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def main():
+    from screening.checkpoint import default_model_path
+    from screening.relax import distort
+    from screening.structures import structure_from_cif_text
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--max-atoms", type=int, default=40, help="only crystals this small (relaxation time)")
+    ap.add_argument("--model", default=str(default_model_path()))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=None, help="folder for inputs, caches and outputs (default: a temp folder)")
+    args = ap.parse_args()
+
+    split = json.loads(Path(args.model).with_name(Path(args.model).stem + ".split.json").read_text())
+    df = pd.read_csv(DATA)
+    pool = df[df.material_id.isin(set(split["test"]))]
+    pool = pool[pool.cif.map(lambda c: len(structure_from_cif_text(c, "x")) <= args.max_atoms)]
+    rows = pool.sample(n=min(args.n, len(pool)), random_state=args.seed).reset_index(drop=True)
+    work = Path(args.work or tempfile.mkdtemp(prefix="relax-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(work / "original.csv", index=False)
+    distorted = rows.copy()
+    distorted["cif"] = [distort(structure_from_cif_text(c, i), seed=args.seed * 100_003 + k).to(fmt="cif")
+                        for k, (c, i) in enumerate(zip(rows.cif, rows.material_id))]
+    distorted.to_csv(work / "distorted.csv", index=False)
+    ids = ",".join(rows.material_id)
+    print(f"{len(rows)} crystals of the test split of {args.model} (<= {args.max_atoms} atoms, "
+          f"{int(np.mean([len(structure_from_cif_text(c, 'x')) for c in rows.cif])):d} on average); work in {work}")
+
+    arms = {"(a) original": ("original.csv", []), "(b) distorted": ("distorted.csv", []),
+            "(c) distorted + --relax chgnet": ("distorted.csv", ["--relax", "chgnet"])}
+    lines = []
+    for name, (csv, extra) in arms.items():
+        out = work / f"out-{csv[:-4]}{'-relaxed' if extra else ''}"
+        cmd = [sys.executable, "-m", "cli", "run", "--query", ids, "--source", f"local:{work / csv}",
+               "--reference", f"local:{DATA}", "--model", args.model, "--workers", "1", "--threads", "1",
+               "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(out), *extra]
+        wall, peak, _ = measure(cmd)
+        t = pd.read_csv(out / "results.csv")
+        s = json.loads((out / "summary.json").read_text())
+        mae = float(np.abs(t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).mean())
+        truth = t.dft_e_above_hull.to_numpy(float) <= 1e-6
+        pred = t.pred_e_above_hull.to_numpy(float) <= 0
+        extra_text = ""
+        if extra:
+            extra_text = (f"   {s['relax_seconds_per_crystal']} s per relaxed crystal, {s['relax_converged']}/"
+                          f"{s['relaxed']} converged, peak worker RSS {peak / 2**20:.0f} MiB")
+        lines.append(f"{name:32s} ΔEf MAE {mae:.4f} eV/atom   stability F1 {f1(truth, pred):.3f} "
+                     f"({int(truth.sum())} stable by DFT, {int(pred.sum())} predicted)   n {len(t)}   "
+                     f"wall {wall:.0f} s{extra_text}")
+        print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
