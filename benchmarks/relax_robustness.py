@@ -25,32 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import measure  # noqa: E402  (the sibling script's process-tree sampler)
+
 DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
-
-
-def measure(cmd):
-    """Wall time, the largest RSS of any single process below the CLI (the worker), and the output."""
-    import subprocess
-    import time
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            for p in root.children(recursive=True):
-                peak = max(peak, p.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    out = proc.stdout.read()
-    if proc.returncode:
-        sys.exit(f"screen run failed ({proc.returncode}):\n{out[-2000:]}")
-    return time.perf_counter() - t0, peak, out
 
 
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -97,7 +77,7 @@ def main():
         cmd = [sys.executable, "-m", "cli", "run", "--query", ids, "--source", f"local:{work / csv}",
                "--reference", f"local:{DATA}", "--model", args.model, "--workers", "1", "--threads", "1",
                "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(out), *extra]
-        wall, peak, _ = measure(cmd)
+        wall, _, peak, _ = measure(cmd, cwd=ROOT)
         t = pd.read_csv(out / "results.csv")
         s = json.loads((out / "summary.json").read_text())
         mae = float(np.abs(t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).mean())

@@ -19,22 +19,25 @@ from pathlib import Path
 import psutil
 
 
-def measure(cmd):
+def measure(cmd, cwd=None):
+    """(wall s, peak RSS summed over the process tree, peak RSS of the largest single child, output)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_child = 0
     while proc.poll() is None:
         try:
-            tree = [root] + root.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            children = root.children(recursive=True)
+            rss = [p.memory_info().rss for p in children if p.is_running()]
+            peak = max(peak, root.memory_info().rss + sum(rss))
+            peak_child = max([peak_child, *rss])
         except psutil.Error:
             pass
         time.sleep(0.1)
     out = proc.stdout.read()
     if proc.returncode:
         sys.exit(f"screen run failed ({proc.returncode}):\n{out[-2000:]}")
-    return time.perf_counter() - t0, peak, out
+    return time.perf_counter() - t0, peak, peak_child, out
 
 
 def main():
@@ -51,7 +54,7 @@ def main():
         cmd += ["--model", args.model]
     try:
         for label in ("cold", "warm"):
-            wall, peak, _ = measure(cmd)
+            wall, peak, _, _ = measure(cmd)
             s = json.loads((work / "out" / "summary.json").read_text())
             print(f"{label}: wall {wall:6.1f} s   peak RSS {peak / 2**20:7.0f} MiB   candidates {s['candidates']}   "
                   f"featurized {s['featurized']}   inferred {s['inferred']}   (workers {s['workers']})")
