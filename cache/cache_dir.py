@@ -2,6 +2,7 @@
 
     DIR/graphs/featurizer-<fp>/   graph stores, one per featurizer config (graph_store.py)
     DIR/structures/*.json.gz      fetched candidate lists (structure_cache.py)
+    DIR/references/*.json.gz      MP thermo reference phases per database (reference_cache.py)
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
     DIR/stats.jsonl               hit/miss counts, one line per run (stats.py)
 """
@@ -16,10 +17,11 @@ from cache import stats
 from cache.atomic import TMP_PREFIX
 from cache.graph_store import GraphStore
 from cache.prediction_cache import verify_predictions
+from cache.reference_cache import ReferenceCache
 from cache.structure_cache import StructureCache
 from screening.errors import ScreenError
 
-PARTS = ("graphs", "structures", "predictions", "stats.jsonl")
+PARTS = ("graphs", "structures", "references", "predictions", "stats.jsonl")
 
 
 def check_cache_dir(cache) -> Path:
@@ -67,6 +69,8 @@ def verify(cache) -> tuple:
         units += len(store.manifests())
     if (cache / "structures").is_dir():
         problems += [f"{cache / 'structures'}: {p}" for p in StructureCache(cache / "structures").verify()]
+    if (cache / "references").is_dir():
+        problems += [f"{cache / 'references'}: {p}" for p in ReferenceCache(cache / "references").verify()]
     if (cache / "predictions").is_dir():
         problems += [f"{cache / 'predictions'}: {p}" for p in verify_predictions(cache / "predictions")]
     return units, problems
@@ -77,7 +81,8 @@ def stale(cache, min_age_s: float = 0.0) -> List[Path]:
     cache = check_cache_dir(cache)
     out = [p for s in graph_stores(cache) for p in s.stale(min_age_s)]
     now = time.time()
-    for tmp in [*cache.glob(f"structures/{TMP_PREFIX}*"), *cache.glob(f"predictions/*/{TMP_PREFIX}*")]:
+    for tmp in [*cache.glob(f"structures/{TMP_PREFIX}*"), *cache.glob(f"references/{TMP_PREFIX}*"),
+                *cache.glob(f"predictions/*/{TMP_PREFIX}*")]:
         try:
             if now - tmp.stat().st_mtime >= min_age_s:
                 out.append(tmp)

@@ -35,6 +35,8 @@ class RequestBudget:
         self.rate = int(rate)
         self.name = name  # what requests share the budget (an API key's hash)
         self.pool = pool  # None: this process's pool for (name, rate)
+        self._pending: set = set()  # hand-backs not yet done, in this process
+        self._lock = threading.Lock()
 
     def _pool(self):
         if self.pool is not None:
@@ -50,9 +52,33 @@ class RequestBudget:
         try:
             yield
         finally:
-            timer = threading.Timer(WINDOW_S, _hand_back, (pool,))
+            timer = threading.Timer(WINDOW_S, self._hand_back, (pool,))
             timer.daemon = True  # a process that exits drops its pending hand-backs
+            with self._lock:
+                self._pending.add(timer)
             timer.start()
+
+    def _hand_back(self, pool) -> None:
+        try:
+            pool.release()
+        except Exception:  # noqa: BLE001 - the client or worker closed meanwhile; the scheduler times the lease out
+            pass
+        with self._lock:
+            self._pending.discard(threading.current_thread())
+
+    def settle(self) -> None:
+        """Wait (at most a second) until this process's leases are back, so that nothing is handed back
+        to a cluster that closed meanwhile (distributed logs that as an error)."""
+        with self._lock:
+            pending = list(self._pending)
+        for timer in pending:
+            timer.join()
+
+    def __getstate__(self):
+        return {"rate": self.rate, "name": self.name, "pool": self.pool}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
 
     def describe(self) -> str:
         where = "shared by the cluster" if self.pool is not None else "in this process"
@@ -61,9 +87,3 @@ class RequestBudget:
     def __repr__(self) -> str:
         return f"RequestBudget({self.rate}/s, {self.name!r}, {'shared' if self.pool is not None else 'local'})"
 
-
-def _hand_back(pool) -> None:
-    try:
-        pool.release()
-    except Exception:  # noqa: BLE001 - the client or worker closed meanwhile; the scheduler times the lease out
-        pass
