@@ -56,22 +56,3 @@ def test_cli_run_writes_table_parquet_summary_and_plot(tmp_path, model_path):  #
     assert len(table) == 3 and summary["candidates"] == 32 and summary["featurized"] == 32
     assert (tmp_path / "o" / "hull_vs_gap.png").stat().st_size > 10_000
 
-
-@pytest.mark.slow
-def test_cli_mp_run_says_which_entries_and_shows_dft_e_hull_beside_the_predicted(tmp_path, model_path, mp_api_env):  # noqa: F811
-    r = runner.invoke(app, ["run", "--query", "Li-Ni-O", "--source", "mp", "--model", model_path, "--workers", "1",
-                            "--dashboard", ":0", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
-                            "--new-only", "--mp-rate", "5"])
-    assert r.exit_code == 0, r.output
-    lines = r.output.splitlines()
-    assert lines[0] == ("Materials Project entries: deprecated ones left out; GNoME r2SCAN entries left out "
-                        "(--gnome includes them)")
-    header = next(line for line in lines if "P(stable)" in line)
-    assert [h.strip() for h in header.strip("┃│ ").split("┃")][3:7] == ["P(stable)", "E_hull", "DFT E_hull", "known"]
-    liNiO2 = next(line for line in lines if "mp-770635" in line)  # theoretical, 0.006 eV/atom above MP's hull
-    assert "0.006" in liNiO2 and "mp-850062" not in r.output  # the ICSD one on the hull is not new
-    assert any(line.startswith("source: Materials Project entries:") and "db_version 2025_01_01_fake" in line
-               for line in lines)
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["source_settings"]["gnome"] == "excluded" and summary["ranked"] == 6
-    assert summary["source_settings"]["request_budget"] == "at most 5 requests per second per key (shared by the cluster)"

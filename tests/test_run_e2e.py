@@ -161,6 +161,12 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     assert len(expected) == 6 and new.summary["new_only"] is True
     assert new.summary["reference_note"].endswith("from the cache")
     assert not [path for path, _ in mp_api_env.requests if path.startswith("/materials/")]
+    lines = printed_run(new)  # the terminal: MP's E_hull right beside the predicted one
+    header = next(line for line in lines if "P(stable)" in line)
+    assert [h.strip() for h in header.strip("┃│ ").split("┃")][3:7] == ["P(stable)", "E_hull", "DFT E_hull", "known"]
+    assert "0.006" in next(line for line in lines if "mp-770635" in line)  # MP: 0.006 eV/atom above its hull
+    assert any(line.startswith("source: Materials Project entries: deprecated ones left out") and
+               "db_version 2025_01_01_fake" in line for line in lines)
 
     # --gnome: the GNoME entry joins, is marked, and the run says so; its own reference cache entry
     g = run_screening(client, replace(opts, gnome=True, out_dir=str(tmp_path / "o3")))
@@ -172,6 +178,14 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     assert "GNoME entries included; fetched now" in g.summary["reference_note"]
     assert g.summary["reference_phases"] == s["reference_phases"] + 1
     assert open(g.files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def printed_run(result):
+    import cli
+
+    with cli.console.capture() as out:
+        cli._print_run(result)
+    return out.get().splitlines()
 
 
 def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_path, tmp_path):
