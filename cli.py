@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from screening.errors import ScreenError
+from screening.sources.mp import DEFAULT_RATE as DEFAULT_MP_RATE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -112,6 +113,9 @@ def run(
     rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
+    gnome: bool = typer.Option(False, "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
+    new_only: bool = typer.Option(False, "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
+    mp_rate: int = typer.Option(DEFAULT_MP_RATE, help="Materials Project: requests per second with your key, all workers together."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
     no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
     relax: Optional[str] = typer.Option(None, help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
@@ -122,7 +126,7 @@ def run(
 
     from screening.predict_files import resolve_model_path
     from screening.rank import RankOptions
-    from screening.sources import default_source_note
+    from screening.sources import default_source_note, open_source
     from workflows.cluster import ClusterSpec, connect, dashboard_link
     from workflows.screening import RunOptions, run_screening
 
@@ -132,15 +136,19 @@ def run(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax,
+        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, gnome=gnome, mp_rate=mp_rate,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
-                         nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
+                         nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
+                         new_only=new_only, top=top))
     global error_log
     error_log = opts.error_log
     opts.check()  # bad input fails here, before a cluster starts
     notice = default_source_note(source)
     if notice:
         console.print(notice, style="yellow", highlight=False)
+    entries = open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()
+    if entries:
+        console.print(entries, highlight=False)
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
                        queue=queue, account=account, walltime=walltime,
@@ -161,17 +169,20 @@ def run(
 
 _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
-    "pred_band_gap": "Eg",
+    "dft_e_above_hull": "DFT E_hull", "known": "known", "pred_band_gap": "Eg",
     "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
-    "dft_e_above_hull": "DFT E_hull", "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
+    "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
     "flags": "flags"}
 
 
 def _print_run(result):
-    from screening.report import print_table, with_error_bars
+    from screening.report import known_status, print_table, with_error_bars
 
     s = result.summary
     shown = with_error_bars(result.table)
+    status = known_status(result.table)
+    if status is not None:
+        shown["known"] = status
     shown = shown[[c for c in _RUN_COLUMNS if c in shown.columns]].rename(columns=_RUN_COLUMNS)
     print_table(console, shown, max_rows=25,
                 title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, {s['ranked_by']} "
@@ -179,6 +190,8 @@ def _print_run(result):
     console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
                   f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
+    if s.get("source_note"):
+        console.print(s["source_note"], highlight=False)
     console.print(s["reference_note"], highlight=False)
     console.print(s["uncertainty_note"], highlight=False)
     console.print(s["domain_note"], highlight=False)

@@ -2,6 +2,7 @@
 
     DIR/graphs/featurizer-<fp>/   graph stores, one per featurizer config (graph_store.py)
     DIR/structures/*.json.gz      fetched candidate lists (structure_cache.py)
+    DIR/references/*.json.gz      MP thermo reference phases per database (reference_cache.py)
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
     DIR/relaxed/<relaxer>/        relaxed structures by input structure (relax_cache.py)
     DIR/datasets/<digest>.npz     training tables: graph keys and targets of a data file (datasets.py)
@@ -22,6 +23,7 @@ from cache import stats
 from cache.atomic import TMP_PREFIX, write_atomic
 from cache.graph_store import GraphStore
 from cache.prediction_cache import verify_predictions
+from cache.reference_cache import ReferenceCache
 from cache.structure_cache import StructureCache
 from screening.errors import ScreenError
 
@@ -30,7 +32,7 @@ MARKER = "CACHEDIR.TAG"
 _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This folder is a cache made by screen (graphs, structures, predictions).\n"
                 "# `screen cache clear` removes it; nothing in it is irreplaceable.\n")
-PARTS = ("graphs", "structures", "predictions", "datasets", "relaxed", "stats.jsonl", MARKER)
+PARTS = ("graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", MARKER)
 
 
 def claim(cache) -> Path:
@@ -95,6 +97,8 @@ def verify(cache, repair: bool = False) -> tuple:
         problems += [f"{store.root}: {p}" for p in store.verify(repair)]
     if (cache / "structures").is_dir():
         problems += [f"{cache / 'structures'}: {p}" for p in StructureCache(cache / "structures").verify(repair)]
+    if (cache / "references").is_dir():
+        problems += [f"{cache / 'references'}: {p}" for p in ReferenceCache(cache / "references").verify(repair)]
     if (cache / "predictions").is_dir():
         problems += [f"{cache / 'predictions'}: {p}" for p in verify_predictions(cache / "predictions", repair)]
     return units, problems

@@ -54,3 +54,8 @@ def structure_key(structure, featurizer: FeaturizerConfig, tol: float = TOLERANC
 def structures_key(query_key: str, source_description: str) -> str:
     """Key of a fetched candidate list: the query and the source (with its data version)."""
     return _sha(f"{STORE_FORMAT}|{query_key}|{source_description}", 24)
+
+
+def references_key(description: str) -> str:
+    """Key of the cached reference phases of one database (its description names the version)."""
+    return _sha(f"{STORE_FORMAT}|references|{description}", 24)

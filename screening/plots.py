@@ -21,6 +21,10 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
                         ecolor=colours.get(cls, "#7570b3"), elinewidth=0.6, alpha=0.35)
         ax.scatter(part["pred_band_gap"], part["pred_e_above_hull"], s=14, alpha=0.7,
                    c=colours.get(cls, "#7570b3"), label=f"{cls} ({len(part)})")
+    if "dft_is_stable" in table:  # the source (MP) says these are on its hull: known, not discoveries
+        known = table[table["dft_is_stable"].eq(True)]
+        ax.scatter(known["pred_band_gap"], known["pred_e_above_hull"], s=22, marker="x", c="#333333",
+                   linewidths=0.9, label=f"on MP's hull, DFT ({len(known)})")
     top = table.nsmallest(label_top, "pred_e_above_hull")
     ax.scatter(top["pred_band_gap"], top["pred_e_above_hull"], s=40, facecolors="none", edgecolors="black",
                linewidths=0.8, label=f"best {len(top)} by E_hull")

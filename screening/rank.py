@@ -4,6 +4,11 @@ E_hull of a candidate is computed from its *predicted* formation energy
 against the reference phases of its chemical system (their DFT formation
 energies; pure elements at 0 eV/atom) with pymatgen's PhaseDiagram. Negative
 values mean the model puts the candidate below the known hull.
+
+`dft_e_above_hull` beside it is the source's own value where the source has one
+(the Materials Project's energy_above_hull, from its own hull and
+compatibility scheme), else computed here from the candidate's DFT formation
+energy against the same reference phases.
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ FORMATION = "pred_formation_energy_per_atom"
 GAP = "pred_band_gap"
 P_METAL = "pred_p_metal"  # from a model with the metal head (screening/model.py)
 DFT_FORMATION = "dft_formation_energy_per_atom"  # known value of a candidate from a source with DFT data
+DFT_E_HULL = "dft_e_above_hull"
+# What the MP source says of a crystal (screening/sources/mp.py); --new-only reads them.
+DFT_STABLE, EXPERIMENTAL = "dft_is_stable", "experimental"
 
 
 RANK_BY = ("p_stable", "e_above_hull")
@@ -35,6 +43,7 @@ class RankOptions:
     gap_min: Optional[float] = None
     gap_max: Optional[float] = None
     ehull_max: Optional[float] = None
+    new_only: bool = False  # drop crystals on the source's (MP's) hull or known experimentally
     top: Optional[int] = None
 
 
@@ -172,13 +181,19 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
         raise ScreenError(f"--gap-min {options.gap_min} is above --gap-max {options.gap_max}")
     if options.rank_by not in RANK_BY:
         raise ScreenError(f"--rank-by {options.rank_by}: choose {' or '.join(RANK_BY)}")
+    if options.new_only and not {DFT_STABLE, EXPERIMENTAL} <= set(table.columns):
+        raise ScreenError("--new-only: this source does not say which crystals are on its hull or known "
+                          "experimentally (the Materials Project does: --source mp)")
     t = table.copy()
     ids = t["id"].tolist() if "id" in t.columns else None
-    known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns else None
+    # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
+    known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
     t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references, t[FORMATION].to_numpy(float),
                                                 known, ids)
     if dft is not None:
-        t["dft_e_above_hull"] = dft
+        t[DFT_E_HULL] = dft
+    if options.new_only:  # unknown counts as known: a crystal is new only when the source says so
+        t = t[t[DFT_STABLE].eq(False) & t[EXPERIMENTAL].eq(False)]
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
     t["pred_e_above_hull_std"] = std
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)

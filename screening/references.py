@@ -3,14 +3,17 @@
 Where they come from, first match wins:
   1. `--reference SPEC` (any source spec: local:PATH, mp, ...);
   2. the run's own source, when it is a CSV (it holds every sub-system);
-  3. the shared MP data beside the repository (../shared/data/mp_dev.csv.gz), if present;
-  4. nothing: the hull is then made of the pure elements alone, and the run says so.
+  3. the Materials Project's own thermo data, when the run's source is mp: the
+     same database version as the candidates, in one request per run
+     (workflows cache it by database version);
+  4. the shared MP data beside the repository (../shared/data/mp_dev.csv.gz), if present;
+  5. nothing: the hull is then made of the pure elements alone, and the run says so.
 """
 from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
@@ -34,6 +37,8 @@ def choose_reference(reference: Optional[str], source: Optional[str]) -> Optiona
         return reference
     if _csv_path(source):
         return source
+    if source == "mp":
+        return "mp"
     if SHARED_DATA.exists():
         return f"local:{SHARED_DATA}"
     return None
@@ -49,12 +54,31 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
         ids = df.material_id.astype(str) if "material_id" in df else None
         return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), f"reference phases: {spec}"
     source = open_source(spec, lazy=True)
-    subsystems = {frozenset(sub) for s in systems for k in range(1, len(s) + 1)
-                  for sub in combinations(sorted(s), k)}
+    if hasattr(source, "fetch_thermo"):  # the Materials Project: its thermo data, one request
+        return from_thermo(source, source.fetch_thermo(subsystems(systems)), fetched=True)
     formulas, energies, ids = [], [], []
-    for sub in sorted(subsystems, key=sorted):
-        for c in source.fetch(parse_query("-".join(sorted(sub)))):
+    for sub in subsystems(systems):
+        for c in source.fetch(parse_query(sub)):
             formulas.append(c.formula)
             energies.append(c.known.get("formation_energy_per_atom", float("nan")))
             ids.append(c.id)
     return ReferencePhases(formulas, energies, ids), f"reference phases: {spec} ({len(formulas)} entries)"
+
+
+def subsystems(systems: Iterable[frozenset]) -> List[str]:
+    """Every chemical system the hulls of `systems` need ("Li-O", "Li", ...), sorted."""
+    return sorted({"-".join(sub) for s in systems for k in range(1, len(s) + 1)
+                   for sub in combinations(sorted(s), k)})
+
+
+def from_thermo(source, thermo: Dict[str, list], fetched: bool) -> Tuple[ReferencePhases, str]:
+    """(phases, note) from an MP source's fetch_thermo() answer ({system: [(id, formula, energy)]})."""
+    from screening.sources.mp import FUNCTIONALS
+
+    rows = [r for system in sorted(thermo) for r in thermo[system]]
+    settings = source.settings()
+    gnome = "included" if settings["gnome"] == "included" else "left out"
+    note = (f"reference phases: Materials Project thermo data (db_version {settings['db_version']}): "
+            f"{len(rows)} entries in {len(thermo)} chemical systems, {FUNCTIONALS}; deprecated entries left out, "
+            f"GNoME entries {gnome}; {'fetched now' if fetched else 'from the cache'}")
+    return ReferencePhases([r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows]), note

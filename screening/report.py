@@ -29,6 +29,15 @@ def with_error_bars(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def known_status(df: pd.DataFrame):
+    """What the source says of each crystal, in a word or two ("on hull, exp.", "GNoME"); None if it says nothing."""
+    columns = {"dft_is_stable": "on hull", "experimental": "exp.", "gnome": "GNoME"}
+    if not any(c in df.columns for c in columns):
+        return None
+    return pd.Series([", ".join(word for c, word in columns.items() if c in df.columns and pd.notna(row[c]) and row[c])
+                      for _, row in df.iterrows()], index=df.index)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "" if v != v else f"{v:.3f}"

@@ -41,6 +41,9 @@ def mp_api_env(mp_test_server, monkeypatch):
     with mp_test_server.lock:
         mp_test_server.requests.clear()
         mp_test_server.faults.clear()
+        mp_test_server.log.clear()
+    mp_test_server.rate_limit = None
+    mp_test_server.ignore_filters = False
     return mp_test_server
 
 

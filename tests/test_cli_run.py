@@ -24,6 +24,9 @@ runner = CliRunner()
     (["--query", "Li-*-O", "--rank-by", "luck"], "--rank-by luck"),
     (["--query", "Li-*-O", "--gap-min", "2", "--gap-max", "1"], "--gap-min 2.0 is above --gap-max 1.0"),
     (["--query", "Li-*-O", "--model", "/no/such/model.pt"], "checkpoint file not found"),
+    (["--query", "Li-*-O", "--source", f"local:{DATA}", "--gnome"], "--gnome: only the Materials Project"),
+    (["--query", "Li-*-O", "--source", f"local:{DATA}", "--new-only"], "--new-only: the source local:"),
+    (["--query", "Li-*-O", "--mp-rate", "0"], "--mp-rate 0: a whole number of requests per second"),
 ])
 def test_bad_input_is_one_line_error_before_any_work(tmp_path, args, message):
     r = runner.invoke(app, ["run", *args, "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
@@ -52,3 +55,4 @@ def test_cli_run_writes_table_parquet_summary_and_plot(tmp_path, model_path):  #
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert len(table) == 3 and summary["candidates"] == 32 and summary["featurized"] == 32
     assert (tmp_path / "o" / "hull_vs_gap.png").stat().st_size > 10_000
+

@@ -77,6 +77,23 @@ def test_structure_cache_hit_and_miss(tmp_path):
     assert len(cache.verify()) == 1 and "unreadable" in cache.verify()[0]
 
 
+def test_reference_cache_grows_per_system_and_is_keyed_by_database(tmp_path):
+    from cache.reference_cache import ReferenceCache
+
+    cache = ReferenceCache(tmp_path)
+    db1 = "mp:http://x/ db_version=2025_01 deprecated=excluded gnome=excluded thermo=GGA_GGA+U_R2SCAN"
+    cache.add(db1, {"Li-O": [("mp-1", "Li2O", -2.0)], "Li": []})  # a system without entries is kept too
+    cache.add(db1, {"O": [("mp-12957", "O2", 0.0)]})  # a later run adds a system
+    assert cache.get(db1, ["Li", "Li-O", "O", "Na"]) == {"Li": [], "Li-O": [("mp-1", "Li2O", -2.0)],
+                                                         "O": [("mp-12957", "O2", 0.0)]}
+    assert cache.get(db1.replace("2025_01", "2025_02"), ["Li-O"]) == {}  # a new database: a miss
+    assert cache.get(db1.replace("gnome=excluded", "gnome=included"), ["Li-O"]) == {}
+    assert cache.verify() == [] and len(cache.entries()) == 1
+    entry = cache.entries()[0]
+    entry.write_bytes(entry.read_bytes()[:-5])
+    assert cache.get(db1, ["Li-O"]) == {} and "unreadable" in cache.verify()[0]
+
+
 def test_prediction_cache_is_keyed_by_graph_key_and_model(tmp_path):
     a = PredictionCache(tmp_path, "hash-a", ["x", "y"])
     a.put_many(["k1", "k2"], np.array([[1, 2], [3, 4]], dtype=np.float32))

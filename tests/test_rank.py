@@ -104,3 +104,16 @@ def test_known_crystals_are_ranked_against_the_hull_without_their_own_entry():
     # an id that names another formula among the references is not the candidate's own entry
     other = energy_above_hull(["LiO2"], np.array([dft_a - 0.2]), refs, ids=["mp-li2o"])
     assert other[0] == pytest.approx(-0.2, abs=1e-9)
+
+
+def test_new_only_keeps_what_the_source_calls_neither_stable_nor_known_and_its_e_hull_stands(refs):
+    t = table().assign(dft_formation_energy_per_atom=[-1.0, -2.0, -0.8, -0.9],
+                       dft_e_above_hull=[0.123, 0.0, 0.456, float("nan")],  # the source's (MP's) own values
+                       dft_is_stable=[False, True, False, False],
+                       experimental=[False, True, True, None])  # d: the source does not say
+    everything = rank(t, refs)
+    assert dict(zip(everything.id, everything.dft_e_above_hull.fillna(-1))) == \
+        {"a": 0.123, "b": 0.0, "c": 0.456, "d": -1}  # not recomputed from the formation energies
+    assert rank(t, refs, RankOptions(new_only=True)).id.tolist() == ["a"]
+    with pytest.raises(ScreenError, match="--new-only: this source does not say"):
+        rank(table(), refs, RankOptions(new_only=True))

@@ -120,6 +120,74 @@ def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env,
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
 
 
+def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, mp_api_env, model_path, tmp_path):
+    """Li-Ni-O on the test server: 15 current entries, a deprecated twin, a GNoME twin."""
+    from dataclasses import replace
+
+    client.run(lambda: __import__("os").environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"))
+    data = mp_api_env.data
+    docs = {data.ids[r]: data.document(r) for r in data.by_chemsys["Li-Ni-O"]}
+    kind = {data.ids[r]: data.kind[r] for r in data.by_chemsys["Li-Ni-O"]}
+    current = {i for i, k in kind.items() if k == "mp"}
+    opts = RunOptions(query="Li-Ni-O", source="mp", model=model_path, device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+    first = run_screening(client, opts)
+    t = first.table.set_index("id")
+    assert set(t.index) == current and len(current) == 15
+    for i, row in t.iterrows():  # MP's own values, not recomputed
+        assert row.dft_e_above_hull == docs[i]["energy_above_hull"] and row.dft_is_stable == docs[i]["is_stable"]
+        assert row.experimental == (not docs[i]["theoretical"] or "icsd" in docs[i]["database_IDs"])
+    assert not t.gnome.any()
+    s = json.loads(open(first.files["summary"]).read())
+    assert s["source_settings"] == {"endpoint": mp_api_env.endpoint, "db_version": "2025_01_01_fake",
+                                    "deprecated": "excluded", "gnome": "excluded",
+                                    "request_budget": "at most 10 requests per second per key (shared by the cluster)"}
+    assert s["source_note"] == ("source: Materials Project entries: deprecated ones left out; GNoME r2SCAN entries "
+                                "left out (--gnome includes them), db_version 2025_01_01_fake")
+    assert s["reference_note"].startswith("reference phases: Materials Project thermo data (db_version 2025_01_01_fake)")
+    assert "thermo type GGA_GGA+U_R2SCAN" in s["reference_note"] and s["reference_note"].endswith("fetched now")
+    thermo = [p for path, p in mp_api_env.requests if path == "/materials/thermo"]
+    assert len(thermo) == 1 and thermo[0]["chemsys"] == "Li,Li-Ni,Li-Ni-O,Li-O,Ni,Ni-O,O"
+    systems = thermo[0]["chemsys"].split(",")
+    assert s["reference_phases"] == sum(data.kind[r] == "mp" for x in systems for r in data.by_chemsys.get(x, []))
+
+    # --new-only: LiNiO2 on the hull with an ICSD id goes, the theoretical LiNiO2 above it stays;
+    # the reference phases come from the cache, the candidates from the structure cache
+    mp_api_env.requests.clear()
+    new = run_screening(client, replace(opts, out_dir=str(tmp_path / "o2"), rank=RankOptions(new_only=True)))
+    expected = {i for i in current if not docs[i]["is_stable"] and docs[i]["theoretical"]
+                and "icsd" not in docs[i]["database_IDs"]}
+    assert set(new.table.id) == expected and "mp-770635" in expected and "mp-850062" not in expected
+    assert len(expected) == 6 and new.summary["new_only"] is True
+    assert new.summary["reference_note"].endswith("from the cache")
+    assert not [path for path, _ in mp_api_env.requests if path.startswith("/materials/")]
+    lines = printed_run(new)  # the terminal: MP's E_hull right beside the predicted one
+    header = next(line for line in lines if "P(stable)" in line)
+    assert [h.strip() for h in header.strip("┃│ ").split("┃")][3:7] == ["P(stable)", "E_hull", "DFT E_hull", "known"]
+    assert "0.006" in next(line for line in lines if "mp-770635" in line)  # MP: 0.006 eV/atom above its hull
+    assert any(line.startswith("source: Materials Project entries: deprecated ones left out") and
+               "db_version 2025_01_01_fake" in line for line in lines)
+
+    # --gnome: the GNoME entry joins, is marked, and the run says so; its own reference cache entry
+    g = run_screening(client, replace(opts, gnome=True, out_dir=str(tmp_path / "o3")))
+    assert set(g.table.id) == current | {i for i, k in kind.items() if k == "gnome"}
+    assert g.table.set_index("id").gnome.to_dict()["mp-3121027"] is True and int(g.table.gnome.sum()) == 1
+    assert g.summary["source_settings"]["gnome"] == "included"
+    assert "GNoME r2SCAN entries included" in g.summary["source_note"]
+    assert g.summary["source_note"].endswith("1 GNoME entries among the candidates")
+    assert "GNoME entries included; fetched now" in g.summary["reference_note"]
+    assert g.summary["reference_phases"] == s["reference_phases"] + 1
+    assert open(g.files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def printed_run(result):
+    import cli
+
+    with cli.console.capture() as out:
+        cli._print_run(result)
+    return out.get().splitlines()
+
+
 def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_path, tmp_path):
     opts = RunOptions(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))

@@ -181,13 +181,15 @@ def test_mp_li_x_o_matches_local_with_paging(mp_api_env, local_li_x_o):
     assert [c.id for c in got] == [c.id for c in local_li_x_o]
     for a, b in zip(got, local_li_x_o):
         assert a.formula == b.formula and a.source == "mp"
-        assert a.known == pytest.approx(b.known)
+        assert {k: a.known[k] for k in b.known} == pytest.approx(b.known)
         assert_same_structure(a.structure, b.structure)
     searches = [p for path, p in mp_api_env.requests if path == "/materials/summary"]
     assert {p["chemsys"] for p in searches} == {"Li-O-*"}  # the wildcard goes to the server as is
     assert [int(p.get("_skip", 0)) for p in searches] == [0, 200, 400]
     assert set(searches[0]["_fields"].split(",")) == \
-        {"material_id", "formula_pretty", "structure", "formation_energy_per_atom", "band_gap", "efermi"}
+        {"material_id", "formula_pretty", "structure", "formation_energy_per_atom", "band_gap", "efermi",
+         "energy_above_hull", "is_stable", "theoretical", "database_IDs", "deprecated", "builder_meta"}
+    assert all(p["deprecated"] == "False" and p["batch_id_not_eq"] == "gnome_r2scan_statics" for p in searches)
     # The client asks /heartbeat once per process (mp-api caches it), so whether this test
     # sees it depends on which test made the first MPRester: every request must be a known one.
     assert {path for path, _ in mp_api_env.requests} <= {"/heartbeat", "/materials/summary"}
@@ -201,7 +203,7 @@ def test_mp_formula_ids_and_exclude_match_local(mp_api_env, mp_dev_source):
         assert [c.id for c in got] == [c.id for c in want] and want, q
         for a, b in zip(got, want):
             assert_same_structure(a.structure, b.structure)
-            assert a.known == pytest.approx(b.known)
+            assert {k: a.known[k] for k in b.known} == pytest.approx(b.known)
     sent = [p for path, p in mp_api_env.requests if path == "/materials/summary"]
     assert sent[0]["formula"] == "LiFePO4"
     assert sent[1]["material_ids"] == "mp-22862,mp-19017,mp-1"
@@ -209,7 +211,7 @@ def test_mp_formula_ids_and_exclude_match_local(mp_api_env, mp_dev_source):
     assert sent[3]["exclude_elements"] == "Co,Fe,Mn,Ni"
     systems = src.fetch_systems(["Na-Cl", "Cl-K"])
     assert sorted(c.formula for c in systems) == sorted(c.formula for c in mp_dev_source.fetch_systems(["Na-Cl", "K-Cl"]))
-    assert src.describe() == f"mp:{mp_api_env.endpoint} db_version=2025_01_01_fake"
+    assert src.describe() == f"mp:{mp_api_env.endpoint} db_version=2025_01_01_fake deprecated=excluded gnome=excluded"
     copy = pickle.loads(pickle.dumps(src))  # e.g. sent to a worker: no live HTTP session inside
     assert copy._rester is None and [c.id for c in copy.fetch("mp-1")] == ["mp-1"]
 
@@ -259,6 +261,120 @@ def test_mp_server_that_never_answers_is_a_one_line_error(mp_api_env):
     with pytest.raises(ScreenError, match="did not answer within 1 s"):
         MPSource(timeout=1).fetch("Na-Cl")
     assert time.perf_counter() - t0 < 10
+
+
+def server_ids(server, query_params, kind=None):
+    """Ids of the test server's documents a search matches (all kinds), or those of one kind."""
+    rows = server.data.search(query_params)
+    return {server.data.ids[r] for r in rows if kind is None or server.data.kind[r] == kind}
+
+
+def test_mp_deprecated_and_gnome_entries_only_when_asked(mp_api_env):
+    deprecated, gnome, plain = (server_ids(mp_api_env, {"chemsys": "Ni-O-*"}, k) for k in ("deprecated", "gnome", "mp"))
+    assert len(deprecated) == 4 and len(gnome) == 3 and len(plain) == 120
+
+    assert {c.id for c in MPSource().fetch("Ni-*-O")} == plain
+    mp_api_env.ignore_filters = True  # a server that returns them anyway: we still drop them
+    default = MPSource().fetch("Ni-*-O")
+    assert {c.id for c in default} == plain and not any(c.known["gnome"] for c in default)
+
+    with_gnome = MPSource(gnome=True)
+    got = with_gnome.fetch("Ni-*-O")
+    assert {c.id for c in got} == plain | gnome
+    assert {c.id for c in got if c.known["gnome"]} == gnome
+    assert all(c.known["experimental"] is False for c in got if c.id in gnome)  # hypothetical structures
+    assert with_gnome.describe().endswith("deprecated=excluded gnome=included")
+    assert "GNoME r2SCAN entries included" in with_gnome.entries_note()
+    assert "GNoME r2SCAN entries left out (--gnome includes them)" in MPSource().entries_note()
+    sent = [p for path, p in mp_api_env.requests if path == "/materials/summary"]
+    assert [(p["deprecated"], p.get("batch_id_not_eq")) for p in sent] == \
+        [("False", "gnome_r2scan_statics")] * 2 + [("False", None)]
+
+
+def test_mp_known_columns_are_the_servers_values(mp_api_env):
+    got = MPSource().fetch("Li-Ni-O")
+    assert len(got) == 15
+    for c in got:
+        doc = mp_api_env.data.document(mp_api_env.data.by_id[c.id])
+        theoretical, ids = doc["theoretical"], doc["database_IDs"]
+        assert c.known["dft_e_above_hull"] == doc["energy_above_hull"]
+        assert c.known["dft_is_stable"] is doc["is_stable"]
+        assert c.known["experimental"] is (not theoretical or bool(ids.get("icsd")))
+        assert c.known["formation_energy_per_atom"] == doc["formation_energy_per_atom"]
+    known = {c.id: c.known for c in got}
+    status = ("dft_e_above_hull", "dft_is_stable", "experimental", "gnome")
+    assert [known["mp-850062"][k] for k in status] == [0.0, True, True, False]  # LiNiO2 on the hull, ICSD
+    assert [known["mp-770635"][k] for k in status] == [0.006044, False, False, False]  # LiNiO2, theoretical
+
+
+def test_experimental_means_not_theoretical_or_icsd_ids():
+    from screening.sources.mp import is_experimental
+
+    assert is_experimental(False, {}) is True
+    assert is_experimental(True, {"icsd": ["icsd-1"]}) is True
+    assert is_experimental(None, {"icsd": ["icsd-1"]}) is True
+    assert is_experimental(True, {"pf": ["pf-1"]}) is False
+    assert is_experimental(True, None) is False
+    assert is_experimental(None, {}) is None  # MP says nothing: unknown, not "new"
+
+
+@pytest.mark.parametrize("gnome", [False, True])
+def test_mp_thermo_references_in_one_request(mp_api_env, gnome):
+    from screening.references import load_references, subsystems
+
+    systems = subsystems([frozenset({"Li", "Ni", "O"}), frozenset({"Li", "Mo", "O"})])
+    thermo = MPSource(gnome=gnome).fetch_thermo(systems)
+    assert sorted(thermo) == systems
+    sent = [p for path, p in mp_api_env.requests if path.startswith("/materials/")]
+    assert len(sent) == 1 and sent[0]["thermo_types"] == "GGA_GGA+U_R2SCAN"
+    data = mp_api_env.data
+    for system in systems:
+        kinds = {"mp", "gnome"} if gnome else {"mp"}
+        rows = [r for r in data.by_chemsys.get(system, []) if data.kind[r] in kinds]
+        assert thermo[system] == [(data.ids[r], data.formula_pretty[r], data.formation_energy(r)) for r in rows]
+    assert any(data.kind[data.by_id[i]] == "gnome" for rows in thermo.values() for i, _, _ in rows) is gnome
+    phases, note = load_references("mp", [frozenset({"Li", "Ni", "O"})])  # its own source: no GNoME
+    assert len(phases) == sum(data.kind[r] == "mp" for s in subsystems([frozenset({"Li", "Ni", "O"})])
+                              for r in data.by_chemsys.get(s, []))
+    assert "Materials Project thermo data (db_version 2025_01_01_fake)" in note and "GGA_GGA+U_R2SCAN" in note
+    assert "mp-3027087|Li9(NiO4)2" not in phases.ids  # the deprecated twin
+
+
+def test_mp_gnome_and_rate_options_are_checked(monkeypatch):
+    monkeypatch.setenv("MP_API_KEY", MP_TEST_KEY)
+    for spec in (f"local:{DATA}", "substitution", f"substitution:local:{DATA}"):
+        with pytest.raises(ScreenError, match="--gnome: only the Materials Project"):
+            open_source(spec, gnome=True)
+    assert open_source("substitution:mp", gnome=True).base.gnome is True
+    assert open_source(None, gnome=True).gnome is True  # the key is set: mp
+    for rate in (0, -1, 2.5):
+        with pytest.raises(ScreenError, match=f"--mp-rate {rate}: a whole number"):
+            open_source("mp", rate=rate)
+    assert open_source("mp", rate=3).budget.rate == 3
+
+
+def test_a_request_budget_bounds_every_second_across_threads():
+    import threading
+    import time
+
+    from screening.sources.budget import RequestBudget
+
+    starts = []
+
+    def requests(budget):
+        for _ in range(8):
+            with budget.lease():
+                starts.append(time.monotonic())
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=requests, args=(RequestBudget(20, "test-budget"),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    starts.sort()
+    busiest = max(sum(1 for u in starts if t <= u < t + 1.0) for t in starts)
+    assert busiest == 20 and starts[-1] - starts[0] > 1.0  # copies share the pool: 12 of 32 wait a second
 
 
 # ---- substitution ----------------------------------------------------------------------

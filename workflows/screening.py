@@ -39,9 +39,11 @@ from screening.featurize import FeaturizerConfig, featurize
 from screening.query import parse_query
 from screening.rank import RankOptions, element_set, rank
 from screening.relax import check_relaxer
-from screening.sources import open_source
+from screening.sources import mp_sources, open_source
+from screening.sources.base import known_column
+from screening.sources.mp import DEFAULT_RATE
 from screening.sources.substitution import SubstitutionSource
-from workflows import worker_model
+from workflows import mp, worker_model
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
@@ -53,6 +55,8 @@ class RunOptions:
     exclude: List[str] = field(default_factory=list)
     source: Optional[str] = None  # None: mp with MP_API_KEY, else substitution
     reference: Optional[str] = None  # source spec of reference phases for the hull
+    gnome: bool = False  # also the Materials Project's GNoME r2SCAN entries (--gnome)
+    mp_rate: int = DEFAULT_RATE  # requests per second to the MP API, all workers together (--mp-rate)
     model: str = ""  # checkpoint path
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "screen-cache"
@@ -76,7 +80,10 @@ class RunOptions:
         from screening.rank import RANK_BY
 
         parse_query(self.query, self.exclude)
-        open_source(self.source, lazy=True)
+        source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
+        if self.rank.new_only and source.name != "mp":
+            raise ScreenError(f"--new-only: the source {source.name} does not say which crystals are on "
+                              f"its hull or known experimentally (the Materials Project does: --source mp)")
         if self.partition_size < 1:
             raise ScreenError(f"--partition-size {self.partition_size}: must be at least 1")
         if self.rank.top is not None and self.rank.top < 1:
@@ -102,7 +109,11 @@ class RunOptions:
 def fetch_task(source, query_text, exclude):
     """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env."""
     query = parse_query(query_text, exclude)
-    return source.fetch(query)
+    try:
+        return source.fetch(query)
+    finally:  # the request budget's leases go back before the task ends, not after the cluster closed
+        for mp_source in mp_sources(source):
+            mp_source.budget.settle()
 
 
 RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so progress moves
@@ -234,7 +245,8 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     t0 = time.time()
     query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
-    source = open_source(opts.source, lazy=True)  # pickles without its data: workers read the files
+    source = open_source(opts.source, lazy=True, gnome=opts.gnome, rate=opts.mp_rate)  # pickles without its data
+    mp.share_budget(client, source)  # one MP request budget for every worker
     ckpt = load_model(opts.model)
     featurizer = ckpt.featurizer
     if opts.output_format not in ("csv", "parquet"):
@@ -310,7 +322,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
             n = len(outputs)
             row.update({c: float(v[0]) for c, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items()})
             for name, value in c.known.items():
-                row[f"dft_{name}"] = value
+                row[known_column(name)] = value
             row["structure_key"] = key
             row.update(provenance)
             rows.append(row)
@@ -323,17 +335,19 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         table = table[table["flags"] == ""].reset_index(drop=True)
         if table.empty:
             raise ScreenError(f"--drop-flagged: all {n_flagged} candidates are flagged; nothing left to rank")
-    references, reference_note = _references(opts, table)
+    references, reference_note = _references(client, opts, table, source)
     everything = rank(table, references, replace(opts.rank, top=None))  # the plot shows them all
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     n_inferred = sum(ir["inferred"] for ir in infer_results)
     summary = {
-        "query": str(query), "source": source.describe(), "model": str(opts.model),
+        "query": str(query), "source": source.describe(), "source_settings": source.settings(),
+        "source_note": _source_note(source, table), "model": str(opts.model),
         "model_hash": ckpt.hash, "featurizer": featurizer.to_dict(),
         "candidates": len(candidates), "unusable": len(errors), "unusable_first": errors[:5],
-        "ranked": len(ranked), "ranked_by": _ranked_by(opts.rank), "featurized": n_featurized, "inferred": n_inferred,
+        "ranked": len(ranked), "ranked_by": _ranked_by(opts.rank), "new_only": opts.rank.new_only,
+        "featurized": n_featurized, "inferred": n_inferred,
         "structure_cache_hit": structure_hit,
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
@@ -413,11 +427,29 @@ def _wants_gpu(client, device: str) -> bool:
     return has_gpu_workers
 
 
-def _references(opts: RunOptions, table: pd.DataFrame):
+def _references(client, opts: RunOptions, table: pd.DataFrame, source):
     from screening.references import choose_reference, load_references
 
     systems = {element_set(f) for f in table["formula"].unique()}
-    return load_references(choose_reference(opts.reference, opts.source), systems)
+    spec = choose_reference(opts.reference, opts.source or source.name)
+    if spec == "mp":  # MP's thermo data of the same database, with the run's choice of entries and budget
+        if source.name != "mp":
+            source = open_source("mp", gnome=opts.gnome, rate=opts.mp_rate)
+            mp.share_budget(client, source)
+        return mp.thermo_references(source, systems, opts.cache_dir)
+    return load_references(spec, systems)
+
+
+def _source_note(source, table: pd.DataFrame) -> Optional[str]:
+    """Which entries the run screened, in one line, where the source has a choice (MP: with its database version)."""
+    note = source.entries_note()
+    if note is None:
+        return None
+    settings = source.settings()
+    settings = settings.get("templates", settings)
+    gnome = f"; {int(table['gnome'].sum())} GNoME entries among the candidates" \
+        if settings["gnome"] == "included" and "gnome" in table else ""
+    return f"source: {note}, db_version {settings['db_version']}{gnome}"
 
 
 def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,

@@ -10,6 +10,10 @@
                           as templates
     (none)                mp when MP_API_KEY is set, else substitution; the line
                           default_source_note() returns says which
+
+`gnome` (--gnome) adds the Materials Project's GNoME r2SCAN entries to what an mp
+source (or the mp templates of substitution:mp) fetches; `rate` is the mp
+source's request budget per second (--mp-rate).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Mapping, Optional
 from screening.errors import ScreenError
 from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source
 
-__all__ = ["Candidate", "Source", "KNOWN_PROPERTIES", "open_source", "default_source_note"]
+__all__ = ["Candidate", "Source", "KNOWN_PROPERTIES", "open_source", "default_source_note", "mp_sources"]
 
 _USAGE = "use mp, local:PATH, substitution or substitution:local:PATH"
 
@@ -40,17 +44,35 @@ def default_source_note(spec: Optional[str], environ: Optional[Mapping[str, str]
 
 
 def open_source(spec: Optional[str] = None, *, lazy: bool = False,
-                environ: Optional[Mapping[str, str]] = None) -> Source:
+                environ: Optional[Mapping[str, str]] = None, gnome: bool = False,
+                rate: Optional[int] = None) -> Source:
     """The Source a --source string names. lazy: local CSV candidates carry CIF text,
     parsed on first `.structure` (cheap to ship to workers)."""
+    if rate is not None and (int(rate) != rate or rate < 1):
+        raise ScreenError(f"--mp-rate {rate}: a whole number of requests per second, at least 1")
+    source = _open(spec, lazy, environ, gnome, rate)
+    if gnome and not mp_sources(source):
+        raise ScreenError(f"--gnome: only the Materials Project (--source mp) has GNoME entries; "
+                          f"this run's source is {source.name}")
+    return source
+
+
+def mp_sources(source: Source) -> list:
+    """The Materials Project sources a source fetches from: itself, or substitution:mp's templates."""
+    base = getattr(source, "base", None)
+    return ([source] if source.name == "mp" else []) + (mp_sources(base) if base is not None else [])
+
+
+def _open(spec, lazy, environ, gnome, rate) -> Source:
     text = (spec or "").strip()
     if not text:
         text = "mp" if _has_key(environ) else "substitution"
     if text == "mp":
-        from screening.sources.mp import MPSource
+        from screening.sources.mp import DEFAULT_RATE, MPSource
 
         env = os.environ if environ is None else environ
-        return MPSource(api_key=env.get("MP_API_KEY"), endpoint=env.get("MP_API_ENDPOINT"))
+        return MPSource(api_key=env.get("MP_API_KEY"), endpoint=env.get("MP_API_ENDPOINT"), gnome=gnome,
+                        rate=DEFAULT_RATE if rate is None else rate)
     if text.startswith("local:"):
         from screening.sources.local import LocalSource
 
@@ -64,7 +86,7 @@ def open_source(spec: Optional[str] = None, *, lazy: bool = False,
         base_spec = text[len("substitution:"):] if ":" in text else ""
         if base_spec.startswith("substitution"):
             raise ScreenError(f'--source "{spec}": substitution templates must come from mp or local:PATH')
-        base = open_source(base_spec, lazy=lazy, environ=environ) if base_spec else None
+        base = _open(base_spec, lazy, environ, gnome, rate) if base_spec else None
         return SubstitutionSource(base=base)
     hint = f"; did you mean local:{text}?" if Path(text).expanduser().exists() else ""
     raise ScreenError(f'--source "{spec}": unknown source ({_USAGE}){hint}')

@@ -7,8 +7,17 @@ from typing import Any, Dict, List, Optional, Union
 
 from screening.query import Query, parse_query
 
-# Known DFT properties a source may carry along for reference (same names as the MP API).
+# Known DFT properties a source may carry along for reference (same names as the MP API);
+# results columns dft_<name>.
 KNOWN_PROPERTIES = ("formation_energy_per_atom", "band_gap", "efermi")
+# What a source may also know of a crystal, under its results column's own name (the MP
+# source: MP's E_hull and hull membership, experimental provenance, GNoME origin).
+KNOWN_STATUS = ("dft_e_above_hull", "dft_is_stable", "experimental", "gnome")
+
+
+def known_column(name: str) -> str:
+    """The results column of a Candidate.known entry."""
+    return name if name in KNOWN_STATUS else f"dft_{name}"
 
 
 class Candidate:
@@ -22,13 +31,13 @@ class Candidate:
     __slots__ = ("source", "id", "formula", "known", "cif", "_structure")
 
     def __init__(self, source: str, id: str, formula: str, structure=None, *,
-                 cif: Optional[str] = None, known: Optional[Dict[str, float]] = None):
+                 cif: Optional[str] = None, known: Optional[Dict[str, Any]] = None):
         if structure is None and cif is None:
             raise ValueError(f"candidate {id}: needs a structure or CIF text")
         self.source = source
         self.id = id
         self.formula = formula  # pymatgen reduced formula
-        self.known = dict(known or {})
+        self.known = dict(known or {})  # KNOWN_PROPERTIES as floats, KNOWN_STATUS entries
         self.cif = cif
         self._structure = structure
 
@@ -51,18 +60,21 @@ class Candidate:
             setattr(self, k, v)
 
 
+def as_float(v) -> Optional[float]:
+    """v as a float; None when missing, not a number, or NaN."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
 def known_properties(values: Dict[str, Any]) -> Dict[str, float]:
     """The known DFT properties present in `values`, as floats; missing or NaN ones left out."""
     out = {}
     for name in KNOWN_PROPERTIES:
-        v = values.get(name)
-        if v is None:
-            continue
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            continue
-        if not math.isnan(v):
+        v = as_float(values.get(name))
+        if v is not None:
             out[name] = v
     return out
 
@@ -79,6 +91,14 @@ class Source(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Stable one-line text naming the source and the version of its data (a cache key)."""
+
+    def entries_note(self) -> Optional[str]:
+        """Which of the source's entries a run includes, in one line, where there is a choice (no network)."""
+        return None
+
+    def settings(self) -> Dict[str, Any]:
+        """The choices behind the fetched entries (database version, entries left out), for the run summary."""
+        return {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -6,6 +6,23 @@ API reads `Li-*-O` as "three elements, Li and O among them", our meaning),
 are checked against the query again on our side, so a server that filters
 more loosely cannot leak other systems in.
 
+Which entries: every search asks for `deprecated=False` (superseded entries are
+never screened, whatever the server's default) and leaves out the GNoME r2SCAN
+entries (batch "gnome_r2scan_statics": hypothetical structures computed with
+another functional, which mp-api includes by default) unless `gnome=True`
+(`--gnome`). Both are checked again on our side and stated by describe() (the
+cache key) and settings() (the run summary).
+
+What MP says of each material comes along in Candidate.known: formation
+energy, band gap and Fermi energy, MP's own energy above its hull and whether
+the material is on it (`dft_e_above_hull`, `dft_is_stable`, computed by MP with
+its compatibility scheme), whether it is known experimentally (`experimental`:
+not theoretical, or with ICSD ids) and whether it is a GNoME entry (`gnome`).
+
+fetch_thermo() gives the reference phases for MP runs: MP's own thermo data
+(thermo type GGA_GGA+U_R2SCAN) of the same database, a list of chemical
+systems per request, with the same choice of entries.
+
 The key comes from MP_API_KEY; the endpoint from the `endpoint` argument,
 else MP_API_ENDPOINT, else mp-api's default (https://api.materialsproject.org/).
 mp_api is imported only when a search runs: it takes ~3 s to import.
@@ -13,27 +30,45 @@ mp_api is imported only when a search runs: it takes ~3 s to import.
 What the client does not do for us, done here:
   - the heartbeat mp-api sends on start has no timeout, so we ask it first
     with one (a server that never answers is a one-line error, not a hang);
-  - retries: 429, 500, 502, 503 and 504 and dropped connections, with
-    exponential backoff (0.5 s doubling, at most 8 s a wait, 5 tries), then
-    the server's own message in one line;
+  - a request budget (screening/sources/budget.py): every try of every
+    request takes a lease, so all the workers fetching with one key stay
+    within `rate` requests per second together;
+  - retries: 429 as often as RATE_LIMITED_TRIES, waiting what Retry-After
+    says; 500, 502, 503, 504 and dropped connections with exponential backoff
+    (0.5 s doubling, at most 8 s a wait, 6 tries); then the server's own
+    message in one line;
   - completeness: the first page of every search says how many documents
     match (meta.total_doc); fewer received is an error, so a short answer is
     never cached as if it were the whole system.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 import warnings
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from screening.errors import ScreenError
 from screening.query import CHEMSYS, FORMULA, IDS, Query
-from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source, as_query, known_properties
+from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source, as_float, as_query, known_properties
+from screening.sources.budget import RequestBudget
 
-FIELDS = ["material_id", "formula_pretty", "structure", *KNOWN_PROPERTIES]
+FIELDS = ["material_id", "formula_pretty", "structure", *KNOWN_PROPERTIES,
+          "energy_above_hull", "is_stable", "theoretical", "database_IDs", "deprecated", "builder_meta"]
 DEFAULT_ENDPOINT = "https://api.materialsproject.org/"
 TIMEOUT_S = 30  # per HTTP request
 RETRY_STATUS = (429, 500, 502, 503, 504)
+TRIES = 6  # of a request that meets a server fault (5xx, dropped connection)
+RATE_LIMITED_TRIES = 12  # of a request answered 429: slowing down is expected, so more patience
+MAX_WAIT_S = 60  # the longest Retry-After we follow
+DEFAULT_RATE = 10  # requests per second per key, all workers together (--mp-rate)
+GNOME_BATCH = "gnome_r2scan_statics"
+THERMO_TYPE = "GGA_GGA+U_R2SCAN"
+THERMO_FIELDS = ["material_id", "formula_pretty", "chemsys", "formation_energy_per_atom", "thermo_type",
+                 "deprecated", "builder_meta"]
+FUNCTIONALS = (f"GGA/GGA+U energies mixed with r2SCAN ones where MP has them, by MP's compatibility scheme "
+               f"(thermo type {THERMO_TYPE})")
 
 
 def _one_line(e: Exception) -> str:
@@ -46,11 +81,78 @@ def _one_line(e: Exception) -> str:
     return " ".join(text.split())[:300] or type(e).__name__
 
 
+def is_experimental(theoretical, database_ids) -> Optional[bool]:
+    """Known experimentally: ICSD ids, or MP's `theoretical` is False; None when MP says neither."""
+    if (database_ids or {}).get("icsd"):
+        return True
+    return None if theoretical is None else not theoretical
+
+
+def is_gnome(doc: dict) -> bool:
+    return ((doc.get("builder_meta") or {}).get("batch_id") or "") == GNOME_BATCH
+
+
+def _known(doc: dict) -> dict:
+    """Candidate.known of a summary document: the DFT numbers, then what MP says of the material."""
+    known = known_properties(doc)
+    if as_float(doc.get("energy_above_hull")) is not None:
+        known["dft_e_above_hull"] = as_float(doc["energy_above_hull"])
+    if doc.get("is_stable") is not None:
+        known["dft_is_stable"] = bool(doc["is_stable"])
+    experimental = is_experimental(doc.get("theoretical"), doc.get("database_IDs"))
+    if experimental is not None:
+        known["experimental"] = experimental
+    known["gnome"] = is_gnome(doc)
+    return known
+
+
+def _budgeted_adapter(source: "MPSource"):
+    """An HTTPAdapter whose every try takes a lease from the source's budget (read at each try, so a
+    budget swapped in later counts) and which retries itself (urllib3's retries would escape the budget)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class BudgetedAdapter(HTTPAdapter):
+        def send(self, request, **kwargs):
+            faults = limited = 0
+            while True:
+                with source.budget.lease():
+                    try:
+                        response = super().send(request, **kwargs)
+                    except (requests.ConnectionError, requests.Timeout):
+                        faults += 1
+                        if request.method != "GET" or faults >= TRIES:
+                            raise
+                        response = None
+                wait = None
+                if response is not None:
+                    if response.status_code not in RETRY_STATUS or request.method != "GET":
+                        return response
+                    if response.status_code == 429:
+                        limited += 1
+                        wait = _retry_after(response)
+                    else:
+                        faults += 1
+                    if faults >= TRIES or limited >= RATE_LIMITED_TRIES:
+                        return response  # mp-api reports the server's message
+                    response.close()
+                time.sleep(wait if wait is not None else min(source.backoff * 2 ** (faults + limited - 1), 8.0))
+
+    return BudgetedAdapter()
+
+
+def _retry_after(response) -> Optional[float]:
+    try:
+        return min(max(float(response.headers.get("Retry-After", "")), 0.0), MAX_WAIT_S)
+    except ValueError:
+        return None  # absent, or a date: back off as for a fault
+
+
 class MPSource(Source):
     name = "mp"
 
     def __init__(self, api_key: Optional[str] = None, endpoint: Optional[str] = None, chunk_size: int = 1000,
-                 timeout: float = TIMEOUT_S, backoff: float = 0.5):
+                 timeout: float = TIMEOUT_S, backoff: float = 0.5, gnome: bool = False, rate: int = DEFAULT_RATE):
         self.api_key = api_key or os.environ.get("MP_API_KEY") or None
         if not self.api_key:
             raise ScreenError("--source mp: MP_API_KEY is not set; set MP_API_KEY to your Materials Project "
@@ -59,6 +161,9 @@ class MPSource(Source):
         self.chunk_size = chunk_size  # documents per request; the client pages with _skip
         self.timeout = timeout
         self.backoff = backoff  # seconds before the first retry, doubling
+        self.gnome = gnome  # include GNoME r2SCAN entries
+        key_hash = hashlib.sha256(f"{self.api_key}|{self.endpoint or DEFAULT_ENDPOINT}".encode()).hexdigest()[:16]
+        self.budget = RequestBudget(rate, name=f"mp-{key_hash}")  # workflows may swap in a cluster-wide pool
         self._rester = None
         self._totals: List[int] = []  # meta.total_doc of each first page seen during a search
 
@@ -71,7 +176,8 @@ class MPSource(Source):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self._rester = MPRester(self.api_key, endpoint=self.endpoint, mute_progress_bars=True)
+                    self._rester = MPRester(self.api_key, endpoint=self.endpoint, mute_progress_bars=True,
+                                            use_document_model=False)
             except (MPRestError, OSError, ValueError) as e:
                 raise ScreenError(f"--source mp: cannot reach the Materials Project API at "
                                   f"{self._endpoint_text()} ({_one_line(e)})") from None
@@ -93,14 +199,9 @@ class MPSource(Source):
                               f"{self._endpoint_text()} ({_one_line(e)})") from None
 
     def _harden(self, session) -> None:
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
-
-        retry = Retry(total=5, connect=5, read=5, status=5, backoff_factor=self.backoff, backoff_max=8,
-                      status_forcelist=RETRY_STATUS, allowed_methods=["GET"], respect_retry_after_header=True,
-                      raise_on_status=False)  # the last answer reaches mp-api, which reports its message
+        adapter = _budgeted_adapter(self)
         for prefix in ("http://", "https://"):
-            session.mount(prefix, HTTPAdapter(max_retries=retry))
+            session.mount(prefix, adapter)
         session.hooks.setdefault("response", []).append(self._record_total)
 
     def _record_total(self, response, *args, **kwargs):
@@ -108,7 +209,7 @@ class MPSource(Source):
         from urllib.parse import parse_qs, urlsplit
 
         url = urlsplit(response.url)
-        if response.status_code != 200 or "/summary" not in url.path or \
+        if response.status_code != 200 or "/materials/" not in url.path or \
                 int(parse_qs(url.query).get("_skip", ["0"])[0] or 0) != 0:
             return
         try:
@@ -153,16 +254,37 @@ class MPSource(Source):
                                     chemsys=batch))
         return out
 
-    def _search(self, what: str, matches: Callable, **kw) -> List[Candidate]:
+    def fetch_thermo(self, systems: Iterable[str], per_request: int = 200) -> Dict[str, List[Tuple[str, str, float]]]:
+        """MP's thermo entries of each explicit chemical system ("Li-O"): {system: [(id, formula,
+        formation energy per atom)]}, every system asked for a key (empty when MP has none).
+        Thermo type THERMO_TYPE; deprecated entries left out, GNoME ones unless self.gnome
+        (the thermo search has no such filters, so the documents are read for them)."""
+        systems = sorted({"-".join(sorted(s.split("-"))) for s in systems})
+        out: Dict[str, List[Tuple[str, str, float]]] = {s: [] for s in systems}
+        for i in range(0, len(systems), per_request):
+            batch = systems[i:i + per_request]
+            docs = self._documents(f"thermo data of {len(batch)} chemical systems",
+                                   lambda mpr: mpr.materials.thermo.search, chemsys=batch,
+                                   thermo_types=[THERMO_TYPE], fields=THERMO_FIELDS)
+            for d in docs:
+                system = "-".join(sorted(str(d.get("chemsys") or "").split("-")))
+                e = d.get("formation_energy_per_atom")
+                if system not in out or e is None or d.get("deprecated") or (is_gnome(d) and not self.gnome) \
+                        or str(d.get("thermo_type") or THERMO_TYPE) != THERMO_TYPE:
+                    continue
+                out[system].append((str(d["material_id"]), str(d["formula_pretty"]), float(e)))
+        return out
+
+    def _documents(self, what: str, endpoint: Callable, **kw) -> List[dict]:
+        """Every document of one search (`endpoint(rester)` is the search method), checked complete."""
         from mp_api.client.core import MPRestError
-        from pymatgen.core import Structure
 
         mpr = self._client()
         self._totals = []
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                docs = mpr.materials.summary.search(**kw, fields=FIELDS, chunk_size=self.chunk_size)
+                docs = endpoint(mpr)(**kw, chunk_size=self.chunk_size)
         except MPRestError as e:
             raise ScreenError(f"--source mp: search for {what} failed ({_one_line(e)})") from None
         except OSError as e:  # connection refused / reset / timed out after retries
@@ -175,9 +297,18 @@ class MPSource(Source):
         if len(docs) < expected:
             raise ScreenError(f"--source mp: search for {what} received {len(docs)} of the {expected} documents "
                               f"the server counted; nothing was kept, try again")
+        fields = kw.get("fields") or []
+        return [d if isinstance(d, dict) else {f: getattr(d, f, None) for f in fields} for d in docs]
+
+    def _search(self, what: str, matches: Callable, **kw) -> List[Candidate]:
+        from pymatgen.core import Structure
+
+        docs = self._documents(what, lambda mpr: mpr.materials.summary.search, **kw, fields=FIELDS,
+                               deprecated=False, include_gnome=self.gnome)
         out, seen = [], set()
-        for doc in docs:
-            d = doc if isinstance(doc, dict) else {f: getattr(doc, f, None) for f in FIELDS}
+        for d in docs:
+            if d.get("deprecated") or (is_gnome(d) and not self.gnome):
+                continue  # a server that ignored the filters
             mid = str(d["material_id"])
             s = d["structure"]
             s = s if isinstance(s, Structure) else Structure.from_dict(s)
@@ -186,9 +317,26 @@ class MPSource(Source):
             if mid in seen or not matches(elements, comp.reduced_formula, mid):
                 continue  # the server filtered more loosely than we mean
             seen.add(mid)
-            out.append(Candidate(self.name, mid, comp.reduced_formula, s, known=known_properties(d)))
+            out.append(Candidate(self.name, mid, comp.reduced_formula, s, known=_known(d)))
         return out
+
+    def entries_note(self) -> str:
+        """Which entries a run includes, in one line (no network)."""
+        gnome = ("GNoME r2SCAN entries included (--gnome; hypothetical, another functional; see the gnome column)"
+                 if self.gnome else "GNoME r2SCAN entries left out (--gnome includes them)")
+        return f"Materials Project entries: deprecated ones left out; {gnome}"
+
+    def settings(self) -> dict:
+        """The choices behind the fetched entries, for the run summary."""
+        return {"endpoint": self._client().endpoint, "db_version": self._client().db_version or "unknown",
+                "deprecated": "excluded", "gnome": "included" if self.gnome else "excluded",
+                "request_budget": self.budget.describe()}
+
+    def thermo_description(self) -> str:
+        """What fetch_thermo() answers from (a cache key): the database and the entries, and the thermo type."""
+        return f"{self.describe()} thermo={THERMO_TYPE}"
 
     def describe(self) -> str:
         db = self._client().db_version or "unknown"
-        return f"mp:{self._client().endpoint} db_version={db}"
+        return (f"mp:{self._client().endpoint} db_version={db} deprecated=excluded "
+                f"gnome={'included' if self.gnome else 'excluded'}")

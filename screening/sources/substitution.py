@@ -256,6 +256,12 @@ class SubstitutionSource(Source):
         if base is not None:
             self.name = f"substitution:{base.name}"
 
+    def entries_note(self) -> Optional[str]:
+        return None if self.base is None else self.base.entries_note()
+
+    def settings(self) -> dict:
+        return {} if self.base is None else {"templates": self.base.settings()}
+
     def describe(self) -> str:
         import pymatgen.core
 
