@@ -71,7 +71,7 @@ def main():
 
     arms = {"(a) original": ("original.csv", []), "(b) distorted": ("distorted.csv", []),
             "(c) distorted + --relax chgnet": ("distorted.csv", ["--relax", "chgnet"])}
-    lines = []
+    lines, errors, back = [], {}, pd.Series(dtype=bool)
     for name, (csv, extra) in arms.items():
         out = work / f"out-{csv[:-4]}{'-relaxed' if extra else ''}"
         cmd = [sys.executable, "-m", "cli", "run", "--query", ids, "--source", f"local:{work / csv}",
@@ -85,12 +85,44 @@ def main():
         pred = t.pred_e_above_hull.to_numpy(float) <= 0
         extra_text = ""
         if extra:
-            extra_text = (f"   {s['relax_seconds_per_crystal']} s per relaxed crystal, {s['relax_converged']}/"
+            fresh = s["relax_seconds_per_crystal"]
+            extra_text = (f"   {fresh if fresh is not None else 'cached:'} s per relaxed crystal, {s['relax_converged']}/"
                           f"{s['relaxed']} converged, peak worker RSS {peak / 2**20:.0f} MiB")
         lines.append(f"{name:32s} ΔEf MAE {mae:.4f} eV/atom   stability F1 {f1(truth, pred):.3f} "
                      f"({int(truth.sum())} stable by DFT, {int(pred.sum())} predicted)   n {len(t)}   "
                      f"wall {wall:.0f} s{extra_text}")
         print(lines[-1], flush=True)
+        errors[name] = (t.set_index("id").pred_formation_energy_per_atom
+                        - t.set_index("id").dft_formation_energy_per_atom).abs()
+        if extra:
+            back = relaxed_back(out / "relaxed.jsonl.gz", rows)
+    print_breakdown(errors, back)
+
+
+def relaxed_back(path: Path, rows: pd.DataFrame) -> pd.Series:
+    """Per id: did the relaxation find the original structure again (pymatgen's StructureMatcher)?
+    A distorted high-energy entry may relax into another structure, whose DFT ΔEf is not the label."""
+    import gzip
+
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+    from screening.structures import structure_from_cif_text
+
+    cifs = dict(zip(rows.material_id, rows.cif))
+    matcher = StructureMatcher()
+    out = {}
+    for line in gzip.decompress(path.read_bytes()).splitlines():
+        d = json.loads(line)
+        out[d["id"]] = matcher.fit(structure_from_cif_text(cifs[d["id"]], d["id"]), Structure.from_dict(d["structure"]))
+    return pd.Series(out)
+
+
+def print_breakdown(errors: dict, back: pd.Series) -> None:
+    for found, ids in (("relaxed back to the original structure", back.index[back]),
+                       ("relaxed into another structure", back.index[~back])):
+        maes = "   ".join(f"{name.split()[0]} {errors[name].reindex(ids).mean():.4f}" for name in errors)
+        print(f"  {len(ids):4d} crystals {found}: ΔEf MAE {maes}")
 
 
 if __name__ == "__main__":
