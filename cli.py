@@ -95,6 +95,8 @@ def run(
     queue: Optional[str] = typer.Option(None, help="Batch queue/partition (--jobqueue)."),
     account: Optional[str] = typer.Option(None, help="Batch account (--jobqueue)."),
     walltime: str = typer.Option("01:00:00", help="Batch job walltime (--jobqueue)."),
+    worker_lifetime: Optional[str] = typer.Option(None, help="--jobqueue: each worker retires after this long "
+                                                         "(HH:MM:SS, below --walltime) and a new job replaces it."),
     dashboard: str = typer.Option("127.0.0.1:8787", help="Dask dashboard address (:0 for any free port)."),
     cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
     out: Path = typer.Option(Path("screen-results"), "--out", "-o", help="Directory for results, summary.json and the plot."),
@@ -110,16 +112,43 @@ def run(
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
     no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
+    runner: Optional[str] = typer.Option(None, hidden=True, help="slurm: this is one task of a `screen submit` job."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
+    global error_log
+    opts, spec = _run_setup(**locals())
+    error_log = opts.error_log
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from screening.sources import default_source_note
+    from workflows.cluster import connect, dashboard_link
+    from workflows.screening import run_screening
+
+    with connect(spec) as client:
+        # (with --runner, only the client task gets here: the others ran their part inside connect)
+        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
+        notice = default_source_note(source)
+        if notice:
+            console.print(notice, style="yellow", highlight=False)
+        if not console.is_terminal:
+            result = run_screening(client, opts, progress=_progress_lines("screening partitions"))
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                job = bar.add_task("screening partitions", total=None)
+                result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
+    _print_run(result)
+
+
+def _run_setup(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
+               queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
+               ehull_max, gap_threshold, top, rank_by, stable_within, drop_flagged, partition_size,
+               no_worker_timeout, runner):
+    """`screen run`'s options as the run's and the cluster's settings, every one checked."""
     from screening.predict_files import resolve_model_path
     from screening.rank import RankOptions
-    from screening.sources import default_source_note
-    from workflows.cluster import ClusterSpec, connect, dashboard_link
-    from workflows.screening import RunOptions, run_screening
-
+    from workflows.cluster import ClusterSpec
+    from workflows.screening import RunOptions
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     opts = RunOptions(
@@ -129,27 +158,17 @@ def run(
         drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max, top=top))
-    global error_log
-    error_log = opts.error_log
     opts.check()  # bad input fails here, before a cluster starts
-    notice = default_source_note(source)
-    if notice:
-        console.print(notice, style="yellow", highlight=False)
+    if runner not in (None, "slurm"):
+        raise ScreenError(f"--runner {runner}: only slurm")
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
-                       queue=queue, account=account, walltime=walltime,
+                       queue=queue, account=account, walltime=walltime, worker_lifetime=worker_lifetime,
+                       log_dir=str(Path(out).resolve() / "logs"), runner=runner,
+                       scheduler_file=str(Path(out).resolve() / "logs" / "scheduler-{job_id}.json"),
                        gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
     spec.check()
-    with connect(spec) as client:
-        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        if not console.is_terminal:
-            result = run_screening(client, opts, progress=_progress_lines("screening partitions"))
-        else:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=True) as bar:
-                job = bar.add_task("screening partitions", total=None)
-                result = run_screening(client, opts, progress=lambda _, d, n: bar.update(job, completed=d, total=n))
-    _print_run(result)
+    return opts, spec
 
 
 _RUN_COLUMNS = {  # result column -> short terminal header

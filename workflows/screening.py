@@ -40,6 +40,7 @@ from screening.rank import RankOptions, element_set, rank
 from screening.sources import open_source
 from screening.sources.substitution import SubstitutionSource
 from workflows import worker_model
+from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
@@ -284,6 +285,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
+        "provenance": run_provenance(client, ckpt.hash, source.describe()),
     }
     cache_stats.record(opts.cache_dir, runs=1, structure_hits=int(structure_hit),
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],

@@ -1,0 +1,58 @@
+"""Screening runs on a real Slurm (tests/slurm.py): workers as jobs, PBS through Slurm's qsub
+wrappers, the whole run as one batch job, and a worker job cancelled mid-run. Each run must give
+exactly the table a local run gives."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from tests.helpers import DATA
+from tests.test_run_e2e import model_path  # noqa: F401  (module fixture: a tiny trained model)
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+QUERY = "Li-Fe-O"  # 32 crystals
+N_CRYSTALS = 32
+
+
+def screen_run(tmp: Path, name: str, model: str, *extra: str):
+    """`screen run` through the CLI, with its own cache (so nothing is a cache hit) and output."""
+    out = tmp / name
+    r = runner.invoke(app, ["run", "--query", QUERY, "--source", f"local:{DATA}", "--model", model,
+                            "--dashboard", ":0", "--memory", "1GiB", "--partition-size", "8",
+                            "--cache", str(tmp / f"{name}-cache"), "--out", str(out), *extra])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def results(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv")
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, model_path):  # noqa: F811
+    out = screen_run(tmp_path_factory.mktemp("local"), "local", model_path, "--workers", "1")
+    assert summary(out)["featurized"] == summary(out)["inferred"] == N_CRYSTALS
+    return results(out)
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])  # pbs: Slurm's qsub/qdel wrappers, not a PBS server
+def test_workers_as_batch_jobs_give_the_local_table(slurm, kind, local_run, model_path, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)  # the jobs start here: nothing of theirs may land here
+    out = screen_run(tmp_path, "out", model_path, "--jobqueue", kind, "--workers", "2")
+    s = summary(out)
+    assert s["featurized"] == s["inferred"] == N_CRYSTALS  # all computed on the batch workers
+    pd.testing.assert_frame_equal(results(out), local_run)
+    jobs = s["provenance"]["worker_jobs"]
+    assert len(jobs) == 2 and {j["name"] for j in slurm.jobs() if j["id"] in jobs} == {"dask-worker"}
+    logs = sorted(p.name for p in (out / "logs").iterdir())
+    assert {f"dask-worker-{j}.{ext}" for j in jobs for ext in ("out", "err")} <= set(logs)
+    assert "Start worker" in (out / "logs" / f"dask-worker-{jobs[0]}.err").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out-cache"]  # no slurm-N.out, no tmp*.sh.o7
