@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import click
 import typer
+import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
@@ -195,6 +196,106 @@ def _print_run(result):
     console.print(s["uncertainty_note"], highlight=False)
     console.print(s["domain_note"], highlight=False)
     for name, path in result.files.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def submit(
+    ctx: typer.Context,
+    campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (YAML: query, source, model, "
+                                                                     "filters, cluster, schedule)."),
+    gpus: Optional[int] = typer.Option(None, help="GPUs per node (#SBATCH --gres=gpu:N)."),
+    overcommit: Optional[bool] = typer.Option(None, "--overcommit", help="Let the scheduler and the run share the "
+                                                                          "workers' cores (small nodes)."),
+    begin: Optional[str] = typer.Option(None, help="Start no earlier than this (sbatch --begin: now+1hour, 2026-12-01T03:00)."),
+    every: Optional[str] = typer.Option(None, help="Re-run on a schedule: 30m, 12h, 1d, 1w (each run submits the next)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the job script, do not submit it."),
+):
+    """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
+    --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
+    The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
+    from workflows.batch import BatchJob, crontab_line
+    from workflows.batch import submit as submit_job
+    from workflows.campaign import read_campaign
+
+    args, name, batch = list(ctx.args), "screen", {}
+    if campaign:
+        c = read_campaign(campaign)
+        args, name, batch = c.run_args + args, c.name, c.batch
+        every = every or c.every
+    params = _run_params(args)
+    for option in ("scheduler", "jobqueue", "runner"):
+        if params[option]:
+            raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
+    opts, spec = _run_setup(**params)  # every run option checked before anything is submitted
+    job = BatchJob(run_args=args, out_dir=Path(opts.out_dir), workdir=Path.cwd(), workers=spec.workers,
+                   threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
+                   partition=spec.queue, account=spec.account, name=name, every=every,
+                   gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
+                   overcommit=overcommit if overcommit is not None else bool(batch.get("overcommit", False)))
+    job_id = submit_job(job, begin=begin, dry_run=dry_run)
+    console.print(f"job script: {job.script_path}", highlight=False)
+    if job_id:
+        console.print(f"submitted batch job {job_id}", highlight=False)
+        console.print(f"follow it: screen status --out {opts.out_dir}", highlight=False)
+    if every:
+        line = crontab_line(every, job.script_path)
+        console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)"
+                      + (f"; or from cron instead: {line}" if line else ""), highlight=False)
+
+
+def _run_params(args: List[str]) -> dict:
+    """`screen run` options parsed by `screen run` itself: the same names, defaults and errors."""
+    command = typer.main.get_command(app).commands["run"]
+    try:
+        return command.make_context("screen submit", list(args)).params
+    except Exception as e:
+        if hasattr(e, "format_message"):  # a usage error (typer carries its own copy of click's classes)
+            raise ScreenError(f"screen submit: {e.format_message()}") from None
+        raise
+
+
+@app.command()
+@user_errors
+def status(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder of a screen submit."),
+    campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (its out folder)."),
+):
+    """The batch jobs of a run folder (or campaign) and its latest results."""
+    import json
+
+    from screening.report import print_table
+    from workflows.batch import jobs, states
+    from workflows.campaign import read_campaign
+
+    if campaign:
+        out = Path(_run_params(read_campaign(campaign).run_args)["out"])
+    if out is None:
+        raise ScreenError("screen status: give --out DIR or --campaign FILE")
+    submitted = jobs(out)
+    if not submitted:
+        raise ScreenError(f"--out {out}: no batch job was submitted for this folder (no {out}/jobs.csv)")
+    known = states([j["job_id"] for j in submitted])
+    import pandas as pd
+
+    rows = [{"job": j["job_id"], "submitted": j["submitted"], "begin": j["begin"],
+             "state": known.get(j["job_id"], {}).get("state", "finished (Slurm forgot it)"),
+             "start": known.get(j["job_id"], {}).get("start", ""),
+             "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
+    print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        console.print("results: none yet", highlight=False)
+        return
+    s = json.loads(summary_path.read_text())
+    made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
+    console.print(f"latest results (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
+                  f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s", highlight=False)
+    changes = s.get("changes")
+    if changes:
+        console.print(f"changes: {changes['note']}", highlight=False)
+    for name, path in (s.get("files") or {}).items():
         console.print(f"{name}: {path}", highlight=False)
 
 

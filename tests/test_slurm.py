@@ -2,6 +2,8 @@
 wrappers, the whole run as one batch job, and a worker job cancelled mid-run. Each run must give
 exactly the table a local run gives."""
 import json
+import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,3 +58,40 @@ def test_workers_as_batch_jobs_give_the_local_table(slurm, kind, local_run, mode
     assert {f"dask-worker-{j}.{ext}" for j in jobs for ext in ("out", "err")} <= set(logs)
     assert "Start worker" in (out / "logs" / f"dask-worker-{jobs[0]}.err").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out-cache"]  # no slurm-N.out, no tmp*.sh.o7
+
+
+def finished(slurm, job_id: str, timeout: float = 300) -> str:
+    """The job's final state, once Slurm says it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = {j["id"]: j["state"] for j in slurm.jobs()}.get(job_id)
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+
+
+def test_submit_runs_the_whole_screening_as_one_batch_job(slurm, local_run, model_path, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["submit", "--query", QUERY, "--source", f"local:{DATA}", "--model", model_path,
+                            "--workers", "2", "--memory", "1GiB", "--partition-size", "8", "--dashboard", ":0",
+                            "--overcommit",  # 4 tasks on a 2-CPU node
+                            "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    job_id = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    script = (out / "screen.sbatch").read_text()  # in the run folder, to read and submit again
+    assert "#SBATCH --ntasks=4" in script and "--runner slurm" in script and f"--out {out}" in script
+    assert finished(slurm, job_id) == "COMPLETED", (out / "logs" / f"screen-{job_id}.out").read_text()[-3000:]
+
+    pd.testing.assert_frame_equal(results(out), local_run)
+    s = summary(out)
+    assert s["featurized"] == s["inferred"] == N_CRYSTALS and s["workers"] == 2
+    p = s["provenance"]
+    assert p["batch_job"] == job_id and p["worker_jobs"] == [job_id] and p["batch_nodes"] == slurm.host
+    assert p["model_hash"] == s["model_hash"] and p["source_data_version"].startswith(f"local:{DATA} sha256=")
+    assert p["versions"]["screen"] and p["versions"]["torch"] and p["versions"]["dask-jobqueue"]
+    assert "Fe-Li-O: 32 of 32 candidates" in (out / "logs" / f"screen-{job_id}.out").read_text()
+
+    r = runner.invoke(app, ["status", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert re.search(rf"│ {job_id}\s.*COMPLETED", r.output) and f"latest results (job {job_id}): 32 of 32" in r.output

@@ -100,6 +100,7 @@ def worker_environment() -> Dict[str, str]:
     Dask's own settings for the processes it starts (one BLAS/OpenMP thread, so float sums come
     out the same), then the client's code first on the path."""
     import dask
+    import distributed  # noqa: F401  (loads its config)
 
     env = {k: str(v) for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items()}
     env["PYTHONPATH"] = str(code_root())
