@@ -95,3 +95,33 @@ def test_submit_runs_the_whole_screening_as_one_batch_job(slurm, local_run, mode
     r = runner.invoke(app, ["status", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert re.search(rf"│ {job_id}\s.*COMPLETED", r.output) and f"latest results (job {job_id}): 32 of 32" in r.output
+
+
+def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, local_run, model_path, tmp_path):  # noqa: F811
+    from workflows.cluster import ClusterSpec, connect
+    from workflows.provenance import where
+    from workflows.screening import RunOptions, run_screening
+
+    spec = ClusterSpec(jobqueue="slurm", workers=2, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
+                       log_dir=str(tmp_path / "out" / "logs"))
+    opts = RunOptions(query=QUERY, source=f"local:{DATA}", model=model_path, device="cpu", partition_size=2,
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+    cancelled = []
+    with connect(spec) as client:
+        def cancel_one(stage, done, total):
+            if stage == "infer" and done >= 3 and not cancelled:  # 3 of 16 partitions done
+                job = sorted(w["job"] for w in client.run(where).values())[0]
+                slurm.run(["scancel", job])
+                cancelled.append((job, done, total))
+
+        client.wait_for_workers(2, timeout=120)
+        result = run_screening(client, opts, progress=cancel_one)
+        assert cancelled and cancelled[0][1] < cancelled[0][2]  # it happened mid-run
+        # adaptive scaling submits a job in place of the cancelled one
+        deadline = time.monotonic() + 60
+        while len([j for j in slurm.jobs() if j["name"] == "dask-worker"]) < 3 and time.monotonic() < deadline:
+            time.sleep(1)
+        worker_jobs = {j["id"]: j["state"] for j in slurm.jobs() if j["name"] == "dask-worker"}
+    assert worker_jobs[cancelled[0][0]] == "CANCELLED" and len(worker_jobs) >= 3, worker_jobs
+    assert result.table.id.is_unique and len(result.table) == N_CRYSTALS
+    pd.testing.assert_frame_equal(results(tmp_path / "out"), local_run)
