@@ -195,6 +195,7 @@ def _print_run(result):
     console.print(s["reference_note"], highlight=False)
     console.print(s["uncertainty_note"], highlight=False)
     console.print(s["domain_note"], highlight=False)
+    console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
     for name, path in result.files.items():
         console.print(f"{name}: {path}", highlight=False)
 
@@ -241,8 +242,9 @@ def submit(
         console.print(f"follow it: screen status --out {opts.out_dir}", highlight=False)
     if every:
         line = crontab_line(every, job.script_path)
-        console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)"
-                      + (f"; or from cron instead: {line}" if line else ""), highlight=False)
+        console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)", highlight=False)
+        if line:
+            console.print(f"or from cron (scrontab) instead: {line}", highlight=False, soft_wrap=True)
 
 
 def _run_params(args: List[str]) -> dict:
@@ -292,9 +294,8 @@ def status(
     made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
     console.print(f"latest results (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
                   f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s", highlight=False)
-    changes = s.get("changes")
-    if changes:
-        console.print(f"changes: {changes['note']}", highlight=False)
+    if s.get("changes"):
+        console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
     for name, path in (s.get("files") or {}).items():
         console.print(f"{name}: {path}", highlight=False)
 

@@ -1,6 +1,6 @@
 """Screening runs on a real Slurm (tests/slurm.py): workers as jobs, PBS through Slurm's qsub
-wrappers, the whole run as one batch job, and a worker job cancelled mid-run. Each run must give
-exactly the table a local run gives."""
+wrappers, a worker job cancelled mid-run, and a scheduled campaign of whole-run batch jobs.
+Each run must give exactly the table a local run gives."""
 import json
 import re
 import time
@@ -71,32 +71,6 @@ def finished(slurm, job_id: str, timeout: float = 300) -> str:
     raise AssertionError(f"job {job_id} still {state} after {timeout} s")
 
 
-def test_submit_runs_the_whole_screening_as_one_batch_job(slurm, local_run, model_path, tmp_path):  # noqa: F811
-    out = tmp_path / "out"
-    r = runner.invoke(app, ["submit", "--query", QUERY, "--source", f"local:{DATA}", "--model", model_path,
-                            "--workers", "2", "--memory", "1GiB", "--partition-size", "8", "--dashboard", ":0",
-                            "--overcommit",  # 4 tasks on a 2-CPU node
-                            "--cache", str(tmp_path / "cache"), "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    job_id = re.search(r"submitted batch job (\d+)", r.output).group(1)
-    script = (out / "screen.sbatch").read_text()  # in the run folder, to read and submit again
-    assert "#SBATCH --ntasks=4" in script and "--runner slurm" in script and f"--out {out}" in script
-    assert finished(slurm, job_id) == "COMPLETED", (out / "logs" / f"screen-{job_id}.out").read_text()[-3000:]
-
-    pd.testing.assert_frame_equal(results(out), local_run)
-    s = summary(out)
-    assert s["featurized"] == s["inferred"] == N_CRYSTALS and s["workers"] == 2
-    p = s["provenance"]
-    assert p["batch_job"] == job_id and p["worker_jobs"] == [job_id] and p["batch_nodes"] == slurm.host
-    assert p["model_hash"] == s["model_hash"] and p["source_data_version"].startswith(f"local:{DATA} sha256=")
-    assert p["versions"]["screen"] and p["versions"]["torch"] and p["versions"]["dask-jobqueue"]
-    assert "Fe-Li-O: 32 of 32 candidates" in (out / "logs" / f"screen-{job_id}.out").read_text()
-
-    r = runner.invoke(app, ["status", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    assert re.search(rf"│ {job_id}\s.*COMPLETED", r.output) and f"latest results (job {job_id}): 32 of 32" in r.output
-
-
 def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, local_run, model_path, tmp_path):  # noqa: F811
     from workflows.cluster import ClusterSpec, connect
     from workflows.provenance import where
@@ -125,3 +99,95 @@ def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, loca
     assert worker_jobs[cancelled[0][0]] == "CANCELLED" and len(worker_jobs) >= 3, worker_jobs
     assert result.table.id.is_unique and len(result.table) == N_CRYSTALS
     pd.testing.assert_frame_equal(results(tmp_path / "out"), local_run)
+
+
+def test_workers_retire_before_the_walltime_and_new_jobs_replace_them(slurm, tmp_path):
+    from workflows.cluster import ClusterSpec, connect
+    from workflows.provenance import where
+
+    spec = ClusterSpec(jobqueue="slurm", workers=1, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
+                       walltime="00:05:00", worker_lifetime="00:00:15", log_dir=str(tmp_path / "logs"))
+    seen = []
+    with connect(spec) as client:
+        deadline = time.monotonic() + 180
+        while len(seen) < 2 and time.monotonic() < deadline:
+            try:
+                seen += [w["job"] for w in client.run(where).values() if w["job"] not in seen]
+            except OSError:
+                pass
+            time.sleep(1)
+        assert client.submit(sum, [1, 2, 3], pure=False).result(timeout=60) == 6
+        states = {j["id"]: j["state"] for j in slurm.jobs()}
+    assert len(seen) == 2, seen
+    assert states[seen[0]] == "COMPLETED"  # it left on its own, before Slurm had to kill it
+
+
+def test_scheduled_campaign_reruns_do_only_what_changed(slurm, local_run, model_path, tmp_path):  # noqa: F811
+    """Run 1 (screen submit --campaign) screens a source missing 10 crystals; run 2, the scheduled
+    next job, finds nothing new; run 3, after the source gained the 10, processes exactly those."""
+    rows = pd.read_csv(DATA)
+    rows = rows[rows.material_id.isin(local_run.id)]
+    later = sorted(rows.material_id)[-10:]
+    rows[~rows.material_id.isin(later)].to_csv(tmp_path / "src.csv", index=False)
+    campaign = tmp_path / "li-fe-o.yaml"
+    campaign.write_text(f"""
+name: li-fe-o
+query: {QUERY}
+source: local:src.csv             # relative to this file
+reference: local:{DATA}
+model: {model_path}
+out: out
+cache: cache
+partition_size: 8
+cluster: {{workers: 1, memory: 1GiB, overcommit: true}}
+schedule: {{every: 1d}}
+""")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["submit", "--campaign", str(campaign)])
+    assert r.exit_code == 0, r.output
+    assert f"@daily sbatch {out / 'screen.sbatch'}" in r.output
+    first = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    script = (out / "screen.sbatch").read_text()  # in the run folder, to read and submit again
+    assert "#SBATCH --ntasks=3" in script and "--runner slurm" in script and f"--out {out}" in script
+
+    def run_scheduled(n: int) -> dict:
+        """Wait for the n-th job of the campaign; start the (n+1)-th, the scheduled one, now."""
+        job = pd.read_csv(out / "jobs.csv", dtype=str).job_id.tolist()[n - 1]
+        state = finished(slurm, job)
+        assert state == "COMPLETED", (out / "logs" / f"screen-{job}.out").read_text()[-3000:]
+        s = summary(out)
+        assert s["provenance"]["batch_job"] == job
+        return s
+
+    s1 = run_scheduled(1)
+    assert s1["provenance"]["batch_job"] == first and s1["candidates"] == s1["featurized"] == N_CRYSTALS - 10
+    jobs = pd.read_csv(out / "jobs.csv", dtype=str)
+    assert len(jobs) == 2 and jobs.begin.tolist() == ["now", "now+1days"]  # the next run, a day later
+    assert {j["id"]: j["state"] for j in slurm.jobs()}[jobs.job_id[1]] == "PENDING"
+
+    slurm.run(["scontrol", "update", f"JobId={jobs.job_id[1]}", "StartTime=now"])  # tomorrow is now
+    s2 = run_scheduled(2)
+    assert s2["structure_cache_hit"] and s2["featurized"] == s2["inferred"] == 0
+    assert s2["changes"]["note"] == "no changes" and not (out / "changes.csv").read_text().strip().split("\n")[1:]
+
+    (tmp_path / "src.csv").unlink()
+    rows.to_csv(tmp_path / "src.csv", index=False)  # the source gained 10 crystals
+    slurm.run(["scontrol", "update", f"JobId={pd.read_csv(out / 'jobs.csv', dtype=str).job_id[2]}", "StartTime=now"])
+    s3 = run_scheduled(3)
+    assert s3["candidates"] == N_CRYSTALS and s3["featurized"] == s3["inferred"] == 10
+    changes = pd.read_csv(out / "changes.csv", dtype={"id": str})
+    assert sorted(changes.id[changes.change == "new"]) == later and s3["changes"]["new"] == 10
+    assert set(changes.change) <= {"new", "moved"}  # the others only moved down the ranking
+    # batch mode gives the local run's table (the source column names the campaign's own file)
+    pd.testing.assert_frame_equal(results(out).drop(columns="source"), local_run.drop(columns="source"))
+    job = s3["provenance"]["batch_job"]
+    assert "Fe-Li-O: 32 of 32 candidates" in (out / "logs" / f"screen-{job}.out").read_text()
+    p = s3["provenance"]
+    assert p["worker_jobs"] == [job] and p["batch_nodes"] == slurm.host and p["model_hash"] == s3["model_hash"]
+    assert p["source_data_version"].startswith(f"local:{tmp_path / 'src.csv'} sha256=")
+    assert p["source_data_version"] != s1["provenance"]["source_data_version"]
+    assert p["versions"]["screen"] and p["versions"]["torch"] and p["versions"]["dask-jobqueue"]
+
+    r = runner.invoke(app, ["status", "--campaign", str(campaign)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("COMPLETED") == 3 and "PENDING" in r.output and "10 new" in r.output

@@ -291,8 +291,29 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
-    files = write_outputs(ranked, everything, summary, opts)
+    changes, summary["changes"] = _changes(opts, ranked, str(query))
+    files = write_outputs(ranked, everything, summary, opts, changes)
     return RunResult(ranked, summary, files)
+
+
+def _changes(opts: RunOptions, ranked: pd.DataFrame, query: str):
+    """What changed since the previous run of the same query in --out (changes.csv), if there was one."""
+    from screening.changes import compare, describe
+
+    out = Path(opts.out_dir)
+    try:
+        previous = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None, describe(None, "first run in this folder: nothing to compare")
+    if previous.get("query") != query:
+        return None, describe(None, f"the previous run in this folder screened {previous.get('query')}: nothing compared")
+    try:
+        path = Path(previous["files"]["results"])
+        old = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
+        changes = compare(ranked, old)
+    except (OSError, KeyError, ValueError) as e:
+        return None, describe(None, f"the previous results could not be read ({type(e).__name__}): nothing compared")
+    return changes, describe(changes)
 
 
 def _ranked_by(rank_options) -> str:
@@ -333,8 +354,10 @@ def _references(opts: RunOptions, table: pd.DataFrame):
     return load_references(choose_reference(opts.reference, opts.source), systems)
 
 
-def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions) -> dict:
-    """results, plot and summary.json, published as one set or not at all.
+def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,
+                  changes: Optional[pd.DataFrame] = None) -> dict:
+    """results, plot, changes.csv (what changed since the previous run) and summary.json,
+    published as one set or not at all.
 
     Everything is written into a staging folder inside --out first and then moved in by rename,
     so a failure midway (a full disk, a plot that cannot be drawn, a name that cannot be
@@ -358,6 +381,9 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
             names["plot"] = "hull_vs_gap.png"
             hull_vs_gap(everything, stage / names["plot"], label_top=opts.rank.top or 10,
                         title=f"{opts.query}: {len(everything)} candidates from {source}")
+        if changes is not None:
+            names["changes"] = "changes.csv"
+            changes.to_csv(stage / names["changes"], index=False)
         names["summary"] = "summary.json"
         files = {k: str(out / v) for k, v in names.items()}
         (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
@@ -372,7 +398,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
     return files
 
 
-OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "summary.json")
+OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "changes.csv", "summary.json")
 
 
 def _publish(stage: Path, out: Path, names: List[str]) -> None:
