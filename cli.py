@@ -278,11 +278,15 @@ def status(
     submitted = jobs(out)
     if not submitted:
         raise ScreenError(f"--out {out}: no batch job was submitted for this folder (no {out}/jobs.csv)")
-    known = states([j["job_id"] for j in submitted])
+    try:
+        known = states([j["job_id"] for j in submitted])
+    except ScreenError as e:  # no Slurm here (another machine, or it is down): the results still show
+        console.print(f"job states unknown: {e}", highlight=False)
+        known = {}
     import pandas as pd
 
     rows = [{"job": j["job_id"], "submitted": j["submitted"], "begin": j["begin"],
-             "state": known.get(j["job_id"], {}).get("state", "finished (Slurm forgot it)"),
+             "state": known.get(j["job_id"], {}).get("state", "ended, or unknown to Slurm"),
              "start": known.get(j["job_id"], {}).get("start", ""),
              "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
     print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
