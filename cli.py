@@ -117,8 +117,8 @@ def run(
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     global error_log
+    error_log = out / "error.log"  # (RunOptions.error_log) from the first check on
     opts, spec = _run_setup(**locals())
-    error_log = opts.error_log
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from screening.sources import default_source_note
