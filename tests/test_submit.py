@@ -37,7 +37,7 @@ def test_the_job_script_asks_for_what_the_run_needs_and_runs_screen_run_on_every
     (["--query", "Li-Fe-O", "--walltime", "soon"], "--walltime soon: expected"),
 ])
 def test_bad_submit_input_is_one_line(tmp_path, args, message):
-    r = runner.invoke(app, ["submit", *args, "--out", str(tmp_path / "o"), "--dry-run"])
+    r = runner.invoke(app, ["submit", *args, "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--dry-run"])
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.output
 
@@ -58,5 +58,5 @@ schedule: {every: 7d}
     assert c.batch == {"gpus": 1} and c.every == "7d" and c.name == "oxides"
     assert sbatch_delay("7d") == "now+7days" and crontab_line("7d", tmp_path / "s").startswith("@weekly sbatch")
     (tmp_path / "bad.yaml").write_text("query: Li-*-O\nfilter: {top: 3}\n")
-    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "bad.yaml"), "--dry-run"])
+    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "bad.yaml"), "--cache", str(tmp_path / "c"), "--dry-run"])
     assert r.exit_code == 2 and "unknown key(s) filter" in r.output
