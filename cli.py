@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import click
 import typer
+import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
@@ -100,6 +101,8 @@ def run(
     queue: Optional[str] = typer.Option(None, help="Batch queue/partition (--jobqueue)."),
     account: Optional[str] = typer.Option(None, help="Batch account (--jobqueue)."),
     walltime: str = typer.Option("01:00:00", help="Batch job walltime (--jobqueue)."),
+    worker_lifetime: Optional[str] = typer.Option(None, help="--jobqueue: each worker retires after this long "
+                                                         "(HH:MM:SS, below --walltime) and a new job replaces it."),
     dashboard: str = typer.Option("127.0.0.1:8787", help="Dask dashboard address (:0 for any free port)."),
     cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
     out: Path = typer.Option(Path("screen-results"), "--out", "-o", help="Directory for results, summary.json and the plot."),
@@ -120,16 +123,48 @@ def run(
     no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
     relax: Optional[str] = typer.Option(None, help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
                                                    "predicting; needs the relax extra. Cached per structure."),
+    runner: Optional[str] = typer.Option(None, hidden=True, help="slurm: this is one task of a `screen submit` job."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
+    global error_log
+    error_log = out / "error.log"  # (RunOptions.error_log) from the first check on
+    opts, spec = _run_setup(**locals())
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from screening.sources import default_source_note, open_source
+    from workflows.cluster import connect, dashboard_link
+    from workflows.screening import run_screening
+
+    with connect(spec) as client:
+        # (with --runner, only the client task gets here: the others ran their part inside connect)
+        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
+        notice = default_source_note(source)
+        if notice:
+            console.print(notice, style="yellow", highlight=False)
+        entries = open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()
+        if entries:
+            console.print(entries, highlight=False)
+        if not console.is_terminal:
+            result = run_screening(client, opts, progress=_progress_lines())
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                job = bar.add_task("screening partitions", total=None)
+                result = run_screening(client, opts, progress=lambda stage, d, n: bar.update(
+                    job, description=_STAGES.get(stage, stage), completed=d, total=n))
+    _print_run(result)
+
+
+def _run_setup(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
+               queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
+               ehull_max, gap_threshold, top, rank_by, stable_within, drop_flagged, gnome, new_only, mp_rate,
+               partition_size, no_worker_timeout, relax, runner):
+    """`screen run`'s options as the run's and the cluster's settings, every one checked."""
     from screening.predict_files import resolve_model_path
     from screening.rank import RankOptions
-    from screening.sources import default_source_note, open_source
-    from workflows.cluster import ClusterSpec, connect, dashboard_link
-    from workflows.screening import RunOptions, run_screening
-
+    from screening.sources import open_source
+    from workflows.cluster import ClusterSpec
+    from workflows.screening import RunOptions
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     opts = RunOptions(
@@ -140,31 +175,18 @@ def run(
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
                          new_only=new_only, top=top))
-    global error_log
-    error_log = opts.error_log
     opts.check()  # bad input fails here, before a cluster starts
-    notice = default_source_note(source)
-    if notice:
-        console.print(notice, style="yellow", highlight=False)
-    entries = open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()
-    if entries:
-        console.print(entries, highlight=False)
+    open_source(source, lazy=True, gnome=gnome, rate=mp_rate)  # the MP options too
+    if runner not in (None, "slurm"):
+        raise ScreenError(f"--runner {runner}: only slurm")
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
                        threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
-                       queue=queue, account=account, walltime=walltime,
+                       queue=queue, account=account, walltime=walltime, worker_lifetime=worker_lifetime,
+                       log_dir=str(Path(out).resolve() / "logs"), runner=runner,
+                       scheduler_file=str(Path(out).resolve() / "logs" / "scheduler-{job_id}.json"),
                        gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
     spec.check()
-    with connect(spec) as client:
-        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        if not console.is_terminal:
-            result = run_screening(client, opts, progress=_progress_lines())
-        else:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=True) as bar:
-                job = bar.add_task("screening partitions", total=None)
-                result = run_screening(client, opts, progress=lambda stage, d, n: bar.update(
-                    job, description=_STAGES.get(stage, stage), completed=d, total=n))
-    _print_run(result)
+    return opts, spec
 
 
 _RUN_COLUMNS = {  # result column -> short terminal header
@@ -197,7 +219,112 @@ def _print_run(result):
     console.print(s["domain_note"], highlight=False)
     if s.get("relax"):
         console.print(s["relax_note"], highlight=False)
+    console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
     for name, path in result.files.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def submit(
+    ctx: typer.Context,
+    campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (YAML: query, source, model, "
+                                                                     "filters, cluster, schedule)."),
+    gpus: Optional[int] = typer.Option(None, help="GPUs per node (#SBATCH --gres=gpu:N)."),
+    overcommit: Optional[bool] = typer.Option(None, "--overcommit", help="Let the scheduler and the run share the "
+                                                                          "workers' cores (small nodes)."),
+    begin: Optional[str] = typer.Option(None, help="Start no earlier than this (sbatch --begin: now+1hour, 2026-12-01T03:00)."),
+    every: Optional[str] = typer.Option(None, help="Re-run on a schedule: 30m, 12h, 1d, 1w (each run submits the next)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the job script, do not submit it."),
+):
+    """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
+    --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
+    The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
+    from workflows.batch import BatchJob, crontab_line
+    from workflows.batch import submit as submit_job
+    from workflows.campaign import read_campaign
+
+    args, name, batch = list(ctx.args), "screen", {}
+    if campaign:
+        c = read_campaign(campaign)
+        args, name, batch = c.run_args + args, c.name, c.batch
+        every = every or c.every
+    params = _run_params(args)
+    for option in ("scheduler", "jobqueue", "runner"):
+        if params[option]:
+            raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
+    opts, spec = _run_setup(**params)  # every run option checked before anything is submitted
+    job = BatchJob(run_args=args, out_dir=Path(opts.out_dir), workdir=Path.cwd(), workers=spec.workers,
+                   threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
+                   partition=spec.queue, account=spec.account, name=name, every=every,
+                   gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
+                   overcommit=overcommit if overcommit is not None else bool(batch.get("overcommit", False)))
+    job_id = submit_job(job, begin=begin, dry_run=dry_run)
+    console.print(f"job script: {job.script_path}", highlight=False)
+    if job_id:
+        console.print(f"submitted batch job {job_id}", highlight=False)
+        console.print(f"follow it: screen status --out {opts.out_dir}", highlight=False)
+    if every:
+        line = crontab_line(every, job.script_path)
+        console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)", highlight=False)
+        if line:
+            console.print(f"or from cron (scrontab) instead: {line}", highlight=False, soft_wrap=True)
+
+
+def _run_params(args: List[str]) -> dict:
+    """`screen run` options parsed by `screen run` itself: the same names, defaults and errors."""
+    command = typer.main.get_command(app).commands["run"]
+    try:
+        return command.make_context("screen submit", list(args)).params
+    except Exception as e:
+        if hasattr(e, "format_message"):  # a usage error (typer carries its own copy of click's classes)
+            raise ScreenError(f"screen submit: {e.format_message()}") from None
+        raise
+
+
+@app.command()
+@user_errors
+def status(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder of a screen submit."),
+    campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (its out folder)."),
+):
+    """The batch jobs of a run folder (or campaign) and its latest results."""
+    import json
+
+    from screening.report import print_table
+    from workflows.batch import jobs, states
+    from workflows.campaign import read_campaign
+
+    if campaign:
+        out = Path(_run_params(read_campaign(campaign).run_args)["out"])
+    if out is None:
+        raise ScreenError("screen status: give --out DIR or --campaign FILE")
+    submitted = jobs(out)
+    if not submitted:
+        raise ScreenError(f"--out {out}: no batch job was submitted for this folder (no {out}/jobs.csv)")
+    try:
+        known = states([j["job_id"] for j in submitted])
+    except ScreenError as e:  # no Slurm here (another machine, or it is down): the results still show
+        console.print(f"job states unknown: {e}", highlight=False)
+        known = {}
+    import pandas as pd
+
+    rows = [{"job": j["job_id"], "submitted": j["submitted"], "begin": j["begin"],
+             "state": known.get(j["job_id"], {}).get("state", "ended, or unknown to Slurm"),
+             "start": known.get(j["job_id"], {}).get("start", ""),
+             "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
+    print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        console.print("results: none yet", highlight=False)
+        return
+    s = json.loads(summary_path.read_text())
+    made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
+    console.print(f"latest results (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
+                  f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s", highlight=False)
+    if s.get("changes"):
+        console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
+    for name, path in (s.get("files") or {}).items():
         console.print(f"{name}: {path}", highlight=False)
 
 

@@ -68,3 +68,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- a real Slurm (tests/slurm.py) -----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def slurm():
+    """One real Slurm for the whole session, its SLURM_CONF in the environment; skipped, with the
+    reason, only where the packages cannot be installed."""
+    import shutil
+    import tempfile
+
+    from tests.slurm import Slurm, install
+
+    reason = install()
+    if reason:
+        pytest.skip(reason)
+    # not under pytest's private (0700) folders: munged wants every folder above its socket open to all
+    cluster = Slurm(tempfile.mkdtemp(prefix="screen-slurm-"))
+    with pytest.MonkeyPatch.context() as mp:
+        try:
+            cluster.start()
+            mp.setenv("SLURM_CONF", str(cluster.conf))
+            yield cluster
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)

@@ -173,7 +173,8 @@ def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, mod
     (out / "hull_vs_gap.png").rmdir()
     r = run_cli(tmp_path, out, model_path, "--top", "3", "--format", "parquet")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == ["hull_vs_gap.png", "results.parquet", "summary.json"]
+    # (changes.csv: what changed since the csv run)
+    assert sorted(p.name for p in out.iterdir()) == ["changes.csv", "hull_vs_gap.png", "results.parquet", "summary.json"]
     assert len(pd.read_parquet(out / "results.parquet")) == 3
     assert json.loads((out / "summary.json").read_text())["ranked"] == 3
 

@@ -44,6 +44,7 @@ from screening.sources.base import known_column
 from screening.sources.mp import DEFAULT_RATE
 from screening.sources.substitution import SubstitutionSource
 from workflows import mp, worker_model
+from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
@@ -358,12 +359,14 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         **_relax_summary(opts, [info for part in relaxed for _, info in part]),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
+        "provenance": run_provenance(client, ckpt.hash, source.describe()),
     }
     cache_stats.record(opts.cache_dir, runs=1, structure_hits=int(structure_hit),
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
-    files = write_outputs(ranked, everything, summary, opts, relaxed_structures)
+    changes, summary["changes"] = _changes(opts, ranked, str(query))
+    files = write_outputs(ranked, everything, summary, opts, relaxed_structures, changes)
     return RunResult(ranked, summary, files)
 
 
@@ -394,6 +397,26 @@ def _per_partition(relax_results: list, sizes: List[int]) -> list:
         out.append(flat[i:i + n])
         i += n
     return out
+
+
+def _changes(opts: RunOptions, ranked: pd.DataFrame, query: str):
+    """What changed since the previous run of the same query in --out (changes.csv), if there was one."""
+    from screening.changes import compare, describe
+
+    out = Path(opts.out_dir)
+    try:
+        previous = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None, describe(None, "first run in this folder: nothing to compare")
+    if previous.get("query") != query:
+        return None, describe(None, f"the previous run in this folder screened {previous.get('query')}: nothing compared")
+    try:
+        path = Path(previous["files"]["results"])
+        old = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
+        changes = compare(ranked, old)
+    except (OSError, KeyError, ValueError) as e:
+        return None, describe(None, f"the previous results could not be read ({type(e).__name__}): nothing compared")
+    return changes, describe(changes)
 
 
 def _ranked_by(rank_options) -> str:
@@ -453,8 +476,9 @@ def _source_note(source, table: pd.DataFrame) -> Optional[str]:
 
 
 def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,
-                  relaxed: Optional[List[dict]] = None) -> dict:
-    """results, plot and summary.json, published as one set or not at all.
+                  relaxed: Optional[List[dict]] = None, changes: Optional[pd.DataFrame] = None) -> dict:
+    """results, plot, relaxed.jsonl.gz (with --relax), changes.csv (what changed since the previous
+    run) and summary.json, published as one set or not at all.
 
     Everything is written into a staging folder inside --out first and then moved in by rename,
     so a failure midway (a full disk, a plot that cannot be drawn, a name that cannot be
@@ -484,6 +508,9 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
             names["relaxed"] = "relaxed.jsonl.gz"
             lines = "".join(json.dumps(r, default=str) + "\n" for r in relaxed)
             (stage / names["relaxed"]).write_bytes(gzip.compress(lines.encode(), 3))
+        if changes is not None:
+            names["changes"] = "changes.csv"
+            changes.to_csv(stage / names["changes"], index=False)
         names["summary"] = "summary.json"
         files = {k: str(out / v) for k, v in names.items()}
         (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
@@ -498,7 +525,8 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
     return files
 
 
-OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "relaxed.jsonl.gz", "summary.json")
+OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "relaxed.jsonl.gz", "changes.csv",
+                "summary.json")
 
 
 def _publish(stage: Path, out: Path, names: List[str]) -> None:

@@ -1,0 +1,101 @@
+"""A screening campaign: one YAML file with the query, source, model, filters, cluster settings
+and schedule, submitted as a batch job by `screen submit --campaign FILE`.
+
+    name: li-oxides
+    query: Li-*-O
+    source: local:../shared/data/mp_dev.csv.gz
+    model: runs/m/best.pt             # optional: the bundled model
+    out: li-oxides                    # results, summary.json, changes.csv, logs, the job script
+    cache: screen-cache
+    filters: {nonmetal: true, ehull_max: 0.1, top: 50}
+    cluster: {workers: 4, threads: 2, memory: 8GiB, partition: cpu, account: chem, walltime: "02:00:00"}
+    schedule: {every: 7d}             # re-run weekly (sbatch --begin); leave out for a single run
+
+Relative paths are relative to the campaign file (made absolute here). Every re-run fetches its query again, but the
+caches hold every crystal already featurized and predicted, so only new or changed entries cost
+work, and the run writes what changed since the last one (changes.csv, summary.json "changes").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from screening.errors import ScreenError
+
+# campaign key -> `screen run` option; True for flags
+_TOP = {"query": "--query", "exclude": "--exclude", "source": "--source", "reference": "--reference",
+        "model": "--model", "device": "--device", "out": "--out", "cache": "--cache", "format": "--format",
+        "partition_size": "--partition-size"}
+_FILTERS = {"nonmetal": "--nonmetal", "drop_flagged": "--drop-flagged", "gap_min": "--gap-min",
+            "gap_max": "--gap-max", "ehull_max": "--ehull-max", "top": "--top", "rank_by": "--rank-by",
+            "stable_within": "--stable-within", "gap_threshold": "--gap-threshold"}
+_CLUSTER_RUN = {"workers": "--workers", "threads": "--threads", "memory": "--memory", "walltime": "--walltime",
+                "partition": "--queue", "account": "--account"}
+_CLUSTER_BATCH = ("gpus", "overcommit")
+_PATHS = ("model", "out", "cache")
+
+
+@dataclass
+class Campaign:
+    name: str
+    folder: Path  # where the file is: relative paths start here
+    run_args: List[str]
+    batch: Dict[str, object]  # gpus, overcommit
+    every: Optional[str]
+
+
+def read_campaign(path: Path) -> Campaign:
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ScreenError(f"--campaign {path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ScreenError(f"--campaign {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(doc, dict):
+        raise ScreenError(f"--campaign {path}: expected a mapping of settings")
+    known = set(_TOP) | {"name", "filters", "cluster", "schedule"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ScreenError(f"--campaign {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if not doc.get("query"):
+        raise ScreenError(f"--campaign {path}: needs a query")
+    doc.setdefault("out", f"campaign-{path.stem}")
+    folder = path.resolve().parent
+    for key in _PATHS:  # relative to the campaign file, wherever screen is run from
+        if doc.get(key) is not None:
+            doc[key] = str(folder / Path(str(doc[key])).expanduser())
+    for key in ("source", "reference"):
+        text = str(doc.get(key) or "")
+        if "local:" in text:
+            head, _, local = text.partition("local:")
+            doc[key] = f"{head}local:{folder / Path(local).expanduser()}"
+    args: List[str] = []
+    for key, option in _TOP.items():
+        if doc.get(key) is not None:
+            args += [option, str(doc[key])]
+    for section, table, keep in (("filters", _FILTERS, {}), ("cluster", _CLUSTER_RUN, _CLUSTER_BATCH)):
+        settings = doc.get(section) or {}
+        if not isinstance(settings, dict):
+            raise ScreenError(f"--campaign {path}: {section} must be a mapping")
+        unknown = sorted(set(settings) - set(table) - set(keep))
+        if unknown:
+            raise ScreenError(f"--campaign {path}: unknown {section} key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(set(table) | set(keep)))})")
+        for key, value in settings.items():
+            if key in keep:
+                continue
+            if value is True:
+                args.append(table[key])
+            elif value not in (None, False):
+                args += [table[key], str(value)]
+    schedule = doc.get("schedule") or {}
+    if not isinstance(schedule, dict) or set(schedule) - {"every"}:
+        raise ScreenError(f"--campaign {path}: schedule takes one key, every (like 7d)")
+    cluster = doc.get("cluster") or {}
+    return Campaign(name=str(doc.get("name") or path.stem), folder=folder, run_args=args,
+                    batch={k: cluster[k] for k in _CLUSTER_BATCH if k in cluster},
+                    every=str(schedule["every"]) if schedule.get("every") else None)

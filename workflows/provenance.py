@@ -1,0 +1,48 @@
+"""Where and with what a run ran, for summary.json: batch job, nodes, package versions.
+
+A result that will be compared with next month's re-run has to say which job made it, on
+which machines, with which code; the model hash and the source's data version say the rest.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from importlib import metadata
+from typing import Dict, Optional
+
+PACKAGES = ("screen", "torch", "numpy", "pandas", "pymatgen", "dask", "distributed", "dask-jobqueue", "zarr")
+
+
+def batch_job() -> Optional[str]:
+    """The batch job this process runs in (Slurm, or PBS), else None."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+
+
+def where() -> Dict[str, Optional[str]]:
+    """This process's host and batch job (run on every worker)."""
+    return {"host": socket.gethostname(), "job": batch_job()}
+
+
+def versions() -> Dict[str, Optional[str]]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_provenance(client, model_hash: str, source_description: str) -> dict:
+    workers = client.run(where).values()
+    return {
+        "batch_job": batch_job(),
+        "batch_nodes": os.environ.get("SLURM_JOB_NODELIST"),
+        "client_host": socket.gethostname(),
+        "worker_nodes": sorted({w["host"] for w in workers}),
+        "worker_jobs": sorted({w["job"] for w in workers if w["job"]}, key=lambda j: (len(j), j)),
+        "versions": versions(),
+        "model_hash": model_hash,
+        "source_data_version": source_description,
+    }
