@@ -191,3 +191,30 @@ schedule: {{every: 1d}}
     r = runner.invoke(app, ["status", "--campaign", str(campaign)])
     assert r.exit_code == 0, r.output
     assert r.output.count("COMPLETED") == 3 and "PENDING" in r.output and "10 new" in r.output
+
+
+def test_li_x_o_through_workers_as_jobs_pbs_wrappers_and_one_batch_job_equals_local(slurm, model_path, tmp_path,  # noqa: F811
+                                                                                    monkeypatch):
+    """The issue's own query, Li-*-O (every ternary Li-X-O of ../shared/data), by all three batch paths."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(name, *extra):
+        r = runner.invoke(app, ["run", "--query", "Li-*-O", "--source", f"local:{DATA}", "--model", model_path,
+                                "--dashboard", ":0", "--memory", "1GiB", "--cache", str(tmp_path / f"{name}-cache"),
+                                "--out", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+        return results(tmp_path / name)
+
+    local = run("local", "--workers", "1")
+    assert len(local) > 500
+    for kind in ("slurm", "pbs"):
+        pd.testing.assert_frame_equal(run(kind, "--jobqueue", kind, "--workers", "2"), local)
+    out = tmp_path / "batch"
+    r = runner.invoke(app, ["submit", "--query", "Li-*-O", "--source", f"local:{DATA}", "--model", model_path,
+                            "--memory", "1GiB", "--workers", "1", "--overcommit", "--cache", str(tmp_path / "batch-cache"),
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    job = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    assert finished(slurm, job, timeout=600) == "COMPLETED", (out / "logs" / f"screen-{job}.out").read_text()[-3000:]
+    assert summary(out)["provenance"]["batch_job"] == job
+    pd.testing.assert_frame_equal(results(out), local)
