@@ -13,16 +13,11 @@ the next run that needs them fetches them again.
 """
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from cache.atomic import write_atomic
+from cache import gz_json
 from cache.keys import references_key
-
-_DAMAGED = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
 
 
 class ReferenceCache:
@@ -38,9 +33,9 @@ class ReferenceCache:
         if not path.exists():
             return {}
         try:
-            doc = json.loads(gzip.decompress(path.read_bytes()))
+            doc = gz_json.read(path)
             return doc["systems"] if doc["description"] == description else {}
-        except _DAMAGED:
+        except gz_json.DAMAGED:
             return {}  # a damaged file is a miss; the next add rewrites it
 
     def get(self, description: str, systems: Iterable[str]) -> Dict[str, List[tuple]]:
@@ -52,24 +47,14 @@ class ReferenceCache:
         systems = self._systems(description)
         systems.update({s: [list(r) for r in rows] for s, rows in fetched.items()})
         doc = {"description": description, "systems": systems}
-        write_atomic(self._path(description), gzip.compress(json.dumps(doc).encode(), 3))
+        gz_json.write(self._path(description), doc)
 
     def entries(self) -> List[Path]:
         return sorted(self.root.glob("*.json.gz"))
 
     def verify(self, repair: bool = False) -> List[str]:
         """Entries that cannot be read back (deleted with repair: the next run fetches them again)."""
-        problems = []
-        for path in self.entries():
-            try:
-                doc = json.loads(gzip.decompress(path.read_bytes()))
-                if path.name != f"{references_key(doc['description'])}.json.gz" or \
-                        not isinstance(doc["systems"], dict):
-                    problems.append(f"{path.name}: its name does not match its description")
-                    if repair:
-                        path.unlink(missing_ok=True)
-            except _DAMAGED as e:
-                problems.append(f"{path.name}: unreadable ({type(e).__name__})")
-                if repair:
-                    path.unlink(missing_ok=True)
-        return problems
+        def mismatch(path: Path, doc: dict):
+            if path.name != f"{references_key(doc['description'])}.json.gz" or not isinstance(doc["systems"], dict):
+                return "its name does not match its description"
+        return gz_json.verify(self.entries(), mismatch, repair)

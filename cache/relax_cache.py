@@ -8,17 +8,13 @@ from another source or query is a hit. Written atomically; a damaged entry is a 
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
-import zlib
 from pathlib import Path
 from typing import Optional, Tuple
 
+from cache import gz_json
 from cache.atomic import write_atomic
 from cache.keys import canonical_structure
-
-_DAMAGED = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
 
 
 def relax_key(structure) -> str:
@@ -36,14 +32,13 @@ class RelaxCache:
         """(structure dict, info) or None on a miss (also for a damaged entry)."""
         path = self.dir / f"{key}.json.gz"
         try:
-            doc = json.loads(gzip.decompress(path.read_bytes()))
+            doc = gz_json.read(path)
             return doc["structure"], doc["info"]
         except FileNotFoundError:
             return None
-        except _DAMAGED:
+        except gz_json.DAMAGED:
             path.unlink(missing_ok=True)
             return None
 
     def put(self, key: str, structure_dict: dict, info: dict) -> None:
-        doc = {"structure": structure_dict, "info": info}
-        write_atomic(self.dir / f"{key}.json.gz", gzip.compress(json.dumps(doc).encode(), 3))
+        gz_json.write(self.dir / f"{key}.json.gz", {"structure": structure_dict, "info": info})

@@ -9,18 +9,12 @@ database release), so new data is a miss rather than a stale hit.
 """
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
 from pathlib import Path
 from typing import List, Optional
 
-from cache.atomic import write_atomic
+from cache import gz_json
 from cache.keys import structures_key
 from screening.sources import Candidate
-
-# What reading a damaged or foreign entry raises (truncated gzip is an EOFError).
-_DAMAGED = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError)
 
 
 class StructureCache:
@@ -37,8 +31,9 @@ class StructureCache:
         if not path.exists():
             return None
         try:
-            doc = _read(path)
-        except _DAMAGED:
+            doc = gz_json.read(path)
+            doc["candidates"]  # noqa: B018 - a KeyError here marks an entry of another layout
+        except gz_json.DAMAGED:
             return None  # a damaged entry is a miss; the next put rewrites it
         from pymatgen.core import Structure
 
@@ -58,7 +53,7 @@ class StructureCache:
             rows.append(row)
         doc = {"query": query_key, "source": source_description, "candidates": rows}
         path = self._path(query_key, source_description)
-        write_atomic(path, gzip.compress(json.dumps(doc).encode(), 3))
+        gz_json.write(path, doc)
         return path
 
     def entries(self) -> List[Path]:
@@ -66,22 +61,8 @@ class StructureCache:
 
     def verify(self, repair: bool = False) -> List[str]:
         """Entries that cannot be read back (deleted with repair: the next run fetches again)."""
-        problems = []
-        for path in self.entries():
-            try:
-                doc = _read(path)
-                if path.name != f"{structures_key(doc['query'], doc['source'])}.json.gz":
-                    problems.append(f"{path.name}: its name does not match its query and source")
-                    if repair:
-                        path.unlink(missing_ok=True)
-            except _DAMAGED as e:
-                problems.append(f"{path.name}: unreadable ({type(e).__name__})")
-                if repair:
-                    path.unlink(missing_ok=True)
-        return problems
-
-
-def _read(path: Path) -> dict:
-    doc = json.loads(gzip.decompress(path.read_bytes()))
-    doc["candidates"]  # noqa: B018 - a KeyError here marks an entry of another layout
-    return doc
+        def mismatch(path: Path, doc: dict):
+            doc["candidates"]  # noqa: B018 - a KeyError here marks an entry of another layout
+            if path.name != f"{structures_key(doc['query'], doc['source'])}.json.gz":
+                return "its name does not match its query and source"
+        return gz_json.verify(self.entries(), mismatch, repair)
