@@ -246,6 +246,8 @@ class GraphStore:
         _pause_for_tests("publish")
         body = {"format": STORE_FORMAT, "unit": unit, "dir": dirname, "keys": keys, "ids": ids,
                 "atoms": [g.n_atoms for g in graphs], "edges": [g.n_edges for g in graphs],
+                # atoms without a neighbour, per crystal: a domain flag that warm runs read from here
+                "isolated": [int((g.neighbor_counts() == 0).sum()) for g in graphs],
                 "n_atoms": int(arrays["atom_offsets"][-1]), "n_edges": int(arrays["edge_offsets"][-1]),
                 "task_names": task_names if targets is not None else None, "files": files,
                 "written": time.time()}
@@ -306,6 +308,16 @@ class GraphStore:
         t = np.array(arrays["targets"][i]) if "targets" in arrays else None
         m = self._manifests[unit]
         return Record(m["keys"][i], m["ids"][i], graph, t)
+
+    def isolated_atoms(self, key: str) -> int:
+        """Atoms without a neighbour in a stored crystal, from its manifest (older manifests: from
+        the graph). Its unit's files are checked first, so a damaged unit raises DamagedUnit here."""
+        unit, i = self.index()[key]
+        self._check_files(unit)
+        counts = self._manifests[unit].get("isolated")
+        if counts is not None:
+            return int(counts[i])
+        return int((self.get(key).neighbor_counts() == 0).sum())
 
     def get(self, key_or_id: str) -> CrystalGraph:
         return self.get_record(key_or_id).graph

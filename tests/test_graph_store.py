@@ -222,3 +222,24 @@ def test_a_damaged_unit_error_crosses_process_boundaries_intact():
 
     e = pickle.loads(pickle.dumps(DamagedUnit("store: unit abc is damaged", "abc")))
     assert isinstance(e, ScreenError) and str(e) == "store: unit abc is damaged" and e.unit == "abc"
+
+
+def test_atoms_without_neighbours_come_from_the_manifest_and_old_manifests_fall_back(tmp_path):
+    from screening.graph import CrystalGraph
+
+    lonely = CrystalGraph.from_csr(np.array([8, 3, 3]), np.array([0, 1, 1]), np.array([2, 1], dtype=np.int32),
+                                   np.array([2.0, 2.0], dtype=np.float32))  # atom 0 has no neighbour
+    store = GraphStore.open(tmp_path, FeaturizerConfig())
+    store.write(["k-lonely", "k-full"], ["a", "b"], [lonely, synthetic_graph(1)])
+    manifest = next((store.root / "manifest").glob("*.json"))
+    assert json.loads(manifest.read_text())["isolated"] == [1, 0]
+    assert store.isolated_atoms("k-lonely") == 1 and store.isolated_atoms("k-full") == 0
+    # a manifest written before the count was recorded: the graph is read instead
+    from cache.graph_store import _digest
+
+    m = json.loads(manifest.read_text())
+    del m["isolated"], m["sha256"]
+    m["sha256"] = _digest(m)
+    manifest.write_text(json.dumps(m))
+    old = GraphStore.open(tmp_path, FeaturizerConfig())
+    assert old.isolated_atoms("k-lonely") == 1 and old.isolated_atoms("k-full") == 0

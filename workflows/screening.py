@@ -163,14 +163,16 @@ def featurize_task(candidates, cache_dir, featurizer_dict):
         try:
             s = c.structure
             key = structure_key(s, config)
-            graph = queued.get(key) or _stored_graph(store, key)
-            if graph is None:
-                graph = featurize(s, config, name=f"{c.source} {c.id}")
-                new.append((key, c.id, graph))
-                queued[key] = graph
+            # atoms without neighbours, for the domain flags (screening/domain.py)
+            n_isolated = _stored_isolated(store, key) if key not in queued else None
+            if n_isolated is None:
+                graph = queued.get(key) or featurize(s, config, name=f"{c.source} {c.id}")
+                if key not in queued:
+                    new.append((key, c.id, graph))
+                    queued[key] = graph
+                n_isolated = int((graph.neighbor_counts() == 0).sum())
             keys.append(key)
-            # for the domain flags (screening/domain.py)
-            isolated.append(int((graph.neighbor_counts() == 0).sum()))
+            isolated.append(n_isolated)
             densities.append(float(s.density))
         except ScreenError as e:
             keys.append(None)
@@ -195,12 +197,13 @@ def check_writable(option: str, folder: Path) -> None:
         raise ScreenError(f"{option} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
 
 
-def _stored_graph(store: GraphStore, key: str):
-    """The stored graph, or None if absent; a damaged unit is quarantined, so its crystals are re-made."""
+def _stored_isolated(store: GraphStore, key: str):
+    """A stored crystal's atoms without neighbours (its manifest says; its graph is not decoded),
+    or None if absent; a damaged unit is quarantined, so its crystals are re-made."""
     if not store.contains(key):
         return None
     try:
-        return store.get(key)
+        return store.isolated_atoms(key)
     except DamagedUnit as e:
         store.quarantine(e.unit)
         return None
