@@ -240,7 +240,7 @@ def submit(
     """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
     --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
     The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
-    from workflows.batch import BatchJob, crontab_line
+    from workflows.batch import batch_job, crontab_line
     from workflows.batch import submit as submit_job
     from workflows.campaign import read_campaign
 
@@ -254,11 +254,7 @@ def submit(
         if params[option]:
             raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
     opts, spec = _run_setup(**params)  # every run option checked before anything is submitted
-    job = BatchJob(run_args=args, out_dir=Path(opts.out_dir), workdir=Path.cwd(), workers=spec.workers,
-                   threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
-                   partition=spec.queue, account=spec.account, name=name, every=every,
-                   gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
-                   overcommit=overcommit if overcommit is not None else bool(batch.get("overcommit", False)))
+    job = batch_job(args, opts, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
     job_id = submit_job(job, begin=begin, dry_run=dry_run)
     console.print(f"job script: {job.script_path}", highlight=False)
     if job_id:

@@ -58,6 +58,19 @@ class BatchJob:
         return Path(self.out_dir).resolve() / SCRIPT
 
 
+def batch_job(run_args: List[str], opts, spec, name: str = "screen", every: Optional[str] = None,
+              batch: Optional[dict] = None, gpus: Optional[int] = None,
+              overcommit: Optional[bool] = None) -> BatchJob:
+    """The job for a checked `screen run` (its RunOptions and ClusterSpec); `batch` holds a campaign
+    file's job settings, which options given on the command line override."""
+    batch = batch or {}
+    return BatchJob(run_args=run_args, out_dir=Path(opts.out_dir), workdir=Path.cwd(), workers=spec.workers,
+                    threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
+                    partition=spec.queue, account=spec.account, name=name, every=every,
+                    gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
+                    overcommit=overcommit if overcommit is not None else bool(batch.get("overcommit", False)))
+
+
 def sbatch_delay(every: str) -> str:
     """'7d' -> 'now+7days' (sbatch --begin); a ScreenError for anything else."""
     m = _EVERY.match(str(every).strip().lower())
