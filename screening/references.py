@@ -6,11 +6,14 @@ Where they come from, first match wins:
   3. the Materials Project's own thermo data, when the run's source is mp: the
      same database version as the candidates, in one request per run
      (workflows cache it by database version);
-  4. the shared MP data beside the repository (../shared/data/mp_dev.csv.gz), if present;
-  5. nothing: the hull is then made of the pure elements alone, and the run says so.
+  4. the table that ships with the package, `screening/data/references.csv.gz`: the phases on
+     the hull of the project's MP data (17,167 entries; `python -m screening.data.build_references`
+     rebuilds it), so an installed `screen` ranks against the same hull anywhere;
+  5. nothing (only if that file is missing): the hull is the pure elements alone, and the run says so.
 """
 from __future__ import annotations
 
+import json
 from itertools import combinations
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -21,7 +24,7 @@ from screening.query import parse_query
 from screening.rank import ReferencePhases
 from screening.sources import open_source
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_dev.csv.gz"
+SHIPPED = Path(__file__).with_name("data") / "references.csv.gz"
 
 
 def _csv_path(spec: Optional[str]) -> Optional[Path]:
@@ -39,8 +42,8 @@ def choose_reference(reference: Optional[str], source: Optional[str]) -> Optiona
         return source
     if source == "mp":
         return "mp"
-    if SHARED_DATA.exists():
-        return f"local:{SHARED_DATA}"
+    if SHIPPED.exists():
+        return f"local:{SHIPPED}"
     return None
 
 
@@ -52,7 +55,12 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
     if csv is not None:  # one pass over two columns beats a query per sub-system
         df = pd.read_csv(csv, usecols=lambda c: c in ("material_id", "formula", "formation_energy_per_atom"))
         ids = df.material_id.astype(str) if "material_id" in df else None
-        return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), f"reference phases: {spec}"
+        note = f"reference phases: {spec}"
+        if csv == SHIPPED:
+            about = json.loads(SHIPPED.with_suffix("").with_suffix(".json").read_text())
+            note = (f"reference phases: the table shipped with screen ({about['entries']} {about['what']} "
+                    f"in {about['data']} sha256={about['sha256']})")
+        return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), note
     source = open_source(spec, lazy=True)
     if hasattr(source, "fetch_thermo"):  # the Materials Project: its thermo data, one request
         return from_thermo(source, source.fetch_thermo(subsystems(systems)), fetched=True)
