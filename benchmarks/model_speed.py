@@ -91,13 +91,10 @@ def baseline_batch(items):
             torch.from_numpy(np.concatenate(idx)), crystals)
 
 
-def best_of(reps, fn):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -165,10 +162,10 @@ def main():
         infer_ours(), infer_base()  # warm-up
         t = {"infer base": [], "infer ours": [], "train base": [], "train ours": []}
         for _ in range(args.reps):  # alternate, so both see the same load
-            t["infer base"].append(best_of(1, infer_base))
-            t["infer ours"].append(best_of(1, infer_ours))
-            t["train base"].append(best_of(1, train_base))
-            t["train ours"].append(best_of(1, train_ours))
+            t["infer base"].append(seconds(infer_base))
+            t["infer ours"].append(seconds(infer_ours))
+            t["train base"].append(seconds(train_base))
+            t["train ours"].append(seconds(train_ours))
         b = {k: len(data) / min(v) for k, v in t.items()}
         print(f"{threads} thread(s): inference  baseline {b['infer base']:7.0f}/s  screen {b['infer ours']:7.0f}/s  "
               f"ratio {b['infer ours'] / b['infer base']:.2f}x   |   training  baseline {b['train base']:6.0f}/s  "

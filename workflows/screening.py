@@ -287,16 +287,18 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         feats.append(f)
         infers.append(client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device,
                                     featurizer.to_dict(), opts.max_atoms, resources=gpu, pure=False))
-    def partition_done(done: int, total: int) -> None:
-        if progress:
-            progress("infer", done, total)
+
+    def reporter(stage: str):
+        def report(done: int, total: int) -> None:
+            if progress:
+                progress(stage, done, total)
+        return report
 
     relax_results = []
     if relaxes:
-        flat = [f for chunks in relaxes for f in chunks]
-        relax_results = wait_all(client, flat, on_done=lambda d, n: progress and progress("relax", d, n), **wait)
-    partition_done(0, len(infers))
-    infer_results = wait_all(client, infers, on_done=partition_done, **wait)
+        relax_results = wait_all(client, [f for chunks in relaxes for f in chunks], on_done=reporter("relax"), **wait)
+    reporter("infer")(0, len(infers))
+    infer_results = wait_all(client, infers, on_done=reporter("infer"), **wait)
     feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
 
     # assemble the table
