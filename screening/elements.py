@@ -1,5 +1,10 @@
 """92-long atom feature vectors, computed from pymatgen's element data.
 
+The table ships as screening/data/atom_features.csv (one 0/1 row per element,
+written by `python -m screening.elements`), so a model is built without
+importing pymatgen: a GPU machine or a fresh worker needs torch and numpy only.
+tests/test_featurize.py checks the shipped table against pymatgen's data.
+
 Nine properties, each one-hot encoded as in CGCNN (Xie & Grossman 2018,
 Table S2). Continuous properties are cut into 10 equal bins over a fixed
 range (log scale where noted); values outside the range fall in the end bins.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -89,12 +95,35 @@ def _element_vector(z: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+SHIPPED = Path(__file__).parent / "data" / "atom_features.csv"
+
+
 @functools.lru_cache(maxsize=1)
 def atom_feature_table() -> np.ndarray:
     """(MAX_Z + 1, 92) float32; row Z is element Z's vector, row 0 is unused."""
+    rows = np.loadtxt(SHIPPED, delimiter=",", dtype=np.int64, skiprows=1)
+    table = np.zeros((MAX_Z + 1, N_FEATURES), dtype=np.float32)
+    table[rows[:, 0]] = rows[:, 1:]
+    return table
+
+
+def computed_atom_feature_table() -> np.ndarray:
+    """The table from pymatgen's element data (what SHIPPED holds)."""
     table = np.zeros((MAX_Z + 1, N_FEATURES), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen warns about estimated data
         for z in range(1, MAX_Z + 1):
             table[z] = _element_vector(z)
     return table
+
+
+def write_shipped_table() -> None:
+    table = computed_atom_feature_table().astype(np.int64)
+    lines = ["z," + ",".join(f"f{i}" for i in range(N_FEATURES))]
+    lines += [f"{z}," + ",".join(map(str, table[z])) for z in range(1, MAX_Z + 1)]
+    SHIPPED.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    write_shipped_table()
+    print(f"wrote {SHIPPED}")

@@ -145,10 +145,9 @@ class EMA:
     def update(self, model: MTCGCNN) -> None:
         self.steps += 1
         d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for mine, theirs in zip(self.model.parameters(), model.parameters()):
-            mine.lerp_(theirs, 1 - d)
-        for mine, theirs in zip(self.model.buffers(), model.buffers()):
-            mine.copy_(theirs)
+        # foreach: one kernel for all tensors on a GPU instead of one per tensor
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
 
 
 def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
@@ -189,7 +188,7 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        total, seen = 0.0, 0
+        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
         for s in range(steps):
             chunk = idx[s * cfg.batch_size:(s + 1) * cfg.batch_size]
@@ -203,11 +202,11 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
             sched.step()
             if ema:
                 ema.update(model)
-            total += loss.item() * len(chunk)
+            total += loss.detach().double() * len(chunk)
             seen += len(chunk)
         if cfg.bn_recompute:
             recompute_batch_norm(evaluated, train_set, cfg.bn_recompute, cfg.batch_size, cfg.seed, device)
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
+        row = {"epoch": epoch + 1, "train_loss": total.item() / max(seen, 1),
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         pred = predict_set(evaluated, val_set, device=device)
         row.update(validation_metrics(evaluated, val_set.targets, pred))

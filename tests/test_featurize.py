@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from screening.elements import MAX_Z, N_FEATURES, atom_feature_table
+from screening.elements import MAX_Z, N_FEATURES, atom_feature_table, computed_atom_feature_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.structures import read_structure
@@ -70,6 +70,13 @@ def test_feature_table_is_one_hot_per_property():
     assert not np.array_equal(t[3], t[11])  # Li and Na differ (period)
     # O: group 16, period 2, p block
     assert t[8][15] == 1 and t[8][18 + 1] == 1 and t[8][18 + 7 + 11 + 10 + 12 + 10 + 10 + 1] == 1
+
+
+def test_shipped_feature_table_is_pymatgens():
+    """The model reads the table from screening/data; it must be what pymatgen's data gives."""
+    shipped, computed = atom_feature_table(), computed_atom_feature_table()
+    assert shipped.dtype == computed.dtype == np.float32
+    np.testing.assert_array_equal(shipped, computed)
 
 
 BAD_CIF = "data_x\n_cell_length_a 4.0\n_cell_length_b zz\nloop_\n_atom_site_label\n"
