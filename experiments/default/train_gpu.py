@@ -3,6 +3,7 @@
     here:   python experiments/default/train_gpu.py export .gpu/graphs.npz
     there:  PYTHONPATH=. python3 experiments/default/train_gpu.py train .gpu/graphs.npz 1 2 3 4 \
                 --device cuda --seconds 470
+            (--arm '{"atom_fea_len": 128, "epochs": 25}' instead of member numbers: a recipe run in arms/)
 
 `export` writes the graph set of ../shared/data (read from the graph store, as
 `screen train` reads it) to one compressed file. `train` runs each member in its
@@ -59,11 +60,17 @@ def load_graphs(path: Path, featurizer):
     return GraphSet(ids=[str(x) for x in z["ids"]], **{f: z[f] for f in _FIELDS})
 
 
+def _arm_name(changes: dict) -> str:
+    return "-".join(f"{k}{v}" for k, v in sorted(changes.items())) or "default"
+
+
 class _OutOfTime(Exception):
     pass
 
 
-def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: float, threads: int) -> None:
+def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: float, threads: int,
+                 arm: str = "") -> None:
+    """Member k of the ensemble; with `arm` (JSON of TrainConfig settings), a recipe run in <root>/arms/."""
     import torch
 
     from screening.train import TrainConfig, train
@@ -71,27 +78,29 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
 
     torch.set_num_threads(threads)
     ref = reference(root)
-    out = root / f"member-{k}"
-    out.mkdir(exist_ok=True)
+    changes = json.loads(arm) if arm else {}
+    out = root / "arms" / _arm_name(changes) if arm else root / f"member-{k}"
+    out.mkdir(parents=True, exist_ok=True)
+    label = out.name
     for name in ("split.json", "domain.json"):  # one split, so one training domain, for every member
         if not (out / name).exists():
             shutil.copy(root / "member-0" / name, out / name)
     if (out / "split.json").read_bytes() != (root / "member-0" / "split.json").read_bytes():
         sys.exit(f"{out}/split.json differs from member-0's")
-    cfg = TrainConfig(**{**ref.meta["train_config"], "seed": k, "device": device})
+    cfg = TrainConfig(**{**ref.meta["train_config"], "seed": k, "device": device, **changes})
     graphs = load_graphs(graphs_path, ref.featurizer)
     split = read_split(out / "split.json")
     parts = {p: graphs.subset(split_positions(graphs, split[p], str(out / "split.json"))) for p in ("train", "val")}
     resume = out / "last.pt" if (out / "last.pt").exists() else None
     command = (f"experiments/default/train_gpu.py train (screen train's loop, member-0's recipe, seed {k}, "
-               f"device {device})")
+               f"device {device}{', ' + arm if arm else ''})")
     meta = {"command": command, "data": DATA, **{f"n_{p}": len(split[p]) for p in ("train", "val", "test")}}
     last = [time.time()]
 
     def on_epoch(row):
         took = time.time() - last[0]
         last[0] = time.time()
-        print(f"member-{k} epoch {row['epoch']}: {took:.1f} s, val dEf {row['val_mae_formation_energy_per_atom']:.4f}",
+        print(f"{label} epoch {row['epoch']}: {took:.1f} s, val dEf {row['val_mae_formation_energy_per_atom']:.4f}",
               flush=True)
         if time.time() + 1.3 * took > deadline:
             raise _OutOfTime
@@ -99,9 +108,9 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
     try:
         train(parts["train"], parts["val"], cfg, out, ref.featurizer, resume=str(resume) if resume else None,
               on_epoch=on_epoch, meta=meta)
-        print(f"member-{k}: finished", flush=True)
+        print(f"{label}: finished", flush=True)
     except _OutOfTime:
-        print(f"member-{k}: stopped before the deadline; resumable", flush=True)
+        print(f"{label}: stopped before the deadline; resumable", flush=True)
 
 
 def speed(graphs_path: Path, root: Path, device: str) -> None:
@@ -137,20 +146,24 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--root", type=Path, default=ROOT, help="the ensemble's directory (member-0 holds the recipe)")
+    ap.add_argument("--arm", action="append", default=[],
+                    help='recipe run instead of members: JSON of TrainConfig changes, e.g. {"atom_fea_len": 128}; repeat')
     a = ap.parse_args()
     if a.verb == "export":
         export(a.graphs, a.root)
     elif a.verb == "member":
-        train_member(a.members[0], a.graphs, a.root, a.device, a.deadline, a.threads)
+        train_member(a.members[0], a.graphs, a.root, a.device, a.deadline, a.threads, a.arm[0] if a.arm else "")
     elif a.verb == "speed":
         speed(a.graphs, a.root, a.device)
     else:
         deadline = time.time() + a.seconds
+        runs = [(k, []) for k in a.members] + [(0, ["--arm", arm]) for arm in a.arm]
         procs = [subprocess.Popen([sys.executable, __file__, "member", str(a.graphs), str(k), "--device", a.device,
-                                   "--deadline", str(deadline), "--threads", str(a.threads), "--root", str(a.root)])
-                 for k in a.members]
+                                   "--deadline", str(deadline), "--threads", str(a.threads), "--root", str(a.root),
+                                   *extra])
+                 for k, extra in runs]
         codes = [p.wait() for p in procs]
-        print(json.dumps({f"member-{k}": c for k, c in zip(a.members, codes)}))
+        print(json.dumps({" ".join(map(str, [k, *extra])): c for (k, extra), c in zip(runs, codes)}))
         sys.exit(max(codes))
 
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Ship the finished ensemble as the package's default model, then score it on its test split.
+#
+#   experiments/default/ship.sh
+#
+# Each member's best.pt (the EMA weights of its best validation epoch) is copied to
+# screening/models/default/member-K.pt beside the members' shared split.json and
+# domain.json; `screen ensemble` writes the manifest (member hashes), and
+# `screen evaluate` scores the ensemble, each member and the calibration of its std
+# on the 3,304 test crystals into experiments/default/test/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dst=screening/models/default
+mkdir -p "$dst"
+for run in experiments/default/member-*/; do
+  run=${run%/}
+  cp "$run/best.pt" "$dst/${run##*/}.pt"
+done
+cp experiments/default/member-0/split.json experiments/default/member-0/domain.json "$dst/"
+screen ensemble "$dst"/member-*.pt --out "$dst/ensemble.json"
+screen evaluate --model "$dst/ensemble.json" --data ../shared/data/mp_dev.csv.gz --out experiments/default/test
