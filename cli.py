@@ -508,14 +508,19 @@ def evaluate(
 def ensemble(
     members: List[Path] = typer.Argument(..., help="Checkpoints made by `screen train` (same split, different --seed)."),
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble file to write (.json); pass it to --model."),
+    calibrate: Optional[Path] = typer.Option(None, help="Training data (CSV or directory): scale each task's std so 68 % of the members' validation errors fall within it."),
+    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (the data's graph store)."),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
     from workflows.training import write_ensemble
 
     if out.suffix != ".json":
         raise ScreenError(f"--out {out}: an ensemble file ends in .json")
-    ens = write_ensemble(out, members)
-    console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}")
+    ens = write_ensemble(out, members, calibrate=calibrate, cache_dir=cache)
+    scale = ens.meta.get("std_scale")
+    console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}"
+                  + (f"; std scaled by {', '.join(f'{t} {s:g}' for t, s in scale.items())} "
+                     f"(fitted on the validation split)" if scale else ""))
 
 
 @app.command()

@@ -97,5 +97,5 @@ def load_checkpoint(path, expect_featurizer: Optional[FeaturizerConfig] = None,
 
 
 def default_model_path() -> Path:
-    """The model that ships with the package (screening/models/default.pt)."""
-    return Path(__file__).parent / "models" / "default.pt"
+    """The model that ships with the package: the ensemble of screening/models/default/ (its card: models/README.md)."""
+    return Path(__file__).parent / "models" / "default" / "ensemble.json"

@@ -5,7 +5,13 @@ different seeds. Its prediction is the member mean and its uncertainty the
 member standard deviation (ddof 1; 0 for a single checkpoint). The ensemble
 file is a small JSON manifest next to (or above) its members:
 
-    {"format": 1, "members": [{"path": "member-0.pt", "hash": "<content hash>"}, ...]}
+    {"format": 1, "members": [{"path": "member-0.pt", "hash": "<content hash>"}, ...],
+     "std_scale": {"formation_energy_per_atom": 1.4, ...}}     (optional)
+
+Five members trained alike disagree less than they err: the raw member std is too
+small an error bar. `std_scale` (fitted on the validation split by `screen ensemble
+--calibrate DATA`, see calibration_scale) multiplies each output's std so that 68 %
+of validation errors fall within one std, as for a Gaussian.
 
 Paths are relative to the manifest; each member's content hash is checked on
 load, so a replaced or damaged member is an error, not a silently other model.
@@ -49,10 +55,19 @@ class Ensemble:
         return self.members[0].model.outputs
 
     @property
+    def std_scale(self) -> np.ndarray:
+        """Per-output factor on the member std (1 where the manifest gives none)."""
+        given = self.meta.get("std_scale") or {}
+        return np.array([float(given.get(name, 1.0)) for name in self.outputs], dtype=np.float32)
+
+    @property
     def hash(self) -> str:
         if len(self.members) == 1:
             return self.members[0].hash
-        return hashlib.sha256("|".join(m.hash for m in self.members).encode()).hexdigest()
+        text = "|".join(m.hash for m in self.members)
+        if self.meta.get("std_scale"):  # another error bar is another prediction: caches must not mix them
+            text += "|" + json.dumps(self.meta["std_scale"], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def short_hash(self) -> str:
@@ -84,11 +99,25 @@ class Ensemble:
 
         return self._combine([predict_set(m.model, data, max_atoms, device or _device(m)) for m in self.members])
 
-    @staticmethod
-    def _combine(preds: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    def _combine(self, preds: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         stack = np.stack(preds)
-        std = stack.std(axis=0, ddof=1) if len(preds) > 1 else np.zeros_like(stack[0])
+        std = stack.std(axis=0, ddof=1) * self.std_scale if len(preds) > 1 else np.zeros_like(stack[0])
         return stack.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+
+COVERAGE_1STD = 0.6827  # fraction of a Gaussian within one standard deviation
+
+
+def calibration_scale(true: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+    """The factor s for which a fraction COVERAGE_1STD of |true - mean| lies within s * std.
+
+    A quantile, not a variance ratio: a few wrong labels or structures with errors of
+    several eV would otherwise inflate every error bar.
+    """
+    ok = np.isfinite(true) & (std > 0)
+    if not ok.any():
+        return 1.0
+    return float(np.quantile(np.abs(true[ok] - mean[ok]) / std[ok], COVERAGE_1STD))
 
 
 NON_NEGATIVE = ("band_gap",)  # reported clipped at 0: a negative gap is regression noise of a metal

@@ -1,6 +1,7 @@
 """Ensembles: mean and std over members, manifests that name exactly their members, old checkpoints."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from screening.checkpoint import default_model_path, load_checkpoint, save_checkpoint
+from screening.checkpoint import load_checkpoint, save_checkpoint
 from screening.ensemble import Ensemble, load_model
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
@@ -72,16 +73,19 @@ def test_a_replaced_member_or_a_broken_manifest_is_a_one_line_error(tmp_path):
         write_ensemble(tmp_path / "mixed.json", [paths[0], tmp_path / "plain.pt"])
 
 
+PREVIOUS = Path(__file__).parent / "data" / "previous_format.pt"  # the shipped model before the ensemble
+
+
 def test_the_previous_checkpoint_format_loads(graphs):
-    """default.pt was written before the metal head existed: it loads as a one-member model."""
-    ckpt = load_checkpoint(default_model_path())
+    """The model shipped before the ensemble was written before the metal head existed: it loads as a one-member model."""
+    ckpt = load_checkpoint(PREVIOUS)
     assert ckpt.model.config.metal_head is False and ckpt.model.outputs == TASKS
-    mean, std = load_model(default_model_path()).predict_graphs(graphs)
+    mean, std = load_model(PREVIOUS).predict_graphs(graphs)
     assert mean.shape == (len(graphs), 3) and np.all(std == 0) and np.all(np.isfinite(mean))
 
 
 def test_a_checkpoint_of_an_unknown_format_is_a_one_line_error(tmp_path):
-    payload = torch.load(default_model_path(), weights_only=True)
+    payload = torch.load(PREVIOUS, weights_only=True)
     payload["format"] = 99
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(ScreenError, match="not a readable screen checkpoint"):
@@ -105,3 +109,34 @@ def test_cli_ensemble_then_predict_shows_error_bars(tmp_path):
     row = pd.read_csv(out).iloc[0]
     assert row["pred_formation_energy_per_atom_std"] > 0 and 0 <= row["pred_p_metal"] <= 1
     assert row["pred_class"] == ("metal" if row["pred_p_metal"] >= 0.5 else "non-metal")
+
+
+def test_calibration_scale_recovers_a_gaussian_scale_and_ignores_outliers():
+    from screening.ensemble import calibration_scale
+
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 1.5, 20_000)
+    err = rng.normal(0.0, 1.0, 20_000) * std * 2.0  # errors twice as large as the std says
+    assert calibration_scale(err, np.zeros_like(err), std) == pytest.approx(2.0, rel=0.03)
+    err[:200] = 1e3  # 1 % absurd errors (a wrong label) barely move it
+    assert calibration_scale(err, np.zeros_like(err), std) == pytest.approx(2.0, rel=0.05)
+    err[:10] = np.nan  # missing labels are skipped
+    assert np.isfinite(calibration_scale(err, np.zeros_like(err), std))
+
+
+def test_std_scale_multiplies_the_error_bar_and_is_part_of_the_hash(tmp_path, graphs):
+    paths = [member(tmp_path / f"m{i}.pt", seed=i) for i in range(2)]
+    plain = write_ensemble(tmp_path / "e.json", paths)
+    mean, std = plain.predict_graphs(graphs)
+    scaled = Ensemble(plain.members, "scaled", meta={"std_scale": {TASKS[0]: 2.0}})
+    mean2, std2 = scaled.predict_graphs(graphs)
+    np.testing.assert_array_equal(mean2, mean)
+    np.testing.assert_allclose(std2[:, 0], 2.0 * std[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(std2[:, 1:], std[:, 1:])
+    assert scaled.hash != plain.hash  # cached predictions of one never serve the other
+
+
+def test_calibrating_members_without_a_split_is_a_one_line_error(tmp_path):
+    paths = [member(tmp_path / f"m{i}.pt", seed=i) for i in range(2)]
+    with pytest.raises(ScreenError, match="needs the members' split.json"):
+        write_ensemble(tmp_path / "e.json", paths, calibrate=tmp_path / "data.csv", cache_dir=tmp_path / "c")

@@ -217,8 +217,13 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
                  resume=str(resume) if resume else None, on_epoch=on_epoch, meta=meta)
 
 
-def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
-    """Check the members (one split, one featurizer, same outputs, no duplicates), then write the manifest."""
+def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None, calibrate=None,
+                   cache_dir="screen-cache"):
+    """Check the members (one split, one featurizer, same outputs, no duplicates), then write the manifest.
+
+    calibrate: the training data file; each task's std scale is then fitted on the
+    members' validation split (never the test split) and written into the manifest.
+    """
     import os
 
     from screening.ensemble import Ensemble, load_model, manifest
@@ -248,7 +253,26 @@ def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None):
     if domain.exists() and domain.resolve() != (path.parent / DOMAIN_FILE).resolve():
         write_atomic(path.parent / DOMAIN_FILE, domain.read_bytes())
     write_atomic(path, manifest(path, member_paths, meta))
+    if calibrate is not None:
+        scale = _fit_std_scale(load_model(path), calibrate, cache_dir)
+        write_atomic(path, manifest(path, member_paths, dict(meta or {}, **scale)))
     return load_model(path)
+
+
+def _fit_std_scale(model, data, cache_dir) -> dict:
+    from screening.ensemble import calibration_scale
+
+    if len(model.members) < 2:
+        raise ScreenError("--calibrate needs at least two members: one checkpoint has no spread to scale")
+    if "split" not in model.meta:
+        raise ScreenError("--calibrate needs the members' split.json (the scale is fitted on their validation split)")
+    graphs = load_training_data(data, model.tasks, model.featurizer, cache_dir).graphs
+    split_file = _split_file_of(model)
+    val = graphs.subset(split_positions(graphs, read_split(split_file)["val"], str(split_file)))
+    mean, std = model.predict_set(val)
+    scale = {t: round(calibration_scale(val.targets[:, k], mean[:, k], std[:, k]), 4)
+             for k, t in enumerate(model.tasks)}
+    return {"std_scale": scale, "std_scale_fitted_on": f"validation split of {data} ({len(val)} crystals)"}
 
 
 def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: Optional[Path] = None,

@@ -5,7 +5,8 @@
 #
 # Each member's best.pt (the EMA weights of its best validation epoch) is copied to
 # screening/models/default/member-K.pt beside the members' shared split.json and
-# domain.json; `screen ensemble` writes the manifest (member hashes), and
+# domain.json; `screen ensemble` writes the manifest (member hashes, and each task's
+# std scale fitted on the validation split), and
 # `screen evaluate` scores the ensemble, each member and the calibration of its std
 # on the 3,304 test crystals into experiments/default/test/.
 set -euo pipefail
@@ -17,5 +18,5 @@ for run in experiments/default/member-*/; do
   cp "$run/best.pt" "$dst/${run##*/}.pt"
 done
 cp experiments/default/member-0/split.json experiments/default/member-0/domain.json "$dst/"
-screen ensemble "$dst"/member-*.pt --out "$dst/ensemble.json"
+screen ensemble "$dst"/member-*.pt --out "$dst/ensemble.json" --calibrate ../shared/data/mp_dev.csv.gz
 screen evaluate --model "$dst/ensemble.json" --data ../shared/data/mp_dev.csv.gz --out experiments/default/test
