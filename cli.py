@@ -115,6 +115,7 @@ def run(
     top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
     rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
+    unrelaxed_std: Optional[float] = typer.Option(None, help="eV/atom added (in quadrature) to the E_hull std of unrelaxed candidates; default: the model's own figure (its manifest's unrelaxed_std, else 0)."),
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     gnome: bool = typer.Option(False, "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
     new_only: bool = typer.Option(False, "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
@@ -157,7 +158,7 @@ def run(
 
 def _run_setup(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
                queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
-               ehull_max, gap_threshold, top, rank_by, stable_within, drop_flagged, gnome, new_only, mp_rate,
+               ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
                partition_size, no_worker_timeout, relax, runner):
     """`screen run`'s options as the run's and the cluster's settings, every one checked."""
     from screening.predict_files import resolve_model_path
@@ -174,7 +175,7 @@ def _run_setup(query, exclude, source, reference, model, device, scheduler, jobq
         drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, gnome=gnome, mp_rate=mp_rate,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
-                         new_only=new_only, top=top))
+                         new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
     opts.check()  # bad input fails here, before a cluster starts
     open_source(source, lazy=True, gnome=gnome, rate=mp_rate)  # the MP options too
     if runner not in (None, "slurm"):
@@ -509,6 +510,7 @@ def ensemble(
     members: List[Path] = typer.Argument(..., help="Checkpoints made by `screen train` (same split, different --seed)."),
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble file to write (.json); pass it to --model."),
     calibrate: Optional[Path] = typer.Option(None, help="Training data (CSV or directory): scale each task's std so 68 % of the members' validation errors fall within it."),
+    unrelaxed_std: Optional[float] = typer.Option(None, help="eV/atom that an unrelaxed structure adds to the ΔEf error, as benchmarks/relax_robustness.py measures it; `screen run` adds it to unrelaxed candidates' E_hull std."),
     cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (the data's graph store)."),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
@@ -516,7 +518,10 @@ def ensemble(
 
     if out.suffix != ".json":
         raise ScreenError(f"--out {out}: an ensemble file ends in .json")
-    ens = write_ensemble(out, members, calibrate=calibrate, cache_dir=cache)
+    if unrelaxed_std is not None and not 0 <= unrelaxed_std < 10:
+        raise ScreenError(f"--unrelaxed-std {unrelaxed_std}: need 0 <= eV/atom < 10")
+    meta = {"unrelaxed_std": unrelaxed_std} if unrelaxed_std is not None else None
+    ens = write_ensemble(out, members, meta=meta, calibrate=calibrate, cache_dir=cache)
     scale = ens.meta.get("std_scale")
     console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}"
                   + (f"; std scaled by {', '.join(f'{t} {s:g}' for t, s in scale.items())} "

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 
 DOMAIN_FILE = "domain.json"
+UNRELAXED = "unrelaxed"  # the flag of a substitution candidate that was never relaxed
 MIN_COUNT = 20  # training crystals an element must appear in before the model is trusted with it
 
 
@@ -82,7 +83,7 @@ class Domain:
         if isolated_atoms:
             out.append(f"{isolated_atoms} atom(s) without neighbours")
         if unrelaxed:
-            out.append("unrelaxed")
+            out.append(UNRELAXED)
         return out
 
 

@@ -19,6 +19,7 @@ from typing import Dict, FrozenSet, Iterable, Optional
 import numpy as np
 import pandas as pd
 
+from screening.domain import UNRELAXED
 from screening.errors import ScreenError
 from screening.metrics import METAL_GAP_EV
 
@@ -45,6 +46,11 @@ class RankOptions:
     ehull_max: Optional[float] = None
     new_only: bool = False  # drop crystals on the source's (MP's) hull or known experimentally
     top: Optional[int] = None
+    # eV/atom added in quadrature to the E_hull std of candidates flagged "unrelaxed": the ensemble's
+    # members agree on an unrelaxed structure about as much as on its relaxed one, yet the structure
+    # itself moves the prediction (benchmarks/relax_robustness.py measures by how much).
+    # None: the model manifest's unrelaxed_std (0 when it has none).
+    unrelaxed_std: Optional[float] = None
 
 
 def element_set(formula: str) -> FrozenSet[str]:
@@ -195,6 +201,9 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
     if options.new_only:  # unknown counts as known: a crystal is new only when the source says so
         t = t[t[DFT_STABLE].eq(False) & t[EXPERIMENTAL].eq(False)]
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
+    if options.unrelaxed_std and "flags" in t.columns:
+        unrelaxed = t["flags"].fillna("").str.split("; ").map(lambda f: UNRELAXED in f)
+        std = std.where(~unrelaxed, np.hypot(std, options.unrelaxed_std))
     t["pred_e_above_hull_std"] = std
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)
     if GAP in t.columns:

@@ -72,6 +72,23 @@ def test_ranking_by_p_stable_prefers_a_confident_candidate(refs):
         rank(t, refs, RankOptions(rank_by="luck"))
 
 
+def test_unrelaxed_candidates_get_the_structure_error_added_to_their_std(refs):
+    t = table()
+    t["pred_formation_energy_per_atom"] = [-1.55, -1.55, -0.9, -1.0]  # a and b: E_hull -0.05
+    t["formula"] = ["LiO", "LiO", "LiO2", "Li3O"]
+    t["pred_formation_energy_per_atom_std"] = [0.03, 0.03, 0.01, 0.01]
+    t["flags"] = ["", "Xe in 3 training crystals; unrelaxed", "", ""]
+    plain = rank(t, refs).set_index("id")
+    assert plain.pred_e_above_hull_std["b"] == pytest.approx(0.03)  # off: nothing added
+    ranked = rank(t, refs, RankOptions(unrelaxed_std=0.04)).set_index("id")
+    assert ranked.pred_e_above_hull_std["a"] == pytest.approx(0.03)
+    assert ranked.pred_e_above_hull_std["b"] == pytest.approx(0.05)  # hypot(0.03, 0.04)
+    # same mean, wider error bar: b is less probably stable, and ranks below a
+    assert ranked.pred_p_stable["a"] == pytest.approx(0.952210, abs=1e-5)  # Phi(0.05 / 0.03)
+    assert ranked.pred_p_stable["b"] == pytest.approx(0.841345, abs=1e-5)  # Phi(0.05 / 0.05)
+    assert ranked.index.tolist()[:2] == ["a", "b"]
+
+
 def test_known_crystals_are_ranked_against_the_hull_without_their_own_entry():
     """A (barely stable) is under-estimated by 0.2; B (deeply stable) is predicted exactly.
 

@@ -89,6 +89,8 @@ class RunOptions:
             raise ScreenError(f"--partition-size {self.partition_size}: must be at least 1")
         if self.rank.top is not None and self.rank.top < 1:
             raise ScreenError(f"--top {self.rank.top}: must be at least 1")
+        if self.rank.unrelaxed_std is not None and not 0 <= self.rank.unrelaxed_std < 10:
+            raise ScreenError(f"--unrelaxed-std {self.rank.unrelaxed_std}: need 0 <= eV/atom < 10")
         if self.rank.rank_by not in RANK_BY:
             raise ScreenError(f"--rank-by {self.rank.rank_by}: choose {' or '.join(RANK_BY)}")
         if self.rank.gap_min is not None and self.rank.gap_max is not None and self.rank.gap_min > self.rank.gap_max:
@@ -342,7 +344,10 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         if table.empty:
             raise ScreenError(f"--drop-flagged: all {n_flagged} candidates are flagged; nothing left to rank")
     references, reference_note = _references(client, opts, table, source)
-    everything = rank(table, references, replace(opts.rank, top=None))  # the plot shows them all
+    rank_opts = replace(opts.rank, top=None)  # the plot shows them all
+    if rank_opts.unrelaxed_std is None:
+        rank_opts.unrelaxed_std = float(ckpt.meta.get("unrelaxed_std", 0.0))
+    everything = rank(table, references, rank_opts)
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
@@ -358,7 +363,8 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
         "reference_phases": len(references), "reference_note": reference_note, "partitions": len(parts),
-        "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt),
+        "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
+        "unrelaxed_std": rank_opts.unrelaxed_std,
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
         **_relax_summary(opts, [info for part in relaxed for _, info in part]),
@@ -438,11 +444,18 @@ def _domain_note(domain, n_flagged: int, dropped: bool) -> str:
             f"(rare element, density, atom without neighbours, or unrelaxed): {what}")
 
 
-def _uncertainty_note(model) -> str:
+def _uncertainty_note(model, unrelaxed_std: float = 0.0) -> str:
+    unrelaxed = (f"; unrelaxed candidates: ±{unrelaxed_std:g} eV/atom added to the E_hull std for the "
+                 f"unrelaxed structure (--unrelaxed-std)" if unrelaxed_std else "")
     if len(model.members) == 1:
         return ("uncertainty: one model, so no error bar (std columns are 0); "
-                "pass an ensemble with --model for one")
-    return f"uncertainty: ± is the std over the {len(model.members)} members of the ensemble {model.path}"
+                "pass an ensemble with --model for one" + unrelaxed)
+    note = f"uncertainty: ± is the std over the {len(model.members)} members of the ensemble {model.path}"
+    scale = model.meta.get("std_scale")
+    if scale:
+        note += (", scaled per task on its validation split so one std covers 68 % of errors ("
+                 + ", ".join(f"{task} ×{s:g}" for task, s in scale.items()) + ")")
+    return note + unrelaxed
 
 
 def _wants_gpu(client, device: str) -> bool:

@@ -267,7 +267,7 @@ def _fit_std_scale(model, data, cache_dir) -> dict:
     if "split" not in model.meta:
         raise ScreenError("--calibrate needs the members' split.json (the scale is fitted on their validation split)")
     graphs = load_training_data(data, model.tasks, model.featurizer, cache_dir).graphs
-    split_file = _split_file_of(model)
+    split_file = split_file_of(model)
     val = graphs.subset(split_positions(graphs, read_split(split_file)["val"], str(split_file)))
     mean, std = model.predict_set(val)
     scale = {t: round(calibration_scale(val.targets[:, k], mean[:, k], std[:, k]), 4)
@@ -291,7 +291,7 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     if split_name not in ("train", "val", "test", "all"):
         raise ScreenError(f"--split {split_name}: choose test, val, train or all")
     model = load_model(model_path)
-    split_file = _split_file_of(model) if split_name != "all" else None
+    split_file = split_file_of(model) if split_name != "all" else None
     loaded = load_training_data(data, model.tasks, model.featurizer, cache_dir, limit)
     graphs = loaded.graphs
     if split_file is not None:
@@ -322,7 +322,7 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     return metrics, out
 
 
-def _split_file_of(model) -> Path:
+def split_file_of(model) -> Path:
     """split.json beside the checkpoint; for an ensemble, the members' shared split its manifest names."""
     if "split" in model.meta:
         f = Path(model.path).parent / model.meta["split"]
