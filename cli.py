@@ -17,7 +17,6 @@ import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
-from screening.sources.mp import DEFAULT_RATE as DEFAULT_MP_RATE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -119,7 +118,7 @@ def run(
     drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
     gnome: bool = typer.Option(False, "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
     new_only: bool = typer.Option(False, "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
-    mp_rate: int = typer.Option(DEFAULT_MP_RATE, help="Materials Project: requests per second with your key, all workers together."),
+    mp_rate: Optional[int] = typer.Option(None, help="Materials Project: requests per second with your key, all workers together (default: the source's own pace for one key)."),
     partition_size: int = typer.Option(250, help="Crystals per Dask task."),
     no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
     relax: Optional[str] = typer.Option(None, help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
@@ -129,22 +128,20 @@ def run(
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     global error_log
     error_log = out / "error.log"  # (RunOptions.error_log) from the first check on
-    opts, spec = _run_setup(**locals())
+    options = dict(locals())
+    from workflows.screen_run import run_settings
+
+    opts, spec = run_settings(**options)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from screening.sources import default_source_note, open_source
     from workflows.cluster import connect, dashboard_link
-    from workflows.screening import run_screening
+    from workflows.screen_run import run_screening, source_notes
 
     with connect(spec) as client:
         # (with --runner, only the client task gets here: the others ran their part inside connect)
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        notice = default_source_note(source)
-        if notice:
-            console.print(notice, style="yellow", highlight=False)
-        entries = open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()
-        if entries:
-            console.print(entries, highlight=False)
+        for note in source_notes(source, gnome, mp_rate):
+            console.print(note, highlight=False)
         if not console.is_terminal:
             result = run_screening(client, opts, progress=_progress_lines())
         else:
@@ -156,40 +153,6 @@ def run(
     _print_run(result)
 
 
-def _run_setup(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
-               queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
-               ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
-               partition_size, no_worker_timeout, relax, runner):
-    """`screen run`'s options as the run's and the cluster's settings, every one checked."""
-    from screening.predict_files import resolve_model_path
-    from screening.rank import RankOptions
-    from screening.sources import open_source
-    from workflows.cluster import ClusterSpec
-    from workflows.screening import RunOptions
-
-    exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
-    opts = RunOptions(
-        query=query, exclude=exclude_list,
-        source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
-        cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, gnome=gnome, mp_rate=mp_rate,
-        rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
-                         nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
-                         new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
-    opts.check()  # bad input fails here, before a cluster starts
-    open_source(source, lazy=True, gnome=gnome, rate=mp_rate)  # the MP options too
-    if runner not in (None, "slurm"):
-        raise ScreenError(f"--runner {runner}: only slurm")
-    spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
-                       threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
-                       queue=queue, account=account, walltime=walltime, worker_lifetime=worker_lifetime,
-                       log_dir=str(Path(out).resolve() / "logs"), runner=runner,
-                       scheduler_file=str(Path(out).resolve() / "logs" / "scheduler-{job_id}.json"),
-                       gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
-    spec.check()
-    return opts, spec
-
-
 _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
     "dft_e_above_hull": "DFT E_hull", "known": "known", "pred_band_gap": "Eg",
@@ -199,7 +162,7 @@ _RUN_COLUMNS = {  # result column -> short terminal header
 
 
 def _print_run(result):
-    from screening.report import known_status, print_table, with_error_bars
+    from workflows.report import known_status, print_table, with_error_bars
 
     s = result.summary
     shown = with_error_bars(result.table)
@@ -254,7 +217,9 @@ def submit(
     for option in ("scheduler", "jobqueue", "runner"):
         if params[option]:
             raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
-    opts, spec = _run_setup(**params)  # every run option checked before anything is submitted
+    from workflows.screen_run import run_settings
+
+    opts, spec = run_settings(**params)  # every run option checked before anything is submitted
     job = batch_job(args, opts, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
     job_id = submit_job(job, begin=begin, dry_run=dry_run)
     console.print(f"job script: {job.script_path}", highlight=False)
@@ -288,7 +253,7 @@ def status(
     """The batch jobs of a run folder (or campaign) and its latest results."""
     import json
 
-    from screening.report import print_table
+    from workflows.report import print_table
     from workflows.batch import jobs, states
     from workflows.campaign import read_campaign
 
@@ -340,29 +305,21 @@ def predict(
     ones are listed (and the exit status is 1 unless --skip-bad)."""
     from rich.progress import Progress
 
-    from screening.predict import DEVICES
-    from screening.predict_files import predict_files
-    from screening.report import print_table, with_error_bars
-    from cache.atomic import write_atomic
-    from workflows.screening import check_writable
+    from workflows.file_prediction import bad_list_path, predict_files, write_predictions
+    from workflows.report import print_table, with_error_bars
+    from workflows.screen_run import check_writable
 
-    if device not in DEVICES:
-        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
-    bad_list = out.with_name(out.name.removesuffix(".csv") + ".bad.csv")
+    bad_list = bad_list_path(out)
     check_writable("--out", out.parent)  # an unwritable --out fails now, not after the work
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         job = bar.add_task("reading and featurizing", total=None)
         table, bad = predict_files(paths, model, device=device, stop_at_bad=strict,
                                    progress=lambda d, n: bar.update(job, completed=d, total=n))
-    write_atomic(out, table.to_csv(index=False).encode())
+    write_predictions(out, table, bad)
     print_table(console, with_error_bars(table), title=f"{len(table)} structures")
     console.print(f"wrote {out}", highlight=False)
     if not bad:
-        bad_list.unlink(missing_ok=True)  # a list from an earlier run would describe other files
         return
-    import pandas as pd
-
-    write_atomic(bad_list, pd.DataFrame(bad, columns=["file", "problem"]).to_csv(index=False).encode())
     for _, why in bad[:10]:
         err_console.print(f"[yellow]unreadable:[/yellow] {why}", highlight=False, soft_wrap=True)
     more = f" ({len(bad) - 10} more)" if len(bad) > 10 else ""
@@ -383,7 +340,7 @@ DEFAULT_TASKS = "formation_energy_per_atom,band_gap,efermi"
 
 
 def _train_defaults():
-    from screening.train import TrainConfig
+    from workflows.training import TrainConfig
     return TrainConfig(tasks=[])
 
 
@@ -430,10 +387,7 @@ def train(
 
     from rich.progress import Progress
 
-    from screening.featurize import FeaturizerConfig
-    from screening.predict import resolve_device
-    from screening.train import TrainConfig
-    from workflows.training import train_model
+    from workflows.training import train_model, train_settings
 
     if threads:
         import torch
@@ -442,14 +396,14 @@ def train(
         raise ScreenError(f"--resume {resume} continues the run in {resume.parent}, not --out {out}")
     out = resume.parent if resume else (out or Path("runs/model"))
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    featurizer = FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors)
-    cfg = TrainConfig(tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
-                      weighting=weighting, loss=loss, metal_head=metal_head,
-                      epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                      weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-                      ema_decay=ema, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
-                      split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv,
-                      h_fea_len=h_fea_len, n_h=n_h, device=str(resolve_device(device)))
+    cfg, featurizer = train_settings(
+        cutoff=cutoff, max_neighbors=max_neighbors, device=device,
+        tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
+        weighting=weighting, loss=loss, metal_head=metal_head,
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+        ema_decay=ema, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
+        split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h)
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("featurizing into the graph store", total=None)
 
@@ -490,10 +444,9 @@ def evaluate(
     """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
     from rich.table import Table
 
-    from screening.predict import resolve_device
     from workflows.training import evaluate_model
 
-    metrics, where = evaluate_model(model, data, cache, split_name, out, limit, resolve_device(device))
+    metrics, where = evaluate_model(model, data, cache, split_name, out, limit, device)
     table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals, {metrics['members']} member(s))")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -545,8 +498,8 @@ def experiment(
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from screening.experiment_report import write_report
-    from screening.experiments import load_spec
+    from workflows.experiment_report import write_report
+    from workflows.experiment_spec import load_spec
     from workflows.cluster import ClusterSpec
     from workflows.experiments import collect, run_experiment, unfinished
 
@@ -589,7 +542,7 @@ def experiment(
 cache_app = typer.Typer(help="Inspect, check and clear the caches (graphs, structures, predictions).",
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CacheDir = typer.Option(Path("screen-cache"), "--cache", "--store", envvar="SCREEN_CACHE",
+CACHE_OPTION = typer.Option(Path("screen-cache"), "--cache", "--store", envvar="SCREEN_CACHE",
                         help="Cache directory (as given to screen run --cache).")
 
 
@@ -599,11 +552,11 @@ def _mb(n: int) -> str:
 
 @cache_app.command("info")
 @user_errors
-def cache_info(cache: Path = CacheDir):
+def cache_info(cache: Path = CACHE_OPTION):
     """Sizes, counts and hit rates."""
     from rich.table import Table
 
-    from cache.cache_dir import summary
+    from workflows.cache_admin import summary
 
     s = summary(cache)
     table = Table(title=f"cache {cache}")
@@ -631,23 +584,13 @@ def cache_info(cache: Path = CacheDir):
 
 @cache_app.command("ls")
 @user_errors
-def cache_ls(cache: Path = CacheDir, limit: int = typer.Option(20, help="Rows to show.")):
+def cache_ls(cache: Path = CACHE_OPTION, limit: int = typer.Option(20, help="Rows to show.")):
     """List stored crystals (id, key, atoms, edges)."""
-    import pandas as pd
+    from workflows.cache_admin import listing
+    from workflows.report import print_table
 
-    from cache.cache_dir import check_cache_dir, graph_stores
-    from screening.report import print_table
-
-    check_cache_dir(cache)
-    rows, total = [], 0
-    for store in graph_stores(cache):
-        total += len(store)
-        for e in store.entries():
-            if len(rows) >= limit:
-                break
-            rows.append({"id": e["id"], "key": e["key"][:16], "atoms": e["atoms"], "edges": e["edges"],
-                         "store": store.root.name})
-    table = pd.DataFrame(rows, columns=["id", "key", "atoms", "edges", "store"])
+    table, total = listing(cache, limit)
+    rows = table
     print_table(console, table, title=f"{total} crystals", max_rows=limit)
     if total > len(rows):
         console.print(f"... {total - len(rows)} more (--limit)", highlight=False)
@@ -655,16 +598,15 @@ def cache_ls(cache: Path = CacheDir, limit: int = typer.Option(20, help="Rows to
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify(cache: Path = CacheDir,
+def cache_verify(cache: Path = CACHE_OPTION,
                  repair: bool = typer.Option(False, "--repair", help="Delete whatever is damaged (the next run "
                                                                      "re-makes it) and exit 0.")):
     """Check every published unit's checksums and counts; exit 1 with one line per problem."""
-    from cache.cache_dir import stale, verify
+    from workflows.cache_admin import verify
 
-    units, problems = verify(cache, repair=repair)
-    leftovers = stale(cache)
+    units, problems, leftovers = verify(cache, repair=repair)
     if leftovers:
-        console.print(f"{len(leftovers)} unpublished leftovers (interrupted or still-running writers; never "
+        console.print(f"{leftovers} unpublished leftovers (interrupted or still-running writers; never "
                       f"served; `screen cache clear --stale` removes them)", highlight=False)
     for p in problems:
         err_console.print(f"{'removed' if repair else 'problem'}: {p}", highlight=False, soft_wrap=True)
@@ -680,17 +622,17 @@ def cache_verify(cache: Path = CacheDir,
 
 @cache_app.command("clear")
 @user_errors
-def cache_clear(cache: Path = CacheDir,
+def cache_clear(cache: Path = CACHE_OPTION,
                 stale: bool = typer.Option(False, "--stale", help="Only remove leftovers of interrupted writers."),
                 min_age: float = typer.Option(600.0, help="With --stale: only leftovers untouched this many "
                                                            "seconds (a running writer's unit is unpublished too)."),
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")):
     """Remove the cache (or only its stale leftovers)."""
-    from cache.cache_dir import check_cache_dir, clean_stale, clear
+    from workflows.cache_admin import check, clear, clear_stale
 
-    check_cache_dir(cache)
+    check(cache)
     if stale:
-        console.print(f"removed {clean_stale(cache, min_age)} stale items")
+        console.print(f"removed {clear_stale(cache, min_age)} stale items")
         return
     if not yes and not typer.confirm(f"remove everything under {cache}?"):
         raise typer.Exit(1)

@@ -74,7 +74,7 @@ def main():
         w_store = len(graphs) / (time.perf_counter() - t)
         store = GraphStore.open(work / "store", cfg)
         t = time.perf_counter()
-        n_read = sum(len(b) for b in store.iter_batches(max_atoms=20_000))
+        n_read = sum(1 for _ in store.iter_records())
         r_store = n_read / (time.perf_counter() - t)
         rng = np.random.default_rng(0)
         sample = [keys[i] for i in rng.choice(len(keys), 500, replace=False)]

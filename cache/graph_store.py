@@ -87,13 +87,6 @@ def _write_array(group_path: Path, name: str, data: np.ndarray) -> None:
                       compressors=[BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")])
 
 
-def _pause_for_tests(point: str) -> None:
-    """Crash tests hold a writer at `point` (SCREEN_STORE_PAUSE_AT) to kill it there."""
-    if os.environ.get("SCREEN_STORE_PAUSE_AT") == point:
-        Path(os.environ["SCREEN_STORE_PAUSE_FLAG"]).write_text(point)
-        time.sleep(600)
-
-
 class GraphStore:
     """One store directory; get one with `GraphStore.open` (or `GraphStore.at` for a known path)."""
 
@@ -232,9 +225,7 @@ class GraphStore:
         import zarr
 
         zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for j, (name, data) in enumerate(arrays.items()):
-            if j == 3:
-                _pause_for_tests("arrays")  # half the arrays written
+        for name, data in arrays.items():
             _write_array(tmp, name, data)
         files = {}
         for p in sorted(tmp.rglob("*")):
@@ -243,7 +234,6 @@ class GraphStore:
                 files[p.relative_to(tmp).as_posix()] = sha256_file(p)
         final = self.root / "units" / dirname
         os.rename(tmp, final)  # the name is ours alone, so this cannot collide
-        _pause_for_tests("publish")
         body = {"format": STORE_FORMAT, "unit": unit, "dir": dirname, "keys": keys, "ids": ids,
                 "atoms": [g.n_atoms for g in graphs], "edges": [g.n_edges for g in graphs],
                 # atoms without a neighbour, per crystal: a domain flag that warm runs read from here
@@ -444,12 +434,6 @@ class GraphStore:
         self._units.pop(unit, None)
         self._handles.pop(unit, None)
         self.refresh()
-
-    def iter_batches(self, max_atoms: int = 20_000, keys: Optional[set] = None) -> Iterator[List[Record]]:
-        """Lists of records whose atoms add up to at most max_atoms (a bigger crystal goes alone)."""
-        from screening.batch import atom_budget_chunks  # here, so `screen cache` never loads torch
-
-        return atom_budget_chunks(self.iter_records(keys), max_atoms, size=lambda r: r.graph.n_atoms)
 
     # ---- checking and housekeeping ----
     def verify(self, repair: bool = False) -> List[str]:

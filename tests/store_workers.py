@@ -1,5 +1,8 @@
 """Processes that write to a graph store, for the concurrency and crash tests."""
+import os
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,5 +31,40 @@ def write_range(parent: str, start: int, stop: int, unit_size: int, barrier=None
         store.write([f"key{i:06d}" for i in idx], [f"id{i}" for i in idx], [synthetic_graph(i) for i in idx])
 
 
+def pause_at(point: str, flag: str) -> None:
+    """Hold this writer at `point` so a crash test can SIGKILL it there (the store has no hook for it).
+
+    arrays: half the arrays of the unit written (the 4th of its array writes is about to start);
+    publish: the unit's folder renamed into units/, its manifest not yet written.
+    """
+    import cache.graph_store as gs
+
+    def hold():
+        Path(flag).write_text(point)
+        time.sleep(600)
+
+    if point == "arrays":
+        write_array, calls = gs._write_array, []
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4:
+                hold()
+            write_array(*args, **kwargs)
+
+        gs._write_array = counting
+    elif point == "publish":
+        rename = os.rename
+
+        def renaming(src, dst):
+            rename(src, dst)
+            if Path(dst).parent.name == "units":
+                hold()
+
+        os.rename = renaming
+
+
 if __name__ == "__main__":
+    if os.environ.get("STORE_PAUSE_AT"):
+        pause_at(os.environ["STORE_PAUSE_AT"], os.environ["STORE_PAUSE_FLAG"])
     write_range(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

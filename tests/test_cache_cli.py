@@ -9,7 +9,11 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cache import stats
-from cache.cache_dir import MARKER, claim
+from cache.cache_dir import MARKER, CacheDir
+
+
+def claim(path):
+    return CacheDir(path).claim().root
 from cache.structure_cache import StructureCache
 from cache.prediction_cache import PredictionCache
 from cli import app
@@ -52,7 +56,7 @@ def test_verify_and_clear_stale_after_a_killed_writer(tmp_path):
     cache = tmp_path / "cache"
     write_range(str(cache / "graphs"), 0, 40, 20)
     flag = tmp_path / "flag"
-    env = dict(os.environ, SCREEN_STORE_PAUSE_AT="publish", SCREEN_STORE_PAUSE_FLAG=str(flag), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, STORE_PAUSE_AT="publish", STORE_PAUSE_FLAG=str(flag), PYTHONPATH=str(ROOT))
     writer = subprocess.Popen([sys.executable, "-m", "tests.store_workers", str(cache / "graphs"), "40", "60", "20"],
                               cwd=ROOT, env=env)
     deadline = time.time() + 60

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from screening.errors import ScreenError
-from screening.experiment_report import results_table, write_report
-from screening.experiments import RunSpec, TASKS, parse_spec, run_indices
+from workflows.experiment_report import results_table, write_report
+from workflows.experiment_spec import RunSpec, TASKS, parse_spec, run_indices
 from workflows.experiments import load_pool, train_run
 from tests.helpers import DATA
 
@@ -175,7 +175,7 @@ def test_cli_report_only_needs_finished_runs(tmp_path):
 
 
 def test_shipped_paper_spec_parses():
-    from screening.experiments import load_spec
+    from workflows.experiment_spec import load_spec
 
     spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "workflows", "paper.yaml"))
     labels = {r.label for r in spec.runs}

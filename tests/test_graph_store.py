@@ -45,11 +45,9 @@ def test_round_trip_is_bit_identical(tmp_path):
             assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
         assert got.targets.tobytes() == targets[i].tobytes()  # NaN included, bit for bit
     assert reopened.get("mp7").equals(graphs[7])  # by id
-    streamed = [r for batch in reopened.iter_batches(max_atoms=300) for r in batch]
+    streamed = list(reopened.iter_records())
     assert sorted(r.key for r in streamed) == sorted(keys)
     assert all(r.graph.equals(graphs[keys.index(r.key)]) for r in streamed)
-    for batch in reopened.iter_batches(max_atoms=300):
-        assert sum(r.graph.n_atoms for r in batch) <= 300 or len(batch) == 1
     with pytest.raises(ScreenError, match="no crystal with key or id nope"):
         reopened.get("nope")
 
@@ -112,7 +110,7 @@ def test_writer_killed_mid_unit_leaves_a_valid_store_and_rerun_completes(tmp_pat
     # "arrays": killed with half the arrays of its unit written; "publish": unit complete, not published.
     write_range(str(tmp_path), 0, 100, 50)
     flag = tmp_path / "paused.flag"
-    env = dict(os.environ, SCREEN_STORE_PAUSE_AT=point, SCREEN_STORE_PAUSE_FLAG=str(flag), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, STORE_PAUSE_AT=point, STORE_PAUSE_FLAG=str(flag), PYTHONPATH=str(ROOT))
     writer = subprocess.Popen([sys.executable, "-m", "tests.store_workers", str(tmp_path), "100", "150", "50"],
                               cwd=ROOT, env=env)
     deadline = time.time() + 60
@@ -193,8 +191,8 @@ store = GraphStore.open(sys.argv[1], FeaturizerConfig())
 proc = psutil.Process()
 base = peak = None
 n = 0
-for batch in store.iter_batches(max_atoms=5000):
-    n += len(batch)
+for record in store.iter_records():
+    n += 1
     rss = proc.memory_info().rss
     if base is None and n >= 2000:  # after two units: libraries loaded, buffers sized, index built
         base = peak = rss

@@ -8,7 +8,7 @@ import pytest
 from screening.sources.mp import MPSource
 from workflows.cluster import ClusterSpec, connect
 from workflows.mp import share_budget
-from workflows.screening import fetch_task
+from workflows.screen_run import fetch_task
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from screening.train import TrainConfig, train
 from tests.helpers import DATA, TASKS, mp_structures
 from workflows import worker_model
 from workflows.cluster import ClusterSpec, connect
-from workflows.screening import RunOptions, run_screening
+from workflows.screen_run import RunOptions, run_screening
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from cache.atomic import write_atomic
-from screening.experiment_report import results_table
-from screening.experiments import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
+from workflows.experiment_report import results_table
+from workflows.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
 from workflows.cluster import ClusterSpec, connect
 from workflows.watch import as_finished, task_error
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Tuple
 
-from cache.reference_cache import ReferenceCache
+from cache.cache_dir import CacheDir
 from screening.rank import ReferencePhases
 from screening.references import from_thermo, subsystems
 from screening.sources import Source, mp_sources
@@ -38,7 +38,7 @@ def share_budget(client, source: Source) -> None:
 def thermo_references(source, systems: Iterable[frozenset], cache_dir) -> Tuple[ReferencePhases, str]:
     """(phases, note) for the systems' hulls from the MP source's thermo data, via the cache."""
     wanted = subsystems(systems)
-    cache = ReferenceCache(Path(cache_dir) / "references")
+    cache = CacheDir(cache_dir).references()
     description = source.thermo_description()
     thermo = cache.get(description, wanted)
     missing = [s for s in wanted if s not in thermo]

@@ -20,14 +20,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cache.atomic import write_atomic
-from cache.cache_dir import claim
-from cache.datasets import TrainingTable, TrainingTables, table_digest
+from cache.cache_dir import CacheDir
+from cache.datasets import TrainingTable, table_digest
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.dataset import read_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
+from screening.train import TrainConfig  # every training setting, defined once (cli.py derives its options)
 from screening.structures import read_structure, structure_from_cif_text
 
 _CHUNK = 2048  # rows per store unit when featurizing a data file
@@ -55,9 +56,9 @@ def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig,
         raise ScreenError(f"{data}: no such training data file or directory")
     if data.is_dir() and not (data / "id_prop.csv").is_file():
         raise ScreenError(f"{data}: directory has no id_prop.csv (CGCNN layout: id_prop.csv + <id>.cif)")
-    cache_dir = claim(cache_dir)
-    tables = TrainingTables(cache_dir / "datasets")
-    store = GraphStore.open(cache_dir / "graphs", featurizer)
+    cache = CacheDir(cache_dir).claim()
+    tables = cache.datasets()
+    store = cache.graphs(featurizer)
     digest = table_digest(data, tasks, [limit, sample], featurizer)
     table = tables.get(digest)
     featurized = 0
@@ -183,6 +184,14 @@ def _volumes(data, ids) -> Optional[np.ndarray]:
     return np.array([by_id.get(i, np.nan) for i in ids])
 
 
+def train_settings(cutoff: float, max_neighbors: int, device: str = "auto", **settings) -> Tuple[TrainConfig, FeaturizerConfig]:
+    """`screen train`'s options as the run's TrainConfig and featurizer (device "auto" resolved here)."""
+    from screening.predict import resolve_device
+
+    return (TrainConfig(**settings, device=str(resolve_device(device))),
+            FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors))
+
+
 def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
                 resume: Optional[Path] = None, command: str = "", progress: Progress = None,
                 on_ready: Optional[Callable[[TrainingData, dict], None]] = None,
@@ -286,8 +295,9 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     from screening.ensemble import load_model
     from screening.evaluate import calibration, evaluate_predictions, parity_plots
     from screening.model import METAL_OUTPUT
-    from screening.predict import predict_set
+    from screening.predict import predict_set, resolve_device
 
+    device = str(resolve_device(device))
     if split_name not in ("train", "val", "test", "all"):
         raise ScreenError(f"--split {split_name}: choose test, val, train or all")
     model = load_model(model_path)

@@ -11,7 +11,8 @@ from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import featurize
 from screening.metrics import METAL_GAP_EV
-from screening.predict import resolve_device
+from cache.atomic import write_atomic
+from screening.predict import DEVICES, resolve_device
 from screening.rank import metal_class
 from screening.structures import read_structure, structure_files
 
@@ -34,6 +35,8 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
     In a folder of thousands of files a few bad ones are expected: they are listed, not fatal,
     unless stop_at_bad (then the first one is a ScreenError).
     """
+    if device not in DEVICES:
+        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
     ckpt = load_model(resolve_model_path(model))
     rows, graphs, bad = [], [], []
     files = structure_files(paths)
@@ -57,3 +60,17 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
         table["pred_class"] = metal_class(table, gap_threshold)
     table["model_hash"] = ckpt.short_hash
     return table, bad
+
+
+def bad_list_path(out: Path) -> Path:
+    """Where the unreadable files of a prediction written to `out` are listed."""
+    return out.with_name(out.name.removesuffix(".csv") + ".bad.csv")
+
+
+def write_predictions(out: Path, table: pd.DataFrame, bad: List[Tuple[str, str]]) -> None:
+    """The table to `out` and the unreadable files to bad_list_path(out) (or no list: none were bad)."""
+    write_atomic(out, table.to_csv(index=False).encode())
+    if bad:
+        write_atomic(bad_list_path(out), pd.DataFrame(bad, columns=["file", "problem"]).to_csv(index=False).encode())
+    else:
+        bad_list_path(out).unlink(missing_ok=True)  # a list from an earlier run would describe other files

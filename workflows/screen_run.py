@@ -25,13 +25,10 @@ from typing import Callable, List, Optional
 import numpy as np
 import pandas as pd
 
-from cache import stats as cache_stats
 from cache.atomic import TMP_PREFIX
-from cache.cache_dir import claim
+from cache.cache_dir import CacheDir
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
-from cache.prediction_cache import PredictionCache
-from cache.structure_cache import StructureCache
 from screening.domain import Domain, domain_path
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
@@ -126,13 +123,13 @@ def relax_task(candidates, cache_dir, relaxer_name, device):
     """Relaxed copies of the candidates (through the relax cache) and, per candidate, what happened."""
     from pymatgen.core import Structure
 
-    from cache.relax_cache import RelaxCache, relax_key
+    from cache.relax_cache import relax_key
     from screening.predict import resolve_device
     from screening.relax import Relaxer
     from screening.sources.base import Candidate
 
     relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)))
-    cache = RelaxCache(Path(cache_dir) / "relaxed", relaxer.version)
+    cache = CacheDir(cache_dir).relaxed(relaxer.version)
     out, infos = [], []
     for c in candidates:
         try:
@@ -159,7 +156,7 @@ def joined_candidates(relaxed: list) -> list:
 def featurize_task(candidates, cache_dir, featurizer_dict):
     """Key every candidate; featurize and store the ones the store lacks."""
     config = FeaturizerConfig.from_dict(featurizer_dict)
-    store = GraphStore.open(Path(cache_dir) / "graphs", config)
+    store = CacheDir(cache_dir).graphs(config)
     keys, errors, new, queued, isolated, densities = [], [], [], {}, [], []
     for c in candidates:
         try:
@@ -217,11 +214,11 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_a
     keys = [k for k in featurized["keys"] if k is not None]
     # Cached per key: every output's mean, then every output's std.
     columns = model.outputs + [f"{o}_std" for o in model.outputs]
-    cache = PredictionCache(Path(cache_dir) / "predictions", model.hash, columns)
+    cache = CacheDir(cache_dir).predictions(model.hash, columns)
     known = cache.get_many(keys)
     todo = sorted({k for k in keys if k not in known})
     if todo:
-        store = GraphStore.open(Path(cache_dir) / "graphs", FeaturizerConfig.from_dict(featurizer_dict))
+        store = CacheDir(cache_dir).graphs(FeaturizerConfig.from_dict(featurizer_dict))
         graphs = [store.get(k) for k in todo]
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
@@ -257,13 +254,13 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     featurizer = ckpt.featurizer
     if opts.output_format not in ("csv", "parquet"):
         raise ScreenError(f"--format {opts.output_format}: choose csv or parquet")
-    claim(opts.cache_dir)
+    cache_dir = CacheDir(opts.cache_dir).claim()
     if on_started:
         on_started()
     wait = dict(no_worker_timeout=opts.no_worker_timeout, log=opts.error_log)
 
     # fetch, through the structure cache
-    structures = StructureCache(Path(opts.cache_dir) / "structures")
+    structures = cache_dir.structures()
     candidates = structures.get(query.key(), source.describe())
     structure_hit = candidates is not None
     if candidates is None:
@@ -372,7 +369,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         "wall_seconds": round(time.time() - t0, 2),
         "provenance": run_provenance(client, ckpt.hash, source.describe()),
     }
-    cache_stats.record(opts.cache_dir, runs=1, structure_hits=int(structure_hit),
+    cache_dir.record_run(runs=1, structure_hits=int(structure_hit),
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
                        graph_misses=n_featurized, prediction_hits=summary["prediction_cache_hits"],
                        prediction_misses=n_inferred)
@@ -571,3 +568,43 @@ def _publish(stage: Path, out: Path, names: List[str]) -> None:
         for name in moved_out:
             os.replace(previous / name, out / name)
         raise
+
+
+def run_settings(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
+               queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
+               ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
+               partition_size, no_worker_timeout, relax, runner):
+    """`screen run`'s options (and `screen submit`'s) as the run's and the cluster's settings, every one checked."""
+    from workflows.cluster import ClusterSpec
+    from workflows.file_prediction import resolve_model_path
+
+    exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
+    mp_rate = DEFAULT_RATE if mp_rate is None else mp_rate
+    opts = RunOptions(
+        query=query, exclude=exclude_list,
+        source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
+        cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
+        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, gnome=gnome, mp_rate=mp_rate,
+        rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
+                         nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
+                         new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
+    opts.check()  # bad input fails here, before a cluster starts
+    open_source(source, lazy=True, gnome=gnome, rate=mp_rate)  # the MP options too
+    if runner not in (None, "slurm"):
+        raise ScreenError(f"--runner {runner}: only slurm")
+    spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
+                       threads_per_worker=threads, dashboard=dashboard, memory_per_worker=memory,
+                       queue=queue, account=account, walltime=walltime, worker_lifetime=worker_lifetime,
+                       log_dir=str(Path(out).resolve() / "logs"), runner=runner,
+                       scheduler_file=str(Path(out).resolve() / "logs" / "scheduler-{job_id}.json"),
+                       gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
+    spec.check()
+    return opts, spec
+
+
+def source_notes(source: str, gnome: bool, mp_rate: int) -> List[str]:
+    """What a person should know about the source before the run: the default's nature, the MP entry count."""
+    from screening.sources import default_source_note
+
+    notes = [default_source_note(source), open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()]
+    return [n for n in notes if n]
