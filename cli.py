@@ -110,7 +110,7 @@ def run(
     gap_min: Optional[float] = typer.Option(None, help="Minimum predicted band gap (eV)."),
     gap_max: Optional[float] = typer.Option(None, help="Maximum predicted band gap (eV)."),
     ehull_max: Optional[float] = typer.Option(None, help="Maximum predicted energy above hull (eV/atom)."),
-    gap_threshold: float = typer.Option(0.025, help="Eg below this (eV) counts as a metal (models without the metal head; with it, P(metal) >= 0.5 decides)."),
+    gap_threshold: Optional[float] = typer.Option(None, help="Eg below this (eV) counts as a metal (default: k_B T at 300 K); models without the metal head only (with it, P(metal) >= 0.5 decides)."),
     top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
     rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
     stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
@@ -336,12 +336,9 @@ def _floats(text: str, what: str) -> List[float]:
         raise ScreenError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
-DEFAULT_TASKS = "formation_energy_per_atom,band_gap,efermi"
-
-
 def _train_defaults():
-    from workflows.training import TrainConfig
-    return TrainConfig(tasks=[])
+    from workflows.training import TASKS, TrainConfig
+    return TrainConfig(tasks=list(TASKS))
 
 
 _TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined once there
@@ -352,7 +349,7 @@ _TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json (default runs/model, or the --resume checkpoint's directory)."),
-    tasks: str = typer.Option(DEFAULT_TASKS, help="Comma-separated target columns."),
+    tasks: str = typer.Option(",".join(_TRAIN.tasks), help="Comma-separated target columns."),
     weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
     weighting: str = typer.Option(_TRAIN.weighting, help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
     loss: str = typer.Option(_TRAIN.loss, help="Per-task loss: mse (paper) | l1 | huber."),

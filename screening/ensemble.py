@@ -32,6 +32,7 @@ import numpy as np
 from screening.checkpoint import Checkpoint, load_checkpoint
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
+from screening.properties import BAND_GAP
 
 ENSEMBLE_FORMAT = 1
 
@@ -120,7 +121,7 @@ def calibration_scale(true: np.ndarray, mean: np.ndarray, std: np.ndarray) -> fl
     return float(np.quantile(np.abs(true[ok] - mean[ok]) / std[ok], COVERAGE_1STD))
 
 
-NON_NEGATIVE = ("band_gap",)  # reported clipped at 0: a negative gap is regression noise of a metal
+NON_NEGATIVE = (BAND_GAP,)  # reported clipped at 0: a negative gap is regression noise of a metal
 
 
 def prediction_columns(outputs: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict:

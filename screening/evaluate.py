@@ -6,11 +6,10 @@ from typing import Dict
 
 import numpy as np
 
-from screening.metrics import METAL_GAP_EV, mae, nonmetal_auc, spearman
-
-FORMATION = "formation_energy_per_atom"
-GAP = "band_gap"
-UNITS = {FORMATION: "eV/atom", GAP: "eV", "efermi": "eV"}
+from screening.metrics import mae, nonmetal_auc, spearman
+from screening.properties import BAND_GAP as GAP
+from screening.properties import FORMATION_ENERGY as FORMATION
+from screening.properties import METAL_GAP_EV, UNITS
 
 
 def evaluate_predictions(tasks, true: np.ndarray, pred: np.ndarray, gap_threshold=METAL_GAP_EV,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-METAL_GAP_EV = 0.025  # k_B T at 300 K: Eg below this counts as a metal (paper sec. 4.5)
+from screening.properties import METAL_GAP_EV, is_metal
 
 
 def _finite(y_true, y_pred):
@@ -43,4 +43,4 @@ def roc_auc(labels, scores) -> float:
 def nonmetal_auc(true_gap, pred_gap, threshold: float = METAL_GAP_EV) -> float:
     """ROC-AUC of non-metal (true Eg >= threshold) vs metal, predicted Eg as the score."""
     t, p = _finite(true_gap, pred_gap)
-    return roc_auc(t >= threshold, p)
+    return roc_auc(~is_metal(t, threshold), p)

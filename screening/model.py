@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 from screening.batch import Batch
 from screening.elements import atom_feature_table
-from screening.metrics import METAL_GAP_EV
+from screening.properties import BAND_GAP, METAL_GAP_EV
 
-GAP_TASK = "band_gap"  # the column the metal label is derived from
+GAP_TASK = BAND_GAP  # the column the metal label is derived from
 METAL_OUTPUT = "p_metal"
 LOSSES = ("mse", "l1", "huber")
 
@@ -198,7 +198,7 @@ class MTCGCNN(nn.Module):
         if self.config.metal_head:
             gap = batch.targets[:, self.config.tasks.index(GAP_TASK)]
             known = ~torch.isnan(gap)
-            label = (torch.nan_to_num(gap) < METAL_GAP_EV).to(out.dtype)
+            label = (torch.nan_to_num(gap) < METAL_GAP_EV).to(out.dtype)  # is_metal, on the device
             bce = F.binary_cross_entropy_with_logits(out[:, n], label, reduction="none")
             bce = torch.where(known, bce, torch.zeros_like(bce)).sum() / known.sum().clamp(min=1)
             per_task = torch.cat([per_task, bce[None]])

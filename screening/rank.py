@@ -21,7 +21,8 @@ import pandas as pd
 
 from screening.domain import UNRELAXED
 from screening.errors import ScreenError
-from screening.metrics import METAL_GAP_EV
+from screening.formula import element_set
+from screening.properties import METAL_GAP_EV, is_metal
 
 FORMATION = "pred_formation_energy_per_atom"
 GAP = "pred_band_gap"
@@ -51,12 +52,6 @@ class RankOptions:
     # itself moves the prediction (benchmarks/relax_robustness.py measures by how much).
     # None: the model manifest's unrelaxed_std (0 when it has none).
     unrelaxed_std: Optional[float] = None
-
-
-def element_set(formula: str) -> FrozenSet[str]:
-    from pymatgen.core import Composition
-
-    return frozenset(el.symbol for el in Composition(formula).elements)
 
 
 class ReferencePhases:
@@ -168,7 +163,7 @@ def metal_class(table: pd.DataFrame, gap_threshold: float = METAL_GAP_EV) -> np.
     if P_METAL in table.columns:
         metal = table[P_METAL].to_numpy(float) >= 0.5
     else:
-        metal = table[GAP].to_numpy(float) < gap_threshold
+        metal = is_metal(table[GAP].to_numpy(float), gap_threshold)
     return np.where(metal, "metal", "non-metal")
 
 

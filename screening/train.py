@@ -30,6 +30,7 @@ from screening.featurize import FeaturizerConfig
 from screening.graphset import GraphSet
 from screening.metrics import mae, nonmetal_auc
 from screening.model import GAP_TASK, LOSSES, MTCGCNN, ModelConfig
+from screening.properties import METAL_GAP_EV
 from screening.predict import predict_set
 from screening.weighting import make_weighting
 
@@ -84,7 +85,7 @@ class TrainConfig:
         if self.optimizer not in ("adam", "adamw"):
             raise ScreenError(f"--optimizer {self.optimizer}: choose adam or adamw")
         if self.metal_head and GAP_TASK not in self.tasks:
-            raise ScreenError(f"the metal head needs the {GAP_TASK} task (its label is Eg < 0.025 eV); "
+            raise ScreenError(f"the metal head needs the {GAP_TASK} task (its label is Eg < {METAL_GAP_EV} eV); "
                               f"add it to --tasks or pass --no-metal-head")
         if not 0 <= self.ema_decay < 1:
             raise ScreenError(f"--ema {self.ema_decay}: need 0 <= decay < 1 (0 turns it off)")

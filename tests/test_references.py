@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from screening.rank import ReferencePhases, element_set, energy_above_hull
+from screening.formula import element_set
+from screening.rank import ReferencePhases, energy_above_hull
 from screening.references import SHIPPED, choose_reference, load_references
 from tests.helpers import DATA
 

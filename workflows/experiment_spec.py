@@ -32,9 +32,10 @@ from typing import Dict, List, Optional, Tuple
 
 
 from screening.errors import ScreenError
+from screening.properties import SHORT_NAMES
 
 # Short names used in specs and the report; the values are the mp_dev columns.
-TASKS = {"Ef": "formation_energy_per_atom", "Eg": "band_gap", "EF": "efermi"}
+TASKS = SHORT_NAMES  # the paper's short names -> task columns
 SHORT = {v: k for k, v in TASKS.items()}
 RESULT = "result.json"  # written last: a run directory with it is finished
 

@@ -10,7 +10,7 @@ from screening.checkpoint import default_model_path
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import featurize
-from screening.metrics import METAL_GAP_EV
+from screening.properties import BAND_GAP, METAL_GAP_EV
 from cache.atomic import write_atomic
 from screening.predict import DEVICES, resolve_device
 from screening.rank import metal_class
@@ -56,7 +56,7 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
                           + (f" ({len(bad)} unreadable; first: {bad[0][1]})" if bad else ""))
     mean, std = ckpt.predict_graphs(graphs, device=resolve_device(device))
     table = pd.concat([pd.DataFrame(rows), pd.DataFrame(prediction_columns(ckpt.outputs, mean, std))], axis=1)
-    if "band_gap" in ckpt.tasks:
+    if BAND_GAP in ckpt.tasks:
         table["pred_class"] = metal_class(table, gap_threshold)
     table["model_hash"] = ckpt.short_hash
     return table, bad

@@ -33,8 +33,10 @@ from screening.domain import Domain, domain_path
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
+from screening.properties import METAL_GAP_EV
 from screening.query import parse_query
-from screening.rank import RankOptions, element_set, rank
+from screening.formula import element_set
+from screening.rank import RankOptions, rank
 from screening.relax import check_relaxer
 from screening.sources import mp_sources, open_source
 from screening.sources.base import known_column
@@ -580,6 +582,7 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     mp_rate = DEFAULT_RATE if mp_rate is None else mp_rate
+    gap_threshold = METAL_GAP_EV if gap_threshold is None else gap_threshold
     opts = RunOptions(
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,

@@ -28,6 +28,7 @@ from screening.dataset import read_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
+from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
 from screening.train import TrainConfig  # every training setting, defined once (cli.py derives its options)
 from screening.structures import read_structure, structure_from_cif_text
 

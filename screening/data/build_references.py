@@ -25,7 +25,8 @@ ABOUT = Path(__file__).with_name("references.json")  # what it was built from
 def hull_phases(df: pd.DataFrame) -> pd.DataFrame:
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
-    from screening.rank import ReferencePhases, element_set
+    from screening.formula import element_set
+    from screening.rank import ReferencePhases
 
     refs = ReferencePhases(df.formula, df.formation_energy_per_atom, df.material_id)
     systems = {element_set(f) for f in df.formula.unique()}

@@ -5,11 +5,12 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Union
 
+from screening.properties import TASKS
 from screening.query import Query, parse_query
 
 # Known DFT properties a source may carry along for reference (same names as the MP API);
 # results columns dft_<name>.
-KNOWN_PROPERTIES = ("formation_energy_per_atom", "band_gap", "efermi")
+KNOWN_PROPERTIES = TASKS  # the DFT values a source may know, as the model's tasks name them
 # What a source may also know of a crystal, under its results column's own name (the MP
 # source: MP's E_hull and hull membership, experimental provenance, GNoME origin).
 KNOWN_STATUS = ("dft_e_above_hull", "dft_is_stable", "experimental", "gnome")

@@ -8,36 +8,16 @@ formula to go by, so every structure there is read once and kept.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from screening.errors import ScreenError
+from screening.formula import formula_info, structure_info
 from screening.query import IDS, Query
 from screening.sources.base import Candidate, Source, as_query, known_properties
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".gz")
-
-
-@functools.lru_cache(maxsize=None)
-def formula_info(formula: str) -> Optional[Tuple[frozenset, str]]:
-    """(element set, pymatgen reduced formula) of a formula string; None if it does not parse."""
-    from pymatgen.core import Composition
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "no Pauling electronegativity for He" while ordering
-            comp = Composition(formula)
-            return frozenset(el.symbol for el in comp.elements), comp.reduced_formula
-    except Exception:
-        return None
-
-
-def structure_info(structure) -> Tuple[frozenset, str]:
-    comp = structure.composition
-    return frozenset(el.symbol for el in comp.elements), comp.reduced_formula
 
 
 class LocalSource(Source):
