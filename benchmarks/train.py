@@ -36,9 +36,9 @@ from workflows.training import load_training_data, make_split, split_positions  
 TASKS = ["formation_energy_per_atom", "band_gap", "efermi"]
 
 
-def fancy_index_forward(self, v, u, src, dst):  # the convolution as it was written before
+def fancy_index_forward(self, v, u, src, dst, k=None):  # the convolution as it was written before
     h = self.w_self(v)[src] + self.w_nbr(v)[dst] + self.w_edge(u)
-    return self._aggregate(v, h, src)
+    return self._aggregate(v, self.bn_edge(h), src)
 
 
 def epoch_seconds(train_set, val_set, graphs_list, fraction: float, baseline: bool) -> float:

@@ -4,7 +4,9 @@ import torch
 
 from screening.batch import atom_budget_chunks, collate
 from screening.featurize import featurize
-from screening.model import ConvLayer, MTCGCNN, ModelConfig, masked_multitask_mse
+from screening.checkpoint import default_model_path
+from screening.ensemble import load_model
+from screening.model import ConvLayer, MTCGCNN, ModelConfig, masked_multitask_mse, neighbors_per_atom
 from screening.predict import predict_graphs
 from tests.helpers import mp_structures, rocksalt
 
@@ -74,13 +76,49 @@ def test_masked_multitask_loss_matches_hand_computation():
 def test_factorized_convolution_equals_plain_one():
     torch.manual_seed(0)
     conv = ConvLayer(16, 41)
-    n, e = 30, 300
-    v, u = torch.randn(n, 16), torch.rand(e, 41)
-    src, dst = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
-    for mode in (conv.train, conv.eval):
-        mode()
-        torch.testing.assert_close(conv(v, u, src, dst), conv.forward_unfactorized(v, u, src, dst),
-                                   rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # batch norm that is not the identity, so eval mode's folding is tested
+        for p in (conv.bn_edge, conv.bn_sum):
+            p.weight.uniform_(0.5, 2), p.bias.normal_(), p.running_mean.normal_(), p.running_var.uniform_(0.2, 3)
+    n, k = 30, 12
+    v, u = torch.randn(n, 16), torch.rand(n * k, 41)
+    csr = torch.arange(n).repeat_interleave(k)  # every atom k neighbours: the reshape path
+    for src, kk in ((torch.randint(0, n, (n * k,)), None), (csr, k)):
+        assert neighbors_per_atom(src, n) == kk
+        dst = torch.randint(0, n, (n * k,))
+        for mode in (conv.train, conv.eval):
+            mode()
+            fast_v, plain_v = v.clone().requires_grad_(), v.clone().requires_grad_()
+            fast, plain = conv(fast_v, u, src, dst, kk), conv.forward_unfactorized(plain_v, u, src, dst)
+            torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+            (fast ** 2).sum().backward()
+            (plain ** 2).sum().backward()
+            torch.testing.assert_close(fast_v.grad, plain_v.grad, rtol=1e-4, atol=1e-5)
+
+
+def textbook_embedding(model, batch):
+    """crystal_embedding as the model computed it before its speed work: the expansion
+    without clamping, every convolution in its plain form (batch norm applied, index_add_ sums)."""
+    v = model.embedding(model.atom_features[batch.atomic_numbers])
+    u = torch.exp(-((batch.distances[:, None] - model.expand.centers) ** 2) / model.expand.step ** 2)
+    for conv in model.convs:
+        v = conv.forward_unfactorized(v, u, batch.src, batch.dst)
+    pooled = torch.zeros(batch.n_crystals, v.shape[1]).index_add_(0, batch.crystal, v)
+    return pooled / torch.bincount(batch.crystal, minlength=batch.n_crystals)[:, None]
+
+
+@pytest.mark.skipif(not default_model_path().exists(), reason="no bundled model")
+def test_shipped_ensemble_predicts_as_the_textbook_model(monkeypatch):
+    """The fast paths (folded batch norm, reshape sums, clamped expansion) change no prediction
+    of the shipped members beyond float32 rounding, on 300 real crystals."""
+    structures, _ = mp_structures(300)
+    graphs = [featurize(s) for s in structures]
+    for member in load_model(default_model_path()).members:
+        model = member.model
+        fast = predict_graphs(model, graphs, max_atoms=4000)
+        monkeypatch.setattr(model, "crystal_embedding", lambda b, m=model: textbook_embedding(m, b))
+        plain = predict_graphs(model, graphs, max_atoms=4000)
+        monkeypatch.undo()
+        assert np.abs(fast - plain).max() < 1e-4, np.abs(fast - plain).max()
 
 
 def test_normalizer_ignores_missing_targets():
