@@ -3,7 +3,7 @@
 The table ships as screening/data/atom_features.csv (one 0/1 row per element,
 written by `python -m screening.elements`), so a model is built without
 importing pymatgen: a GPU machine or a fresh worker needs torch and numpy only.
-tests/test_featurize.py checks the shipped table against pymatgen's data.
+tests/screening/test_featurize.py checks the shipped table against pymatgen's data.
 
 Nine properties, each one-hot encoded as in CGCNN (Xie & Grossman 2018,
 Table S2). Continuous properties are cut into 10 equal bins over a fixed

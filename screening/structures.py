@@ -23,7 +23,7 @@ def structure_from_cif_text(text: str, name: str):
     The common case, a P1 CIF listing every site (what pymatgen and the Materials Project
     write), takes a fast path: gemmi's compiled reader plus the few steps of pymatgen's
     parser that change a P1 structure, ~7x faster. Anything else falls back to pymatgen.
-    tests/test_structures.py checks the two agree on thousands of crystals of ../shared/data.
+    tests/screening/test_structures.py checks the two agree on thousands of crystals of ../shared/data.
     """
     fast = fast_p1_cif(text)
     if fast is not None:

@@ -3,7 +3,7 @@ import pytest
 
 from tests.helpers import DATA
 
-# ---- structure sources (tests/test_sources.py) -------------------------------------------
+# ---- structure sources (tests/screening/test_sources.py) -------------------------------------------
 
 MP_TEST_KEY = "0123456789abcdef0123456789abcdef"  # mp-api insists on 32 characters
 
@@ -94,3 +94,19 @@ def slurm():
         finally:
             cluster.stop()
             shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+# ---- a tiny trained model (2 epochs on 40 crystals), for runs that need one but not its accuracy ----
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    from screening.featurize import FeaturizerConfig, featurize
+    from screening.graphset import GraphSet
+    from screening.train import TrainConfig, train
+    from tests.helpers import TASKS, mp_structures
+
+    out = tmp_path_factory.mktemp("model")
+    structures, targets = mp_structures(40)
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                  n_conv=1), out, FeaturizerConfig())
+    return str(out / "best.pt")

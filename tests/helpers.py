@@ -32,3 +32,20 @@ def mp_structures(n: int):
     df = mp_rows(n)
     return [structure_from_cif_text(c, i) for c, i in zip(df.cif, df.material_id)], \
         df[TASKS].to_numpy(np.float32)
+
+
+def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
+    """A random model whose batch-norm statistics are no longer the identity."""
+    import torch
+
+    from screening.batch import collate
+    from screening.model import MTCGCNN, ModelConfig
+
+    torch.manual_seed(seed)
+    model = MTCGCNN(ModelConfig(list(tasks)))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(collate(graphs))
+    model.eval()
+    return model

@@ -14,7 +14,6 @@ are fetched in one request (a list of systems), then kept.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable, Tuple
 
 from cache.cache_dir import CacheDir

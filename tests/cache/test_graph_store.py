@@ -17,7 +17,7 @@ from screening.featurize import FeaturizerConfig, featurize
 from tests.helpers import mp_structures
 from tests.store_workers import synthetic_graph, write_range
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = FeaturizerConfig()
 
 

@@ -19,11 +19,10 @@ from typer.testing import CliRunner
 from cli import app
 from screening.errors import ScreenError
 from tests.helpers import DATA
-from tests.test_run_e2e import model_path  # noqa: F401  (module fixture: a tiny trained model)
 from workflows.cluster import ClusterSpec, connect
 from workflows.watch import wait_all
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

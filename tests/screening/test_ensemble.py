@@ -73,7 +73,7 @@ def test_a_replaced_member_or_a_broken_manifest_is_a_one_line_error(tmp_path):
         write_ensemble(tmp_path / "mixed.json", [paths[0], tmp_path / "plain.pt"])
 
 
-PREVIOUS = Path(__file__).parent / "data" / "previous_format.pt"  # the shipped model before the ensemble
+PREVIOUS = Path(__file__).parents[1] / "data" / "previous_format.pt"  # the shipped model before the ensemble
 
 
 def test_the_previous_checkpoint_format_loads(graphs):

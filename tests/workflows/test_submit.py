@@ -1,5 +1,5 @@
 """`screen submit` without a batch system: the job script it writes, and bad input as one line.
-(The jobs themselves run on a real Slurm in tests/test_slurm.py.)"""
+(The jobs themselves run on a real Slurm in tests/workflows/test_slurm.py.)"""
 import pytest
 from typer.testing import CliRunner
 

@@ -8,19 +8,7 @@ from screening.checkpoint import default_model_path
 from screening.ensemble import load_model
 from screening.model import ConvLayer, MTCGCNN, ModelConfig, masked_multitask_mse, neighbors_per_atom
 from screening.predict import predict_graphs
-from tests.helpers import mp_structures, rocksalt
-
-
-def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
-    """A random model whose batch-norm statistics are no longer the identity."""
-    torch.manual_seed(seed)
-    model = MTCGCNN(ModelConfig(list(tasks)))
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(collate(graphs))
-    model.eval()
-    return model
+from tests.helpers import mp_structures, rocksalt, warmed_model
 
 
 @pytest.fixture(scope="module")

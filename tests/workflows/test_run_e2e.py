@@ -25,16 +25,6 @@ def client():
         yield c
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    structures, targets = mp_structures(40)
-    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
-    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                  n_conv=1), out, FeaturizerConfig())
-    return str(out / "best.pt")
-
-
 def li_x_o_ids():
     """Every ternary Li-X-O crystal in the file, by a plain pandas filter."""
     df = pd.read_csv(DATA, usecols=["material_id", "formula"])

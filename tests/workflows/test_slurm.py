@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import DATA
-from tests.test_run_e2e import model_path  # noqa: F401  (module fixture: a tiny trained model)
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -19,7 +19,7 @@ from cache.prediction_cache import PredictionCache
 from cli import app
 from tests.store_workers import write_range
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

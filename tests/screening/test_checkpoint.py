@@ -7,7 +7,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.predict import predict_graphs
 from tests.helpers import mp_structures
-from tests.test_model import warmed_model
+from tests.helpers import warmed_model
 
 
 @pytest.fixture(scope="module")
