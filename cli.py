@@ -208,24 +208,30 @@ def submit(
     from workflows.batch import submit as submit_job
     from workflows.campaign import read_campaign
 
-    args, name, batch = list(ctx.args), "screen", {}
-    if campaign:
-        c = read_campaign(campaign)
-        args, name, batch = c.run_args + args, c.name, c.batch
-        every = every or c.every
-    params = _run_params(args)
-    for option in ("scheduler", "jobqueue", "runner"):
-        if params[option]:
-            raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
     from workflows.screen_run import run_settings
 
-    opts, spec = run_settings(**params)  # every run option checked before anything is submitted
-    job = batch_job(args, opts, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
+    runs, name, batch, out = [list(ctx.args)], "screen", {}, None
+    if campaign:
+        c = read_campaign(campaign)
+        runs, name, batch, out = [args + list(ctx.args) for _, args in c.runs], c.name, c.batch, c.out
+        every = every or c.every
+    checked = []
+    for args in runs:  # every run option checked before anything is submitted
+        params = _run_params(args)
+        for option in ("scheduler", "jobqueue", "runner"):
+            if params[option]:
+                raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
+        checked.append(run_settings(**params))
+    opts, spec = checked[0]
+    out = out or Path(opts.out_dir)
+    job = batch_job(runs, out, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
     job_id = submit_job(job, begin=begin, dry_run=dry_run)
-    console.print(f"job script: {job.script_path}", highlight=False)
+    console.print(f"job script: {job.script_path}" + (f" ({len(runs)} queries, one after another)" if len(runs) > 1 else ""),
+                  highlight=False)
     if job_id:
         console.print(f"submitted batch job {job_id}", highlight=False)
-        console.print(f"follow it: screen status --out {opts.out_dir}", highlight=False)
+        console.print(f"follow it: screen status --{'campaign ' + str(campaign) if campaign else 'out ' + str(out)}",
+                      highlight=False)
     if every:
         line = crontab_line(every, job.script_path)
         console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)", highlight=False)
@@ -257,8 +263,10 @@ def status(
     from workflows.batch import jobs, states
     from workflows.campaign import read_campaign
 
+    folders = None
     if campaign:
-        out = Path(_run_params(read_campaign(campaign).run_args)["out"])
+        c = read_campaign(campaign)
+        out, folders = c.out, [(q, Path(_run_params(args)["out"])) for q, args in c.runs]
     if out is None:
         raise ScreenError("screen status: give --out DIR or --campaign FILE")
     submitted = jobs(out)
@@ -276,18 +284,21 @@ def status(
              "start": known.get(j["job_id"], {}).get("start", ""),
              "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
     print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
-    summary_path = out / "summary.json"
-    if not summary_path.exists():
-        console.print("results: none yet", highlight=False)
-        return
-    s = json.loads(summary_path.read_text())
-    made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
-    console.print(f"latest results (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
-                  f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s", highlight=False)
-    if s.get("changes"):
-        console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
-    for name, path in (s.get("files") or {}).items():
-        console.print(f"{name}: {path}", highlight=False)
+    for query, folder in folders or [(None, out)]:
+        summary_path = folder / "summary.json"
+        about = f" of {query}" if query and len(folders) > 1 else ""
+        if not summary_path.exists():
+            console.print(f"results{about}: none yet", highlight=False)
+            continue
+        s = json.loads(summary_path.read_text())
+        made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
+        console.print(f"latest results{about} (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
+                      f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s",
+                      highlight=False)
+        if s.get("changes"):
+            console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
+        for name, path in (s.get("files") or {}).items():
+            console.print(f"{name}: {path}", highlight=False)
 
 
 @app.command()

@@ -32,9 +32,9 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 @dataclass
 class BatchJob:
-    run_args: List[str]  # `screen run` options, as the user gave them
-    out_dir: Path
-    workdir: Path  # relative paths in run_args are relative to this
+    runs: List[List[str]]  # `screen run` options of each run, as the user gave them; run one after another
+    out_dir: Path  # the job's folder: its script, jobs.csv and logs
+    workdir: Path  # relative paths in the runs' options are relative to this
     workers: int = 2
     threads: int = 1
     memory: str = "4GiB"  # per worker
@@ -58,13 +58,13 @@ class BatchJob:
         return Path(self.out_dir).resolve() / SCRIPT
 
 
-def batch_job(run_args: List[str], opts, spec, name: str = "screen", every: Optional[str] = None,
+def batch_job(runs: List[List[str]], out_dir, spec, name: str = "screen", every: Optional[str] = None,
               batch: Optional[dict] = None, gpus: Optional[int] = None,
               overcommit: Optional[bool] = None) -> BatchJob:
-    """The job for a checked `screen run` (its RunOptions and ClusterSpec); `batch` holds a campaign
-    file's job settings, which options given on the command line override."""
+    """The job for checked `screen run`s (their options; the first run's ClusterSpec sizes the job);
+    `batch` holds a campaign file's job settings, which options given on the command line override."""
     batch = batch or {}
-    return BatchJob(run_args=run_args, out_dir=Path(opts.out_dir), workdir=Path.cwd(), workers=spec.workers,
+    return BatchJob(runs=runs, out_dir=Path(out_dir), workdir=Path.cwd(), workers=spec.workers,
                     threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
                     partition=spec.queue, account=spec.account, name=name, every=every,
                     gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
@@ -119,8 +119,13 @@ def job_script(job: BatchJob) -> str:
                   f"echo \"$next,$(date +%Y-%m-%dT%H:%M:%S),{delay}\" >> {shlex.quote(str(out / JOBS))}",
                   ""]
     lines += export_lines(worker_environment())
-    command = [job.python, "-m", "cli", "run", *job.run_args, "--runner", "slurm"]
-    lines += ["", "srun " + " ".join(shlex.quote(a) for a in command)]
+    commands = [[job.python, "-m", "cli", "run", *args, "--runner", "slurm"] for args in job.runs]
+    if len(commands) == 1:
+        lines += ["", "srun " + " ".join(shlex.quote(a) for a in commands[0])]
+    else:  # one query after another; a failed one does not stop the rest, and the job says it failed
+        lines += ["", "failed=0"]
+        lines += ["srun " + " ".join(shlex.quote(a) for a in c) + " || failed=1" for c in commands]
+        lines += ["exit $failed"]
     return "\n".join(lines) + "\n"
 
 

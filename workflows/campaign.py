@@ -2,7 +2,7 @@
 and schedule, submitted as a batch job by `screen submit --campaign FILE`.
 
     name: li-oxides
-    query: Li-*-O
+    query: Li-*-O                     # or several: queries: [Li-*-O, Na-*-O]
     source: local:../shared/data/mp_dev.csv.gz
     model: runs/m/best.pt             # optional: the bundled model
     out: li-oxides                    # results, summary.json, changes.csv, logs, the job script
@@ -11,15 +11,19 @@ and schedule, submitted as a batch job by `screen submit --campaign FILE`.
     cluster: {workers: 4, threads: 2, memory: 8GiB, partition: cpu, account: chem, walltime: "02:00:00"}
     schedule: {every: 7d}             # re-run weekly (sbatch --begin); leave out for a single run
 
+With `queries`, each query is its own `screen run` into `<out>/<query>` (its own results, changes.csv
+and summary), one after another in the same batch job, sharing the cache.
+
 Relative paths are relative to the campaign file (made absolute here). Every re-run fetches its query again, but the
 caches hold every crystal already featurized and predicted, so only new or changed entries cost
 work, and the run writes what changed since the last one (changes.csv, summary.json "changes").
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from screening.errors import ScreenError
 
@@ -40,9 +44,20 @@ _PATHS = ("model", "out", "cache")
 class Campaign:
     name: str
     folder: Path  # where the file is: relative paths start here
-    run_args: List[str]
+    runs: List[Tuple[str, List[str]]]  # (query, its `screen run` options), in the order given
+    out: Path  # the campaign's folder: the job script, jobs.csv, logs (and with `queries`, one folder per query)
     batch: Dict[str, object]  # gpus, overcommit
     every: Optional[str]
+
+    @property
+    def run_args(self) -> List[str]:
+        """The first run's options (the only run of a one-query campaign)."""
+        return self.runs[0][1]
+
+
+def query_folder(query: str) -> str:
+    """A folder name for a query: Li-*-O -> Li-x-O, mp-1,mp-2 -> mp-1_mp-2."""
+    return re.sub(r"[^A-Za-z0-9.()-]+", "_", query.replace("*", "x")).strip("_") or "query"
 
 
 def read_campaign(path: Path) -> Campaign:
@@ -57,12 +72,18 @@ def read_campaign(path: Path) -> Campaign:
         raise ScreenError(f"--campaign {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(doc, dict):
         raise ScreenError(f"--campaign {path}: expected a mapping of settings")
-    known = set(_TOP) | {"name", "filters", "cluster", "schedule"}
+    known = set(_TOP) | {"name", "queries", "filters", "cluster", "schedule"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ScreenError(f"--campaign {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if not doc.get("query"):
-        raise ScreenError(f"--campaign {path}: needs a query")
+    if doc.get("query") and doc.get("queries"):
+        raise ScreenError(f"--campaign {path}: give query or queries, not both")
+    queries = doc.pop("queries", None) or ([doc.pop("query")] if doc.get("query") else [])
+    if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+        raise ScreenError(f"--campaign {path}: needs a query (or queries: a list of them)")
+    folders = [query_folder(q) for q in queries]
+    if len(set(folders)) < len(folders):
+        raise ScreenError(f"--campaign {path}: two queries share the folder name {max(folders, key=folders.count)}")
     doc.setdefault("out", f"campaign-{path.stem}")
     folder = path.resolve().parent
     for key in _PATHS:  # relative to the campaign file, wherever screen is run from
@@ -73,6 +94,7 @@ def read_campaign(path: Path) -> Campaign:
         if "local:" in text:
             head, _, local = text.partition("local:")
             doc[key] = f"{head}local:{folder / Path(local).expanduser()}"
+    out = Path(doc.pop("out"))
     args: List[str] = []
     for key, option in _TOP.items():
         if doc.get(key) is not None:
@@ -96,6 +118,8 @@ def read_campaign(path: Path) -> Campaign:
     if not isinstance(schedule, dict) or set(schedule) - {"every"}:
         raise ScreenError(f"--campaign {path}: schedule takes one key, every (like 7d)")
     cluster = doc.get("cluster") or {}
-    return Campaign(name=str(doc.get("name") or path.stem), folder=folder, run_args=args,
+    one = len(queries) == 1
+    runs = [(q, ["--query", q, "--out", str(out if one else out / f)] + args) for q, f in zip(queries, folders)]
+    return Campaign(name=str(doc.get("name") or path.stem), folder=folder, runs=runs, out=out,
                     batch={k: cluster[k] for k in _CLUSTER_BATCH if k in cluster},
                     every=str(schedule["every"]) if schedule.get("every") else None)

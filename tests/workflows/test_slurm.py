@@ -192,6 +192,30 @@ schedule: {{every: 1d}}
     assert r.output.count("COMPLETED") == 3 and "PENDING" in r.output and "10 new" in r.output
 
 
+def test_a_campaign_of_two_queries_screens_each_in_one_job(slurm, local_run, model_path, tmp_path):  # noqa: F811
+    campaign = tmp_path / "two.yaml"
+    campaign.write_text(f"""
+queries: [{QUERY}, Na-Fe-O]
+source: local:{DATA}
+model: {model_path}
+out: out
+cache: cache
+cluster: {{workers: 1, memory: 1GiB, overcommit: true}}
+""")
+    r = runner.invoke(app, ["submit", "--campaign", str(campaign)])
+    assert r.exit_code == 0, r.output
+    job = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    out = tmp_path / "out"
+    assert finished(slurm, job) == "COMPLETED", (out / "logs" / f"screen-{job}.out").read_text()[-3000:]
+    first, second = out / QUERY, out / "Na-Fe-O"
+    pd.testing.assert_frame_equal(results(first), local_run)  # the same table as a run of that query alone
+    na = results(second)
+    assert len(na) == summary(second)["candidates"] > 0 and na.formula.str.contains("Na").all()
+    assert summary(first)["provenance"]["batch_job"] == summary(second)["provenance"]["batch_job"] == job
+    r = runner.invoke(app, ["status", "--campaign", str(campaign)])
+    assert r.exit_code == 0 and f"latest results of {QUERY}" in r.output and "latest results of Na-Fe-O" in r.output
+
+
 def test_li_x_o_through_workers_as_jobs_pbs_wrappers_and_one_batch_job_equals_local(slurm, model_path, tmp_path,  # noqa: F811
                                                                                     monkeypatch):
     """The issue's own query, Li-*-O (every ternary Li-X-O of ../shared/data), by all three batch paths."""

@@ -53,10 +53,42 @@ cluster: {workers: 4, partition: cpu, gpus: 1}
 schedule: {every: 7d}
 """)
     c = read_campaign(tmp_path / "c.yaml")
-    assert c.run_args == ["--query", "Li-*-O", "--source", f"local:{tmp_path}/data/mp.csv", "--out",
-                          f"{tmp_path}/results", "--nonmetal", "--top", "20", "--workers", "4", "--queue", "cpu"]
+    assert c.run_args == ["--query", "Li-*-O", "--out", f"{tmp_path}/results", "--source", f"local:{tmp_path}/data/mp.csv",
+                          "--nonmetal", "--top", "20", "--workers", "4", "--queue", "cpu"]
+    assert c.out == tmp_path / "results" and len(c.runs) == 1
     assert c.batch == {"gpus": 1} and c.every == "7d" and c.name == "oxides"
     assert sbatch_delay("7d") == "now+7days" and crontab_line("7d", tmp_path / "s").startswith("@weekly sbatch")
     (tmp_path / "bad.yaml").write_text("query: Li-*-O\nfilter: {top: 3}\n")
     r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "bad.yaml"), "--cache", str(tmp_path / "c"), "--dry-run"])
     assert r.exit_code == 2 and "unknown key(s) filter" in r.output
+
+
+def test_a_campaign_of_several_queries_runs_each_into_its_own_folder_in_one_job(tmp_path):
+    (tmp_path / "c.yaml").write_text(f"""
+name: oxides
+queries: [Li-*-O, Na-Fe-O]
+source: local:{DATA}
+out: results
+cache: c
+filters: {{top: 5}}
+""")
+    c = read_campaign(tmp_path / "c.yaml")
+    assert [q for q, _ in c.runs] == ["Li-*-O", "Na-Fe-O"]
+    assert [args[args.index("--out") + 1] for _, args in c.runs] == [f"{tmp_path}/results/Li-x-O",
+                                                                     f"{tmp_path}/results/Na-Fe-O"]
+    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "c.yaml"), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "(2 queries, one after another)" in r.output
+    script = (tmp_path / "results" / "screen.sbatch").read_text()
+    sruns = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert len(sruns) == 2 and all(line.endswith("--runner slurm || failed=1") for line in sruns)
+    assert "--query 'Li-*-O' --out " + f"{tmp_path}/results/Li-x-O" in sruns[0]
+    assert "--query Na-Fe-O --out " + f"{tmp_path}/results/Na-Fe-O" in sruns[1]
+    assert script.rstrip().endswith("exit $failed")
+    (tmp_path / "both.yaml").write_text("query: Li-*-O\nqueries: [Na-*-O]\n")
+    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "both.yaml"), "--dry-run"])
+    assert r.exit_code == 2 and "give query or queries, not both" in r.output
+    (tmp_path / "bad.yaml").write_text("queries: [Li-*-O, Li-Xx-O]\n")
+    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "bad.yaml"), "--cache", str(tmp_path / "c"),
+                            "--dry-run"])
+    assert r.exit_code == 2 and "Xx" in r.output  # the second query is checked before anything is submitted
