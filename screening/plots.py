@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -16,6 +17,8 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
     colours = {"metal": "#d95f02", "non-metal": "#1b9e77"}
     for cls, part in table.groupby("pred_class") if "pred_class" in table else [("all", table)]:
         xerr, yerr = part.get("pred_band_gap_std"), part.get("pred_e_above_hull_std")
+        if xerr is not None:  # a band gap is >= 0: its bar stops there
+            xerr = [np.minimum(xerr, part["pred_band_gap"].clip(lower=0)), xerr]
         if yerr is not None and (yerr > 0).any():  # ensemble std: one standard deviation each way
             ax.errorbar(part["pred_band_gap"], part["pred_e_above_hull"], xerr=xerr, yerr=yerr, fmt="none",
                         ecolor=colours.get(cls, "#7570b3"), elinewidth=0.6, alpha=0.35)
@@ -25,9 +28,10 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
         known = table[table["dft_is_stable"].eq(True)]
         ax.scatter(known["pred_band_gap"], known["pred_e_above_hull"], s=22, marker="x", c="#333333",
                    linewidths=0.9, label=f"on MP's hull, DFT ({len(known)})")
-    top = table.nsmallest(label_top, "pred_e_above_hull")
+    # the head of the ranking as the run ranked it (by P(stable) unless --rank-by e_above_hull)
+    top = table.nsmallest(label_top, "rank") if "rank" in table else table.nsmallest(label_top, "pred_e_above_hull")
     ax.scatter(top["pred_band_gap"], top["pred_e_above_hull"], s=40, facecolors="none", edgecolors="black",
-               linewidths=0.8, label=f"best {len(top)} by E_hull")
+               linewidths=0.8, label=f"top {len(top)} of the ranking")
     for _, row in top.iterrows():
         ax.annotate(row["formula"], (row["pred_band_gap"], row["pred_e_above_hull"]),
                     fontsize=7, xytext=(4, 2), textcoords="offset points")
@@ -35,7 +39,8 @@ def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10)
     ax.set_xlabel("predicted band gap Eg (eV)")
     ax.set_ylabel("predicted energy above hull (eV/atom)")
     if "pred_e_above_hull_std" in table and (table["pred_e_above_hull_std"] > 0).any():
-        ax.text(0.99, 0.01, "bars: ensemble std (1 sigma)", transform=ax.transAxes, ha="right", va="bottom",
+        ax.text(0.99, 0.01, "bars: 1 sigma (ensemble std, calibrated; E_hull of unrelaxed candidates widened)",
+                transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=7, color="grey")
     ax.set_title(title or "screening candidates", fontsize=10)
     ax.legend(loc="best", frameon=True, framealpha=0.85, fontsize=8)
