@@ -177,7 +177,7 @@ def test_cli_report_only_needs_finished_runs(tmp_path):
 def test_shipped_paper_spec_parses():
     from workflows.experiment_spec import load_spec
 
-    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "workflows", "paper.yaml"))
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "..", "workflows", "paper.yaml"))
     labels = {r.label for r in spec.runs}
     assert {"Ef", "Eg", "EF", "Ef+Eg", "Ef+EF", "Eg+EF", "Ef+Eg+EF"} <= labels
     assert {r.epochs for r in spec.runs} == {20}  # one epoch budget for every arm
