@@ -229,6 +229,9 @@ def _in_allocation(spec: ClusterSpec):
     worker_options = {"nthreads": spec.threads_per_worker, "memory_limit": spec.memory_per_worker}
     if spec.gpus_per_worker:
         worker_options["resources"] = {"GPU": spec.gpus_per_worker}
+    # the scheduler task writes its address there, and every other task waits for the file: a folder
+    # that does not exist (a campaign query's own out/<query>/logs) would keep them waiting forever
+    Path(spec.scheduler_file).parent.mkdir(parents=True, exist_ok=True)
     try:
         runner = SLURMRunner(scheduler_file=spec.scheduler_file, worker_options=worker_options,
                              scheduler_options={"dashboard_address": spec.dashboard_address()})
