@@ -3,7 +3,9 @@
 Peak memory is the largest sum of RSS over the CLI process and all its
 children (scheduler, Dask workers), sampled every 0.1 s.
 
-    python benchmarks/run.py --query "*-O" --source local:../shared/data/mp_dev.csv.gz [--model PATH]
+    python benchmarks/run.py --query all --source local:../shared/data/mp_dev.csv.gz [--model PATH]
+
+It runs this checkout's CLI (python -m cli), not whatever `screen` is installed.
 """
 from __future__ import annotations
 
@@ -48,16 +50,18 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="screen-run-bench-"))
-    cmd = ["screen", "run", "--query", args.query, "--source", args.source, "--workers", str(args.workers),
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "cli", "run", "--query", args.query, "--source", args.source, "--workers", str(args.workers),
            "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(work / "out"), "--top", "5"]
     if args.model:
         cmd += ["--model", args.model]
     try:
         for label in ("cold", "warm"):
-            wall, peak, _, _ = measure(cmd)
+            wall, peak, _, _ = measure(cmd, cwd=root)
             s = json.loads((work / "out" / "summary.json").read_text())
-            print(f"{label}: wall {wall:6.1f} s   peak RSS {peak / 2**20:7.0f} MiB   candidates {s['candidates']}   "
-                  f"featurized {s['featurized']}   inferred {s['inferred']}   (workers {s['workers']})")
+            print(f"{label}: wall {wall:6.1f} s   {s['candidates'] / wall:6.0f} crystals/s   peak RSS "
+                  f"{peak / 2**20:7.0f} MiB   candidates {s['candidates']}   featurized {s['featurized']}   "
+                  f"inferred {s['inferred']}   parsed {s.get('parsed')}   (workers {s['workers']})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@
     DIR/graphs/featurizer-<fp>/   graph stores, one per featurizer config (graph_store.py)
     DIR/structures/*.json.gz      fetched candidate lists (structure_cache.py)
     DIR/references/*.json.gz      MP thermo reference phases per database (reference_cache.py)
+    DIR/hulls/<version>/          hull energies per chemical system and reference data (hull_cache.py)
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
     DIR/relaxed/<relaxer>/        relaxed structures by input structure (relax_cache.py)
     DIR/datasets/<digest>.npz     training tables: graph keys and targets of a data file (datasets.py)
@@ -37,9 +38,9 @@ MARKER = "CACHEDIR.TAG"
 _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This folder is a cache made by screen (graphs, structures, predictions).\n"
                 "# `screen cache clear` removes it; nothing in it is irreplaceable.\n")
-GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS = (
-    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl")
-PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER)
+GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, HULLS = (
+    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", "hulls")
+PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER, HULLS)
 
 
 class CacheDir:
@@ -76,6 +77,11 @@ class CacheDir:
 
     def references(self) -> ReferenceCache:
         return ReferenceCache(self.root / REFERENCES)
+
+    def hulls(self, version: str):
+        from cache.hull_cache import HullCache
+
+        return HullCache(self.root / HULLS, version)
 
     def predictions(self, model_hash: str, columns: Sequence[str]) -> PredictionCache:
         return PredictionCache(self.root / PREDICTIONS, model_hash, columns)

@@ -6,6 +6,7 @@
     Li-Fe-O         exactly the elements {Li, Fe, O}
     LiFePO4         every crystal with this reduced formula
     mp-19017        one material id; `mp-1,mp-2` is a list
+    all             every crystal of the source (with `exclude`: every one without those elements)
 
 A wildcard stands for one element that is not already named in the system,
 so `Li-*-O` matches element sets {Li, O, X} with X not in {Li, O}, and two
@@ -26,7 +27,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from screening.errors import ScreenError
 
-CHEMSYS, FORMULA, IDS = "chemsys", "formula", "ids"
+CHEMSYS, FORMULA, IDS, ALL = "chemsys", "formula", "ids", "all"
 
 _ID_RE = re.compile(r"^[a-z]+-\d+$")              # mp-19017, mvc-123
 _ID_PREFIX_RE = re.compile(r"^([a-z]+)-")           # mp-abc, mp-: meant as an id, not an element
@@ -60,7 +61,7 @@ def _unknown_element(symbol: str, where: str) -> ScreenError:
 
 @dataclass(frozen=True)
 class Query:
-    kind: str                      # CHEMSYS, FORMULA or IDS
+    kind: str                      # CHEMSYS, FORMULA, IDS or ALL
     elements: Tuple[str, ...] = ()  # fixed elements, sorted (a formula's elements too)
     wildcards: int = 0             # number of "*" in a chemical system
     formula: Optional[str] = None  # reduced formula (FORMULA only)
@@ -69,8 +70,8 @@ class Query:
 
     @property
     def n_elements(self) -> Optional[int]:
-        """How many elements a matching crystal has (None for an id list)."""
-        if self.kind == IDS:
+        """How many elements a matching crystal has (None for an id list or all)."""
+        if self.kind in (IDS, ALL):
             return None
         return len(self.elements) + self.wildcards
 
@@ -83,6 +84,8 @@ class Query:
             return len(elements) == len(self.elements) + self.wildcards and elements.issuperset(self.elements)
         if self.kind == FORMULA:
             return reduced_formula == self.formula
+        if self.kind == ALL:
+            return True
         return material_id in self.ids
 
     def chemical_systems(self, candidates: Iterable[str]) -> List[str]:
@@ -90,6 +93,8 @@ class Query:
         wildcard may be any of `candidates` (minus fixed and excluded elements)."""
         if self.kind == IDS:
             raise ScreenError(f"query {self}: a list of material ids has no chemical system")
+        if self.kind == ALL:
+            raise ScreenError("query all: every chemical system; name the systems to screen (Li-*-O, *-*-O)")
         if self.kind == FORMULA or self.wildcards == 0:
             return ["-".join(self.elements)]
         taken = set(self.elements) | set(self.exclude)
@@ -101,6 +106,8 @@ class Query:
             return "-".join(list(self.elements) + ["*"] * self.wildcards)
         if self.kind == FORMULA:
             return self.formula
+        if self.kind == ALL:
+            return ALL
         return ",".join(self.ids)
 
     def key(self) -> str:
@@ -117,7 +124,9 @@ def parse_query(text: str, exclude: Sequence[str] = ()) -> Query:
         raise ScreenError('query "": empty query; give a chemical system (Li-*-O), a formula (LiFePO4) '
                           'or material ids (mp-19017)')
     excluded = _parse_exclude(exclude)
-    if "," in s or _looks_like_id(s):
+    if s == ALL:  # lower case only: "All" stays an unknown element, not a surprise whole-database run
+        q = Query(ALL)
+    elif "," in s or _looks_like_id(s):
         q = _parse_ids(s, where)
     elif "-" in s or "*" in s or is_element(s):
         q = _parse_chemsys(s, where)

@@ -96,6 +96,23 @@ class ReferencePhases:
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
 
+    def names_of(self, system: FrozenSet[str]) -> list:
+        """The named entries of exactly this element set."""
+        return [i for _, _, i in self._by_system.get(system, []) if i is not None]
+
+    def subset(self, systems: Iterable[FrozenSet[str]]) -> "ReferencePhases":
+        """The phases the hulls of these systems need (their sub-systems'), say to ship to a worker."""
+        from itertools import combinations
+
+        out = ReferencePhases([], [])
+        for system in systems:
+            for k in range(1, len(system) + 1):
+                for sub in map(frozenset, combinations(sorted(system), k)):
+                    if sub in self._by_system and sub not in out._by_system:
+                        out._by_system[sub] = self._by_system[sub]
+                        out.ids.update(self.names_of(sub))
+        return out
+
 
 def energy_above_hull(formulas, formation_energies, references: ReferencePhases, ids=None) -> np.ndarray:
     """E_hull (eV/atom) of each candidate's formation energy against the reference phases (see hull_energies)."""
@@ -145,6 +162,90 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
     return pred_out, known_out
 
 
+def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: Iterable[str],
+                leave_out: Iterable[str] = (), have: Optional[dict] = None) -> dict:
+    """What hull_energies needs of one chemical system, as plain numbers that can be cached and
+    reused without building its phase diagram again (HullTable reads it):
+
+        formulas: {formula: [reduced formula, atoms, hull energy per atom, ties]}
+        loo:      {name: [same]} against the hull without the reference `name` (leave-one-out)
+        on_hull:  names of the references on the hull; references: names of this system's own
+
+    `ties` are the total energies of hull entries of exactly that composition: pymatgen answers 0
+    for an entry equal to one of them, and HullTable must answer as it does. `have` is a cached
+    answer to extend: only formulas and leave-one-out names it lacks are computed.
+    """
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+    from pymatgen.core import Composition
+
+    out = have or {"formulas": {}, "loo": {}}
+    new = [f for f in dict.fromkeys(formulas) if f not in out["formulas"]]
+    diagram = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if new or "on_hull" not in out:
+            diagram = PhaseDiagram(references.entries_within(system))
+            out["on_hull"] = sorted(e.name for e in diagram.stable_entries if "|" in e.name)
+            out["references"] = sorted(references.names_of(system))
+        for f in new:
+            out["formulas"][f] = _hull_point(diagram, Composition(f))
+        on_hull = set(out["on_hull"])
+        for name in leave_out:
+            if name in on_hull and name not in out["loo"]:
+                loo = PhaseDiagram(references.entries_within(system, without=name))
+                out["loo"][name] = _hull_point(loo, Composition(name.split("|", 1)[1]))
+    return out
+
+
+def _hull_point(diagram, comp) -> list:
+    key = f"{comp.formula}"
+    ties = [e.energy for e in diagram.stable_entries if e.composition.formula == key and e.composition == comp]
+    return [comp.reduced_formula, comp.num_atoms, diagram.get_hull_energy_per_atom(comp), ties]
+
+
+class HullTable:
+    """Hull energies of chemical systems from system_hull's answers ({"Fe-Li-O": answer}): E_hull
+    as hull_energies gives it, number for number, with no phase diagram to build."""
+
+    def __init__(self, systems: Dict[str, dict]):
+        self.formulas: Dict[str, list] = {}
+        self.loo: Dict[str, list] = {}
+        self.on_hull: set = set()
+        self.references: set = set()
+        for answer in systems.values():
+            self.formulas.update(answer["formulas"])
+            self.loo.update(answer["loo"])
+            self.on_hull.update(answer["on_hull"])
+            self.references.update(answer["references"])
+
+    def __call__(self, formulas, predicted, known=None, ids=None):
+        formulas = list(formulas)
+        pred_out = np.full(len(formulas), np.nan)
+        known_out = None if known is None else np.full(len(formulas), np.nan)
+        ids = [None] * len(formulas) if ids is None else [str(i) for i in ids]
+        for i, f in enumerate(formulas):
+            point = self.formulas[f]
+            name = None if ids[i] is None else f"{ids[i]}|{point[0]}"
+            is_reference = name in self.references
+            if np.isfinite(predicted[i]):
+                against = self.loo[name] if is_reference and name in self.on_hull else point
+                pred_out[i] = _above(against, predicted[i])
+            if known is not None and np.isfinite(known[i]):
+                k = _above(point, known[i])
+                known_out[i] = max(k, 0.0) if is_reference else k
+        return pred_out, known_out
+
+
+def _above(point: list, e: float) -> float:
+    """PhaseDiagram.get_decomp_and_e_above_hull's E_hull of PDEntry(composition, e x atoms)."""
+    _, atoms, hull, ties = point
+    energy = float(e) * atoms
+    for t in ties:  # pymatgen's own shortcut: an entry equal to a hull entry (hash, then allclose) is on it
+        if f"{energy:.8f}" == f"{t:.8f}" and np.allclose(energy, t):
+            return 0.0
+    return energy / atoms - hull
+
+
 def p_stable(e_hull_mean, e_hull_std, within: float = 0.0) -> np.ndarray:
     """P(E_hull <= within) for a normal E_hull(mean, std); a std of 0 gives 1 or 0 (0.5 exactly at the line)."""
     from scipy.stats import norm
@@ -167,14 +268,15 @@ def metal_class(table: pd.DataFrame, gap_threshold: float = METAL_GAP_EV) -> np.
     return np.where(metal, "metal", "non-metal")
 
 
-def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions = RankOptions()) -> pd.DataFrame:
+def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) -> pd.DataFrame:
     """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep --top.
 
     E_hull is the candidate's formation energy minus the reference hull's energy at its
     composition, a fixed number, so the ensemble's std of dEf is exactly the std of E_hull.
     pred_p_stable = P(E_hull <= stable_within) for E_hull ~ Normal(mean, std); the default
     ranking puts the most probably stable first, so a confident near-hull candidate beats
-    a far-below-hull one the members disagree on.
+    a far-below-hull one the members disagree on. `references`: ReferencePhases, or a HullTable
+    of the table's systems (the same numbers, without building phase diagrams).
     """
     if FORMATION not in table.columns:
         raise ScreenError("ranking needs a model with the formation_energy_per_atom task")
@@ -189,8 +291,11 @@ def rank(table: pd.DataFrame, references: ReferencePhases, options: RankOptions 
     ids = t["id"].tolist() if "id" in t.columns else None
     # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
     known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
-    t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references, t[FORMATION].to_numpy(float),
-                                                known, ids)
+    if isinstance(references, HullTable):
+        t["pred_e_above_hull"], dft = references(t["formula"].tolist(), t[FORMATION].to_numpy(float), known, ids)
+    else:
+        t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references,
+                                                    t[FORMATION].to_numpy(float), known, ids)
     if dft is not None:
         t[DFT_E_HULL] = dft
     if options.new_only:  # unknown counts as known: a crystal is new only when the source says so

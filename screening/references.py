@@ -55,12 +55,7 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
     if csv is not None:  # one pass over two columns beats a query per sub-system
         df = pd.read_csv(csv, usecols=lambda c: c in ("material_id", "formula", "formation_energy_per_atom"))
         ids = df.material_id.astype(str) if "material_id" in df else None
-        note = f"reference phases: {spec}"
-        if csv == SHIPPED:
-            about = json.loads(SHIPPED.with_suffix("").with_suffix(".json").read_text())
-            note = (f"reference phases: the table shipped with screen ({about['entries']} {about['what']} "
-                    f"in {about['data']} sha256={about['sha256']})")
-        return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), note
+        return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), csv_note(spec)
     source = open_source(spec, lazy=True)
     if hasattr(source, "fetch_thermo"):  # the Materials Project: its thermo data, one request
         return from_thermo(source, source.fetch_thermo(subsystems(systems)), fetched=True)
@@ -71,6 +66,25 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
             energies.append(c.known.get("formation_energy_per_atom", float("nan")))
             ids.append(c.id)
     return ReferencePhases(formulas, energies, ids), f"reference phases: {spec} ({len(formulas)} entries)"
+
+
+def csv_note(spec: str) -> str:
+    """The one-line description of a CSV's reference phases (without reading them)."""
+    if _csv_path(spec) == SHIPPED:
+        about = json.loads(SHIPPED.with_suffix("").with_suffix(".json").read_text())
+        return (f"reference phases: the table shipped with screen ({about['entries']} {about['what']} "
+                f"in {about['data']} sha256={about['sha256']})")
+    return f"reference phases: {spec}"
+
+
+def csv_version(spec: Optional[str]) -> Optional[str]:
+    """The CSV spec with its file's hash (what hulls computed from it are cached under); None if no CSV."""
+    csv = _csv_path(spec)
+    if csv is None:
+        return None
+    from screening.sources.local import LocalSource
+
+    return f"references {LocalSource(csv).describe()}"
 
 
 def subsystems(systems: Iterable[frozenset]) -> List[str]:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import errno
 import json
+import operator
 import os
 import shutil
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -27,15 +29,12 @@ import pandas as pd
 
 from cache.atomic import TMP_PREFIX
 from cache.cache_dir import CacheDir
-from cache.graph_store import DamagedUnit, GraphStore
-from cache.keys import structure_key
 from screening.domain import Domain, domain_path
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerConfig
 from screening.properties import METAL_GAP_EV
 from screening.query import parse_query
-from screening.formula import element_set
 from screening.rank import RankOptions, rank
 from screening.relax import check_relaxer
 from screening.sources import mp_sources, open_source
@@ -43,6 +42,9 @@ from screening.sources.base import known_column
 from screening.sources.mp import DEFAULT_RATE
 from screening.sources.substitution import SubstitutionSource
 from workflows import mp, worker_model
+from workflows.hulls import hulls
+from workflows.partitions import (featurize_task, keep_plan, part_key, partition_task, plan, prediction_cache,
+                                  slice_of, split_plan)
 from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
 
@@ -108,6 +110,10 @@ class RunOptions:
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
+def fetch_partition_task(source, query_text, exclude, part):
+    return source.fetch_partition(parse_query(query_text, exclude), part)
+
+
 def fetch_task(source, query_text, exclude):
     """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env."""
     query = parse_query(query_text, exclude)
@@ -155,36 +161,6 @@ def joined_candidates(relaxed: list) -> list:
     return [c for r in relaxed for c in r["candidates"]]
 
 
-def featurize_task(candidates, cache_dir, featurizer_dict):
-    """Key every candidate; featurize and store the ones the store lacks."""
-    config = FeaturizerConfig.from_dict(featurizer_dict)
-    store = CacheDir(cache_dir).graphs(config)
-    keys, errors, new, queued, isolated, densities = [], [], [], {}, [], []
-    for c in candidates:
-        try:
-            s = c.structure
-            key = structure_key(s, config)
-            # atoms without neighbours, for the domain flags (screening/domain.py)
-            n_isolated = _stored_isolated(store, key) if key not in queued else None
-            if n_isolated is None:
-                graph = queued.get(key) or featurize(s, config, name=f"{c.source} {c.id}")
-                if key not in queued:
-                    new.append((key, c.id, graph))
-                    queued[key] = graph
-                n_isolated = int((graph.neighbor_counts() == 0).sum())
-            keys.append(key)
-            isolated.append(n_isolated)
-            densities.append(float(s.density))
-        except ScreenError as e:
-            keys.append(None)
-            isolated.append(0)
-            densities.append(None)
-            errors.append(str(e))
-    if new:
-        store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
-    return {"keys": keys, "errors": errors, "featurized": len(new), "isolated": isolated, "densities": densities}
-
-
 def check_writable(option: str, folder: Path) -> None:
     """Create the folder if needed and write a probe file into it, so a bad path fails before the run."""
     import uuid
@@ -198,34 +174,64 @@ def check_writable(option: str, folder: Path) -> None:
         raise ScreenError(f"{option} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
 
 
-def _stored_isolated(store: GraphStore, key: str):
-    """A stored crystal's atoms without neighbours (its manifest says; its graph is not decoded),
-    or None if absent; a damaged unit is quarantined, so its crystals are re-made."""
-    if not store.contains(key):
-        return None
-    try:
-        return store.isolated_atoms(key)
-    except DamagedUnit as e:
-        store.quarantine(e.unit)
-        return None
-
-
-def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms):
-    """Predictions for a partition's keys; only keys missing from the prediction cache run the model."""
-    model = worker_model.get_model(model_path, device)
-    keys = [k for k in featurized["keys"] if k is not None]
-    # Cached per key: every output's mean, then every output's std.
-    columns = model.outputs + [f"{o}_std" for o in model.outputs]
-    cache = CacheDir(cache_dir).predictions(model.hash, columns)
+def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms, model_hash, columns):
+    """Predictions for a partition's keys; only keys missing from the prediction cache run the model,
+    so a warm run never loads it."""
+    keys = [row[5] for row in featurized["rows"]]
+    cache = prediction_cache(cache_dir, model_hash, tuple(columns))
     known = cache.get_many(keys)
     todo = sorted({k for k in keys if k not in known})
     if todo:
+        model = worker_model.get_model(model_path, device)
         store = CacheDir(cache_dir).graphs(FeaturizerConfig.from_dict(featurizer_dict))
         graphs = [store.get(k) for k in todo]
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
         known.update(zip(todo, pred))
     return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo)}
+
+
+def _partitions(client, opts: RunOptions, source, query, description, featurizer, wait, progress):
+    """(partitions, their partition_task futures, whether the structure cache knew every partition)."""
+    structures = CacheDir(opts.cache_dir).structures()
+    parts, planned = plan(source, query, opts.partition_size, structures, description)
+    fp = featurizer.to_dict()
+    whole = None
+    if parts is not None and planned and not all(p.rows for p in parts) and not all(
+            structures.has_keyed(part_key(query.key(), p.label), description, featurizer.fingerprint()) for p in parts):
+        parts = None  # slices of a whole fetch, some of them not remembered: fetch again
+    if parts is None:  # the source cannot split before fetching: one worker fetches, workers slice
+        if progress:
+            progress("fetch", 0, 1)
+        whole = client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)
+        n = wait_all(client, [client.submit(len, whole, pure=False)], **wait)[0]
+        parts = split_plan(n, opts.partition_size)
+    feats = [client.submit(partition_task, source, opts.query, opts.exclude, p, description, opts.cache_dir, fp,
+                           None if whole is None else client.submit(operator.getitem, whole, slice_of(p), pure=False),
+                           pure=False) for p in parts]
+    if not planned:
+        keep_plan(structures, query, description, parts)
+    return parts, feats, planned and whole is None
+
+
+def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu, wait, progress):
+    """With --relax: the candidates come to the client (relaxed.jsonl.gz holds every relaxed structure
+    anyway), are relaxed in chunks on workers, then featurized."""
+    if progress:
+        progress("fetch", 0, 1)
+    plan_parts = source.partitions(query, opts.partition_size)
+    fetches = [client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)] if plan_parts is None else \
+        [client.submit(fetch_partition_task, source, opts.query, opts.exclude, p, pure=False) for p in plan_parts]
+    candidates = [c for got in wait_all(client, fetches, **wait) for c in got]
+    parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
+    feats, relaxes = [], []
+    for p in parts:
+        chunks = [client.submit(relax_task, p[i:i + RELAX_CHUNK], opts.cache_dir, opts.relax, opts.device,
+                                resources=gpu, pure=False) for i in range(0, len(p), RELAX_CHUNK)]
+        relaxes.append(chunks)
+        joined = client.submit(joined_candidates, chunks, pure=False)
+        feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer.to_dict(), pure=False))
+    return parts, feats, relaxes, False
 
 
 # ---- the run (client side) ----
@@ -261,33 +267,18 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         on_started()
     wait = dict(no_worker_timeout=opts.no_worker_timeout, log=opts.error_log)
 
-    # fetch, through the structure cache
-    structures = cache_dir.structures()
-    candidates = structures.get(query.key(), source.describe())
-    structure_hit = candidates is not None
-    if candidates is None:
-        if progress:
-            progress("fetch", 0, 1)
-        candidates = wait_all(client, [client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)],
-                              **wait)[0]
-        structures.put(query.key(), source.describe(), candidates)
-    if not candidates:
-        raise ScreenError(f"--query {opts.query}: no candidates found in {source.describe()}")
-
-    # featurize + infer, one chain per partition
+    description = source.describe()
     gpu = {"GPU": 1} if _wants_gpu(client, opts.device) else None
-    parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
-    feats, infers, relaxes = [], [], []
-    for p in parts:
-        if opts.relax:
-            chunks = [client.submit(relax_task, p[i:i + RELAX_CHUNK], opts.cache_dir, opts.relax, opts.device,
-                                    resources=gpu, pure=False) for i in range(0, len(p), RELAX_CHUNK)]
-            relaxes.append(chunks)
-            p = client.submit(joined_candidates, chunks, pure=False)
-        f = client.submit(featurize_task, p, opts.cache_dir, featurizer.to_dict(), pure=False)
-        feats.append(f)
-        infers.append(client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device,
-                                    featurizer.to_dict(), opts.max_atoms, resources=gpu, pure=False))
+    if opts.relax:
+        parts, feats, relaxes, structure_hit = _relaxed_partitions(client, opts, source, query, featurizer, gpu, wait,
+                                                                   progress)
+    else:
+        parts, feats, structure_hit = _partitions(client, opts, source, query, description, featurizer, wait,
+                                                  progress)
+        relaxes = []
+    columns = tuple(ckpt.outputs + [f"{o}_std" for o in ckpt.outputs])  # cached per key: means, then stds
+    infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer.to_dict(),
+                            opts.max_atoms, ckpt.hash, columns, resources=gpu, pure=False) for f in feats]
 
     def reporter(stage: str):
         def report(done: int, total: int) -> None:
@@ -301,48 +292,53 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     reporter("infer")(0, len(infers))
     infer_results = wait_all(client, infers, on_done=reporter("infer"), **wait)
     feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
+    n_candidates = sum(len(fr["rows"]) + len(fr["errors"]) for fr in feat_results)
+    if not n_candidates:
+        raise ScreenError(f"--query {opts.query}: no candidates found in {description}")
 
-    # assemble the table
+    # assemble the table from the partitions' keyed rows: no structure on the client (but with --relax)
     rows, errors = [], []
     outputs = ckpt.outputs
     provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
     domain = Domain.read(domain_path(opts.model))
-    relaxed = _per_partition(relax_results, [len(p) for p in parts])
-    relaxed_structures = []
-    for part, fr, ir, rx in zip(parts, feat_results, infer_results, relaxed):
+    relaxed = _per_partition(relax_results, parts)
+    relaxed_structures, system_of = [], {}
+    for fr, ir, rx in zip(feat_results, infer_results, relaxed):
         errors.extend(fr["errors"])
-        for c, key, isolated, density, (rc, info) in zip(part, fr["keys"], fr["isolated"], fr["densities"], rx):
-            if key is None:
-                continue
-            row = {"source": c.source, "id": c.id, "formula": c.formula}
+        for i, c_source, c_id, formula, known, key, isolated, density, system in fr["rows"]:
+            rc, info = rx[i]
+            row = {"source": c_source, "id": c_id, "formula": formula}
+            system_of[formula] = system
             relaxed_ok = bool(info.get("relax_converged"))
             flags = [] if domain is None else domain.flags(
-                element_set(c.formula), isolated, unrelaxed=c.source == SUBSTITUTION and not relaxed_ok,
-                density=density)
+                system.split("-"), isolated, unrelaxed=c_source == SUBSTITUTION and not relaxed_ok, density=density)
             if opts.relax:
                 row.update({k: v for k, v in info.items() if k != "relax_cached"})
                 if "relax_error" not in info:
-                    relaxed_structures.append({"source": c.source, "id": c.id, "formula": c.formula,
+                    relaxed_structures.append({"source": c_source, "id": c_id, "formula": formula,
                                                "structure_key": key, **info, "structure": rc.structure.as_dict()})
             row["flags"] = "; ".join(flags)
             values = ir["predictions"][key][None, :]
             n = len(outputs)
             row.update({c: float(v[0]) for c, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items()})
-            for name, value in c.known.items():
+            for name, value in known.items():
                 row[known_column(name)] = value
             row["structure_key"] = key
             row.update(provenance)
             rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
-        raise ScreenError(f"--query {opts.query}: none of the {len(candidates)} candidates could be featurized "
+        raise ScreenError(f"--query {opts.query}: none of the {n_candidates} candidates could be featurized "
                           f"(first problem: {errors[0] if errors else 'unknown'})")
     n_flagged = int((table["flags"] != "").sum())
     if opts.drop_flagged:
         table = table[table["flags"] == ""].reset_index(drop=True)
         if table.empty:
             raise ScreenError(f"--drop-flagged: all {n_flagged} candidates are flagged; nothing left to rank")
-    references, reference_note = _references(client, opts, table, source)
+    members: dict = {}
+    for formula, c_id in zip(table["formula"], table["id"]):
+        members.setdefault(system_of[formula], []).append((formula, c_id))
+    references, reference_note, n_phases = hulls(client, opts, source, members, wait)
     rank_opts = replace(opts.rank, top=None)  # the plot shows them all
     if rank_opts.unrelaxed_std is None:
         rank_opts.unrelaxed_std = float(ckpt.meta.get("unrelaxed_std", 0.0))
@@ -355,18 +351,18 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         "query": str(query), "source": source.describe(), "source_settings": source.settings(),
         "source_note": _source_note(source, table), "model": str(opts.model),
         "model_hash": ckpt.hash, "featurizer": featurizer.to_dict(),
-        "candidates": len(candidates), "unusable": len(errors), "unusable_first": errors[:5],
+        "candidates": n_candidates, "unusable": len(errors), "unusable_first": errors[:5],
         "ranked": len(ranked), "ranked_by": _ranked_by(opts.rank), "new_only": opts.rank.new_only,
         "featurized": n_featurized, "inferred": n_inferred,
-        "structure_cache_hit": structure_hit,
+        "structure_cache_hit": structure_hit, "parsed": sum(fr["parsed"] for fr in feat_results),
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
-        "reference_phases": len(references), "reference_note": reference_note, "partitions": len(parts),
+        "reference_phases": n_phases, "reference_note": reference_note, "partitions": len(parts),
         "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
         "unrelaxed_std": rank_opts.unrelaxed_std,
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
-        **_relax_summary(opts, [info for part in relaxed for _, info in part]),
+        **_relax_summary(opts, [info for r in relax_results for info in r["relax"]]),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
         "provenance": run_provenance(client, ckpt.hash, source.describe()),
@@ -397,15 +393,15 @@ def _relax_summary(opts: RunOptions, infos: List[dict]) -> dict:
                           f"as they came; relaxed structures in relaxed.jsonl.gz"}
 
 
-def _per_partition(relax_results: list, sizes: List[int]) -> list:
+def _per_partition(relax_results: list, parts: list) -> list:
     """Per partition, (relaxed candidate, relax info) for each candidate; (None, {}) without --relax."""
     if not relax_results:
-        return [[(None, {})] * n for n in sizes]
+        return [defaultdict(lambda: (None, {})) for _ in parts]
     flat = [(c, info) for r in relax_results for c, info in zip(r["candidates"], r["relax"])]
     out, i = [], 0
-    for n in sizes:
-        out.append(flat[i:i + n])
-        i += n
+    for p in parts:
+        out.append(flat[i:i + len(p)])
+        i += len(p)
     return out
 
 
@@ -465,19 +461,6 @@ def _wants_gpu(client, device: str) -> bool:
     if device == "cuda" and not has_gpu_workers:
         raise ScreenError("--device cuda: no worker advertises the GPU resource (start workers with --resources GPU=1)")
     return has_gpu_workers
-
-
-def _references(client, opts: RunOptions, table: pd.DataFrame, source):
-    from screening.references import choose_reference, load_references
-
-    systems = {element_set(f) for f in table["formula"].unique()}
-    spec = choose_reference(opts.reference, opts.source or source.name)
-    if spec == "mp":  # MP's thermo data of the same database, with the run's choice of entries and budget
-        if source.name != "mp":
-            source = open_source("mp", gnome=opts.gnome, rate=opts.mp_rate)
-            mp.share_budget(client, source)
-        return mp.thermo_references(source, systems, opts.cache_dir)
-    return load_references(spec, systems)
 
 
 def _source_note(source, table: pd.DataFrame) -> Optional[str]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from screening.properties import TASKS
 from screening.query import Query, parse_query
@@ -50,6 +51,10 @@ class Candidate:
             self._structure = structure_from_cif_text(self.cif, f"{self.source} {self.id}")
         return self._structure
 
+    def structure_parsed(self) -> Optional[bool]:
+        """False while only CIF text is held (the next `.structure` parses it), True once parsed."""
+        return self._structure is not None
+
     def __repr__(self) -> str:
         return f"Candidate({self.source!r}, {self.id!r}, {self.formula!r})"
 
@@ -80,6 +85,16 @@ def known_properties(values: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class Partition:
+    """A part of a query's candidates that a worker fetches by itself, so no structure passes
+    through the client. `label` names it stably (with the query and the source's description,
+    it keys the structure cache); `rows` are a CSV's row numbers (LocalSource)."""
+
+    label: str
+    rows: Tuple[int, ...] = ()
+
+
 class Source(ABC):
     """Where candidates come from. `name` is what Candidate.source says."""
 
@@ -92,6 +107,16 @@ class Source(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Stable one-line text naming the source and the version of its data (a cache key)."""
+
+    def partitions(self, query: Query, size: int) -> Optional[List[Partition]]:
+        """The query's candidates in parts of at most `size`, each matching crystal in exactly one,
+        decided without fetching structures; None where the source cannot tell before it fetches
+        (then one worker fetches everything and the list is split there)."""
+        return None
+
+    def fetch_partition(self, query: Query, part: Partition) -> List[Candidate]:
+        """The candidates of one of partitions(query, ...)'s parts."""
+        raise NotImplementedError(f"{self.name} has no partitions")
 
     def entries_note(self) -> Optional[str]:
         """Which of the source's entries a run includes, in one line, where there is a choice (no network)."""

@@ -8,14 +8,15 @@ formula to go by, so every structure there is read once and kept.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from screening.errors import ScreenError
 from screening.formula import formula_info, structure_info
 from screening.query import IDS, Query
-from screening.sources.base import Candidate, Source, as_query, known_properties
+from screening.sources.base import Candidate, Partition, Source, as_query, known_properties
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".gz")
 
@@ -96,21 +97,14 @@ class LocalSource(Source):
                 if matches(elements, reduced, i):
                     out.append(Candidate(self.name, i, reduced, s, known=known))
             return out
+        df = self._read_csv()
+        return self._candidates(df, _chosen_rows(df, matches, ids), matches)
+
+    def _candidates(self, df, rows: Iterable[int], matches: Callable) -> List[Candidate]:
+        """The matching candidates of these CSV rows (by index), each id once."""
         from screening.structures import structure_from_cif_text
 
-        df = self._read_csv()
         id_col = df["material_id"].astype(str)
-        if ids is not None:
-            rows = df.index[id_col.isin(ids)]
-        elif "formula" in df.columns:
-            # One composition per distinct formula; rows follow their formula's verdict.
-            verdict: Dict[str, bool] = {}
-            for f in df["formula"].dropna().unique():
-                info = formula_info(f)
-                verdict[f] = info is None or matches(info[0], info[1], None)  # unparsable: the CIF decides
-            rows = df.index[df["formula"].map(verdict).fillna(True).astype(bool)]
-        else:
-            rows = df.index
         out, seen = [], set()
         for r in rows:
             mid = id_col.at[r]
@@ -134,6 +128,37 @@ class LocalSource(Source):
             out.append(Candidate(self.name, mid, info[1], structure, cif=cif, known=known))
         return out
 
+    # -- partitions: the client reads two columns, each worker its rows ------------
+    def partitions(self, query: Query, size: int) -> Optional[List[Partition]]:
+        if not self._is_csv():
+            return None  # files have no formula to go by: one worker reads them all
+        columns = self._header()
+        df = self._light_table(tuple(c for c in ("material_id", "formula") if c in columns))
+        rows = _chosen_rows(df, query.matches, query.ids if query.kind == IDS else None)
+        first = df["material_id"].astype(str).iloc[rows].duplicated(keep="first").to_numpy()
+        rows = [int(r) for r, dup in zip(rows, first) if not dup]  # each id once: its first row
+        return [Partition(f"rows {rows[i]}..{rows[min(i + size, len(rows)) - 1]} #{len(rows[i:i + size])}",
+                          tuple(rows[i:i + size])) for i in range(0, len(rows), size)]
+
+    def fetch_partition(self, query: Query, part: Partition) -> List[Candidate]:
+        df = _csv_table(str(self.path), self.describe())
+        return self._candidates(df, part.rows, query.matches)
+
+    def _header(self) -> List[str]:
+        import pandas as pd
+
+        try:
+            return list(pd.read_csv(self.path, nrows=0).columns)
+        except Exception as e:
+            raise ScreenError(f"{self.path}: could not read CSV ({' '.join(str(e).split())[:160]})") from None
+
+    def _light_table(self, columns: Tuple[str, ...]):
+        import pandas as pd
+
+        if "material_id" not in columns:
+            self._read_csv()  # names the missing column
+        return pd.read_csv(self.path, usecols=list(columns), dtype={"material_id": str, "formula": str})
+
     def describe(self) -> str:
         if self._digest is None:
             h = hashlib.sha256()
@@ -145,3 +170,28 @@ class LocalSource(Source):
                         h.update(chunk)
             self._digest = h.hexdigest()[:16]
         return f"{self.name} sha256={self._digest}"
+
+
+def _chosen_rows(df, matches: Callable, ids: Optional[Sequence[str]] = None) -> List[int]:
+    """Row numbers a query may select, from ids or the formula column alone (a row whose formula does
+    not parse is kept: its CIF decides); the id order for an id list, else the file's."""
+    id_col = df["material_id"].astype(str)
+    if ids is not None:
+        order = {m: i for i, m in enumerate(ids)}
+        rows = df.index[id_col.isin(ids)]
+        return sorted((int(r) for r in rows), key=lambda r: order[id_col.at[r]])
+    if "formula" not in df.columns:
+        return [int(r) for r in df.index]
+    # One composition per distinct formula; rows follow their formula's verdict.
+    verdict: Dict[str, bool] = {}
+    for f in df["formula"].dropna().unique():
+        info = formula_info(f)
+        verdict[f] = info is None or matches(info[0], info[1], None)  # unparsable: the CIF decides
+    return [int(r) for r in df.index[df["formula"].map(verdict).fillna(True).astype(bool)]]
+
+
+@functools.lru_cache(maxsize=1)
+def _csv_table(path: str, description: str):
+    """The whole CSV, read once per worker process (its description names the data version, so a
+    changed file is read again): every partition task of a run shares it."""
+    return LocalSource(path)._read_csv()

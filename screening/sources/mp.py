@@ -50,7 +50,7 @@ import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from screening.errors import ScreenError
-from screening.query import CHEMSYS, FORMULA, IDS, Query
+from screening.query import ALL, CHEMSYS, FORMULA, IDS, Query
 from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source, as_float, as_query, known_properties
 from screening.sources.budget import RequestBudget
 
@@ -229,6 +229,8 @@ class MPSource(Source):
             kw = {"chemsys": str(query)}
         elif query.kind == FORMULA:
             kw = {"formula": query.formula}
+        elif query.kind == ALL:
+            kw = {}  # the whole database, page by page
         else:
             kw = {"material_ids": list(query.ids)}
         if query.exclude:

@@ -48,7 +48,7 @@ from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from screening.errors import ScreenError
-from screening.query import IDS, Query, is_element
+from screening.query import ALL, IDS, Query, is_element
 from screening.sources.base import Candidate, Source, as_query
 
 VERSION = "1"
@@ -277,6 +277,9 @@ class SubstitutionSource(Source):
         if query.kind == IDS:
             raise ScreenError(f"--source {self.name}: material ids name known crystals; "
                               f"use --source local:PATH or --source mp for {query}")
+        if query.kind == ALL:
+            raise ScreenError(f"--source {self.name}: hypothetical crystals have no whole set to screen; "
+                              f"name the chemical systems (Li-*-O, *-*-O)")
         templates = defaultdict(list)
         for t in prototype_templates():
             templates[len(t.elements)].append(t)

@@ -117,3 +117,26 @@ def test_chemical_systems_expand_wildcards():
     assert parse_query("LiFePO4").chemical_systems(cands) == ["Fe-Li-O-P"]
     with pytest.raises(ScreenError, match="no chemical system"):
         parse_query("mp-1").chemical_systems(cands)
+
+
+def test_all_selects_every_crystal_but_the_excluded():
+    q = parse_query("all")
+    assert q.kind == "all" and str(q) == "all" and q.n_elements is None
+    assert parse_query(str(q)) == q
+    assert q.matches({"Li", "O"}, "Li2O", "mp-1") and q.matches({"Fe"}, "Fe")
+    ex = parse_query(" all ", ["Li"])
+    assert ex.key() == "all exclude=Li"
+    assert not ex.matches({"Li", "O"}, "Li2O") and ex.matches({"Na", "O"}, "Na2O")
+    with pytest.raises(ScreenError, match="All"):  # capitalised: an element symbol that does not exist
+        parse_query("All")
+
+
+def test_all_selects_every_row_of_a_local_csv(tmp_path):
+    import pandas as pd
+
+    from screening.sources.local import LocalSource
+    from tests.helpers import DATA
+
+    rows = pd.read_csv(DATA, usecols=["material_id"], dtype=str).material_id
+    got = LocalSource(DATA, lazy=True).fetch(parse_query("all"))
+    assert [c.id for c in got] == list(dict.fromkeys(rows))

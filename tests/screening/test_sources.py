@@ -450,3 +450,19 @@ def test_substitution_refuses_ids_and_has_stable_describe():
     assert src.describe() == SubstitutionSource().describe()
     assert src.describe() != SubstitutionSource(elements=["Fe", "Co"]).describe()
     assert src.fetch("Li-*-*-*-*-*-O") == []  # no prototype has seven elements
+
+
+@pytest.mark.parametrize("text, size", [("*-*-O", 97), ("Li-*-O", 5), ("all", 4000), ("mp-1,mp-1001", 1)])
+def test_csv_partitions_cover_each_matching_row_exactly_once(text, size):
+    """Workers fetch partitions themselves; together they are exactly what one fetch returns."""
+    from screening.query import parse_query
+    from screening.sources.local import LocalSource
+
+    source, query = LocalSource(DATA, lazy=True), parse_query(text)
+    parts = source.partitions(query, size)
+    rows = [r for p in parts for r in p.rows]
+    assert len(rows) == len(set(rows)) and all(0 < len(p.rows) <= size for p in parts)
+    assert len({p.label for p in parts}) == len(parts)
+    got = [c.id for p in parts for c in source.fetch_partition(query, p)]
+    assert got == [c.id for c in source.fetch(query)]
+    assert len(got) == len(set(got))

@@ -66,6 +66,9 @@ def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
     second = run_screening(client, opts)
     assert second.summary["featurized"] == 0 and second.summary["inferred"] == 0
     assert second.summary["structure_cache_hit"] is True
+    # a warm run reads each partition's keyed rows: no CIF parsed, no structure re-keyed
+    assert first.summary["parsed"] == len(expected) and second.summary["parsed"] == 0
+    assert first.summary["partitions"] == second.summary["partitions"] == -(-len(expected) // 150)
     pd.testing.assert_frame_equal(second.table, first.table)
 
 

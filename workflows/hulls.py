@@ -1,0 +1,85 @@
+"""Hull energies of a run's candidates: per chemical system, cached per version of the reference
+data, and the missing ones computed on the workers in parallel.
+
+A phase diagram is the slow part of ranking (tens of ms each, one per chemical system
+and one more per known crystal on its hull). screening.rank.system_hull turns a system's
+diagram into plain numbers that HullTable reads back exactly, so a warm run builds no
+diagram and does not even read the reference phases when they come from a CSV (the
+shipped table, or the run's own CSV source): the file's hash is the version.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from cache.cache_dir import CacheDir
+from screening.rank import HullTable, ReferencePhases, system_hull
+from screening.references import choose_reference, csv_note, csv_version, load_references
+from screening.sources import open_source
+from workflows import mp
+from workflows.watch import wait_all
+
+HULL_CHUNK = 40  # systems per task: a few seconds of phase diagrams
+
+
+def hull_task(references: ReferencePhases, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
+    """Answers of system_hull for (system, [(formula, id)], cached answer or None) jobs, each written to the cache."""
+    from pymatgen.core import Composition
+
+    cache = CacheDir(cache_dir).hulls(version)
+    out = {}
+    for system, members, have in jobs:
+        names = [f"{i}|{Composition(f).reduced_formula}" for f, i in members if i is not None]
+        out[system] = system_hull(references, frozenset(system.split("-")), [f for f, _ in members], names, have)
+        cache.put(system, out[system])
+    return out
+
+
+def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> Tuple[HullTable, str, int]:
+    """(HullTable of the systems, reference note, number of reference phases); `members` is
+    {system "Fe-Li-O": [(formula, id), ...]} of the candidates."""
+    spec = choose_reference(opts.reference, opts.source or source.name)
+    version = csv_version(spec)
+    references = None
+    if version is not None:
+        note = csv_note(spec)
+    else:  # MP's thermo data (cached by its own cache), another source, or nothing: read them now
+        references, note, version = _load(client, opts, source, spec, members)
+    cache = CacheDir(opts.cache_dir).hulls(version)
+    answers = cache.get_many(members)
+    todo = [s for s in members if _lacks(answers.get(s), members[s])]
+    count = len(references) if references is not None else cache.phases()
+    if references is None and (todo or count is None):
+        references, _ = load_references(spec, [])
+        count = len(references)
+        cache.put_phases(count)
+    if todo:
+        chunks = [todo[i:i + HULL_CHUNK] for i in range(0, len(todo), HULL_CHUNK)]
+        futures = [client.submit(hull_task, references.subset(frozenset(s.split("-")) for s in chunk),
+                                 [(s, members[s], answers.get(s)) for s in chunk], opts.cache_dir, version,
+                                 pure=False) for chunk in chunks]
+        for done in wait_all(client, futures, **wait):
+            answers.update(done)
+    return HullTable(answers), note, count
+
+
+def _lacks(answer, members) -> bool:
+    """Does a cached answer miss a formula or a leave-one-out hull these candidates need?"""
+    if answer is None:
+        return True
+    if any(f not in answer["formulas"] for f, _ in members):
+        return True
+    on_hull, loo = set(answer["on_hull"]), answer["loo"]
+    return any(f"{i}|{answer['formulas'][f][0]}" in on_hull and f"{i}|{answer['formulas'][f][0]}" not in loo
+               for f, i in members if i is not None)
+
+
+def _load(client, opts, source, spec, members):
+    """(phases, note, version) read now."""
+    systems = {frozenset(s.split("-")) for s in members}
+    if spec == "mp":  # MP's thermo data of the same database, with the run's choice of entries and budget
+        if source.name != "mp":
+            source = open_source("mp", gnome=opts.gnome, rate=opts.mp_rate)
+            mp.share_budget(client, source)
+        return (*mp.thermo_references(source, systems, opts.cache_dir), source.thermo_description())
+    version = "none" if spec is None else open_source(spec, lazy=True).describe()
+    return (*load_references(spec, systems), version)

@@ -1,0 +1,126 @@
+"""A run's candidates in partitions that workers fetch, key and featurize themselves.
+
+The client plans the partitions without touching a structure (a CSV: the rows the
+formula column selects, in chunks; a source that cannot tell before fetching: one
+worker fetches everything and the list is split on the workers), so structures
+never pass through the client.
+
+The structure cache remembers the plan of a (query, source) and, per partition and
+featurizer, each candidate's graph key and what the table needs of it (keyed
+entries, cache/structure_cache.py). A warm run reads those: it neither fetches,
+parses nor re-keys a structure.
+"""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Tuple
+
+from cache.cache_dir import CacheDir
+from cache.graph_store import DamagedUnit, GraphStore
+from cache.keys import structure_key
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig, featurize
+from screening.query import parse_query
+from screening.sources.base import Partition
+
+# A keyed row: (position in its partition, source, id, formula, known values, graph key,
+# atoms without neighbours, density g/cm3, element set "Fe-Li-O").
+ROW_FIELDS = ("i", "source", "id", "formula", "known", "key", "isolated", "density", "system")
+
+
+def part_key(query_key: str, label: str) -> str:
+    return f"{query_key} | {label}"
+
+
+def plan(source, query, size: int, structures, description: str) -> Tuple[Optional[List[Partition]], bool]:
+    """(partitions or None, whether the plan came from the cache); None: the source cannot split
+    before fetching and the cache has no plan (fetch everything on one worker, then split_plan)."""
+    cached = structures.get_plan(query.key(), description)
+    if cached is not None:
+        return [Partition(p["label"], tuple(p["rows"])) for p in cached], True
+    return source.partitions(query, size), False
+
+
+def split_plan(n: int, size: int) -> List[Partition]:
+    """Partitions of a list of n fetched candidates (they are slices of it)."""
+    return [Partition(f"[{i}:{min(i + size, n)}]") for i in range(0, n, size)]
+
+
+def slice_of(part: Partition) -> slice:
+    start, stop = part.label.strip("[]").split(":")
+    return slice(int(start), int(stop))
+
+
+def keep_plan(structures, query, description: str, parts: List[Partition]) -> None:
+    structures.put_plan(query.key(), description, [{"label": p.label, "rows": list(p.rows)} for p in parts])
+
+
+# ---- tasks (run on workers; module-level so they pickle by reference) ----
+
+def partition_task(source, query_text, exclude, part: Partition, description: str, cache_dir, featurizer_dict,
+                   fetched=None):
+    """A partition's keyed rows: from the structure cache, else fetched (or `fetched`, its slice of a
+    whole fetch), keyed and featurized, then remembered."""
+    config = FeaturizerConfig.from_dict(featurizer_dict)
+    query = parse_query(query_text, exclude)
+    structures = CacheDir(cache_dir).structures()
+    key = part_key(query.key(), part.label)
+    hit = structures.get_keyed(key, description, config.fingerprint())
+    store = CacheDir(cache_dir).graphs(config)
+    # Its graphs must still be there and sound (a damaged unit is quarantined here), else the
+    # partition is made again: inference may need them.
+    if hit is not None and all(_stored_isolated(store, row[5]) is not None for row in hit["rows"]):
+        return {"rows": hit["rows"], "errors": hit["errors"], "featurized": 0, "parsed": 0, "cached": True}
+    if fetched is None:
+        fetched = source.fetch_partition(query, part)
+    out = featurize_task(fetched, cache_dir, featurizer_dict)
+    structures.put_keyed(key, description, config.fingerprint(), {"rows": out["rows"], "errors": out["errors"]})
+    return dict(out, cached=False)
+
+
+def featurize_task(candidates, cache_dir, featurizer_dict):
+    """Key every candidate; featurize and store the ones the store lacks; a keyed row for each
+    candidate that could be featurized (ROW_FIELDS), one line per one that could not."""
+    from screening.formula import element_set
+
+    config = FeaturizerConfig.from_dict(featurizer_dict)
+    store = CacheDir(cache_dir).graphs(config)
+    rows, errors, new, queued = [], [], [], {}
+    parsed = sum(c.structure_parsed() is False for c in candidates)  # CIF text still to parse
+    for i, c in enumerate(candidates):
+        try:
+            s = c.structure
+            key = structure_key(s, config)
+            # atoms without neighbours, for the domain flags (screening/domain.py)
+            n_isolated = _stored_isolated(store, key) if key not in queued else None
+            if n_isolated is None:
+                graph = queued.get(key) or featurize(s, config, name=f"{c.source} {c.id}")
+                if key not in queued:
+                    new.append((key, c.id, graph))
+                    queued[key] = graph
+                n_isolated = int((graph.neighbor_counts() == 0).sum())
+            rows.append([i, c.source, c.id, c.formula, c.known, key, n_isolated, float(s.density),
+                         "-".join(sorted(element_set(c.formula)))])
+        except ScreenError as e:
+            errors.append(str(e))
+    if new:
+        store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
+    return {"rows": rows, "errors": errors, "featurized": len(new), "parsed": parsed}
+
+
+def _stored_isolated(store: GraphStore, key: str):
+    """A stored crystal's atoms without neighbours (its manifest says; its graph is not decoded),
+    or None if absent; a damaged unit is quarantined, so its crystals are re-made."""
+    if not store.contains(key):
+        return None
+    try:
+        return store.isolated_atoms(key)
+    except DamagedUnit as e:
+        store.quarantine(e.unit)
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def prediction_cache(cache_dir, model_hash: str, columns: tuple):
+    """One prediction cache per worker process and model: it reads each part file once, not once a task."""
+    return CacheDir(cache_dir).predictions(model_hash, list(columns))
