@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from screening.dataset import read_crystal_csv, read_id_prop
 from screening.errors import ScreenError
 from screening.formula import formula_info, structure_info
 from screening.query import IDS, Query
@@ -43,17 +44,8 @@ class LocalSource(Source):
 
     def _read_csv(self):
         if self._table is None:
-            import pandas as pd
-
-            try:
-                df = pd.read_csv(self.path, dtype={"material_id": str, "formula": str})
-            except Exception as e:
-                raise ScreenError(f"{self.path}: could not read CSV ({' '.join(str(e).split())[:160]})") from None
-            missing = [c for c in ("material_id", "cif") if c not in df.columns]
-            if missing:
-                raise ScreenError(f"{self.path}: missing column(s) {', '.join(missing)} "
-                                  f"(need material_id and cif; formula speeds up filtering)")
-            self._table = df
+            self._table = read_crystal_csv(self.path, hint=lambda df: " (need material_id and cif; formula "
+                                                                         "speeds up filtering)")
         return self._table
 
     def _read_files(self):
@@ -62,9 +54,7 @@ class LocalSource(Source):
         from screening.structures import read_structure, structure_files
 
         if self.path.is_dir() and (self.path / "id_prop.csv").exists():
-            import pandas as pd
-
-            ids = pd.read_csv(self.path / "id_prop.csv", header=None, dtype={0: str})[0].tolist()
+            ids = read_id_prop(self.path)[0].tolist()
             entries = [(i, self.path / f"{i}.cif") for i in ids]
         else:
             files = structure_files([self.path])
@@ -145,19 +135,12 @@ class LocalSource(Source):
         return self._candidates(df, part.rows, query.matches)
 
     def _header(self) -> List[str]:
-        import pandas as pd
-
-        try:
-            return list(pd.read_csv(self.path, nrows=0).columns)
-        except Exception as e:
-            raise ScreenError(f"{self.path}: could not read CSV ({' '.join(str(e).split())[:160]})") from None
+        return list(read_crystal_csv(self.path, required=(), nrows=0).columns)
 
     def _light_table(self, columns: Tuple[str, ...]):
-        import pandas as pd
-
         if "material_id" not in columns:
             self._read_csv()  # names the missing column
-        return pd.read_csv(self.path, usecols=list(columns), dtype={"material_id": str, "formula": str})
+        return read_crystal_csv(self.path, required=("material_id",), usecols=columns)
 
     def describe(self) -> str:
         if self._digest is None:
