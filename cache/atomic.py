@@ -10,47 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
-TMP_PREFIX = ".tmp-"  # temporary files start with this; globs for published names never match them
-
-
-def fsync_file(path: Path) -> None:
-    # Without fsync a machine crash (not just a killed process) could leave a
-    # published name pointing at data that never reached the disk.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_tmp(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
-        raise OSError(e.errno, e.strerror, str(path)) from None  # named: "no space left writing <path>"
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Make `path` hold `data`, all or nothing; a concurrent writer of the same path may win."""
-    tmp = _write_tmp(Path(path), data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
+from screening.atomic import TMP_PREFIX, _write_tmp, fsync_file, write_atomic  # noqa: F401  (the caches' one helper)
 
 def publish_once(path: Path, data: bytes) -> bool:
     """Create `path` holding `data` only if it does not exist yet (atomic); False if it did."""

@@ -7,14 +7,15 @@ prediction caches and result provenance.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from screening.atomic import write_atomic
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.model import MTCGCNN, ModelConfig
@@ -61,10 +62,15 @@ def save_checkpoint(path, model: MTCGCNN, featurizer: FeaturizerConfig, meta: Op
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, torch_bytes(payload))
     return digest
+
+
+def torch_bytes(obj) -> bytes:
+    """What torch.save writes, as bytes (for write_atomic)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path, expect_featurizer: Optional[FeaturizerConfig] = None,

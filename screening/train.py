@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,8 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from screening.checkpoint import load_checkpoint, save_checkpoint
+from screening.atomic import write_atomic
+from screening.checkpoint import load_checkpoint, save_checkpoint, torch_bytes
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.graphset import GraphSet
@@ -274,9 +276,7 @@ def validation_metrics(model: MTCGCNN, targets: np.ndarray, pred: np.ndarray) ->
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    write_atomic(path, torch_bytes(obj))
 
 
 # Settings a resumed run may change: how long it runs, where, and how it is validated.
@@ -326,10 +326,8 @@ def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
 
 
 def _write_metrics(path: Path, history: List[dict]) -> None:
-    keys = list(history[0].keys())
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(history[0].keys()))
+    w.writeheader()
+    w.writerows(history)
+    write_atomic(path, text.getvalue().encode())

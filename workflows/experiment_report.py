@@ -19,6 +19,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from screening.atomic import write_atomic
+
 from workflows.experiment_spec import SHORT, TASKS
 
 EF, EG, EFERMI = TASKS["Ef"], TASKS["Eg"], TASKS["EF"]
@@ -132,9 +134,7 @@ def write_report(spec, results: List[dict], path, out_dir, command: Optional[str
     runs_link = _rel(Path(out_dir) / "runs", path.parent)
     r = _Report(spec, df, runs_link)
     text = r.render(fig_dir, path.parent, command)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text.encode())
     return path
 
 
