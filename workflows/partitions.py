@@ -20,7 +20,6 @@ from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
-from screening.query import parse_query
 from screening.sources.base import Partition
 
 # A keyed row: (position in its partition, source, id, formula, known values, graph key,
@@ -57,12 +56,10 @@ def keep_plan(structures, query, description: str, parts: List[Partition]) -> No
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
-def partition_task(source, query_text, exclude, part: Partition, description: str, cache_dir, featurizer_dict,
+def partition_task(source, query, part: Partition, description: str, cache_dir, config: FeaturizerConfig,
                    fetched=None):
     """A partition's keyed rows: from the structure cache, else fetched (or `fetched`, its slice of a
     whole fetch), keyed and featurized, then remembered."""
-    config = FeaturizerConfig.from_dict(featurizer_dict)
-    query = parse_query(query_text, exclude)
     structures = CacheDir(cache_dir).structures()
     key = part_key(query.key(), part.label)
     hit = structures.get_keyed(key, description, config.fingerprint())
@@ -73,17 +70,16 @@ def partition_task(source, query_text, exclude, part: Partition, description: st
         return {"rows": hit["rows"], "errors": hit["errors"], "featurized": 0, "parsed": 0, "cached": True}
     if fetched is None:
         fetched = source.fetch_partition(query, part)
-    out = featurize_task(fetched, cache_dir, featurizer_dict)
+    out = featurize_task(fetched, cache_dir, config)
     structures.put_keyed(key, description, config.fingerprint(), {"rows": out["rows"], "errors": out["errors"]})
     return dict(out, cached=False)
 
 
-def featurize_task(candidates, cache_dir, featurizer_dict):
+def featurize_task(candidates, cache_dir, config: FeaturizerConfig):
     """Key every candidate; featurize and store the ones the store lacks; a keyed row for each
     candidate that could be featurized (ROW_FIELDS), one line per one that could not."""
     from screening.formula import element_set
 
-    config = FeaturizerConfig.from_dict(featurizer_dict)
     store = CacheDir(cache_dir).graphs(config)
     rows, errors, new, queued = [], [], [], {}
     parsed = sum(c.structure_parsed() is False for c in candidates)  # CIF text still to parse

@@ -110,13 +110,13 @@ class RunOptions:
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
-def fetch_partition_task(source, query_text, exclude, part):
-    return source.fetch_partition(parse_query(query_text, exclude), part)
+def fetch_partition_task(source, query, part):
+    return source.fetch_partition(query, part)
 
 
-def fetch_task(source, query_text, exclude):
-    """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env."""
-    query = parse_query(query_text, exclude)
+def fetch_task(source, query):
+    """`source` was opened on the client, so its MP key and endpoint are the user's, not the worker's env.
+    `query` is the parsed Query: parsed once, on the client, and shipped to the tasks as it is."""
     try:
         return source.fetch(query)
     finally:  # the request budget's leases go back before the task ends, not after the cluster closed
@@ -174,7 +174,7 @@ def check_writable(option: str, folder: Path) -> None:
         raise ScreenError(f"{option} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
 
 
-def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_atoms, model_hash, columns):
+def infer_task(featurized, cache_dir, model_path, device, featurizer: FeaturizerConfig, max_atoms, model_hash, columns):
     """Predictions for a partition's keys; only keys missing from the prediction cache run the model,
     so a warm run never loads it."""
     keys = [row[5] for row in featurized["rows"]]
@@ -183,7 +183,7 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer_dict, max_a
     todo = sorted({k for k in keys if k not in known})
     if todo:
         model = worker_model.get_model(model_path, device)
-        store = CacheDir(cache_dir).graphs(FeaturizerConfig.from_dict(featurizer_dict))
+        store = CacheDir(cache_dir).graphs(featurizer)
         graphs = [store.get(k) for k in todo]
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
@@ -195,7 +195,6 @@ def _partitions(client, opts: RunOptions, source, query, description, featurizer
     """(partitions, their partition_task futures, whether the structure cache knew every partition)."""
     structures = CacheDir(opts.cache_dir).structures()
     parts, planned = plan(source, query, opts.partition_size, structures, description)
-    fp = featurizer.to_dict()
     whole = None
     if parts is not None and planned and not all(p.rows for p in parts) and not all(
             structures.has_keyed(part_key(query.key(), p.label), description, featurizer.fingerprint()) for p in parts):
@@ -203,10 +202,10 @@ def _partitions(client, opts: RunOptions, source, query, description, featurizer
     if parts is None:  # the source cannot split before fetching: one worker fetches, workers slice
         if progress:
             progress("fetch", 0, 1)
-        whole = client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)
+        whole = client.submit(fetch_task, source, query, pure=False)
         n = wait_all(client, [client.submit(len, whole, pure=False)], **wait)[0]
         parts = split_plan(n, opts.partition_size)
-    feats = [client.submit(partition_task, source, opts.query, opts.exclude, p, description, opts.cache_dir, fp,
+    feats = [client.submit(partition_task, source, query, p, description, opts.cache_dir, featurizer,
                            None if whole is None else client.submit(operator.getitem, whole, slice_of(p), pure=False),
                            pure=False) for p in parts]
     if not planned:
@@ -220,8 +219,8 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
     if progress:
         progress("fetch", 0, 1)
     plan_parts = source.partitions(query, opts.partition_size)
-    fetches = [client.submit(fetch_task, source, opts.query, opts.exclude, pure=False)] if plan_parts is None else \
-        [client.submit(fetch_partition_task, source, opts.query, opts.exclude, p, pure=False) for p in plan_parts]
+    fetches = [client.submit(fetch_task, source, query, pure=False)] if plan_parts is None else \
+        [client.submit(fetch_partition_task, source, query, p, pure=False) for p in plan_parts]
     candidates = [c for got in wait_all(client, fetches, **wait) for c in got]
     parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
     feats, relaxes = [], []
@@ -230,7 +229,7 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
                                 resources=gpu, pure=False) for i in range(0, len(p), RELAX_CHUNK)]
         relaxes.append(chunks)
         joined = client.submit(joined_candidates, chunks, pure=False)
-        feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer.to_dict(), pure=False))
+        feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer, pure=False))
     return parts, feats, relaxes, False
 
 
@@ -277,7 +276,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
                                                   progress)
         relaxes = []
     columns = tuple(ckpt.outputs + [f"{o}_std" for o in ckpt.outputs])  # cached per key: means, then stds
-    infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer.to_dict(),
+    infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer,
                             opts.max_atoms, ckpt.hash, columns, resources=gpu, pure=False) for f in feats]
 
     def reporter(stage: str):

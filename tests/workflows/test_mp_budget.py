@@ -8,6 +8,7 @@ import pytest
 from screening.sources.mp import MPSource
 from workflows.cluster import ClusterSpec, connect
 from workflows.mp import share_budget
+from screening.query import parse_query
 from workflows.screen_run import fetch_task
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def fetch_in_parallel(client, source):
     """Each query on its own worker, all at once."""
     workers = sorted(client.scheduler_info()["workers"])
     assert len(workers) == 4
-    futures = [client.submit(fetch_task, source, q, [], workers=[w], allow_other_workers=False, pure=False)
+    futures = [client.submit(fetch_task, source, parse_query(q), workers=[w], allow_other_workers=False, pure=False)
                for q, w in zip(QUERIES, workers)]
     return {q: [c.id for c in cands] for q, cands in zip(QUERIES, client.gather(futures))}
 
