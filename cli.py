@@ -598,10 +598,9 @@ def cache_ls(cache: Path = CACHE_OPTION, limit: int = typer.Option(20, help="Row
     from workflows.report import print_table
 
     table, total = listing(cache, limit)
-    rows = table
     print_table(console, table, title=f"{total} crystals", max_rows=limit)
-    if total > len(rows):
-        console.print(f"... {total - len(rows)} more (--limit)", highlight=False)
+    if total > len(table):
+        console.print(f"... {total - len(table)} more (--limit)", highlight=False)
 
 
 @cache_app.command("verify")

@@ -1,9 +1,10 @@
 """The screening task graph: fetch -> (relax) -> featurize into the store -> infer -> rank -> report.
 
-    fetch (1 task)          the source's candidates, via the structure cache
+    partition (1/partition) workers fetch their own partition (workflows/partitions.py; a
+                            source that cannot split is fetched by one worker and sliced),
+                            key it and store the graphs the store lacks as one published
+                            unit; a warm run reads the keyed rows from the structure cache
     relax (1/10 candidates) only with --relax: CHGNet relaxation, via the relax cache
-    featurize (1/partition) content keys; graphs not yet in the store are
-                            built and written as one published store unit
     infer (1/partition)     graphs -> predictions, via the prediction cache;
                             the model is loaded once per worker; GPU tasks
                             ask for the Dask resource "GPU" so a mixed
@@ -163,8 +164,6 @@ def joined_candidates(relaxed: list) -> list:
 
 def check_writable(option: str, folder: Path) -> None:
     """Create the folder if needed and write a probe file into it, so a bad path fails before the run."""
-    import uuid
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".screen-probe-{uuid.uuid4().hex[:8]}"
@@ -347,7 +346,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     n_inferred = sum(ir["inferred"] for ir in infer_results)
     summary = {
-        "query": str(query), "source": source.describe(), "source_settings": source.settings(),
+        "query": str(query), "source": description, "source_settings": source.settings(),
         "source_note": _source_note(source, table), "model": str(opts.model),
         "model_hash": ckpt.hash, "featurizer": featurizer.to_dict(),
         "candidates": n_candidates, "unusable": len(errors), "unusable_first": errors[:5],
@@ -364,7 +363,7 @@ def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
         **_relax_summary(opts, [info for r in relax_results for info in r["relax"]]),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
-        "provenance": run_provenance(client, ckpt.hash, source.describe()),
+        "provenance": run_provenance(client, ckpt.hash, description),
     }
     cache_dir.record_run(runs=1, structure_hits=int(structure_hit),
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],
