@@ -479,8 +479,6 @@ def ensemble(
 
     if out.suffix != ".json":
         raise ScreenError(f"--out {out}: an ensemble file ends in .json")
-    if unrelaxed_std is not None and not 0 <= unrelaxed_std < 10:
-        raise ScreenError(f"--unrelaxed-std {unrelaxed_std}: need 0 <= eV/atom < 10")
     meta = {"unrelaxed_std": unrelaxed_std} if unrelaxed_std is not None else None
     ens = write_ensemble(out, members, meta=meta, calibrate=calibrate, cache_dir=cache)
     scale = ens.meta.get("std_scale")

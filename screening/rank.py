@@ -53,6 +53,20 @@ class RankOptions:
     # None: the model manifest's unrelaxed_std (0 when it has none).
     unrelaxed_std: Optional[float] = None
 
+    def check(self) -> None:
+        """One-line errors for settings that contradict themselves (the run checks them up front too)."""
+        if self.gap_min is not None and self.gap_max is not None and self.gap_min > self.gap_max:
+            raise ScreenError(f"--gap-min {self.gap_min} is above --gap-max {self.gap_max}")
+        if self.rank_by not in RANK_BY:
+            raise ScreenError(f"--rank-by {self.rank_by}: choose {' or '.join(RANK_BY)}")
+        check_unrelaxed_std(self.unrelaxed_std)
+
+
+def check_unrelaxed_std(value: Optional[float]) -> None:
+    """The structure error of unrelaxed candidates (a run's option, or a model manifest's figure)."""
+    if value is not None and not 0 <= value < 10:
+        raise ScreenError(f"--unrelaxed-std {value}: need 0 <= eV/atom < 10")
+
 
 class ReferencePhases:
     """DFT formation energies of known phases, looked up by chemical sub-system; ids optional."""
@@ -280,10 +294,7 @@ def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) 
     """
     if FORMATION not in table.columns:
         raise ScreenError("ranking needs a model with the formation_energy_per_atom task")
-    if options.gap_min is not None and options.gap_max is not None and options.gap_min > options.gap_max:
-        raise ScreenError(f"--gap-min {options.gap_min} is above --gap-max {options.gap_max}")
-    if options.rank_by not in RANK_BY:
-        raise ScreenError(f"--rank-by {options.rank_by}: choose {' or '.join(RANK_BY)}")
+    options.check()
     if options.new_only and not {DFT_STABLE, EXPERIMENTAL} <= set(table.columns):
         raise ScreenError("--new-only: this source does not say which crystals are on its hull or known "
                           "experimentally (the Materials Project does: --source mp)")

@@ -80,7 +80,6 @@ class RunOptions:
     def check(self) -> None:
         """Every option, before a cluster starts or anything is fetched: one line per mistake."""
         from screening.predict import DEVICES
-        from screening.rank import RANK_BY
 
         parse_query(self.query, self.exclude)
         source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
@@ -91,12 +90,7 @@ class RunOptions:
             raise ScreenError(f"--partition-size {self.partition_size}: must be at least 1")
         if self.rank.top is not None and self.rank.top < 1:
             raise ScreenError(f"--top {self.rank.top}: must be at least 1")
-        if self.rank.unrelaxed_std is not None and not 0 <= self.rank.unrelaxed_std < 10:
-            raise ScreenError(f"--unrelaxed-std {self.rank.unrelaxed_std}: need 0 <= eV/atom < 10")
-        if self.rank.rank_by not in RANK_BY:
-            raise ScreenError(f"--rank-by {self.rank.rank_by}: choose {' or '.join(RANK_BY)}")
-        if self.rank.gap_min is not None and self.rank.gap_max is not None and self.rank.gap_min > self.rank.gap_max:
-            raise ScreenError(f"--gap-min {self.rank.gap_min} is above --gap-max {self.rank.gap_max}")
+        self.rank.check()
         if self.device not in DEVICES:
             raise ScreenError(f"--device {self.device}: choose {', '.join(DEVICES)}")
         if self.output_format not in ("csv", "parquet"):

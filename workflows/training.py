@@ -237,7 +237,9 @@ def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None, ca
     import os
 
     from screening.ensemble import Ensemble, load_model, manifest
+    from screening.rank import check_unrelaxed_std
 
+    check_unrelaxed_std((meta or {}).get("unrelaxed_std"))
     if len(member_paths) < 1:
         raise ScreenError("an ensemble needs at least one checkpoint")
     members = [load_model(p) for p in member_paths]

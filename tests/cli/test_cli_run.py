@@ -22,6 +22,7 @@ runner = CliRunner()
     (["--query", "Li-*-O", "--device", "tpu"], "--device tpu: choose auto, cpu, cuda"),
     (["--query", "Li-*-O", "--rank-by", "luck"], "--rank-by luck"),
     (["--query", "Li-*-O", "--gap-min", "2", "--gap-max", "1"], "--gap-min 2.0 is above --gap-max 1.0"),
+    (["--query", "Li-*-O", "--unrelaxed-std", "-0.1"], "--unrelaxed-std -0.1: need 0 <= eV/atom < 10"),
     (["--query", "Li-*-O", "--model", "/no/such/model.pt"], "checkpoint file not found"),
     (["--query", "Li-*-O", "--source", f"local:{DATA}", "--gnome"], "--gnome: only the Materials Project"),
     (["--query", "Li-*-O", "--source", f"local:{DATA}", "--new-only"], "--new-only: the source local:"),

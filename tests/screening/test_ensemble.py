@@ -140,3 +140,10 @@ def test_calibrating_members_without_a_split_is_a_one_line_error(tmp_path):
     paths = [member(tmp_path / f"m{i}.pt", seed=i) for i in range(2)]
     with pytest.raises(ScreenError, match="needs the members' split.json"):
         write_ensemble(tmp_path / "e.json", paths, calibrate=tmp_path / "data.csv", cache_dir=tmp_path / "c")
+
+
+def test_an_impossible_unrelaxed_std_is_a_one_line_error_and_writes_nothing(tmp_path):
+    paths = [str(member(tmp_path / f"m{i}.pt", seed=i)) for i in range(2)]
+    r = CliRunner().invoke(app, ["ensemble", *paths, "--out", str(tmp_path / "ens.json"), "--unrelaxed-std", "12"])
+    assert r.exit_code == 2 and r.output.strip() == "error: --unrelaxed-std 12.0: need 0 <= eV/atom < 10", r.output
+    assert not (tmp_path / "ens.json").exists()
