@@ -68,6 +68,11 @@ def check_unrelaxed_std(value: Optional[float]) -> None:
         raise ScreenError(f"--unrelaxed-std {value}: need 0 <= eV/atom < 10")
 
 
+def reference_name(material_id, reduced_formula: str) -> str:
+    """How a reference phase is named in hulls and caches: an id alone could name another crystal."""
+    return f"{material_id}|{reduced_formula}"
+
+
 class ReferencePhases:
     """DFT formation energies of known phases, looked up by chemical sub-system; ids optional."""
 
@@ -87,7 +92,7 @@ class ReferencePhases:
                 comp = Composition(f)
                 cache[f] = (frozenset(el.symbol for el in comp.elements), comp)
             els, comp = cache[f]
-            name = None if i is None else f"{i}|{comp.reduced_formula}"
+            name = None if i is None else reference_name(i, comp.reduced_formula)
             self._by_system.setdefault(els, []).append((comp, float(e), name))
             if name is not None:
                 self.ids.add(name)
@@ -161,7 +166,7 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
             on_hull = {e.name for e in diagram.stable_entries}
             for i in idx:
                 comp = Composition(formulas[i])
-                name = None if ids[i] is None else f"{ids[i]}|{comp.reduced_formula}"
+                name = None if ids[i] is None else reference_name(ids[i], comp.reduced_formula)
                 is_reference = name in references.ids
                 e = predicted[i]
                 if np.isfinite(e):
@@ -239,7 +244,7 @@ class HullTable:
         ids = [None] * len(formulas) if ids is None else [str(i) for i in ids]
         for i, f in enumerate(formulas):
             point = self.formulas[f]
-            name = None if ids[i] is None else f"{ids[i]}|{point[0]}"
+            name = None if ids[i] is None else reference_name(ids[i], point[0])
             is_reference = name in self.references
             if np.isfinite(predicted[i]):
                 against = self.loo[name] if is_reference and name in self.on_hull else point

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 from cache.cache_dir import CacheDir
-from screening.rank import HullTable, ReferencePhases, system_hull
+from screening.formula import formula_info
+from screening.rank import HullTable, ReferencePhases, reference_name, system_hull
 from screening.references import choose_reference, csv_note, csv_version, load_references
 from screening.sources import open_source
 from workflows import mp
@@ -23,12 +24,10 @@ HULL_CHUNK = 40  # systems per task: a few seconds of phase diagrams
 
 def hull_task(references: ReferencePhases, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
     """Answers of system_hull for (system, [(formula, id)], cached answer or None) jobs, each written to the cache."""
-    from pymatgen.core import Composition
-
     cache = CacheDir(cache_dir).hulls(version)
     out = {}
     for system, members, have in jobs:
-        names = [f"{i}|{Composition(f).reduced_formula}" for f, i in members if i is not None]
+        names = [reference_name(i, formula_info(f)[1]) for f, i in members if i is not None]
         out[system] = system_hull(references, frozenset(system.split("-")), [f for f, _ in members], names, have)
         cache.put(system, out[system])
     return out
@@ -69,8 +68,8 @@ def _lacks(answer, members) -> bool:
     if any(f not in answer["formulas"] for f, _ in members):
         return True
     on_hull, loo = set(answer["on_hull"]), answer["loo"]
-    return any(f"{i}|{answer['formulas'][f][0]}" in on_hull and f"{i}|{answer['formulas'][f][0]}" not in loo
-               for f, i in members if i is not None)
+    names = (reference_name(i, answer["formulas"][f][0]) for f, i in members if i is not None)
+    return any(name in on_hull and name not in loo for name in names)
 
 
 def _load(client, opts, source, spec, members):
