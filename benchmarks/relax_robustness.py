@@ -33,6 +33,14 @@ from run import measure  # noqa: E402  (the sibling script's process-tree sample
 DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
 
 
+def scores(t: pd.DataFrame):
+    """(ΔEf MAE, stability F1, stable by DFT, predicted stable) of an arm's results."""
+    mae = float(np.abs(t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).mean())
+    truth = t.dft_e_above_hull.to_numpy(float) <= 1e-6
+    pred = t.pred_e_above_hull.to_numpy(float) <= 0
+    return mae, f1(truth, pred), truth, pred
+
+
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
     tp = int((truth & predicted).sum())
     fp = int((~truth & predicted).sum())
@@ -74,36 +82,30 @@ def main():
 
     arms = {"(a) original": ("original.csv", []), "(b) distorted": ("distorted.csv", []),
             "(c) distorted + --relax chgnet": ("distorted.csv", ["--relax", "chgnet"])}
-    lines, errors, predicted, tables, back = [], {}, {}, {}, pd.Series(dtype=bool)
+    tables, back = {}, pd.Series(dtype=bool)  # per arm its results, by id
     for name, (csv, extra) in arms.items():
         out = work / f"out-{csv[:-4]}{'-relaxed' if extra else ''}"
         cmd = [sys.executable, "-m", "cli", "run", "--query", ids, "--source", f"local:{work / csv}",
                "--reference", f"local:{DATA}", "--model", args.model, "--workers", "1", "--threads", "1",
                "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(out), *extra]
         wall, _, peak, _ = measure(cmd, cwd=ROOT)
-        t = pd.read_csv(out / "results.csv")
+        t = pd.read_csv(out / "results.csv").set_index("id")
         s = json.loads((out / "summary.json").read_text())
-        mae = float(np.abs(t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).mean())
-        truth = t.dft_e_above_hull.to_numpy(float) <= 1e-6
-        pred = t.pred_e_above_hull.to_numpy(float) <= 0
+        mae, stable, truth, pred = scores(t)
         extra_text = ""
         if extra:
             fresh = s["relax_seconds_per_crystal"]
             extra_text = (f"   {fresh if fresh is not None else 'cached:'} s per relaxed crystal, {s['relax_converged']}/"
                           f"{s['relaxed']} converged, peak worker RSS {peak / 2**20:.0f} MiB")
-        lines.append(f"{name:32s} ΔEf MAE {mae:.4f} eV/atom   stability F1 {f1(truth, pred):.3f} "
-                     f"({int(truth.sum())} stable by DFT, {int(pred.sum())} predicted)   n {len(t)}   "
-                     f"wall {wall:.0f} s{extra_text}")
-        print(lines[-1], flush=True)
-        errors[name] = (t.set_index("id").pred_formation_energy_per_atom
-                        - t.set_index("id").dft_formation_energy_per_atom).abs()
-        predicted[name] = t.set_index("id").pred_formation_energy_per_atom
-        tables[name] = t.set_index("id")
+        print(f"{name:32s} ΔEf MAE {mae:.4f} eV/atom   stability F1 {stable:.3f} "
+              f"({int(truth.sum())} stable by DFT, {int(pred.sum())} predicted)   n {len(t)}   "
+              f"wall {wall:.0f} s{extra_text}", flush=True)
+        tables[name] = t
         if extra:
             back = relaxed_back(out / "relaxed.jsonl.gz", rows)
-    print_breakdown(errors, back)
+    print_breakdown(tables, back)
     print_near_hull(tables, NEAR_HULL)
-    a, b = predicted["(a) original"], predicted["(b) distorted"]
+    a, b = (tables[arm].pred_formation_energy_per_atom for arm in ("(a) original", "(b) distorted"))
     shift = (b - a.reindex(b.index)).dropna().to_numpy()
     print(f"distortion moves the predicted ΔEf by {shift.mean():+.4f} eV/atom on average; 68 % of the moves are within "
           f"{np.quantile(np.abs(shift), 0.6827):.4f} eV/atom: the error an unrelaxed structure adds, what a model "
@@ -139,14 +141,14 @@ def print_near_hull(tables: dict, within: float) -> None:
     ids = first.index[first.dft_e_above_hull <= within]
     parts = []
     for name, t in tables.items():
-        t = t.loc[ids]
-        mae = float(np.abs(t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).mean())
-        stable = f1(t.dft_e_above_hull.to_numpy(float) <= 1e-6, t.pred_e_above_hull.to_numpy(float) <= 0)
+        mae, stable, _, _ = scores(t.loc[ids])
         parts.append(f"{name.split()[0]} ΔEf MAE {mae:.4f}, F1 {stable:.3f}")
     print(f"  {len(ids):4d} crystals within {within} eV/atom of the DFT hull: " + "   ".join(parts))
 
 
-def print_breakdown(errors: dict, back: pd.Series) -> None:
+def print_breakdown(tables: dict, back: pd.Series) -> None:
+    errors = {name: (t.pred_formation_energy_per_atom - t.dft_formation_energy_per_atom).abs()
+              for name, t in tables.items()}
     for found, ids in (("relaxed back to the original structure", back.index[back]),
                        ("relaxed into another structure", back.index[~back])):
         maes = "   ".join(f"{name.split()[0]} {errors[name].reindex(ids).mean():.4f}" for name in errors)
