@@ -49,11 +49,6 @@ class Campaign:
     batch: Dict[str, object]  # gpus, overcommit
     every: Optional[str]
 
-    @property
-    def run_args(self) -> List[str]:
-        """The first run's options (the only run of a one-query campaign)."""
-        return self.runs[0][1]
-
 
 def query_folder(query: str) -> str:
     """A folder name for a query: Li-*-O -> Li-x-O, mp-1,mp-2 -> mp-1_mp-2."""

@@ -53,9 +53,10 @@ cluster: {workers: 4, partition: cpu, gpus: 1}
 schedule: {every: 7d}
 """)
     c = read_campaign(tmp_path / "c.yaml")
-    assert c.run_args == ["--query", "Li-*-O", "--out", f"{tmp_path}/results", "--source", f"local:{tmp_path}/data/mp.csv",
-                          "--nonmetal", "--top", "20", "--workers", "4", "--queue", "cpu"]
-    assert c.out == tmp_path / "results" and len(c.runs) == 1
+    assert c.runs == [("Li-*-O", ["--query", "Li-*-O", "--out", f"{tmp_path}/results",
+                                  "--source", f"local:{tmp_path}/data/mp.csv", "--nonmetal", "--top", "20",
+                                  "--workers", "4", "--queue", "cpu"])]
+    assert c.out == tmp_path / "results"
     assert c.batch == {"gpus": 1} and c.every == "7d" and c.name == "oxides"
     assert sbatch_delay("7d") == "now+7days" and crontab_line("7d", tmp_path / "s").startswith("@weekly sbatch")
     (tmp_path / "bad.yaml").write_text("query: Li-*-O\nfilter: {top: 3}\n")
