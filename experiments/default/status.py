@@ -1,5 +1,8 @@
 """Where the default ensemble's training stands: a Markdown table and learning curves.
 
+The ensemble has two groups of five members: experiments/default/member-K (64 atom
+features, 150 epochs) and experiments/wide/member-K (128 atom features, 100 epochs).
+
     python experiments/default/status.py        -> prints the table, writes learning_curves.png
 
 Reads only the committed files of each member (metrics.csv), so it works on
@@ -15,11 +18,16 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from screening.plots import learning_curves  # noqa: E402
 
-PLANNED_EPOCHS = 150  # experiments/default/train.sh
+# run folder -> (name in the table, planned epochs): train.sh and train_gpu.py --recipe
+GROUPS = {HERE: ("", 150), HERE.parent / "wide": ("wide/", 100)}
 
 
 def main():
-    histories = {p.parent.name: pd.read_csv(p) for p in sorted(HERE.glob("member-*/metrics.csv"))}
+    histories, planned = {}, {}
+    for folder, (prefix, epochs) in GROUPS.items():
+        for p in sorted(folder.glob("member-*/metrics.csv")):
+            histories[prefix + p.parent.name] = pd.read_csv(p)
+            planned[prefix + p.parent.name] = epochs
     if not histories:
         print("no member has started")
         return
@@ -28,7 +36,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for name, h in histories.items():
         b = h.loc[h.score.idxmin()]
-        print(f"| {name} | {len(h)} / {PLANNED_EPOCHS} | {int(b.epoch)} | {b.val_mae_formation_energy_per_atom:.4f} "
+        print(f"| {name} | {len(h)} / {planned[name]} | {int(b.epoch)} | {b.val_mae_formation_energy_per_atom:.4f} "
               f"| {b.val_mae_band_gap:.4f} | {b.val_mae_efermi:.4f} | {b.get('val_auc_metal', float('nan')):.4f} "
               f"| {h.seconds.sum() / 3600:.2f} |")
     total = sum(len(h) for h in histories.values())

@@ -3,7 +3,9 @@
     here:   python experiments/default/train_gpu.py export .gpu/graphs.npz
     there:  PYTHONPATH=. python3 experiments/default/train_gpu.py train .gpu/graphs.npz 1 2 3 4 \
                 --device cuda --seconds 470
-            (--arm '{"atom_fea_len": 128, "epochs": 25}' instead of member numbers: a recipe run in arms/)
+            (--arm '{"atom_fea_len": 128, "epochs": 25}' instead of member numbers: a recipe run in arms/;
+             --recipe '{"atom_fea_len": 128}' --into experiments/wide: members of another ensemble
+             whose recipe is member-0's with these changes)
 
 `export` writes the graph set of ../shared/data (read from the graph store, as
 `screen train` reads it) to one compressed file. `train` runs each member in its
@@ -69,8 +71,9 @@ class _OutOfTime(Exception):
 
 
 def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: float, threads: int,
-                 arm: str = "") -> None:
-    """Member k of the ensemble; with `arm` (JSON of TrainConfig settings), a recipe run in <root>/arms/."""
+                 arm: str = "", recipe: str = "", into: Path | None = None) -> None:
+    """Member k of the ensemble; with `arm` (JSON of TrainConfig settings), a recipe run in <root>/arms/;
+    with `recipe` (same form), member k of the ensemble in `into` that trains with those changes."""
     import torch
 
     from screening.train import TrainConfig, train
@@ -78,8 +81,8 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
 
     torch.set_num_threads(threads)
     ref = reference(root)
-    changes = json.loads(arm) if arm else {}
-    out = root / "arms" / _arm_name(changes) if arm else root / f"member-{k}"
+    changes = json.loads(arm or recipe or "{}")
+    out = root / "arms" / _arm_name(changes) if arm else (into or root) / f"member-{k}"
     out.mkdir(parents=True, exist_ok=True)
     label = out.name
     for name in ("split.json", "domain.json"):  # one split, so one training domain, for every member
@@ -93,7 +96,7 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
     parts = {p: graphs.subset(split_positions(graphs, split[p], str(out / "split.json"))) for p in ("train", "val")}
     resume = out / "last.pt" if (out / "last.pt").exists() else None
     command = (f"experiments/default/train_gpu.py train (screen train's loop, member-0's recipe, seed {k}, "
-               f"device {device}{', ' + arm if arm else ''})")
+               f"device {device}{', ' + (arm or recipe) if arm or recipe else ''})")
     meta = {"command": command, "data": DATA, **{f"n_{p}": len(split[p]) for p in ("train", "val", "test")}}
     last = [time.time()]
 
@@ -146,18 +149,22 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--root", type=Path, default=ROOT, help="the ensemble's directory (member-0 holds the recipe)")
+    ap.add_argument("--recipe", default="", help="members train member-0's recipe with these changes (JSON)")
+    ap.add_argument("--into", type=Path, help="where those members' run folders go (default: --root)")
     ap.add_argument("--arm", action="append", default=[],
                     help='recipe run instead of members: JSON of TrainConfig changes, e.g. {"atom_fea_len": 128}; repeat')
     a = ap.parse_args()
     if a.verb == "export":
         export(a.graphs, a.root)
     elif a.verb == "member":
-        train_member(a.members[0], a.graphs, a.root, a.device, a.deadline, a.threads, a.arm[0] if a.arm else "")
+        train_member(a.members[0], a.graphs, a.root, a.device, a.deadline, a.threads, a.arm[0] if a.arm else "",
+                     a.recipe, a.into)
     elif a.verb == "speed":
         speed(a.graphs, a.root, a.device)
     else:
         deadline = time.time() + a.seconds
-        runs = [(k, []) for k in a.members] + [(0, ["--arm", arm]) for arm in a.arm]
+        recipe = ["--recipe", a.recipe] + (["--into", str(a.into)] if a.into else []) if a.recipe else []
+        runs = [(k, recipe) for k in a.members] + [(0, ["--arm", arm]) for arm in a.arm]
         procs = [subprocess.Popen([sys.executable, __file__, "member", str(a.graphs), str(k), "--device", a.device,
                                    "--deadline", str(deadline), "--threads", str(a.threads), "--root", str(a.root),
                                    *extra])

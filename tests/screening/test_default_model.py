@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(not default_model_path().exists(), reason="no bu
 
 def test_bundled_model_is_an_ensemble_with_its_card_and_default_featurizer():
     model = load_model(default_model_path(), expect_featurizer=FeaturizerConfig())
-    assert model.tasks == TASKS and len(model.members) == 5
-    assert len({m.hash for m in model.members}) == 5
+    assert model.tasks == TASKS and len(model.members) == 10
+    assert len({m.hash for m in model.members}) == 10
     card = (default_model_path().parent.parent / "README.md").read_text()
     assert model.short_hash in card and "screen train" in card
 
@@ -32,4 +32,4 @@ def test_bundled_model_predictions_are_close_to_dft_on_its_test_split():
     assert len(keep) > 70  # 10 % of the rows
     assert mae(true[:, 0], pred[:, 0]) < 0.12  # eV/atom; the card gives the full test-split figures
     assert mae(true[:, 1], pred[:, 1]) < 0.5  # eV
-    assert (std[:, :3] > 0).all()  # five members disagree a little on every crystal
+    assert (std[:, :3] > 0).all()  # ten members disagree a little on every crystal
