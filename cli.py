@@ -4,7 +4,6 @@ Errors the user can fix (ScreenError) print as one line, `error: ...`, exit 2.
 """
 from __future__ import annotations
 
-import errno
 import functools
 import sys
 import tempfile
@@ -47,9 +46,9 @@ def user_errors(fn):
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own ways out
         except Exception as e:
-            from workflows.watch import disk_full, write_log
+            from workflows.watch import disk_full, is_disk_full, write_log
 
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            if is_disk_full(e):
                 err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2)
 
@@ -140,7 +139,7 @@ def run(
     with connect(spec) as client:
         # (with --runner, only the client task gets here: the others ran their part inside connect)
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        for note in source_notes(source, gnome, mp_rate):
+        for note in source_notes(opts):
             console.print(note, highlight=False)
         if not console.is_terminal:
             result = run_screening(client, opts, progress=_progress_lines())

@@ -27,6 +27,7 @@ from cache import stats
 from cache.atomic import TMP_PREFIX, write_atomic
 from cache.datasets import TrainingTables
 from cache.graph_store import GraphStore
+from cache.hull_cache import verify_hulls
 from cache.prediction_cache import PredictionCache, verify_predictions
 from cache.reference_cache import ReferenceCache
 from cache.structure_cache import StructureCache
@@ -131,7 +132,8 @@ class CacheDir:
         }
 
     def verify(self, repair: bool = False) -> tuple:
-        """(units checked, problems): every graph unit's checksums and counts, every cache entry readable.
+        """(units checked, problems): every graph unit's checksums and counts, every cache entry readable
+        (structures, references, predictions, hulls).
 
         With repair, everything listed as a problem is deleted (the next run re-makes it).
         """
@@ -147,6 +149,8 @@ class CacheDir:
             problems += [f"{cache / REFERENCES}: {p}" for p in self.references().verify(repair)]
         if (cache / PREDICTIONS).is_dir():
             problems += [f"{cache / PREDICTIONS}: {p}" for p in verify_predictions(cache / PREDICTIONS, repair)]
+        if (cache / HULLS).is_dir():
+            problems += [f"{cache / HULLS}: {p}" for p in verify_hulls(cache / HULLS, repair)]
         return units, problems
 
     def stale(self, min_age_s: float = 0.0) -> List[Path]:

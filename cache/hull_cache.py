@@ -12,7 +12,7 @@ other's additions are computed again when needed).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 from cache import gz_json
 from cache.keys import references_key
@@ -48,3 +48,17 @@ class HullCache:
 
     def put_phases(self, n: int) -> None:
         gz_json.write(self.dir / "meta.json.gz", {"version": self.version, "phases": n})
+
+
+def verify_hulls(root, repair: bool = False) -> List[str]:
+    """Hull entries that cannot be read back or are not a system's answer, and version folders whose
+    meta names another version (deleted with repair: the next run computes them again)."""
+    def mismatch(path: Path, doc: dict):
+        if path.name == "meta.json.gz":
+            if path.parent.name != references_key(f"hulls|{doc['version']}") or not isinstance(doc["phases"], int):
+                return "its folder does not match the version it names"
+        elif not (isinstance(doc["formulas"], dict) and isinstance(doc["loo"], dict)
+                  and all(isinstance(v, list) and len(v) == 4 for v in doc["formulas"].values())):
+            return "not a chemical system's hull answer"
+    return [f"{folder.name}/{problem}" for folder in sorted(Path(root).glob("*/"))
+            for problem in gz_json.verify(sorted(folder.glob("*.json.gz")), mismatch, repair)]

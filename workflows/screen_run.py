@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import errno
 import json
 import operator
 import os
@@ -47,7 +46,7 @@ from workflows.hulls import hulls
 from workflows.partitions import (featurize_task, keep_plan, part_key, partition_task, plan, prediction_cache,
                                   slice_of, split_plan)
 from workflows.provenance import run_provenance
-from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, wait_all
+from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
 
@@ -71,17 +70,19 @@ class RunOptions:
     drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
     no_worker_timeout: float = NO_WORKER_TIMEOUT_S  # fail when no Dask worker is alive this long
     relax: Optional[str] = None  # relax candidates first with this potential (screening/relax.py)
+    _checked: Optional["Checked"] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def error_log(self) -> Path:
         """Where the full traceback of an unexpected error goes (the one-line message names it)."""
         return Path(self.out_dir) / "error.log"
 
-    def check(self) -> None:
-        """Every option, before a cluster starts or anything is fetched: one line per mistake."""
+    def check(self) -> "Checked":
+        """Every option, before a cluster starts or anything is fetched: one line per mistake.
+        What it parsed and opened is kept, so the run uses it instead of doing it again."""
         from screening.predict import DEVICES
 
-        parse_query(self.query, self.exclude)
+        query = parse_query(self.query, self.exclude)
         source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
         if self.rank.new_only and source.name != "mp":
             raise ScreenError(f"--new-only: the source {source.name} does not say which crystals are on "
@@ -98,9 +99,23 @@ class RunOptions:
         check_relaxer(self.relax)
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
-        load_model(self.model)  # a missing or damaged model file fails here
+        model = load_model(self.model)  # a missing or damaged model file fails here
         for option, folder in (("--out", self.out_dir), ("--cache", self.cache_dir)):
             check_writable(option, Path(folder))
+        self._checked = Checked(query, source, model)
+        return self._checked
+
+    def checked(self) -> "Checked":
+        return self._checked or self.check()
+
+
+@dataclass
+class Checked:
+    """The options as objects, made once by RunOptions.check: the parsed query, the source
+    (opened lazily: it pickles without its data) and the loaded model."""
+    query: object
+    source: object
+    model: object
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -237,23 +252,11 @@ class RunResult:
 
 def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, int, int], None]] = None,
                   on_started: Optional[Callable[[], None]] = None) -> RunResult:
-    try:
-        return _run(client, opts, progress, on_started)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise ScreenError(disk_full(e)) from None
-        raise
-
-
-def _run(client, opts: RunOptions, progress, on_started) -> RunResult:
     t0 = time.time()
-    query = parse_query(opts.query, opts.exclude)  # a bad query fails here, before any work
-    source = open_source(opts.source, lazy=True, gnome=opts.gnome, rate=opts.mp_rate)  # pickles without its data
+    checked = opts.checked()  # bad options fail here, before any work
+    query, source, ckpt = checked.query, checked.source, checked.model
     mp.share_budget(client, source)  # one MP request budget for every worker
-    ckpt = load_model(opts.model)
     featurizer = ckpt.featurizer
-    if opts.output_format not in ("csv", "parquet"):
-        raise ScreenError(f"--format {opts.output_format}: choose csv or parquet")
     cache_dir = CacheDir(opts.cache_dir).claim()
     if on_started:
         on_started()
@@ -508,7 +511,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
         (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
         _publish(stage, out, list(names.values()))
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if is_disk_full(e):
             raise ScreenError(f"--out {out}: {disk_full(e)}; the previous results were kept") from None
         raise ScreenError(f"--out {out}: cannot write the results ({e.strerror or e}); "
                           f"the previous results were kept") from None
@@ -567,7 +570,6 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
                          new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
     opts.check()  # bad input fails here, before a cluster starts
-    open_source(source, lazy=True, gnome=gnome, rate=mp_rate)  # the MP options too
     if runner not in (None, "slurm"):
         raise ScreenError(f"--runner {runner}: only slurm")
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
@@ -580,9 +582,9 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
     return opts, spec
 
 
-def source_notes(source: str, gnome: bool, mp_rate: int) -> List[str]:
+def source_notes(opts: RunOptions) -> List[str]:
     """What a person should know about the source before the run: the default's nature, the MP entry count."""
     from screening.sources import default_source_note
 
-    notes = [default_source_note(source), open_source(source, lazy=True, gnome=gnome, rate=mp_rate).entries_note()]
+    notes = [default_source_note(opts.source), opts.checked().source.entries_note()]
     return [n for n in notes if n]

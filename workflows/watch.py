@@ -87,11 +87,15 @@ def task_error(future, log: Optional[Path] = None) -> ScreenError:
         tries = dask.config.get("distributed.scheduler.allowed-failures")
         return ScreenError(f"{name}: the task killed its worker {tries + 1} times (out of memory for --memory, "
                            f"or a crash in compiled code); nothing was written")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if is_disk_full(exc):
         return ScreenError(disk_full(exc))
     where = write_log(log, exc, future.traceback()) if log else None
     return ScreenError(f"{name} failed on a worker: {type(exc).__name__}: {_short(exc)}"
                        + (f" (traceback in {where})" if where else ""))
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
 
 
 def disk_full(e: OSError) -> str:

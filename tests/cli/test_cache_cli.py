@@ -115,12 +115,19 @@ def test_verify_repair_removes_every_damaged_item_and_the_store_is_remade(tmp_pa
     structures = StructureCache(cache / "structures")
     entry = structures.put("q", "src", [])
     entry.write_bytes(b"not gzip")
+    hulls = CacheDir(cache).hulls("references v1")
+    answer = {"formulas": {"Li2O": ["Li2O", 3.0, -2.0, []]}, "loo": {}, "on_hull": [], "references": []}
+    hulls.put("Li-O", answer)
+    hulls.put("Fe-O", dict(answer, formulas={"FeO": "not a hull point"}))  # readable, but not an answer
+    hulls.put_phases(12)
     r = screen("verify", "--cache", str(cache))
-    assert r.exit_code == 1 and sum(line.startswith("problem:") for line in r.output.splitlines()) == 4
+    assert r.exit_code == 1 and sum(line.startswith("problem:") for line in r.output.splitlines()) == 5
+    assert "Fe-O.json.gz: not a chemical system's hull answer" in r.output
     assert "verify --repair" in r.output
     r = screen("verify", "--cache", str(cache), "--repair")
-    assert r.exit_code == 0 and "repaired: 4 damaged items removed" in r.output, r.output
+    assert r.exit_code == 0 and "repaired: 5 damaged items removed" in r.output, r.output
     assert not bad_part.exists() and good_part.exists() and not entry.exists()
+    assert set(hulls.get_many(["Li-O", "Fe-O"])) == {"Li-O"} and hulls.phases() == 12
     r = screen("verify", "--cache", str(cache))
     assert r.exit_code == 0 and "ok: 1 units verified" in r.output, r.output
     r = screen("info", "--cache", str(cache))

@@ -73,6 +73,8 @@ def test_smaller_training_fractions_are_nested_and_leave_val_test_alone():
 
 
 # ---- runner on a real cluster -------------------------------------------------------------
+# Worker processes, not an in-process cluster: torch's seed and thread count are per process, so two
+# runs training at once in one process draw from each other's generator (tried: metrics differ).
 
 @pytest.fixture(scope="module")
 def finished_experiment(tmp_path_factory):
