@@ -347,7 +347,7 @@ def _floats(text: str, what: str) -> List[float]:
 
 
 def _train_defaults():
-    from workflows.training import TASKS, TrainConfig
+    from workflows.settings import TASKS, TrainConfig
     return TrainConfig(tasks=list(TASKS))
 
 

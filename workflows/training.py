@@ -29,7 +29,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
 from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
-from screening.train import TrainConfig  # every training setting, defined once (cli.py derives its options)
+from screening.train_config import TrainConfig  # every training setting, defined once (cli.py's options: workflows/settings.py)
 from screening.structures import read_structure, structure_from_cif_text
 
 _CHUNK = 2048  # rows per store unit when featurizing a data file

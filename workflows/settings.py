@@ -1,0 +1,4 @@
+"""The settings `screen` shows as its options' defaults, importable without torch, Zarr or Dask,
+so `screen --help` and every command start without loading the training stack."""
+from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
+from screening.train_config import TrainConfig  # noqa: F401  (every training setting, defined once)
