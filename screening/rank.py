@@ -267,14 +267,14 @@ def _above(point: list, e: float) -> float:
 
 def p_stable(e_hull_mean, e_hull_std, within: float = 0.0) -> np.ndarray:
     """P(E_hull <= within) for a normal E_hull(mean, std); a std of 0 gives 1 or 0 (0.5 exactly at the line)."""
-    from scipy.stats import norm
+    from scipy.special import ndtr  # the normal CDF (scipy.stats costs a second to import)
 
     mean = np.asarray(e_hull_mean, float)
     std = np.asarray(e_hull_std, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (within - mean) / std
     sharp = np.where(mean < within, 1.0, np.where(mean > within, 0.0, 0.5))
-    out = np.where(std > 0, norm.cdf(z), sharp)
+    out = np.where(std > 0, ndtr(z), sharp)
     return np.where(np.isfinite(mean), out, np.nan)
 
 

@@ -19,7 +19,9 @@ from typing import Callable, Iterator, List, Optional, Sequence
 from screening.errors import ScreenError
 
 NO_WORKER_TIMEOUT_S = 60.0
-_POLL_S = 0.2
+# Futures are polled (their status is a local attribute): from every 10 ms after progress, backing
+# off to every 0.2 s while nothing finishes, so a short stage is not padded by a fixed 0.2 s nap.
+_POLL_MIN_S, _POLL_MAX_S = 0.01, 0.2
 _WORKER_CHECK_S = 1.0
 
 
@@ -41,6 +43,7 @@ def as_finished(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_
     has been alive for no_worker_timeout seconds while some are still pending."""
     pending = list(futures)
     alive_at = checked_at = time.monotonic()
+    nap = _POLL_MIN_S
     while pending:
         still = []
         for f in pending:
@@ -48,6 +51,7 @@ def as_finished(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_
                 yield f
             else:
                 still.append(f)
+        nap = _POLL_MIN_S if len(still) < len(pending) else min(_POLL_MAX_S, nap * 1.5)
         pending = still
         if not pending:
             break
@@ -60,7 +64,7 @@ def as_finished(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_
                 raise ScreenError(f"no Dask worker has been alive for {no_worker_timeout:g} s, with {len(pending)} "
                                   f"of {len(futures)} tasks left (workers killed, or they cannot start: check "
                                   f"--memory and the scheduler's log)")
-        time.sleep(_POLL_S)
+        time.sleep(nap)
 
 
 def _workers(client) -> int:
