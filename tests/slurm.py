@@ -28,6 +28,8 @@ PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurm-wlm-torque"]
 COMMANDS = ["slurmctld", "slurmd", "sbatch", "munged", "mungekey", "qsub"]
 CLUSTER = "screentest"
 PARTITION = "debug"
+OTHER_PARTITION = "gpu"  # a second, non-default partition
+GPUS = 1  # counted GPUs on the one node (gres.conf, no device file)
 PROBE_S = 5  # every client command blocks ~10 s while the controller is down: probes never wait that long
 
 
@@ -128,9 +130,14 @@ ReturnToService=2
 SchedulerParameters=sched_interval=2
 MinJobAge=600
 KillWait=5
-{node_line} State=UNKNOWN
+GresTypes=gpu
+{node_line} Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName={OTHER_PARTITION} Nodes=ALL MaxTime=INFINITE State=UP OverSubscribe=NO
 """)
+        # A GPU the scheduler counts and hands out (no device file: this machine has none), so
+        # --gres=gpu:N requests are checked and recorded by Slurm itself.
+        (self.root / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File=/dev/null Count={GPUS}\n")
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import DATA
+from tests.slurm import GPUS, OTHER_PARTITION
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -200,13 +201,17 @@ source: local:{DATA}
 model: {model_path}
 out: out
 cache: cache
-cluster: {{workers: 1, memory: 1GiB, overcommit: true}}
+cluster: {{workers: 1, memory: 1GiB, overcommit: true, partition: {OTHER_PARTITION}, account: chem, gpus: {GPUS}}}
 """)
     r = runner.invoke(app, ["submit", "--campaign", str(campaign)])
     assert r.exit_code == 0, r.output
     job = re.search(r"submitted batch job (\d+)", r.output).group(1)
     out = tmp_path / "out"
     assert finished(slurm, job) == "COMPLETED", (out / "logs" / f"screen-{job}.out").read_text()[-3000:]
+    # the partition, account and GPU request reached the scheduler, which ran the job with them
+    record = slurm.run(["scontrol", "show", "job", job]).stdout
+    assert f"Partition={OTHER_PARTITION}" in record and "Account=chem" in record
+    assert re.search(rf"TresPerNode=gres[/:]gpu:{GPUS}\b", record), record
     first, second = out / QUERY, out / "Na-Fe-O"
     pd.testing.assert_frame_equal(results(first), local_run)  # the same table as a run of that query alone
     na = results(second)
@@ -214,6 +219,37 @@ cluster: {{workers: 1, memory: 1GiB, overcommit: true}}
     assert summary(first)["provenance"]["batch_job"] == summary(second)["provenance"]["batch_job"] == job
     r = runner.invoke(app, ["status", "--campaign", str(campaign)])
     assert r.exit_code == 0 and f"latest results of {QUERY}" in r.output and "latest results of Na-Fe-O" in r.output
+
+
+def campaign_file(tmp_path: Path, model_path: str, cluster: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"query: {QUERY}\nsource: local:{DATA}\nmodel: {model_path}\nout: out\n"
+                    f"cluster: {{workers: 1, memory: 1GiB, {cluster}}}\n")
+    return path
+
+
+def test_a_partition_the_scheduler_lacks_is_one_line_and_submits_nothing(slurm, model_path, tmp_path):  # noqa: F811
+    r = runner.invoke(app, ["submit", "--campaign", str(campaign_file(tmp_path, model_path, "partition: nope"))])
+    assert r.exit_code == 2 and r.output.startswith("error: sbatch: ") and "Invalid partition name" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "out" / "jobs.csv").exists()
+
+
+def test_more_gpus_than_the_node_has_is_a_job_that_status_says_cannot_start(slurm, model_path, tmp_path):  # noqa: F811
+    """Slurm accepts the job and keeps it pending for good; `screen status` shows its reason."""
+    campaign = campaign_file(tmp_path, model_path, f"gpus: {GPUS + 1}")
+    r = runner.invoke(app, ["submit", "--campaign", str(campaign)])
+    assert r.exit_code == 0, r.output
+    job = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = runner.invoke(app, ["status", "--campaign", str(campaign)])
+            if "PartitionConfig" in r.output:
+                break
+            time.sleep(1)
+        assert r.exit_code == 0 and "PENDING" in r.output and "PartitionConfig" in r.output, r.output
+    finally:
+        slurm.run(["scancel", job])
 
 
 def test_li_x_o_through_workers_as_jobs_pbs_wrappers_and_one_batch_job_equals_local(slurm, model_path, tmp_path,  # noqa: F811
