@@ -177,6 +177,9 @@ def _print_run(result):
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
     if s.get("source_note"):
         console.print(s["source_note"], highlight=False)
+    if "mp_fetched" in s:
+        console.print(f"Materials Project entries: {s['mp_fetched']} fetched in full, {s['mp_cached']} from the "
+                      f"entry cache", highlight=False)
     console.print(s["reference_note"], highlight=False)
     console.print(s["uncertainty_note"], highlight=False)
     console.print(s["domain_note"], highlight=False)
@@ -574,6 +577,8 @@ def cache_info(cache: Path = CACHE_OPTION):
                       f"{g['atoms']} atoms, {g['edges']} edges")
     table.add_row("structures", f"{s['structures']['entries']} lists", _mb(s["structures"]["bytes"]),
                   "fetched candidate lists")
+    table.add_row("mp entries", f"{s['mp_entries']['entries']} entries", _mb(s["mp_entries"]["bytes"]),
+                  "Materials Project structures by material_id and last_updated")
     p = s["predictions"]
     table.add_row("predictions", f"{p['models']} models", _mb(p["bytes"]), f"{p['parts']} parts")
     console.print(table)

@@ -2,6 +2,7 @@
 
     DIR/graphs/featurizer-<fp>/   graph stores, one per featurizer config (graph_store.py)
     DIR/structures/*.json.gz      fetched candidate lists (structure_cache.py)
+    DIR/mp_entries/*/*.json.gz    MP entries fetched in full, by material_id and last_updated (entry_cache.py)
     DIR/references/*.json.gz      MP thermo reference phases per database (reference_cache.py)
     DIR/hulls/<version>/          hull energies per chemical system and reference data (hull_cache.py)
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
@@ -26,6 +27,7 @@ from typing import Dict, Iterator, List, Sequence
 from cache import stats
 from cache.atomic import TMP_PREFIX, write_atomic
 from cache.datasets import TrainingTables
+from cache.entry_cache import EntryCache
 from cache.graph_store import GraphStore
 from cache.hull_cache import verify_hulls
 from cache.prediction_cache import PredictionCache, verify_predictions
@@ -39,9 +41,9 @@ MARKER = "CACHEDIR.TAG"
 _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This folder is a cache made by screen (graphs, structures, predictions).\n"
                 "# `screen cache clear` removes it; nothing in it is irreplaceable.\n")
-GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, HULLS = (
-    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", "hulls")
-PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER, HULLS)
+GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, HULLS, MP_ENTRIES = (
+    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", "hulls", "mp_entries")
+PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER, HULLS, MP_ENTRIES)
 
 
 class CacheDir:
@@ -75,6 +77,9 @@ class CacheDir:
 
     def structures(self) -> StructureCache:
         return StructureCache(self.root / STRUCTURES)
+
+    def mp_entries(self) -> EntryCache:
+        return EntryCache(self.root / MP_ENTRIES)
 
     def references(self) -> ReferenceCache:
         return ReferenceCache(self.root / REFERENCES)
@@ -115,6 +120,7 @@ class CacheDir:
         """Counts and sizes of every part, and hit rates over all recorded runs."""
         cache = self.checked().root
         entries = sorted((cache / STRUCTURES).glob("*.json.gz"))
+        mp_entries = self.mp_entries().entries()
         pred_dirs = [p for p in (cache / PREDICTIONS).glob("*") if p.is_dir()]
         parts = [p for d in pred_dirs for p in d.glob("part-*.npz")]
         totals = stats.totals(cache)
@@ -126,6 +132,7 @@ class CacheDir:
             "graph_stores": [dict(s.info(), name=str(s.root.relative_to(cache)) if s.root != cache else ".")
                              for s in self.graph_stores()],
             "structures": {"entries": len(entries), "bytes": sum(p.stat().st_size for p in entries)},
+            "mp_entries": {"entries": len(mp_entries), "bytes": sum(p.stat().st_size for p in mp_entries)},
             "predictions": {"models": len(pred_dirs), "parts": len(parts),
                             "bytes": sum(p.stat().st_size for p in parts)},
             "runs": totals.get("runs", 0), "hit_rates": rates,
@@ -145,6 +152,8 @@ class CacheDir:
             problems += [f"{store.root}: {p}" for p in store.verify(repair)]
         if (cache / STRUCTURES).is_dir():
             problems += [f"{cache / STRUCTURES}: {p}" for p in self.structures().verify(repair)]
+        if (cache / MP_ENTRIES).is_dir():
+            problems += [f"{cache / MP_ENTRIES}: {p}" for p in self.mp_entries().verify(repair)]
         if (cache / REFERENCES).is_dir():
             problems += [f"{cache / REFERENCES}: {p}" for p in self.references().verify(repair)]
         if (cache / PREDICTIONS).is_dir():

@@ -59,3 +59,8 @@ def structures_key(query_key: str, source_description: str) -> str:
 def references_key(description: str) -> str:
     """Key of the cached reference phases of one database (its description names the version)."""
     return _sha(f"{STORE_FORMAT}|references|{description}", 24)
+
+
+def entry_key(entry: str) -> str:
+    """Key of one database entry fetched in full (its text names the entry and its version)."""
+    return _sha(f"{STORE_FORMAT}|entry|{entry}", 32)

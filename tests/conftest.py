@@ -47,6 +47,26 @@ def mp_api_env(mp_test_server, monkeypatch):
     return mp_test_server
 
 
+@pytest.fixture
+def fresh_mp_server(mp_api_env, monkeypatch):
+    """A test server of its own, for a test that changes the database (new_release below): the
+    session's server stays as every other test expects it."""
+    from tests.mp_server import MPTestServer
+
+    with MPTestServer(DATA) as server:
+        monkeypatch.setenv("MP_API_ENDPOINT", server.endpoint)
+        yield server
+
+
+def new_release(server, db_version: str) -> None:
+    """The server now answers as a new database release. mp-api remembers each endpoint's
+    /heartbeat (db_version) for the life of the process, so this process forgets it."""
+    from mp_api.client.core.client import _Rester
+
+    server.data.db_version = db_version
+    _Rester._get_heartbeat_info.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def mp_dev_source():
     """LocalSource over the shared mp_dev.csv.gz, read once per session."""

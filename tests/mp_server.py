@@ -36,6 +36,14 @@ means the same reduced composition, a list of formulas means formula_pretty in
 the list. Documents carry `structure` as pymatgen Structure.as_dict() built
 from the row's CIF, plus the property columns.
 
+Every summary document carries `last_updated` (a fixed date per entry). A test can
+change the database like a new release does: `server.data.db_version = ...` (what
+/heartbeat says), `server.data.add_entries(chemsys, n)` (n new current entries of a
+system: copies of its first ones with the lattice stretched, new ids) and
+`server.data.touch(material_id, scale=..., **fields)` (a new last_updated, and the
+structure stretched or fields changed). Both leave the other entries' last_updated
+as they were, as MP does, while their energy_above_hull may move with the hull.
+
 Every request is recorded in `server.requests` (path, query dict) so tests
 can check what the client really sent. `server.fail(path, mode, times=...)`
 makes the next `times` requests to a path (None: all of them) misbehave:
@@ -89,7 +97,7 @@ class MPData:
         from pymatgen.core import Composition
 
         self.df = pd.read_csv(path, dtype={"material_id": str, "formula": str})
-        comps = {}
+        self.comps = comps = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for f in self.df["formula"].unique():
@@ -104,13 +112,50 @@ class MPData:
                 self.base.append(r)
                 self.kind.append(kind)
                 self.ids.append(f"mp-{number + r}")
-        self.elements = [comps[self.df["formula"].iat[b]][0] for b in self.base]
-        self.formula_pretty = [comps[self.df["formula"].iat[b]][1] for b in self.base]
+        self.db_version = DB_VERSION
+        self.scale = {}  # document -> volume factor of a stretched copy (add_entries, touch)
+        self.changed = {}  # document -> (last_updated, fields) after touch()
+        self._index()
+
+    def _index(self):
+        self.elements = [self.comps[self.df["formula"].iat[b]][0] for b in self.base]
+        self.formula_pretty = [self.comps[self.df["formula"].iat[b]][1] for b in self.base]
         self.chemsys = ["-".join(e) for e in self.elements]
         self.by_id = {m: i for i, m in enumerate(self.ids)}
         self.by_chemsys = {}
         for r, c in enumerate(self.chemsys):
             self.by_chemsys.setdefault(c, []).append(r)
+        for cached in (MPData._diagram, MPData.hull, MPData.document):
+            cached.cache_clear()  # the hull (and so every document's energy_above_hull) may have moved
+
+    def add_entries(self, chemsys: str, n: int, factor: float = 1.03) -> list:
+        """n new current entries of a system (copies of its first n entries, lattice stretched by factor)."""
+        firsts = [r for r in self.by_chemsys[chemsys] if self.kind[r] == "mp"][:n]
+        assert len(firsts) == n, f"{chemsys} has only {len(firsts)} entries to copy"
+        new = []
+        for r in firsts:
+            self.scale[len(self.ids)] = factor
+            self.base.append(self.base[r])
+            self.kind.append("mp")
+            new.append(f"mp-{2_900_000 + len(self.ids)}")  # below 3347529: mp-api sends larger ones in letters
+            self.ids.append(new[-1])
+        self._index()
+        return new
+
+    def touch(self, material_id: str, scale=None, **fields) -> None:
+        """A new last_updated for an entry: its structure stretched by `scale`, its `fields` changed."""
+        r = self.by_id[material_id]
+        if scale:
+            self.scale[r] = scale
+        self.changed[r] = (f"2025-03-{1 + len(self.changed):02d}T00:00:00", fields)
+        self._index()
+
+    def last_updated(self, r: int) -> str:
+        return self.changed[r][0] if r in self.changed else f"2024-{1 + r % 12:02d}-15T12:00:00"
+
+    def current(self, r: int) -> dict:
+        """Summary document r as served now."""
+        return {**self.document(r), "last_updated": self.last_updated(r), **self.changed.get(r, ("", {}))[1]}
 
     def search(self, params: dict) -> list:
         rows = range(len(self.ids))
@@ -232,7 +277,7 @@ class MPData:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             structure = Structure.from_str(row["cif"], fmt="cif")
-        factor = {kind: f for kind, _, _, _, f in _TWINS}.get(self.kind[r])
+        factor = {kind: f for kind, _, _, _, f in _TWINS}.get(self.kind[r]) or self.scale.get(r)
         if factor:
             structure.scale_lattice(structure.volume * factor)
         doc = {"nsites": len(structure), "structure": structure.as_dict()}
@@ -291,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             detail = "Invalid API key: it does not match any account" if fault == 401 else f"server trouble {fault}"
             return self._send(fault, {"detail": detail}, headers={"Retry-After": "0"} if fault == 429 else None)
         if path == "/heartbeat":
-            return self._send(200, {"version": _emmet_version(), "db_version": DB_VERSION,
+            return self._send(200, {"version": _emmet_version(), "db_version": self.server.data.db_version,
                                     "access_controlled_batch_ids": []})
         key = self.headers.get("x-api-key") or ""
         if len(key) != 32:
@@ -316,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         fields = _split(params["_fields"]) if params.get("_fields") else None
         page = []
         for r in rows[skip:skip + limit]:
-            doc = self.server.data.document(r) if path == "/materials/summary" else self.server.data.thermo_document(r)
+            doc = self.server.data.current(r) if path == "/materials/summary" else self.server.data.thermo_document(r)
             page.append({k: doc[k] for k in fields if k in doc} if fields else dict(doc))
         if fault == "short":
             page = page[:len(page) // 2]

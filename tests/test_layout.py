@@ -29,7 +29,7 @@ def test_the_domain_library_imports_neither_dask_nor_the_cache():
 
 
 def test_only_the_cache_dir_spells_the_cache_layout():
-    folders = ("graphs", "structures", "references", "predictions", "relaxed", "datasets")
+    folders = ("graphs", "structures", "references", "predictions", "relaxed", "datasets", "mp_entries")
     pattern = re.compile(r"""/\s*["'](%s)["']""" % "|".join(folders))  # a path joined with a cache folder name
     offenders = [str(p.relative_to(ROOT)) for d in ("workflows", "screening") for p in (ROOT / d).rglob("*.py")
                  if pattern.search(p.read_text())]

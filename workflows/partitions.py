@@ -1,9 +1,14 @@
 """A run's candidates in partitions that workers fetch, key and featurize themselves.
 
 The client plans the partitions without touching a structure (a CSV: the rows the
-formula column selects, in chunks; a source that cannot tell before fetching: one
-worker fetches everything and the list is split on the workers), so structures
-never pass through the client.
+formula column selects, in chunks; the Materials Project: its listing of the query's
+entries, material_id and last_updated, in chunks; a source that cannot tell before
+fetching: one worker fetches everything and the list is split on the workers), so
+structures never pass through the client.
+
+An MP partition's worker reads each entry's structure from the entry cache
+(cache/entry_cache.py, keyed by material_id and last_updated, not by database
+release) and fetches in full only the entries that are new or changed since.
 
 The structure cache remembers the plan of a (query, source) and, per partition and
 featurizer, each candidate's graph key and what the table needs of it (keyed
@@ -13,13 +18,14 @@ parses nor re-keys a structure.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from cache.cache_dir import CacheDir
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
+from screening.sources import mp_sources
 from screening.sources.base import Partition
 
 # A keyed row: (position in its partition, source, id, formula, known values, graph key,
@@ -31,13 +37,20 @@ def part_key(query_key: str, label: str) -> str:
     return f"{query_key} | {label}"
 
 
-def plan(source, query, size: int, structures, description: str) -> Tuple[Optional[List[Partition]], bool]:
+def plan(source, query, size: int, structures, description: str,
+         on_fetch: Optional[Callable[[], None]] = None) -> Tuple[Optional[List[Partition]], bool]:
     """(partitions or None, whether the plan came from the cache); None: the source cannot split
-    before fetching and the cache has no plan (fetch everything on one worker, then split_plan)."""
+    before fetching and the cache has no plan (fetch everything on one worker, then split_plan).
+    `on_fetch` is called before the source is asked (MP: a listing request)."""
     cached = structures.get_plan(query.key(), description)
     if cached is not None:
-        return [Partition(p["label"], tuple(p["rows"])) for p in cached], True
-    return source.partitions(query, size), False
+        return [Partition.from_json(p) for p in cached], True
+    if on_fetch:
+        on_fetch()
+    try:
+        return source.partitions(query, size), False
+    finally:  # the listing's leases go back now, not when the cluster closes
+        settle_budgets(source)
 
 
 def split_plan(n: int, size: int) -> List[Partition]:
@@ -51,7 +64,25 @@ def slice_of(part: Partition) -> slice:
 
 
 def keep_plan(structures, query, description: str, parts: List[Partition]) -> None:
-    structures.put_plan(query.key(), description, [{"label": p.label, "rows": list(p.rows)} for p in parts])
+    structures.put_plan(query.key(), description, [p.to_json() for p in parts])
+
+
+def settle_budgets(source) -> None:
+    for mp_source in mp_sources(source):
+        mp_source.budget.settle()
+
+
+def fetch_partition(source, query, part: Partition, cache_dir) -> Tuple[list, dict]:
+    """(a partition's candidates, {"mp_fetched", "mp_cached"}): entries of a database listing
+    (MP) through the entry cache, counting those fetched in full and those it served."""
+    if not part.entries:
+        return source.fetch_partition(query, part), {}
+    entries = CacheDir(cache_dir).mp_entries()
+    try:
+        candidates = source.fetch_partition(query, part, entries)
+    finally:
+        settle_budgets(source)
+    return candidates, {"mp_fetched": len(part.entries) - entries.served, "mp_cached": entries.served}
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -68,11 +99,12 @@ def partition_task(source, query, part: Partition, description: str, cache_dir, 
     # partition is made again: inference may need them.
     if hit is not None and all(_stored_isolated(store, row[5]) is not None for row in hit["rows"]):
         return {"rows": hit["rows"], "errors": hit["errors"], "featurized": 0, "parsed": 0, "cached": True}
+    counts = {}
     if fetched is None:
-        fetched = source.fetch_partition(query, part)
+        fetched, counts = fetch_partition(source, query, part, cache_dir)
     out = featurize_task(fetched, cache_dir, config)
     structures.put_keyed(key, description, config.fingerprint(), {"rows": out["rows"], "errors": out["errors"]})
-    return dict(out, cached=False)
+    return dict(out, cached=False, **counts)
 
 
 def featurize_task(candidates, cache_dir, config: FeaturizerConfig):

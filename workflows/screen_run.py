@@ -1,7 +1,8 @@
 """The screening task graph: fetch -> (relax) -> featurize into the store -> infer -> rank -> report.
 
     partition (1/partition) workers fetch their own partition (workflows/partitions.py; a
-                            source that cannot split is fetched by one worker and sliced),
+                            source that cannot split is fetched by one worker and sliced;
+                            MP entries through the entry cache, only new or changed ones fetched),
                             key it and store the graphs the store lacks as one published
                             unit; a warm run reads the keyed rows from the structure cache
     relax (1/10 candidates) only with --relax: CHGNet relaxation, via the relax cache
@@ -37,14 +38,14 @@ from screening.properties import METAL_GAP_EV
 from screening.query import parse_query
 from screening.rank import RankOptions, rank
 from screening.relax import check_relaxer
-from screening.sources import mp_sources, open_source
+from screening.sources import open_source
 from screening.sources.base import known_column
 from screening.sources.mp import DEFAULT_RATE
 from screening.sources.substitution import SubstitutionSource
 from workflows import mp, worker_model
 from workflows.hulls import hulls
-from workflows.partitions import (featurize_task, keep_plan, part_key, partition_task, plan, prediction_cache,
-                                  slice_of, split_plan)
+from workflows.partitions import (featurize_task, fetch_partition, keep_plan, part_key, partition_task, plan,
+                                  prediction_cache, settle_budgets, slice_of, split_plan)
 from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
@@ -120,8 +121,8 @@ class Checked:
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
 
-def fetch_partition_task(source, query, part):
-    return source.fetch_partition(query, part)
+def fetch_partition_task(source, query, part, cache_dir):
+    return fetch_partition(source, query, part, cache_dir)
 
 
 def fetch_task(source, query):
@@ -130,8 +131,7 @@ def fetch_task(source, query):
     try:
         return source.fetch(query)
     finally:  # the request budget's leases go back before the task ends, not after the cluster closed
-        for mp_source in mp_sources(source):
-            mp_source.budget.settle()
+        settle_budgets(source)
 
 
 RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so progress moves
@@ -202,9 +202,10 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
 def _partitions(client, opts: RunOptions, source, query, description, featurizer, wait, progress):
     """(partitions, their partition_task futures, whether the structure cache knew every partition)."""
     structures = CacheDir(opts.cache_dir).structures()
-    parts, planned = plan(source, query, opts.partition_size, structures, description)
+    parts, planned = plan(source, query, opts.partition_size, structures, description,
+                          on_fetch=progress and (lambda: progress("fetch", 0, 1)))
     whole = None
-    if parts is not None and planned and not all(p.rows for p in parts) and not all(
+    if parts is not None and planned and not all(p.fetchable() for p in parts) and not all(
             structures.has_keyed(part_key(query.key(), p.label), description, featurizer.fingerprint()) for p in parts):
         parts = None  # slices of a whole fetch, some of them not remembered: fetch again
     if parts is None:  # the source cannot split before fetching: one worker fetches, workers slice
@@ -226,10 +227,17 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
     anyway), are relaxed in chunks on workers, then featurized."""
     if progress:
         progress("fetch", 0, 1)
-    plan_parts = source.partitions(query, opts.partition_size)
+    try:
+        plan_parts = source.partitions(query, opts.partition_size)
+    finally:
+        settle_budgets(source)
     fetches = [client.submit(fetch_task, source, query, pure=False)] if plan_parts is None else \
-        [client.submit(fetch_partition_task, source, query, p, pure=False) for p in plan_parts]
-    candidates = [c for got in wait_all(client, fetches, **wait) for c in got]
+        [client.submit(fetch_partition_task, source, query, p, opts.cache_dir, pure=False) for p in plan_parts]
+    got = wait_all(client, fetches, **wait)
+    if plan_parts is None:
+        got = [(got[0], {})]
+    candidates = [c for cands, _ in got for c in cands]
+    counts = {k: sum(n.get(k, 0) for _, n in got) for k in ("mp_fetched", "mp_cached")}
     parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
     feats, relaxes = [], []
     for p in parts:
@@ -238,7 +246,7 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
         relaxes.append(chunks)
         joined = client.submit(joined_candidates, chunks, pure=False)
         feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer, pure=False))
-    return parts, feats, relaxes, False
+    return parts, feats, relaxes, False, counts
 
 
 # ---- the run (client side) ----
@@ -265,12 +273,12 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     description = source.describe()
     gpu = {"GPU": 1} if _wants_gpu(client, opts.device) else None
     if opts.relax:
-        parts, feats, relaxes, structure_hit = _relaxed_partitions(client, opts, source, query, featurizer, gpu, wait,
-                                                                   progress)
+        parts, feats, relaxes, structure_hit, fetch_counts = _relaxed_partitions(client, opts, source, query,
+                                                                                 featurizer, gpu, wait, progress)
     else:
         parts, feats, structure_hit = _partitions(client, opts, source, query, description, featurizer, wait,
                                                   progress)
-        relaxes = []
+        relaxes, fetch_counts = [], None
     columns = tuple(ckpt.outputs + [f"{o}_std" for o in ckpt.outputs])  # cached per key: means, then stds
     infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer,
                             opts.max_atoms, ckpt.hash, columns, resources=gpu, pure=False) for f in feats]
@@ -341,6 +349,8 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
+    if fetch_counts is None:  # from the partition tasks
+        fetch_counts = {k: sum(fr.get(k, 0) for fr in feat_results) for k in ("mp_fetched", "mp_cached")}
     n_inferred = sum(ir["inferred"] for ir in infer_results)
     summary = {
         "query": str(query), "source": description, "source_settings": source.settings(),
@@ -350,6 +360,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "ranked": len(ranked), "ranked_by": _ranked_by(opts.rank), "new_only": opts.rank.new_only,
         "featurized": n_featurized, "inferred": n_inferred,
         "structure_cache_hit": structure_hit, "parsed": sum(fr["parsed"] for fr in feat_results),
+        **(fetch_counts if source.name == "mp" else {}),
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
         "reference_phases": n_phases, "reference_note": reference_note, "partitions": len(parts),

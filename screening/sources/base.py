@@ -89,10 +89,25 @@ def known_properties(values: Dict[str, Any]) -> Dict[str, float]:
 class Partition:
     """A part of a query's candidates that a worker fetches by itself, so no structure passes
     through the client. `label` names it stably (with the query and the source's description,
-    it keys the structure cache); `rows` are a CSV's row numbers (LocalSource)."""
+    it keys the structure cache); `rows` are a CSV's row numbers (LocalSource); `entries` are
+    (id, version, known values) of a database's entries, from its listing (MPSource: material_id,
+    last_updated and what MP says of the material). A partition with neither is a slice of a
+    whole fetch."""
 
     label: str
     rows: Tuple[int, ...] = ()
+    entries: Tuple[Tuple[str, Optional[str], Dict[str, Any]], ...] = ()
+
+    def fetchable(self) -> bool:
+        """Whether a worker can fetch it alone (not a slice of a whole fetch)."""
+        return bool(self.rows or self.entries)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "rows": list(self.rows), "entries": [list(e) for e in self.entries]}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Partition":
+        return cls(doc["label"], tuple(doc["rows"]), tuple(tuple(e) for e in doc.get("entries", ())))
 
 
 class Source(ABC):

@@ -6,6 +6,18 @@ API reads `Li-*-O` as "three elements, Li and O among them", our meaning),
 are checked against the query again on our side, so a server that filters
 more loosely cannot leak other systems in.
 
+Incremental fetching (partitions(), what `screen run` uses): the client lists the
+query's entries with every FIELD but the structure, plus `last_updated` (a page of
+this listing is a small fraction of one with structures), and splits the list into
+partitions. A worker fetches a partition's structures by `material_ids`, in requests
+of IDS_PER_REQUEST, only for entries the entry cache it is given (workflows pass
+cache/entry_cache.py's) does not hold at that last_updated; the rest come from there.
+The cache key (entry_key) is the endpoint, the material_id and last_updated, not
+db_version: a new release re-fetches only new and changed entries. What MP says of a
+material (E_hull, stability, provenance...) comes from the listing every time, as it
+can change in a release while the material's last_updated does not. fetch() stays one
+search for everything.
+
 Which entries: every search asks for `deprecated=False` (superseded entries are
 never screened, whatever the server's default) and leaves out the GNoME r2SCAN
 entries (batch "gnome_r2scan_statics": hypothetical structures computed with
@@ -43,6 +55,7 @@ What the client does not do for us, done here:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -51,11 +64,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from screening.errors import ScreenError
 from screening.query import ALL, CHEMSYS, FORMULA, IDS, Query
-from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source, as_float, as_query, known_properties
+from screening.sources.base import (KNOWN_PROPERTIES, Candidate, Partition, Source, as_float, as_query,
+                                    known_properties)
 from screening.sources.budget import RequestBudget
 
 FIELDS = ["material_id", "formula_pretty", "structure", *KNOWN_PROPERTIES,
           "energy_above_hull", "is_stable", "theoretical", "database_IDs", "deprecated", "builder_meta"]
+LIST_FIELDS = [f for f in FIELDS if f != "structure"] + ["last_updated"]  # partitions(): all but the structure
+ENTRY_FIELDS = ["material_id", "structure", "last_updated"]  # fetch_partition(): what the listing lacks
+IDS_PER_REQUEST = 100  # material_ids per request of fetch_partition (keeps the URL short)
 DEFAULT_ENDPOINT = "https://api.materialsproject.org/"
 TIMEOUT_S = 30  # per HTTP request
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -104,6 +121,19 @@ def _known(doc: dict) -> dict:
         known["experimental"] = experimental
     known["gnome"] = is_gnome(doc)
     return known
+
+
+@functools.lru_cache(maxsize=None)
+def _formula_parts(formula: str) -> Tuple[frozenset, str]:
+    """(element set, pymatgen reduced formula) of a formula_pretty."""
+    from pymatgen.core import Composition
+
+    comp = Composition(formula)
+    return frozenset(el.symbol for el in comp.elements), comp.reduced_formula
+
+
+def _structure_dict(s) -> dict:
+    return s if isinstance(s, dict) else s.as_dict()
 
 
 def _budgeted_adapter(source: "MPSource"):
@@ -243,6 +273,84 @@ class MPSource(Source):
         if query.kind == IDS:  # the order asked for
             order = {m: i for i, m in enumerate(query.ids)}
             out.sort(key=lambda c: order[c.id])
+        return out
+
+    # -- partitions: the client lists the query's entries, workers fetch what the entry cache lacks --
+    def listing(self, query: Union[Query, str]) -> List[Tuple[str, Optional[str], dict]]:
+        """(material_id, last_updated, known values) of each entry the query selects, in fetch()'s
+        order: one search for LIST_FIELDS (no structure), with fetch()'s filters and checks (the
+        element check by formula_pretty here; fetch_partition checks the structure again)."""
+        query = as_query(query)
+        docs = self._documents(str(query), lambda mpr: mpr.materials.summary.search,
+                               **self.search_arguments(query), fields=LIST_FIELDS, deprecated=False,
+                               include_gnome=self.gnome)
+        out, seen = [], set()
+        for d in docs:
+            if d.get("deprecated") or (is_gnome(d) and not self.gnome):
+                continue  # a server that ignored the filters
+            mid = str(d["material_id"])
+            if d.get("formula_pretty"):
+                elements, formula = _formula_parts(str(d["formula_pretty"]))
+                if not query.matches(elements, formula, mid):
+                    continue  # the server filtered more loosely than we mean
+            if mid in seen:
+                continue
+            seen.add(mid)
+            updated = d.get("last_updated")
+            out.append((mid, None if updated is None else str(updated), _known(d)))
+        if query.kind == IDS:  # the order asked for
+            order = {m: i for i, m in enumerate(query.ids)}
+            out.sort(key=lambda e: order.get(e[0], len(order)))
+        return out
+
+    def partitions(self, query: Query, size: int) -> List[Partition]:
+        entries = self.listing(query)
+        return [Partition(f"ids {chunk[0][0]}..{chunk[-1][0]} #{len(chunk)}", entries=tuple(chunk))
+                for chunk in (entries[i:i + size] for i in range(0, len(entries), size))]
+
+    def entry_key(self, material_id: str, last_updated: str) -> str:
+        """What an entry's structure is kept under: the server, the material and its version (not
+        db_version: an entry a new release left as it was is the same entry)."""
+        endpoint = (self.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        return f"mp:{endpoint} {material_id} last_updated={last_updated} fields={','.join(ENTRY_FIELDS)}"
+
+    def fetch_partition(self, query: Query, part: Partition, store=None) -> List[Candidate]:
+        """The candidates of one of partitions()'s parts. Structures come from `store` (an entry
+        cache: get(entry_key) -> {"structure": ...} or None, put(entry_key, doc)) where it holds the
+        entry at its listed last_updated; the others are fetched by material_ids and kept there.
+        Known values are the listing's."""
+        from mp_api.client.core.utils import validate_ids
+        from pymatgen.core import Structure
+
+        query = as_query(query)
+        structures = {}
+        for mid, updated, _ in part.entries:
+            doc = store.get(self.entry_key(mid, updated)) if store is not None and updated else None
+            if doc is not None:
+                structures[mid] = doc["structure"]
+        missing = [mid for mid, _, _ in part.entries if mid not in structures]
+        for i in range(0, len(missing), IDS_PER_REQUEST):
+            chunk = missing[i:i + IDS_PER_REQUEST]
+            docs = self._documents(f"{len(chunk)} entries of {query}", lambda mpr: mpr.materials.summary.search,
+                                   material_ids=chunk, fields=ENTRY_FIELDS, deprecated=False,
+                                   include_gnome=self.gnome)
+            asked = dict(zip(chunk, chunk))
+            asked.update(zip(validate_ids(chunk), chunk))  # as mp-api sent them (new ids in letters)
+            for d in docs:
+                mid = asked.get(str(d["material_id"]))
+                if mid is None or d.get("structure") is None:
+                    continue
+                structures[mid] = _structure_dict(d["structure"])
+                if store is not None and d.get("last_updated") is not None:
+                    store.put(self.entry_key(mid, str(d["last_updated"])), {"structure": structures[mid]})
+        out = []
+        for mid, _, known in part.entries:
+            if mid not in structures:
+                continue  # gone from the database since the listing
+            s = Structure.from_dict(structures[mid])
+            comp = s.composition
+            if query.matches({el.symbol for el in comp.elements}, comp.reduced_formula, mid):
+                out.append(Candidate(self.name, mid, comp.reduced_formula, s, known=dict(known)))
         return out
 
     def fetch_systems(self, systems: Iterable[str], per_request: int = 100) -> List[Candidate]:

@@ -307,6 +307,58 @@ def test_mp_known_columns_are_the_servers_values(mp_api_env):
     assert [known["mp-770635"][k] for k in status] == [0.006044, False, False, False]  # LiNiO2, theoretical
 
 
+def summary_requests(server):
+    """(listings, full fetches) among the server's summary requests: a full one asks for structures."""
+    sent = [p for path, p in server.requests if path == "/materials/summary"]
+    full = [p for p in sent if "structure" in p.get("_fields", "").split(",")]
+    return [p for p in sent if p not in full], full
+
+
+def test_mp_partitions_equal_a_full_fetch_and_the_entry_cache_serves_them(mp_api_env, tmp_path):
+    """Listing + partitions fetched through the entry cache: the very candidates of one full fetch;
+    a second pass fetches nothing, a damaged entry is a miss fetched again, faults stay one line."""
+    from cache.cache_dir import CacheDir
+
+    src, query = MPSource(), parse_query("Li-*-O", exclude=["Co"])
+    full = src.fetch(query)
+    mp_api_env.requests.clear()
+    parts = src.partitions(query, 100)
+    listings, fetches = summary_requests(mp_api_env)
+    assert len(listings) == 1 and fetches == []
+    assert {"material_id", "last_updated", "band_gap"} <= set(listings[0]["_fields"].split(","))
+    assert listings[0]["exclude_elements"] == "Co" and listings[0]["deprecated"] == "False"
+    assert [len(p.entries) for p in parts] == [100] * (len(full) // 100) + [len(full) % 100]
+
+    cache = CacheDir(tmp_path).mp_entries()
+    got = [c for p in parts for c in src.fetch_partition(query, p, cache)]
+    assert [c.id for c in got] == [c.id for c in full] and len(got) > 400
+    for a, b in zip(got, full):
+        assert (a.source, a.formula, a.known) == (b.source, b.formula, b.known)
+        assert a.structure.as_dict() == b.structure.as_dict()
+    _, fetches = summary_requests(mp_api_env)
+    assert [len(p["material_ids"].split(",")) for p in fetches] == [len(p.entries) for p in parts]
+    assert cache.served == 0 and len(cache.entries()) == len(full)
+
+    mp_api_env.requests.clear()
+    warm = CacheDir(tmp_path).mp_entries()
+    again = [c for p in parts for c in src.fetch_partition(query, p, warm)]
+    assert mp_api_env.requests == [] and warm.served == len(full)
+    assert [(c.id, c.structure.as_dict(), c.known) for c in again] == [(c.id, c.structure.as_dict(), c.known) for c in got]
+
+    damaged = warm.entries()[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # cut off: a miss, fetched again and rewritten
+    third = CacheDir(tmp_path).mp_entries()
+    assert len([c for p in parts for c in src.fetch_partition(query, p, third)]) == len(full)
+    _, fetches = summary_requests(mp_api_env)
+    assert third.served == len(full) - 1 and [len(p["material_ids"].split(",")) for p in fetches] == [1]
+    assert CacheDir(tmp_path).mp_entries().verify() == []
+
+    mp_api_env.fail("/materials/summary", 500, times=None)
+    with pytest.raises(ScreenError, match="search for 100 entries of ") as e:
+        MPSource(backoff=0.01).fetch_partition(query, parts[0])
+    assert "HTTP 500: server trouble 500" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_experimental_means_not_theoretical_or_icsd_ids():
     from screening.sources.mp import is_experimental
 

@@ -173,6 +173,68 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     assert open(g.files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, model_path, tmp_path):
+    """Fe-Li-O (32 entries, partitions of 10): a new release that changed nothing fetches no structure;
+    one with 10 new entries and one changed fetches those 11; each table is a cold run's, and the
+    candidates are those of one full (non-incremental) fetch."""
+    from dataclasses import replace
+
+    from cache.keys import structure_key
+    from screening.ensemble import load_model
+    from screening.sources.mp import MPSource
+    from tests.conftest import new_release
+    from tests.screening.test_sources import summary_requests
+
+    srv = fresh_mp_server
+    client.run(lambda: __import__("os").environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"))
+    opts = RunOptions(query="Li-Fe-O", source="mp", model=model_path, device="cpu", partition_size=10,
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+
+    def fetched_in_full():
+        return [i for p in summary_requests(srv)[1] for i in p["material_ids"].split(",")]
+
+    def run(out, **changes):
+        srv.requests.clear()
+        return run_screening(client, replace(opts, out_dir=str(tmp_path / out), **changes))
+
+    first = run("o1")
+    assert len(first.table) == 32 and first.summary["partitions"] == 4
+    assert (first.summary["mp_fetched"], first.summary["mp_cached"]) == (32, 0)
+    assert sorted(fetched_in_full()) == sorted(first.table.id)
+
+    new_release(srv, "2025_02_01_fake")  # nothing changed but the release
+    second = run("o2")
+    assert "db_version=2025_02_01_fake" in second.summary["source"]
+    assert len(summary_requests(srv)[0]) == 1 and fetched_in_full() == []  # the listing only
+    assert (second.summary["mp_fetched"], second.summary["mp_cached"]) == (0, 32)
+    assert second.summary["featurized"] == 0 and second.summary["inferred"] == 0
+    pd.testing.assert_frame_equal(second.table, first.table)
+
+    new = srv.data.add_entries("Fe-Li-O", 10)
+    changed = sorted(first.table.id)[0]
+    srv.data.touch(changed, scale=1.02, band_gap=1.234)
+    new_release(srv, "2025_03_01_fake")
+    third = run("o3")
+    assert len(summary_requests(srv)[0]) == 1 and sorted(fetched_in_full()) == sorted(new + [changed])
+    assert (third.summary["mp_fetched"], third.summary["mp_cached"]) == (11, 31)
+    cold = run("o4", cache_dir=str(tmp_path / "cold"))
+    assert (cold.summary["mp_fetched"], cold.summary["mp_cached"]) == (42, 0)
+    pd.testing.assert_frame_equal(third.table, cold.table)
+    row = third.table.set_index("id").loc[changed]
+    assert row.dft_band_gap == 1.234
+    assert row.structure_key != first.table.set_index("id").structure_key[changed]  # its new structure
+
+    # the same crystals and values as one full fetch, so the same graphs and predictions
+    featurizer = load_model(model_path).featurizer
+    full = {c.id: c for c in MPSource().fetch("Li-Fe-O")}
+    t = third.table.set_index("id")
+    assert set(t.index) == set(full) and len(full) == 42
+    assert all(t.structure_key[i] == structure_key(c.structure, featurizer) for i, c in full.items())
+    assert all(t.dft_band_gap[i] == c.known["band_gap"] for i, c in full.items())
+    lines = printed_run(third)
+    assert "Materials Project entries: 11 fetched in full, 31 from the entry cache" in lines
+
+
 def printed_run(result):
     import cli
 
