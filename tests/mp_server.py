@@ -328,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/")
         with self.server.lock:
             self.server.requests.append((path, params))
-        fault = self.server.take_fault(path)
+        fault = self.server.take_fault(path, params)
         if fault in ("hang",):
             time.sleep(60)
             return
@@ -379,21 +379,23 @@ class MPTestServer(ThreadingHTTPServer):
         self.data = MPData(Path(csv_path))
         self.requests: list = []
         self.log: list = []  # (time.monotonic(), path, status) of every answer
-        self.faults: list = []  # [path, mode, times left (None: forever)]
+        self.faults: list = []  # [path, mode, times left (None: forever), query parameter it needs or None]
         self.rate_limit = None  # answered requests per key per second; None: no limit
         self.ignore_filters = False
         self._answered: dict = {}  # key -> times of its requests let through
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="mp-test-server", daemon=True)
 
-    def fail(self, path: str, mode, times=1) -> None:
+    def fail(self, path: str, mode, times=1, with_param: str = None) -> None:
+        """Answer requests of `path` with `mode` (an HTTP status, or "hang"); with `with_param`, only
+        the requests that carry that query parameter (e.g. material_ids: the workers' MP fetches)."""
         with self.lock:
-            self.faults.append([path, mode, times])
+            self.faults.append([path, mode, times, with_param])
 
-    def take_fault(self, path: str):
+    def take_fault(self, path: str, params: dict = None):
         with self.lock:
             for f in self.faults:
-                if f[0] == path and (f[2] is None or f[2] > 0):
+                if f[0] == path and (f[2] is None or f[2] > 0) and (f[3] is None or f[3] in (params or {})):
                     if f[2] is not None:
                         f[2] -= 1
                     return f[1]

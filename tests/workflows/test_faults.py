@@ -129,8 +129,9 @@ def test_cluster_options_are_checked_before_a_cluster_starts(tmp_path, args, mes
 
 
 def test_a_worker_side_error_prints_one_line_without_dasks_compute_failed_block(mp_api_env, model_path, tmp_path):  # noqa: F811
-    """The whole CLI in its own process: the terminal sees everything the client and workers print."""
-    mp_api_env.fail("/materials/summary", 401, times=None)
+    """The whole CLI in its own process: the terminal sees everything the client and workers print.
+    The client's listing goes through; the workers' fetches of the entries (material_ids) get 401."""
+    mp_api_env.fail("/materials/summary", 401, times=None, with_param="material_ids")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "cli", "run", "--query", "Li-Fe-O", "--source", "mp",
                         "--model", model_path, "--workers", "1", "--dashboard", ":0",
@@ -142,6 +143,8 @@ def test_a_worker_side_error_prints_one_line_without_dasks_compute_failed_block(
     assert len(errors) == 1 and errors[0].startswith("error: --source mp:") and "HTTP 401" in errors[0], r.stderr
     assert "fetching candidates" in r.stdout  # progress lines although the output is not a terminal
     assert not (tmp_path / "o" / "results.csv").exists()
+    asked = [params for path, params in mp_api_env.requests if path == "/materials/summary"]
+    assert any("material_ids" in p for p in asked)  # a worker's fetch got the 401, after the client's listing
 
 
 def run_cli(tmp_path, out, *extra):
