@@ -55,7 +55,6 @@ What the client does not do for us, done here:
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
@@ -63,6 +62,7 @@ import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from screening.errors import ScreenError
+from screening.formula import formula_info, structure_info
 from screening.query import ALL, CHEMSYS, FORMULA, IDS, Query
 from screening.sources.base import (KNOWN_PROPERTIES, Candidate, Partition, Source, as_float, as_query,
                                     known_properties)
@@ -121,15 +121,6 @@ def _known(doc: dict) -> dict:
         known["experimental"] = experimental
     known["gnome"] = is_gnome(doc)
     return known
-
-
-@functools.lru_cache(maxsize=None)
-def _formula_parts(formula: str) -> Tuple[frozenset, str]:
-    """(element set, pymatgen reduced formula) of a formula_pretty."""
-    from pymatgen.core import Composition
-
-    comp = Composition(formula)
-    return frozenset(el.symbol for el in comp.elements), comp.reduced_formula
 
 
 def _structure_dict(s) -> dict:
@@ -289,10 +280,9 @@ class MPSource(Source):
             if d.get("deprecated") or (is_gnome(d) and not self.gnome):
                 continue  # a server that ignored the filters
             mid = str(d["material_id"])
-            if d.get("formula_pretty"):
-                elements, formula = _formula_parts(str(d["formula_pretty"]))
-                if not query.matches(elements, formula, mid):
-                    continue  # the server filtered more loosely than we mean
+            info = formula_info(str(d["formula_pretty"])) if d.get("formula_pretty") else None
+            if info is not None and not query.matches(*info, mid):
+                continue  # the server filtered more loosely than we mean
             if mid in seen:
                 continue
             seen.add(mid)
@@ -348,9 +338,9 @@ class MPSource(Source):
             if mid not in structures:
                 continue  # gone from the database since the listing
             s = Structure.from_dict(structures[mid])
-            comp = s.composition
-            if query.matches({el.symbol for el in comp.elements}, comp.reduced_formula, mid):
-                out.append(Candidate(self.name, mid, comp.reduced_formula, s, known=dict(known)))
+            elements, formula = structure_info(s)
+            if query.matches(elements, formula, mid):
+                out.append(Candidate(self.name, mid, formula, s, known=dict(known)))
         return out
 
     def fetch_systems(self, systems: Iterable[str], per_request: int = 100) -> List[Candidate]:
@@ -422,12 +412,11 @@ class MPSource(Source):
             mid = str(d["material_id"])
             s = d["structure"]
             s = s if isinstance(s, Structure) else Structure.from_dict(s)
-            comp = s.composition
-            elements = {el.symbol for el in comp.elements}
-            if mid in seen or not matches(elements, comp.reduced_formula, mid):
+            elements, formula = structure_info(s)
+            if mid in seen or not matches(elements, formula, mid):
                 continue  # the server filtered more loosely than we mean
             seen.add(mid)
-            out.append(Candidate(self.name, mid, comp.reduced_formula, s, known=_known(d)))
+            out.append(Candidate(self.name, mid, formula, s, known=_known(d)))
         return out
 
     def entries_note(self) -> str:
