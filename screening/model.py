@@ -111,12 +111,14 @@ class ConvLayer(nn.Module):
         w_i, b, w_j, w_u = self.linear_maps()
         # index_select, not v[dst]: its backward is one index_add_, several times
         # faster on CPU than the accumulating index_put_ that fancy indexing uses.
-        # addmm adds u W_u to the gathered rows inside the matrix product (no extra pass).
-        h = torch.addmm(F.linear(v, w_j).index_select(0, dst), u, w_u.T)
+        # addmm_ adds u W_u to the gathered rows inside the matrix product (no extra pass).
+        # In place (addmm_, add_): each pass over the (E, 2A) edge rows writes no new tensor;
+        # none of these ops needs its output for the backward pass.
+        h = F.linear(v, w_j).index_select(0, dst).addmm_(u, w_u.T)
         if k:  # atom i's edges are rows i*k ... i*k + k-1: broadcast v_i W_i rather than gather it
-            h = (h.view(-1, k, h.shape[1]) + F.linear(v, w_i, b)[:, None]).view(h.shape)
+            h.view(-1, k, h.shape[1]).add_(F.linear(v, w_i, b)[:, None])
         else:
-            h = h + F.linear(v, w_i, b).index_select(0, src)
+            h.add_(F.linear(v, w_i, b).index_select(0, src))
         if self.training:
             h = self.bn_edge(h)
         return self._aggregate(v, h, src, k)
