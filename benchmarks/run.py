@@ -4,6 +4,7 @@ Peak memory is the largest sum of RSS over the CLI process and all its
 children (scheduler, Dask workers), sampled every 0.1 s.
 
     python benchmarks/run.py --query all --source local:../shared/data/mp_dev.csv.gz [--model PATH]
+    python benchmarks/run.py --query all --work DIR --runs warm warm     (more warm runs on DIR's cache)
 
 It runs this checkout's CLI (python -m cli), not whatever `screen` is installed.
 """
@@ -48,22 +49,26 @@ def main():
     ap.add_argument("--source", default="local:" + str(Path(__file__).resolve().parents[2] / "shared/data/mp_dev.csv.gz"))
     ap.add_argument("--model", default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, help="cache and output folder, kept afterwards (default: a temp folder, "
+                                              "deleted); with a warm cache there, every run is warm")
+    ap.add_argument("--runs", nargs="+", default=["cold", "warm"], help="labels of the runs, one after another")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="screen-run-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="screen-run-bench-"))
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "cli", "run", "--query", args.query, "--source", args.source, "--workers", str(args.workers),
            "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(work / "out"), "--top", "5"]
     if args.model:
         cmd += ["--model", args.model]
     try:
-        for label in ("cold", "warm"):
+        for label in args.runs:
             wall, peak, _, _ = measure(cmd, cwd=root)
             s = json.loads((work / "out" / "summary.json").read_text())
             print(f"{label}: wall {wall:6.1f} s   {s['candidates'] / wall:6.0f} crystals/s   peak RSS "
                   f"{peak / 2**20:7.0f} MiB   candidates {s['candidates']}   featurized {s['featurized']}   "
                   f"inferred {s['inferred']}   parsed {s.get('parsed')}   (workers {s['workers']})", flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

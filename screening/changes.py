@@ -17,28 +17,25 @@ COLUMNS = ["change", "id", "formula", "rank", "previous_rank", "pred_e_above_hul
 def compare(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     """One row per candidate that is new, changed (another structure under the same id), moved
     (same structure, another rank) or removed; the rest are unchanged and left out."""
-    cur = current.set_index("id")
-    old = previous.set_index("id")
-    rows = []
-    for i in cur.index:
-        row = cur.loc[i]
-        if i not in old.index:
-            kind = "new"
-        elif row["structure_key"] != old.at[i, "structure_key"]:
-            kind = "changed"
-        elif row["rank"] != old.at[i, "rank"]:
-            kind = "moved"
-        else:
-            continue
-        rows.append({"change": kind, "id": i, "formula": row["formula"], "rank": row["rank"],
-                     "previous_rank": old.at[i, "rank"] if i in old.index else None,
-                     "pred_e_above_hull": row.get("pred_e_above_hull"),
-                     "previous_pred_e_above_hull": old.at[i, "pred_e_above_hull"] if i in old.index else None})
-    for i in old.index.difference(cur.index):
-        rows.append({"change": "removed", "id": i, "formula": old.at[i, "formula"], "rank": None,
-                     "previous_rank": old.at[i, "rank"], "pred_e_above_hull": None,
-                     "previous_pred_e_above_hull": old.at[i, "pred_e_above_hull"]})
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    keep = ["id", "formula", "rank", "structure_key", "pred_e_above_hull"]
+    cur = current.reindex(columns=keep)
+    old = previous.reindex(columns=keep)
+    both = cur.merge(old, on="id", how="outer", suffixes=("", "_old"), indicator=True)
+    kind = pd.Series(None, index=both.index, dtype=object)
+    there = both["_merge"] == "both"
+    kind[both["_merge"] == "left_only"] = "new"
+    kind[both["_merge"] == "right_only"] = "removed"
+    changed = there & (both["structure_key"] != both["structure_key_old"])
+    kind[changed] = "changed"
+    kind[there & ~changed & (both["rank"] != both["rank_old"])] = "moved"
+    both = both[kind.notna()].assign(change=kind[kind.notna()])
+    removed = both["change"] == "removed"
+    table = pd.DataFrame({
+        "change": both["change"], "id": both["id"],
+        "formula": both["formula"].where(~removed, both["formula_old"]),
+        "rank": both["rank"].where(~removed), "previous_rank": both["rank_old"],
+        "pred_e_above_hull": both["pred_e_above_hull"].where(~removed),
+        "previous_pred_e_above_hull": both["pred_e_above_hull_old"]}, columns=COLUMNS)
     for col in ("rank", "previous_rank"):
         table[col] = table[col].astype("Int64")  # blank where a candidate is new or removed
     order = {k: n for n, k in enumerate(KINDS)}
