@@ -15,6 +15,11 @@ and only the seed and device changed, on the ensemble's split.json. Every member
 stops at an epoch boundary before --seconds, so what comes back is the same
 resumable state train.sh continues on any machine (`--resume` accepts a change of
 device).
+
+On the lent machine, bring the run folders back in the same call that trained them
+(`tar czf - DIR | split -b 3M - $OUT/part.`: one file over the size limit does not come
+back, and between calls the sync deletes files git does not ignore, e.g. metrics.csv),
+and carry .gpu/ in every call that needs the graph file.
 """
 from __future__ import annotations
 
