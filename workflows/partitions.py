@@ -47,9 +47,15 @@ def plan(source, query, size: int, structures, description: str,
         return [Partition.from_json(p) for p in cached], True
     if on_fetch:
         on_fetch()
+    return source_partitions(source, query, size), False
+
+
+def source_partitions(source, query, size: int) -> Optional[List[Partition]]:
+    """source.partitions(query, size), its request leases (MP: the listing's) given back now,
+    not when the cluster closes."""
     try:
-        return source.partitions(query, size), False
-    finally:  # the listing's leases go back now, not when the cluster closes
+        return source.partitions(query, size)
+    finally:
         settle_budgets(source)
 
 
@@ -83,6 +89,14 @@ def fetch_partition(source, query, part: Partition, cache_dir) -> Tuple[list, di
     finally:
         settle_budgets(source)
     return candidates, {"mp_fetched": len(part.entries) - entries.served, "mp_cached": entries.served}
+
+
+FETCH_COUNTS = ("mp_fetched", "mp_cached")
+
+
+def total_fetch_counts(counts) -> dict:
+    """fetch_partition's counts summed over partitions (each a dict, maybe without them)."""
+    return {k: sum(c.get(k, 0) for c in counts) for k in FETCH_COUNTS}
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----

@@ -45,7 +45,8 @@ from screening.sources.substitution import SubstitutionSource
 from workflows import mp, worker_model
 from workflows.hulls import hulls
 from workflows.partitions import (featurize_task, fetch_partition, keep_plan, part_key, partition_task, plan,
-                                  prediction_cache, settle_budgets, slice_of, split_plan)
+                                  prediction_cache, settle_budgets, slice_of, source_partitions, split_plan,
+                                  total_fetch_counts)
 from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
@@ -227,17 +228,14 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
     anyway), are relaxed in chunks on workers, then featurized."""
     if progress:
         progress("fetch", 0, 1)
-    try:
-        plan_parts = source.partitions(query, opts.partition_size)
-    finally:
-        settle_budgets(source)
+    plan_parts = source_partitions(source, query, opts.partition_size)
     fetches = [client.submit(fetch_task, source, query, pure=False)] if plan_parts is None else \
         [client.submit(fetch_partition_task, source, query, p, opts.cache_dir, pure=False) for p in plan_parts]
     got = wait_all(client, fetches, **wait)
     if plan_parts is None:
         got = [(got[0], {})]
     candidates = [c for cands, _ in got for c in cands]
-    counts = {k: sum(n.get(k, 0) for _, n in got) for k in ("mp_fetched", "mp_cached")}
+    counts = total_fetch_counts(n for _, n in got)
     parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
     feats, relaxes = [], []
     for p in parts:
@@ -350,7 +348,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     if fetch_counts is None:  # from the partition tasks
-        fetch_counts = {k: sum(fr.get(k, 0) for fr in feat_results) for k in ("mp_fetched", "mp_cached")}
+        fetch_counts = total_fetch_counts(feat_results)
     n_inferred = sum(ir["inferred"] for ir in infer_results)
     summary = {
         "query": str(query), "source": description, "source_settings": source.settings(),

@@ -123,6 +123,14 @@ def _known(doc: dict) -> dict:
     return known
 
 
+def _in_asked_order(query: Query, items: list, id_of: Callable) -> list:
+    """An ids query's results in the order its ids were given (others: as the server sent them)."""
+    if query.kind != IDS:
+        return items
+    order = {m: i for i, m in enumerate(query.ids)}
+    return sorted(items, key=lambda x: order.get(id_of(x), len(order)))
+
+
 def _structure_dict(s) -> dict:
     return s if isinstance(s, dict) else s.as_dict()
 
@@ -260,11 +268,8 @@ class MPSource(Source):
 
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:
         query = as_query(query)
-        out = self._search(str(query), query.matches, **self.search_arguments(query))
-        if query.kind == IDS:  # the order asked for
-            order = {m: i for i, m in enumerate(query.ids)}
-            out.sort(key=lambda c: order[c.id])
-        return out
+        return _in_asked_order(query, self._search(str(query), query.matches, **self.search_arguments(query)),
+                               lambda c: c.id)
 
     # -- partitions: the client lists the query's entries, workers fetch what the entry cache lacks --
     def listing(self, query: Union[Query, str]) -> List[Tuple[str, Optional[str], dict]]:
@@ -272,13 +277,8 @@ class MPSource(Source):
         order: one search for LIST_FIELDS (no structure), with fetch()'s filters and checks (the
         element check by formula_pretty here; fetch_partition checks the structure again)."""
         query = as_query(query)
-        docs = self._documents(str(query), lambda mpr: mpr.materials.summary.search,
-                               **self.search_arguments(query), fields=LIST_FIELDS, deprecated=False,
-                               include_gnome=self.gnome)
         out, seen = [], set()
-        for d in docs:
-            if d.get("deprecated") or (is_gnome(d) and not self.gnome):
-                continue  # a server that ignored the filters
+        for d in self._summary(str(query), LIST_FIELDS, **self.search_arguments(query)):
             mid = str(d["material_id"])
             info = formula_info(str(d["formula_pretty"])) if d.get("formula_pretty") else None
             if info is not None and not query.matches(*info, mid):
@@ -288,10 +288,7 @@ class MPSource(Source):
             seen.add(mid)
             updated = d.get("last_updated")
             out.append((mid, None if updated is None else str(updated), _known(d)))
-        if query.kind == IDS:  # the order asked for
-            order = {m: i for i, m in enumerate(query.ids)}
-            out.sort(key=lambda e: order.get(e[0], len(order)))
-        return out
+        return _in_asked_order(query, out, lambda e: e[0])
 
     def partitions(self, query: Query, size: int) -> List[Partition]:
         entries = self.listing(query)
@@ -321,9 +318,7 @@ class MPSource(Source):
         missing = [mid for mid, _, _ in part.entries if mid not in structures]
         for i in range(0, len(missing), IDS_PER_REQUEST):
             chunk = missing[i:i + IDS_PER_REQUEST]
-            docs = self._documents(f"{len(chunk)} entries of {query}", lambda mpr: mpr.materials.summary.search,
-                                   material_ids=chunk, fields=ENTRY_FIELDS, deprecated=False,
-                                   include_gnome=self.gnome)
+            docs = self._summary(f"{len(chunk)} entries of {query}", ENTRY_FIELDS, material_ids=chunk)
             asked = dict(zip(chunk, chunk))
             asked.update(zip(validate_ids(chunk), chunk))  # as mp-api sent them (new ids in letters)
             for d in docs:
@@ -400,15 +395,18 @@ class MPSource(Source):
         fields = kw.get("fields") or []
         return [d if isinstance(d, dict) else {f: getattr(d, f, None) for f in fields} for d in docs]
 
+    def _summary(self, what: str, fields: List[str], **kw) -> List[dict]:
+        """Summary documents with `fields`: every search asks for no deprecated entries and for GNoME's
+        only with --gnome, and drops what a server that ignored those filters sent anyway."""
+        docs = self._documents(what, lambda mpr: mpr.materials.summary.search, **kw, fields=fields,
+                               deprecated=False, include_gnome=self.gnome)
+        return [d for d in docs if not (d.get("deprecated") or (is_gnome(d) and not self.gnome))]
+
     def _search(self, what: str, matches: Callable, **kw) -> List[Candidate]:
         from pymatgen.core import Structure
 
-        docs = self._documents(what, lambda mpr: mpr.materials.summary.search, **kw, fields=FIELDS,
-                               deprecated=False, include_gnome=self.gnome)
         out, seen = [], set()
-        for d in docs:
-            if d.get("deprecated") or (is_gnome(d) and not self.gnome):
-                continue  # a server that ignored the filters
+        for d in self._summary(what, FIELDS, **kw):
             mid = str(d["material_id"])
             s = d["structure"]
             s = s if isinstance(s, Structure) else Structure.from_dict(s)
