@@ -111,9 +111,8 @@ class ConvLayer(nn.Module):
         w_i, b, w_j, w_u = self.linear_maps()
         # index_select, not v[dst]: its backward is one index_add_, several times
         # faster on CPU than the accumulating index_put_ that fancy indexing uses.
-        # addmm_ adds u W_u to the gathered rows inside the matrix product (no extra pass).
-        # In place (addmm_, add_): each pass over the (E, 2A) edge rows writes no new tensor;
-        # none of these ops needs its output for the backward pass.
+        # Then addmm_ and add_ add u W_u and v_i W_i into the gathered rows in place: no new
+        # (E, 2A) tensor, and none of these ops needs its output for the backward pass.
         h = F.linear(v, w_j).index_select(0, dst).addmm_(u, w_u.T)
         if k:  # atom i's edges are rows i*k ... i*k + k-1: broadcast v_i W_i rather than gather it
             h.view(-1, k, h.shape[1]).add_(F.linear(v, w_i, b)[:, None])
