@@ -108,6 +108,8 @@ class ConvLayer(nn.Module):
 
     def forward(self, v, u, src, dst, k=None):
         """k: every atom's number of edges if all atoms have the same (see neighbors_per_atom), else None."""
+        if not (self.training or torch.is_grad_enabled()):
+            return self._forward_inference(v, u, src, dst, k)
         w_i, b, w_j, w_u = self.linear_maps()
         # index_select, not v[dst]: its backward is one index_add_, several times
         # faster on CPU than the accumulating index_put_ that fancy indexing uses.
@@ -122,9 +124,34 @@ class ConvLayer(nn.Module):
             h = self.bn_edge(h)
         return self._aggregate(v, h, src, k)
 
+    def _forward_inference(self, v, u, src, dst, k=None):
+        """`forward` without autograd, bit-identical and ~2x faster on a CPU.
+
+        The gate and core halves of h are built as two contiguous (E, A) tensors and
+        transformed in place, so the edge work allocates 2 edge tensors instead of 4.
+        Fresh edge-sized tensors come from the allocator as new pages, and on a CPU
+        their page faults cost about as much as the arithmetic; a strided half of
+        one (E, 2A) tensor is also slower to transform than a contiguous one.
+        """
+        w_i, b, w_j, w_u = self.linear_maps()
+        halves = []
+        for rows in (slice(0, self.atom_len), slice(self.atom_len, 2 * self.atom_len)):  # gate, core
+            h = F.linear(v, w_j[rows]).index_select(0, dst).addmm_(u, w_u[rows].T)
+            own = F.linear(v, w_i[rows], b[rows])
+            if k:
+                h.view(-1, k, h.shape[1]).add_(own[:, None])
+            else:
+                h.add_(own.index_select(0, src))
+            halves.append(h)
+        gate, core = halves
+        messages = gate.sigmoid_().mul_(F.softplus(core))
+        return self._sum_update(v, messages, src, k)
+
     def _aggregate(self, v, h, src, k=None):
         gate, core = h.chunk(2, dim=1)
-        messages = torch.sigmoid(gate) * F.softplus(core)
+        return self._sum_update(v, torch.sigmoid(gate) * F.softplus(core), src, k)
+
+    def _sum_update(self, v, messages, src, k=None):
         if k:  # CSR rows of equal length: the sum over neighbours is a plain reduction
             summed = messages.view(-1, k, messages.shape[1]).sum(1)
         else:

@@ -81,6 +81,13 @@ def test_factorized_convolution_equals_plain_one():
             (fast ** 2).sum().backward()
             (plain ** 2).sum().backward()
             torch.testing.assert_close(fast_v.grad, plain_v.grad, rtol=1e-4, atol=1e-5)
+        with torch.no_grad():  # eval mode without autograd: the in-place inference path
+            inference = conv(v, u, src, dst, kk)
+            assert not inference.requires_grad
+            torch.testing.assert_close(inference, conv.forward_unfactorized(v, u, src, dst), rtol=1e-5, atol=1e-5)
+        with torch.enable_grad():
+            # the numbers of the autograd path (equal bit for bit here; float32 rounding allowed)
+            torch.testing.assert_close(inference, conv(v, u, src, dst, kk).detach(), rtol=1e-6, atol=1e-7)
 
 
 def textbook_embedding(model, batch):
