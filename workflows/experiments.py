@@ -100,7 +100,10 @@ def pool_task(spec: ExperimentSpec, cache_dir):
 def train_task(pool_and_info, split, run: RunSpec, run_dir: str, threads: int, device: str):
     import torch
 
+    from workflows.allocator import reuse_freed_memory
+
     torch.set_num_threads(threads)
+    reuse_freed_memory()
     pool, info = pool_and_info
     return train_run(pool, split, run, run_dir, device=device, pool_info=info)
 

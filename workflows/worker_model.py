@@ -17,10 +17,12 @@ def get_model(path: str, device: str):
     global _loads
     from screening.ensemble import load_model
     from screening.predict import resolve_device
+    from workflows.allocator import reuse_freed_memory
 
     key = (str(path), device)
     with _lock:
         if key not in _models:
+            reuse_freed_memory()  # the model's batch tensors reuse heap pages (workflows/allocator.py)
             ckpt = load_model(path).to(resolve_device(device))
             _models[key] = ckpt
             _loads += 1

@@ -12,7 +12,7 @@ from screening.rank import RankOptions
 from screening.graphset import GraphSet
 from screening.train import TrainConfig, train
 from tests.helpers import DATA, TASKS, mp_structures
-from workflows import worker_model
+from workflows import allocator, worker_model
 from workflows.cluster import ClusterSpec, connect
 from workflows.screen_run import RunOptions, run_screening
 
@@ -61,7 +61,11 @@ def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
     assert json.loads(open(first.files["summary"]).read())["candidates"] == len(expected)
     assert open(first.files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     # the model was loaded at most once per worker process
-    assert all(n <= 1 for n in client.run(worker_model.load_count).values())
+    loads = client.run(worker_model.load_count)
+    assert all(n <= 1 for n in loads.values())
+    # and each worker that loaded it reuses freed memory for its batches (workflows/allocator.py)
+    tuned = client.run(allocator.active)
+    assert sum(loads.values()) >= 1 and all(tuned[w] for w, n in loads.items() if n)
 
     second = run_screening(client, opts)
     assert second.summary["featurized"] == 0 and second.summary["inferred"] == 0
