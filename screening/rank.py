@@ -90,10 +90,11 @@ class ReferencePhases:
                 continue
             if f not in cache:
                 comp = Composition(f)
-                cache[f] = (frozenset(el.symbol for el in comp.elements), comp)
-            els, comp = cache[f]
+                reduced = {el.symbol: amount for el, amount in comp.reduced_composition.items()}
+                cache[f] = (frozenset(reduced), comp, reduced)
+            els, comp, reduced = cache[f]
             name = None if i is None else reference_name(i, comp.reduced_formula)
-            self._by_system.setdefault(els, []).append((comp, float(e), name))
+            self._by_system.setdefault(els, []).append((comp, float(e), name, reduced))
             if name is not None:
                 self.ids.add(name)
 
@@ -103,21 +104,37 @@ class ReferencePhases:
         from itertools import combinations
 
         from pymatgen.analysis.phase_diagram import PDEntry
+        from pymatgen.core import Element
 
-        entries = [PDEntry(el, 0.0) for el in sorted(system)]  # elements define the zero
+        entries = [(PDEntry(el, 0.0), {el: 1.0}) for el in sorted(system)]  # elements define the zero
         for k in range(1, len(system) + 1):
             for sub in combinations(sorted(system), k):
-                for comp, e, i in self._by_system.get(frozenset(sub), []):
+                for comp, e, i, reduced in self._by_system.get(frozenset(sub), []):
                     if without is None or i != without:
-                        entries.append(PDEntry(comp, e * comp.num_atoms, name=i or comp.reduced_formula))
-        return entries
+                        entries.append((PDEntry(comp, e * comp.num_atoms, name=i or comp.reduced_formula), reduced))
+        # In the order PhaseDiagram sorts them into (reduced composition, energy per atom, name), which
+        # pymatgen then confirms with n - 1 comparisons of Compositions instead of n log n: those
+        # comparisons were half the time of a diagram. Compositions compare as the tuples of their
+        # amounts in pymatgen's element order; this order only saves time, pymatgen still sorts.
+        order = [el.symbol for el in sorted(Element(s) for s in system)]
+        entries.sort(key=lambda pair: (tuple(pair[1].get(el, 0.0) for el in order),
+                                       pair[0].energy_per_atom, str(pair[0].name)))
+        return [entry for entry, _ in entries]
+
+    def diagram(self, system: FrozenSet[str], without: Optional[str] = None):
+        """pymatgen's PhaseDiagram of entries_within(system, without), told its elements (in the order it
+        would sort them into itself) so that it does not collect them from every entry."""
+        from pymatgen.analysis.phase_diagram import PhaseDiagram
+        from pymatgen.core import Element
+
+        return PhaseDiagram(self.entries_within(system, without), elements=sorted(Element(s) for s in system))
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
 
     def names_of(self, system: FrozenSet[str]) -> list:
         """The named entries of exactly this element set."""
-        return [i for _, _, i in self._by_system.get(system, []) if i is not None]
+        return [i for _, _, i, _ in self._by_system.get(system, []) if i is not None]
 
     def subset(self, systems: Iterable[FrozenSet[str]]) -> "ReferencePhases":
         """The phases the hulls of these systems need (their sub-systems'), say to ship to a worker."""
@@ -149,7 +166,7 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
     (DFT) E_hull is measured against the full hull; a candidate that is a reference
     lies on or above it, so its value is at least 0.
     """
-    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.analysis.phase_diagram import PDEntry
     from pymatgen.core import Composition
 
     formulas = list(formulas)
@@ -162,7 +179,7 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
     for system, idx in groups.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            diagram = PhaseDiagram(references.entries_within(system))
+            diagram = references.diagram(system)
             on_hull = {e.name for e in diagram.stable_entries}
             for i in idx:
                 comp = Composition(formulas[i])
@@ -171,7 +188,7 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
                 e = predicted[i]
                 if np.isfinite(e):
                     against = diagram if not (is_reference and name in on_hull) else \
-                        PhaseDiagram(references.entries_within(system, without=name))
+                        references.diagram(system, without=name)
                     _, pred_out[i] = against.get_decomp_and_e_above_hull(
                         PDEntry(comp, float(e) * comp.num_atoms), allow_negative=True)
                 if known is not None and np.isfinite(known[i]):
@@ -194,7 +211,6 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     for an entry equal to one of them, and HullTable must answer as it does. `have` is a cached
     answer to extend: only formulas and leave-one-out names it lacks are computed.
     """
-    from pymatgen.analysis.phase_diagram import PhaseDiagram
     from pymatgen.core import Composition
 
     out = have or {"formulas": {}, "loo": {}}
@@ -203,7 +219,7 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if new or "on_hull" not in out:
-            diagram = PhaseDiagram(references.entries_within(system))
+            diagram = references.diagram(system)
             out["on_hull"] = sorted(e.name for e in diagram.stable_entries if "|" in e.name)
             out["references"] = sorted(references.names_of(system))
         for f in new:
@@ -211,7 +227,7 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
         on_hull = set(out["on_hull"])
         for name in leave_out:
             if name in on_hull and name not in out["loo"]:
-                loo = PhaseDiagram(references.entries_within(system, without=name))
+                loo = references.diagram(system, without=name)
                 out["loo"][name] = _hull_point(loo, Composition(name.split("|", 1)[1]))
     return out
 

@@ -23,8 +23,6 @@ ABOUT = Path(__file__).with_name("references.json")  # what it was built from
 
 
 def hull_phases(df: pd.DataFrame) -> pd.DataFrame:
-    from pymatgen.analysis.phase_diagram import PhaseDiagram
-
     from screening.formula import element_set
     from screening.rank import ReferencePhases
 
@@ -34,7 +32,7 @@ def hull_phases(df: pd.DataFrame) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for system in sorted(systems, key=sorted):
-            stable |= {e.name for e in PhaseDiagram(refs.entries_within(system)).stable_entries if e.name}
+            stable |= {e.name for e in refs.diagram(system).stable_entries if e.name}
     keep = [f"{i}|{f}" in stable for i, f in zip(df.material_id, df.reduced)]
     return df[keep][["material_id", "formula", "formation_energy_per_atom"]].sort_values("material_id")
 
