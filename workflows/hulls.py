@@ -17,13 +17,15 @@ from screening.rank import HullTable, ReferencePhases, reference_name, system_hu
 from screening.references import choose_reference, csv_note, csv_version, load_references
 from screening.sources import open_source
 from workflows import mp
-from workflows.watch import wait_all
+from workflows.allocator import reuse_freed_memory
+from workflows.watch import each_result, window_of
 
 HULL_CHUNK = 40  # systems per task: a few seconds of phase diagrams
 
 
 def hull_task(references: ReferencePhases, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
     """Answers of system_hull for (system, [(formula, id)], cached answer or None) jobs, each written to the cache."""
+    reuse_freed_memory()  # pymatgen's many small arrays, in a Dask worker (workflows/allocator.py)
     cache = CacheDir(cache_dir).hulls(version)
     out = {}
     for system, members, have in jobs:
@@ -52,12 +54,17 @@ def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> 
         count = len(references)
         cache.put_phases(count)
     if todo:
-        chunks = [todo[i:i + HULL_CHUNK] for i in range(0, len(todo), HULL_CHUNK)]
-        futures = [client.submit(hull_task, references.subset(frozenset(s.split("-")) for s in chunk),
-                                 [(s, members[s], answers.get(s)) for s in chunk], opts.cache_dir, version,
-                                 pure=False) for chunk in chunks]
-        for done in wait_all(client, futures, **wait):
+        # The phases go to each worker once. As an argument of every task they were unpickled by the
+        # scheduler too, which kept them: ~0.7 MB per task, 280 MB in the CLI for the whole of ../shared/data.
+        shared = client.scatter(references.subset(frozenset(s.split("-")) for s in todo), broadcast=True, hash=False)
+
+        def job(chunk):
+            return lambda: client.submit(hull_task, shared, [(s, members[s], answers.get(s)) for s in chunk],
+                                         opts.cache_dir, version, pure=False)
+        jobs = [job(todo[i:i + HULL_CHUNK]) for i in range(0, len(todo), HULL_CHUNK)]
+        for done in each_result(client, jobs, window_of(client), **wait):
             answers.update(done)
+        shared.release()
     return HullTable(answers), note, count
 
 

@@ -27,6 +27,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.sources import mp_sources
 from screening.sources.base import Partition
+from workflows.allocator import reuse_freed_memory
 
 # A keyed row: (position in its partition, source, id, formula, known values, graph key,
 # atoms without neighbours, density g/cm3, element set "Fe-Li-O").
@@ -126,6 +127,7 @@ def featurize_task(candidates, cache_dir, config: FeaturizerConfig):
     candidate that could be featurized (ROW_FIELDS), one line per one that could not."""
     from screening.formula import element_set
 
+    reuse_freed_memory()
     store = CacheDir(cache_dir).graphs(config)
     rows, errors, new, queued = [], [], [], {}
     parsed = sum(c.structure_parsed() is False for c in candidates)  # CIF text still to parse

@@ -38,6 +38,38 @@ def wait_all(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIM
     return client.gather(list(futures))
 
 
+def each_result(client, jobs: Sequence[Callable[[], object]], window: int,
+                no_worker_timeout: float = NO_WORKER_TIMEOUT_S,
+                on_done: Optional[Callable[[int, int], None]] = None, log: Optional[Path] = None) -> Iterator:
+    """The result of each job (a function that submits one task and returns its future), in the
+    order they finish, with at most `window` submitted and unfinished at a time, and each future
+    released once its result is here: the client, the scheduler and the workers hold the inputs
+    and results of those few tasks, not of every job. Failures as in wait_all."""
+    jobs = list(jobs)
+    flying = [job() for job in jobs[:window]]
+    queued = iter(jobs[window:])
+    done = 0
+    while flying:
+        f = next(as_finished(client, flying, no_worker_timeout))
+        if f.status != "finished":
+            raise task_error(f, log) from None
+        result = f.result()
+        flying.remove(f)
+        f.release()
+        nxt = next(queued, None)
+        if nxt is not None:
+            flying.append(nxt())
+        done += 1
+        if on_done:
+            on_done(done, len(jobs))
+        yield result
+
+
+def window_of(client, per_thread: int = 2) -> int:
+    """Tasks to keep submitted so that every worker thread has one running and one queued."""
+    return max(4, per_thread * sum(client.nthreads().values()))
+
+
 def as_finished(client, futures: Sequence, no_worker_timeout: float = NO_WORKER_TIMEOUT_S) -> Iterator:
     """Yield each future once it is finished, failed or cancelled; a ScreenError when no worker
     has been alive for no_worker_timeout seconds while some are still pending."""

@@ -20,7 +20,7 @@ from cli import app
 from screening.errors import ScreenError
 from tests.helpers import DATA
 from workflows.cluster import ClusterSpec, connect
-from workflows.watch import wait_all
+from workflows.watch import each_result, wait_all
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -59,6 +59,36 @@ def test_worker_errors_are_one_line_and_the_traceback_goes_to_the_log(cluster_cl
         wait_all(cluster_client, [cluster_client.submit(raise_screen_error, pure=False)], log=log)
     with pytest.raises(ScreenError, match=r"^no space left on device writing /cache/graphs; free some space"):
         wait_all(cluster_client, [cluster_client.submit(fill_disk, "/cache/graphs", pure=False)], log=log)
+
+
+def square(x):
+    return x * x
+
+
+def test_each_result_keeps_at_most_window_tasks_submitted_and_fails_in_one_line(cluster_client, tmp_path):
+    finished = []  # results seen when each job is submitted
+
+    def job(i):
+        def submit():
+            submitted.append(len(finished))
+            return cluster_client.submit(square, i, pure=False)
+        return submit
+    submitted = []
+    for r in each_result(cluster_client, [job(i) for i in range(10)], window=3):
+        finished.append(r)
+    assert sorted(finished) == [i * i for i in range(10)]
+    # jobs 0-2 at once, then job k as result k - 2 comes in, before it is handed on (k - 3 handed
+    # on by then): never more than 3 in flight
+    assert submitted == [0, 0, 0, 0, 1, 2, 3, 4, 5, 6]
+    def held():  # every future was released as its result came (the scheduler hears of it soon)
+        return [k for k in cluster_client.who_has() if k.startswith("square-")]
+    deadline = time.monotonic() + 10
+    while held() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not held()
+    jobs = [job(1), lambda: cluster_client.submit(raise_value_error, pure=False), job(2)]
+    with pytest.raises(ScreenError, match=r"^raise_value_error failed on a worker: ValueError: a bug on the worker"):
+        list(each_result(cluster_client, jobs, window=2, log=tmp_path / "error.log"))
 
 
 def test_a_task_that_keeps_killing_its_worker_fails_in_one_line(cluster_client):
