@@ -8,6 +8,7 @@
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
     DIR/relaxed/<relaxer>/        relaxed structures by input structure (relax_cache.py)
     DIR/datasets/<digest>.npz     training tables: graph keys and targets of a data file (datasets.py)
+    DIR/models/<stamp>.json.gz    what a run needs of a model, by its files' sizes and times (workflows/worker_model.py)
     DIR/stats.jsonl               hit/miss counts, one line per run (stats.py)
     DIR/CACHEDIR.TAG              the marker: this folder was made by screen (and backups may skip it)
 
@@ -41,9 +42,10 @@ MARKER = "CACHEDIR.TAG"
 _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This folder is a cache made by screen (graphs, structures, predictions).\n"
                 "# `screen cache clear` removes it; nothing in it is irreplaceable.\n")
-GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, HULLS, MP_ENTRIES = (
-    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", "hulls", "mp_entries")
-PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER, HULLS, MP_ENTRIES)
+GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, HULLS, MP_ENTRIES, MODELS = (
+    "graphs", "structures", "references", "predictions", "datasets", "relaxed", "stats.jsonl", "hulls", "mp_entries",
+    "models")
+PARTS = (GRAPHS, STRUCTURES, REFERENCES, PREDICTIONS, DATASETS, RELAXED, STATS, MARKER, HULLS, MP_ENTRIES, MODELS)
 
 
 class CacheDir:
@@ -96,6 +98,10 @@ class CacheDir:
         from cache.relax_cache import RelaxCache  # here: it imports pymatgen, which `screen cache` never needs
 
         return RelaxCache(self.root / RELAXED, relaxer_version)
+
+    def model_info_path(self, stamp: str) -> Path:
+        """Where the description of the model files with this stamp is kept (a damaged one is a miss)."""
+        return self.root / MODELS / f"{stamp}.json.gz"
 
     def datasets(self) -> TrainingTables:
         return TrainingTables(self.root / DATASETS)

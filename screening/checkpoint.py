@@ -17,6 +17,7 @@ import torch
 
 from screening.atomic import write_atomic
 from screening.errors import ScreenError
+from screening.model_info import default_model_path  # noqa: F401  (its home; imported from here too)
 from screening.featurize import FeaturizerConfig
 from screening.model import MTCGCNN, ModelConfig
 
@@ -100,8 +101,3 @@ def load_checkpoint(path, expect_featurizer: Optional[FeaturizerConfig] = None,
     model.load_state_dict(state)
     model.eval()
     return Checkpoint(model=model, featurizer=featurizer, hash=digest, meta=payload.get("meta", {}))
-
-
-def default_model_path() -> Path:
-    """The model that ships with the package: the ensemble of screening/models/default/ (its card: models/README.md)."""
-    return Path(__file__).parent / "models" / "default" / "ensemble.json"

@@ -32,7 +32,7 @@ import numpy as np
 from screening.checkpoint import Checkpoint, load_checkpoint
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
-from screening.properties import BAND_GAP
+from screening.model_info import ModelInfo, NON_NEGATIVE, prediction_columns  # noqa: F401  (their home)
 
 ENSEMBLE_FORMAT = 1
 
@@ -73,6 +73,10 @@ class Ensemble:
     @property
     def short_hash(self) -> str:
         return self.hash[:12]
+
+    def info(self) -> ModelInfo:
+        """What a run's client needs of it (screening/model_info.py)."""
+        return ModelInfo(self.path, self.hash, tuple(self.outputs), self.featurizer, len(self.members), dict(self.meta))
 
     def check(self) -> None:
         """Members must agree on outputs and featurizer, or their mean means nothing."""
@@ -119,18 +123,6 @@ def calibration_scale(true: np.ndarray, mean: np.ndarray, std: np.ndarray) -> fl
     if not ok.any():
         return 1.0
     return float(np.quantile(np.abs(true[ok] - mean[ok]) / std[ok], COVERAGE_1STD))
-
-
-NON_NEGATIVE = (BAND_GAP,)  # reported clipped at 0: a negative gap is regression noise of a metal
-
-
-def prediction_columns(outputs: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict:
-    """Result columns: pred_<output> and pred_<output>_std for every model output."""
-    cols = {}
-    for k, name in enumerate(outputs):
-        cols[f"pred_{name}"] = np.maximum(mean[:, k], 0.0) if name in NON_NEGATIVE else mean[:, k]
-        cols[f"pred_{name}_std"] = std[:, k]
-    return cols
 
 
 def _device(member: Checkpoint):

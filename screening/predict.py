@@ -9,9 +9,7 @@ import torch
 from screening.batch import atom_budget_chunks, collate
 from screening.graph import CrystalGraph
 from screening.model import MTCGCNN
-
-
-DEVICES = ("auto", "cpu", "cuda")
+from screening.model_info import DEVICES  # (its home: torch-free, for the run's option checks)
 
 # On a CPU, batches beyond ~1,000 atoms get slower per crystal, not faster: their
 # (E, 2A) edge buffers (12 edges per atom) outgrow the caches and come back from the

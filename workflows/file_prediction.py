@@ -6,7 +6,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from screening.checkpoint import default_model_path
+from screening.model_info import resolve_model_path  # noqa: F401  (imported from here too)
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import featurize
@@ -15,16 +15,6 @@ from cache.atomic import write_atomic
 from screening.predict import DEVICES, resolve_device
 from screening.rank import metal_class
 from screening.structures import read_structure, structure_files
-
-
-def resolve_model_path(model: Optional[Path]) -> Path:
-    if model is not None:
-        return Path(model)
-    path = default_model_path()
-    if not path.exists():
-        raise ScreenError("no --model given and no bundled model found at "
-                          f"{path}; train one with `screen train`")
-    return path
 
 
 def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "auto",

@@ -31,7 +31,7 @@ import pandas as pd
 from cache.atomic import TMP_PREFIX
 from cache.cache_dir import CacheDir
 from screening.domain import Domain, domain_path
-from screening.ensemble import load_model, prediction_columns
+from screening.model_info import DEVICES, prediction_columns, resolve_model_path
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.properties import METAL_GAP_EV
@@ -82,8 +82,6 @@ class RunOptions:
     def check(self) -> "Checked":
         """Every option, before a cluster starts or anything is fetched: one line per mistake.
         What it parsed and opened is kept, so the run uses it instead of doing it again."""
-        from screening.predict import DEVICES
-
         query = parse_query(self.query, self.exclude)
         source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
         if self.rank.new_only and source.name != "mp":
@@ -101,7 +99,8 @@ class RunOptions:
         check_relaxer(self.relax)
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
-        model = load_model(self.model)  # a missing or damaged model file fails here
+        # a missing or damaged model file fails here; the client only needs its description
+        model = worker_model.describe(self.model, self.cache_dir)
         for option, folder in (("--out", self.out_dir), ("--cache", self.cache_dir)):
             check_writable(option, Path(folder))
         self._checked = Checked(query, source, model)
@@ -114,7 +113,7 @@ class RunOptions:
 @dataclass
 class Checked:
     """The options as objects, made once by RunOptions.check: the parsed query, the source
-    (opened lazily: it pickles without its data) and the loaded model."""
+    (opened lazily: it pickles without its data) and the model's description (ModelInfo)."""
     query: object
     source: object
     model: object
@@ -277,7 +276,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         parts, feats, structure_hit = _partitions(client, opts, source, query, description, featurizer, wait,
                                                   progress)
         relaxes, fetch_counts = [], None
-    columns = tuple(ckpt.outputs + [f"{o}_std" for o in ckpt.outputs])  # cached per key: means, then stds
+    columns = tuple(ckpt.outputs) + tuple(f"{o}_std" for o in ckpt.outputs)  # cached per key: means, then stds
     infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer,
                             opts.max_atoms, ckpt.hash, columns, resources=gpu, pure=False) for f in feats]
 
@@ -362,7 +361,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
         "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
         "reference_phases": n_phases, "reference_note": reference_note, "partitions": len(parts),
-        "model_members": len(ckpt.members), "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
+        "model_members": ckpt.members, "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
         "unrelaxed_std": rank_opts.unrelaxed_std,
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
@@ -446,10 +445,10 @@ def _domain_note(domain, n_flagged: int, dropped: bool) -> str:
 def _uncertainty_note(model, unrelaxed_std: float = 0.0) -> str:
     unrelaxed = (f"; unrelaxed candidates: ±{unrelaxed_std:g} eV/atom added to the E_hull std for the "
                  f"unrelaxed structure (--unrelaxed-std)" if unrelaxed_std else "")
-    if len(model.members) == 1:
+    if model.members == 1:
         return ("uncertainty: one model, so no error bar (std columns are 0); "
                 "pass an ensemble with --model for one" + unrelaxed)
-    note = f"uncertainty: ± is the std over the {len(model.members)} members of the ensemble {model.path}"
+    note = f"uncertainty: ± is the std over the {model.members} members of the ensemble {model.path}"
     scale = model.meta.get("std_scale")
     if scale:
         note += (", scaled per task on its validation split so one std covers 68 % of errors ("
@@ -565,7 +564,6 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
                partition_size, no_worker_timeout, relax, runner):
     """`screen run`'s options (and `screen submit`'s) as the run's and the cluster's settings, every one checked."""
     from workflows.cluster import ClusterSpec
-    from workflows.file_prediction import resolve_model_path
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     mp_rate = DEFAULT_RATE if mp_rate is None else mp_rate

@@ -1,12 +1,26 @@
-"""The model, loaded once per worker process and kept for every later task.
+"""The model, loaded once per worker process and kept for every later task; and what the client
+needs of it, described without loading it there.
 
 Dask keeps worker processes alive between tasks, so a module-level cache is
 enough: the first inference task on a worker loads the checkpoint, the rest
 reuse it. `load_count()` lets tests check that it really happens once.
+
+`describe(path, cache_dir)` gives the client a ModelInfo (screening/model_info.py): from
+the cache, keyed by the sizes and modification times of the model's files, or made in a
+short-lived child process. The client of `screen run` never imports torch, which held
+~200 MiB of a run's memory there (and took a second or two to import).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 import threading
+from pathlib import Path
+from typing import List, Optional
+
+from screening.errors import ScreenError
+from screening.model_info import ModelInfo
 
 _models: dict = {}
 _loads = 0
@@ -31,3 +45,67 @@ def get_model(path: str, device: str):
 
 def load_count() -> int:
     return _loads
+
+
+def describe(path, cache_dir=None) -> ModelInfo:
+    """What a run's client needs of the model at `path`; a missing or damaged model is a ScreenError."""
+    from cache import gz_json
+    from cache.cache_dir import CacheDir
+
+    stamp = _stamp(Path(path))
+    target = CacheDir(cache_dir).model_info_path(stamp) if stamp and cache_dir is not None else None
+    if target is not None:
+        try:
+            return ModelInfo.from_dict(gz_json.read(target))
+        except (FileNotFoundError, *gz_json.DAMAGED):
+            pass
+    if "torch" in sys.modules:  # loaded here already (tests, a training run): nothing to save
+        info = describe_here(str(path))
+    else:
+        info = _in_child(str(path))
+    if target is not None:
+        try:
+            CacheDir(cache_dir).claim()
+            target.parent.mkdir(exist_ok=True)
+            gz_json.write(target, info.to_dict())
+        except OSError:
+            pass  # only a cache: the next run describes the model again
+    return info
+
+
+def describe_here(path: str) -> ModelInfo:
+    from screening.ensemble import load_model
+
+    return load_model(path).info()
+
+
+def _in_child(path: str) -> ModelInfo:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(describe_here, path).result()
+    except BrokenProcessPool as e:
+        raise ScreenError(f"{path}: the process loading the model died ({e})") from None
+
+
+def _stamp(path: Path) -> Optional[str]:
+    """A digest of the model files' paths, sizes and modification times; None if they cannot all be
+    listed (describe then loads the model, which says what is wrong)."""
+    try:
+        files = _files(path)
+        listed = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(["model-info-1", listed]).encode()).hexdigest()[:32]
+
+
+def _files(path: Path) -> List[Path]:
+    if path.is_dir():
+        path = path / "ensemble.json"
+    if path.suffix != ".json":
+        return [path]
+    manifest = json.loads(path.read_text())
+    return [path] + [path.parent / e["path"] for e in manifest["members"]]

@@ -1,0 +1,75 @@
+"""What a run's client needs to know of its model, without torch: identity, outputs, featurizer.
+
+`screen run`'s client never predicts; workers do. Yet importing torch and loading ten
+members cost the client ~200 MiB of memory and a second or two, most of a warm run's
+memory. `Ensemble.info()` makes a ModelInfo; workflows/worker_model.describe gets one in
+a short-lived process and caches it by the model files' sizes and times.
+
+Also torch-free, for the same reason: --device's choices, the default model's path and the
+result columns made from a model's outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig
+from screening.properties import BAND_GAP
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str  # the manifest or checkpoint it describes
+    hash: str  # Ensemble.hash: the identity in prediction caches and provenance
+    outputs: Tuple[str, ...]  # prediction columns, in order (MTCGCNN.outputs)
+    featurizer: FeaturizerConfig
+    members: int  # 1 for a single checkpoint
+    meta: dict = field(default_factory=dict)  # the ensemble manifest's other fields (std_scale, unrelaxed_std)
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "hash": self.hash, "outputs": list(self.outputs),
+                "featurizer": self.featurizer.to_dict(), "members": self.members, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        return cls(str(d["path"]), str(d["hash"]), tuple(d["outputs"]), FeaturizerConfig.from_dict(d["featurizer"]),
+                   int(d["members"]), dict(d["meta"]))
+
+
+DEVICES = ("auto", "cpu", "cuda")  # --device choices (screening/predict.py resolves them)
+
+
+def default_model_path() -> Path:
+    """The model that ships with the package: the ensemble of screening/models/default/ (its card: models/README.md)."""
+    return Path(__file__).parent / "models" / "default" / "ensemble.json"
+
+
+def resolve_model_path(model: Optional[Path]) -> Path:
+    """--model, or the bundled default when none is given."""
+    if model is not None:
+        return Path(model)
+    path = default_model_path()
+    if not path.exists():
+        raise ScreenError("no --model given and no bundled model found at "
+                          f"{path}; train one with `screen train`")
+    return path
+
+
+NON_NEGATIVE = (BAND_GAP,)  # reported clipped at 0: a negative gap is regression noise of a metal
+
+
+def prediction_columns(outputs: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict:
+    """Result columns: pred_<output> and pred_<output>_std for every model output."""
+    cols = {}
+    for k, name in enumerate(outputs):
+        cols[f"pred_{name}"] = np.maximum(mean[:, k], 0.0) if name in NON_NEGATIVE else mean[:, k]
+        cols[f"pred_{name}_std"] = std[:, k]
+    return cols
