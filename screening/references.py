@@ -68,6 +68,15 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
     return ReferencePhases(formulas, energies, ids), f"reference phases: {spec} ({len(formulas)} entries)"
 
 
+def csv_phase_count(spec: str) -> int:
+    """How many phases load_references(spec) holds for a CSV spec (its rows with a finite formation
+    energy), counted without building them."""
+    import numpy as np
+
+    energies = pd.read_csv(_csv_path(spec), usecols=["formation_energy_per_atom"]).formation_energy_per_atom
+    return int(np.isfinite(energies.to_numpy(float)).sum())
+
+
 def csv_note(spec: str) -> str:
     """The one-line description of a CSV's reference phases (without reading them)."""
     if _csv_path(spec) == SHIPPED:

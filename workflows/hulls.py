@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 from cache.cache_dir import CacheDir
 from screening.formula import formula_info
 from screening.rank import HullTable, ReferencePhases, reference_name, system_hull
-from screening.references import choose_reference, csv_note, csv_version, load_references
+from screening.references import choose_reference, csv_note, csv_phase_count, csv_version, load_references
 from screening.sources import open_source
 from workflows import mp
 from workflows.allocator import reuse_freed_memory
@@ -23,9 +23,12 @@ from workflows.watch import each_result, window_of
 HULL_CHUNK = 40  # systems per task: a few seconds of phase diagrams
 
 
-def hull_task(references: ReferencePhases, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
-    """Answers of system_hull for (system, [(formula, id)], cached answer or None) jobs, each written to the cache."""
+def hull_task(references, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
+    """Answers of system_hull for (system, [(formula, id)], cached answer or None) jobs, each written to the
+    cache. `references`: the ReferencePhases, or the spec of a CSV that this worker reads itself (once)."""
     reuse_freed_memory()  # pymatgen's many small arrays, in a Dask worker (workflows/allocator.py)
+    if isinstance(references, str):
+        references = _csv_references(references, version)
     cache = CacheDir(cache_dir).hulls(version)
     out = {}
     for system, members, have in jobs:
@@ -49,14 +52,15 @@ def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> 
     answers = cache.get_many(members)
     todo = [s for s in members if _lacks(answers.get(s), members[s])]
     count = len(references) if references is not None else cache.phases()
-    if references is None and (todo or count is None):
-        references, _ = load_references(spec, [])
-        count = len(references)
+    if count is None:  # a CSV's phases, counted here; the workers that need them read them themselves
+        count = csv_phase_count(spec)
         cache.put_phases(count)
     if todo:
-        # The phases go to each worker once. As an argument of every task they were unpickled by the
+        # The phases go to each worker once: a CSV's spec (each worker reads the file: the client never
+        # holds them), else scattered. As an argument of every task they were unpickled by the
         # scheduler too, which kept them: ~0.7 MB per task, 280 MB in the CLI for the whole of ../shared/data.
-        shared = client.scatter(references.subset(frozenset(s.split("-")) for s in todo), broadcast=True, hash=False)
+        shared = spec if references is None else \
+            client.scatter(references.subset(frozenset(s.split("-")) for s in todo), broadcast=True, hash=False)
 
         def job(chunk):
             return lambda: client.submit(hull_task, shared, [(s, members[s], answers.get(s)) for s in chunk],
@@ -64,8 +68,19 @@ def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> 
         jobs = [job(todo[i:i + HULL_CHUNK]) for i in range(0, len(todo), HULL_CHUNK)]
         for done in each_result(client, jobs, window_of(client), **wait):
             answers.update(done)
-        shared.release()
+        if references is not None:
+            shared.release()
     return HullTable(answers), note, count
+
+
+_read: Dict[str, ReferencePhases] = {}  # a worker's CSV phases, by version (the file's hash): the latest only
+
+
+def _csv_references(spec: str, version: str) -> ReferencePhases:
+    if version not in _read:
+        _read.clear()
+        _read[version] = load_references(spec, [])[0]
+    return _read[version]
 
 
 def _lacks(answer, members) -> bool:
