@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Tuple
 from cache.cache_dir import CacheDir
 from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
+from screening.domain import density
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.sources import mp_sources
@@ -143,7 +144,7 @@ def featurize_task(candidates, cache_dir, config: FeaturizerConfig):
                     new.append((key, c.id, graph))
                     queued[key] = graph
                 n_isolated = int((graph.neighbor_counts() == 0).sum())
-            rows.append([i, c.source, c.id, c.formula, c.known, key, n_isolated, float(s.density),
+            rows.append([i, c.source, c.id, c.formula, c.known, key, n_isolated, density(s),
                          "-".join(sorted(element_set(c.formula)))])
         except ScreenError as e:
             errors.append(str(e))

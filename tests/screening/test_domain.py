@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from screening.checkpoint import default_model_path
-from screening.domain import Domain, domain_path
+from screening.domain import Domain, density, domain_path
 from screening.errors import ScreenError
 
 
@@ -38,3 +38,11 @@ def test_the_bundled_model_ships_its_domain(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"n_train": 3}))
     with pytest.raises(ScreenError, match="not a readable model domain file"):
         Domain.read(tmp_path / "bad.json")
+
+
+def test_density_is_pymatgens_number_without_its_unit_objects():
+    from tests.helpers import mp_structures
+
+    structures, _ = mp_structures(200)
+    assert len(structures) == 200
+    assert [density(s) for s in structures] == [float(s.density) for s in structures]  # the same floats
