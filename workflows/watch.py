@@ -7,6 +7,9 @@
   - a task raised: a ScreenError passes as it is (it is already one line); anything else becomes
     one line, with the full traceback written to `log` for a bug report;
   - the disk filled up under a cache on a worker (one line naming the path).
+
+`each_result(client, jobs, window)` is the same for many tasks whose inputs and results need
+not all exist at once: a few submitted at a time, each result handed on as it comes.
 """
 from __future__ import annotations
 
