@@ -32,9 +32,9 @@ import numpy as np
 from screening.checkpoint import Checkpoint, load_checkpoint
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
-from screening.model_info import ModelInfo, NON_NEGATIVE, prediction_columns  # noqa: F401  (their home)
+from screening.model_info import (ENSEMBLE_FORMAT, ModelInfo, NON_NEGATIVE, model_file,  # noqa: F401  (their home)
+                                  prediction_columns, read_manifest)
 
-ENSEMBLE_FORMAT = 1
 
 
 @dataclass
@@ -131,21 +131,10 @@ def _device(member: Checkpoint):
 
 def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> Ensemble:
     """A checkpoint (.pt), an ensemble manifest (.json), or a directory holding ensemble.json."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ensemble.json"
+    path = model_file(path)
     if path.suffix != ".json":
         return Ensemble([load_checkpoint(path, expect_featurizer)], str(path))
-    try:
-        manifest = json.loads(path.read_text())
-        entries = manifest["members"]
-        if manifest.get("format") != ENSEMBLE_FORMAT or not entries:
-            raise ValueError("not an ensemble manifest")
-        pairs = [(path.parent / e["path"], e["hash"]) for e in entries]
-    except FileNotFoundError:
-        raise ScreenError(f"{path}: ensemble file not found") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ScreenError(f"{path}: not a readable ensemble file ({type(e).__name__}: {e})") from None
+    manifest, pairs = read_manifest(path)
     members = []
     for member_path, digest in pairs:
         ckpt = load_checkpoint(member_path, expect_featurizer)

@@ -10,9 +10,10 @@ result columns made from a model's outputs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,6 +62,31 @@ def resolve_model_path(model: Optional[Path]) -> Path:
         raise ScreenError("no --model given and no bundled model found at "
                           f"{path}; train one with `screen train`")
     return path
+
+
+ENSEMBLE_FORMAT = 1  # of an ensemble manifest (screening/ensemble.py)
+
+
+def model_file(path) -> Path:
+    """The file a --model path names: a checkpoint (.pt), an ensemble manifest (.json), or for a
+    directory its ensemble.json."""
+    path = Path(path)
+    return path / "ensemble.json" if path.is_dir() else path
+
+
+def read_manifest(path: Path) -> Tuple[dict, List[Tuple[Path, str]]]:
+    """(the manifest, [(member path, member hash)]) of an ensemble manifest; a one-line ScreenError
+    when it is missing or not one."""
+    try:
+        manifest = json.loads(path.read_text())
+        entries = manifest["members"]
+        if manifest.get("format") != ENSEMBLE_FORMAT or not entries:
+            raise ValueError("not an ensemble manifest")
+        return manifest, [(path.parent / e["path"], e["hash"]) for e in entries]
+    except FileNotFoundError:
+        raise ScreenError(f"{path}: ensemble file not found") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ScreenError(f"{path}: not a readable ensemble file ({type(e).__name__}: {e})") from None
 
 
 NON_NEGATIVE = (BAND_GAP,)  # reported clipped at 0: a negative gap is regression noise of a metal

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from screening.errors import ScreenError
-from screening.model_info import ModelInfo
+from screening.model_info import ModelInfo, model_file, read_manifest
 
 _models: dict = {}
 _loads = 0
@@ -97,15 +97,13 @@ def _stamp(path: Path) -> Optional[str]:
     try:
         files = _files(path)
         listed = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ScreenError):
         return None
     return hashlib.sha256(json.dumps(["model-info-1", listed]).encode()).hexdigest()[:32]
 
 
 def _files(path: Path) -> List[Path]:
-    if path.is_dir():
-        path = path / "ensemble.json"
+    path = model_file(path)
     if path.suffix != ".json":
         return [path]
-    manifest = json.loads(path.read_text())
-    return [path] + [path.parent / e["path"] for e in manifest["members"]]
+    return [path] + [member for member, _ in read_manifest(path)[1]]
