@@ -12,6 +12,7 @@ energy against the same reference phases.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, Optional
@@ -73,6 +74,14 @@ def reference_name(material_id, reduced_formula: str) -> str:
     return f"{material_id}|{reduced_formula}"
 
 
+@functools.lru_cache(maxsize=4096)
+def pymatgen_order(system: FrozenSet[str]) -> tuple:
+    """The system's Elements in the order pymatgen sorts them into (electronegativity, then symbol)."""
+    from pymatgen.core import Element
+
+    return tuple(sorted(Element(s) for s in system))
+
+
 class ReferencePhases:
     """DFT formation energies of known phases, looked up by chemical sub-system; ids optional."""
 
@@ -104,7 +113,6 @@ class ReferencePhases:
         from itertools import combinations
 
         from pymatgen.analysis.phase_diagram import PDEntry
-        from pymatgen.core import Element
 
         entries = [(PDEntry(el, 0.0), {el: 1.0}) for el in sorted(system)]  # elements define the zero
         for k in range(1, len(system) + 1):
@@ -116,7 +124,7 @@ class ReferencePhases:
         # pymatgen then confirms with n - 1 comparisons of Compositions instead of n log n: those
         # comparisons were half the time of a diagram. Compositions compare as the tuples of their
         # amounts in pymatgen's element order; this order only saves time, pymatgen still sorts.
-        order = [el.symbol for el in sorted(Element(s) for s in system)]
+        order = [el.symbol for el in pymatgen_order(system)]
         entries.sort(key=lambda pair: (tuple(pair[1].get(el, 0.0) for el in order),
                                        pair[0].energy_per_atom, str(pair[0].name)))
         return [entry for entry, _ in entries]
@@ -125,9 +133,8 @@ class ReferencePhases:
         """pymatgen's PhaseDiagram of entries_within(system, without), told its elements (in the order it
         would sort them into itself) so that it does not collect them from every entry."""
         from pymatgen.analysis.phase_diagram import PhaseDiagram
-        from pymatgen.core import Element
 
-        return PhaseDiagram(self.entries_within(system, without), elements=sorted(Element(s) for s in system))
+        return PhaseDiagram(self.entries_within(system, without), elements=list(pymatgen_order(system)))
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
