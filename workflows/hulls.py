@@ -9,6 +9,7 @@ shipped table, or the run's own CSV source): the file's hash is the version.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Tuple
 
 from cache.cache_dir import CacheDir
@@ -73,14 +74,9 @@ def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> 
     return HullTable(answers), note, count
 
 
-_read: Dict[str, ReferencePhases] = {}  # a worker's CSV phases, by version (the file's hash): the latest only
-
-
+@functools.lru_cache(1)  # a worker keeps the phases of the latest version (the file's hash) only
 def _csv_references(spec: str, version: str) -> ReferencePhases:
-    if version not in _read:
-        _read.clear()
-        _read[version] = load_references(spec, [])[0]
-    return _read[version]
+    return load_references(spec, [])[0]
 
 
 def _lacks(answer, members) -> bool:
