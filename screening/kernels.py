@@ -1,0 +1,167 @@
+"""Inference's edge messages, sum_j sigmoid(h_f) * softplus(h_s), in one fused CPU loop (kernels.c).
+
+Why: on a CPU, torch spends most of a member's inference on the (E, 2A) edge rows:
+the product u W_u, two gathers and an add to build h, then sigmoid, softplus (an exp
+and a log1p, ~3.8 ns an element here), a product and the sum over neighbours, each
+a pass over memory. kernels.c does all of it in one pass per atom, multiplies each
+edge's Gaussian row only where it is not ~0, and vectorizes exp as a polynomial.
+ConvLayer._forward_inference calls `gated_sum`. The result equals torch's to float32
+rounding: exp within 2 ulps, softplus's log1p from a series, Gaussians below e^-30
+of an edge's peak left out, and sums taken in another order.
+
+The C file is compiled once per process (~0.1 s) with the system's C compiler into a
+temporary folder and loaded with ctypes. Where that cannot be done -- no compiler, a
+CPU without AVX2, a GPU tensor, edges not grouped by atom, an index out of range --
+`gated_sum` returns None and the model uses torch's ops; a failed compile is logged once.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels.c")
+# -fno-trapping-math lets the compiler vectorize the clamps and the sign tests; it changes no result.
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
+BAND = 11  # Gaussian centers that enter an edge's product: its nearest one and 5 either side
+MAX_WIDTH = 8192  # 2A: the kernel keeps one edge's h (2A floats) on its stack
+MIN_ATOMS_PER_THREAD = 2_000  # below this a batch runs on one thread: the hand-off costs more
+
+
+def neighbour_sum(messages: torch.Tensor, src: torch.Tensor, n_atoms: int, k=None) -> torch.Tensor:
+    """(n_atoms, A): each atom's sum of its edges' messages (k: see model.neighbors_per_atom)."""
+    if k:  # CSR rows of equal length: the sum over neighbours is a plain reduction
+        return messages.view(-1, k, messages.shape[1]).sum(1)
+    return messages.new_zeros(n_atoms, messages.shape[1]).index_add_(0, src, messages)
+
+
+class _Library:
+    """kernels.c, compiled and loaded once per process (None where it cannot be)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tried = False
+        self.lib = None
+        self.pool = None
+
+    def get(self):
+        if not self.tried:
+            with self.lock:
+                if not self.tried:
+                    self.lib = _build()
+                    self.tried = True
+        return self.lib
+
+    def threads(self, n: int) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None or self.pool._max_workers < n:
+                self.pool = ThreadPoolExecutor(n, thread_name_prefix="screen-kernel")
+            return self.pool
+
+
+def _build():
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        log.info("no fused inference kernel: this CPU lacks AVX2; using torch's ops")
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        log.warning("screen: no C compiler found (cc, gcc or $CC): inference uses torch's slower ops")
+        return None
+    with tempfile.TemporaryDirectory(prefix="screen-kernel-") as folder:
+        target = Path(folder) / "kernels.so"
+        try:
+            subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], check=True,
+                           capture_output=True, text=True, timeout=120)
+            lib = ctypes.CDLL(str(target))  # loaded: the file may go with its folder
+        except (OSError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", None) or str(e)
+            log.warning("screen: compiling %s failed (%s); inference uses torch's slower ops",
+                        SOURCE.name, detail.strip().splitlines()[0] if detail.strip() else type(e).__name__)
+            return None
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    lib.gated_messages.argtypes = [pointer, size, pointer, size] + [pointer] * 6 + [size] * 3
+    lib.gated_messages.restype = None
+    return lib
+
+
+_library = _Library()
+
+
+def available() -> bool:
+    """Whether this process has the fused kernel (compiles it on the first call)."""
+    return _library.get() is not None
+
+
+def _offsets(src: torch.Tensor, n_atoms: int, k) -> Optional[torch.Tensor]:
+    """start (n_atoms + 1,): atom i's edges are rows start[i] .. start[i+1]-1; None if edges are not grouped by atom."""
+    if k:
+        return torch.arange(0, (n_atoms + 1) * k, k, dtype=torch.int64)
+    if src.numel() and (int(src[0]) < 0 or int(src[-1]) >= n_atoms or bool((src[1:] < src[:-1]).any())):
+        return None
+    start = torch.zeros(n_atoms + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(src, minlength=n_atoms), 0, out=start[1:])
+    return start
+
+
+def gated_sum(u, w_u, p, q, src, dst, k=None, band=None) -> Optional[torch.Tensor]:
+    """(N, A): sum over each atom's edges of sigmoid(g) * softplus(s), [g | s] = u W_u^T + p[src] + q[dst],
+    from u (E, B), W_u (2A, B), p and q (N, 2A), all float32; None where the fused kernel
+    does not apply (module doc). band (E,): the first of the BAND columns of u that enter
+    each edge's product (GaussianExpansion.band_starts); None: all of them."""
+    n, width = p.shape
+    if (u.device.type != "cpu" or width % 2 or width > MAX_WIDTH or q.shape != p.shape
+            or w_u.shape != (width, u.shape[1]) or any(t.dtype != torch.float32 for t in (u, w_u, p, q))):
+        return None
+    lib = _library.get()
+    if lib is None:
+        return None
+    start = _offsets(src, n, k)
+    if start is None:
+        return None
+    if dst.numel():  # an index outside the atoms would read outside q: torch's ops raise instead
+        low, high = torch.aminmax(dst)
+        if int(low) < 0 or int(high) >= n:
+            return None
+    n_centers = u.shape[1]
+    if band is not None and n_centers > BAND:  # a column outside u would be read outside it
+        band = band.to(torch.int64).contiguous()
+        if band.shape != (u.shape[0],):
+            return None
+        if band.numel():
+            low, high = torch.aminmax(band)
+            if int(low) < 0 or int(high) > n_centers - BAND:
+                return None
+    else:
+        band = None
+    u, w, p, q = (t.contiguous() for t in (u, w_u.T, p, q))
+    dst = dst.to(torch.int64).contiguous()
+    out = torch.empty(n, width // 2)
+    pointers = [u.data_ptr(), n_centers, band.data_ptr() if band is not None else None, BAND] + [
+        t.data_ptr() for t in (w, p, q, dst, start, out)]
+    threads = min(torch.get_num_threads(), n // MIN_ATOMS_PER_THREAD)
+    if threads <= 1:
+        lib.gated_messages(*pointers, 0, n, width // 2)
+    else:  # ctypes lets go of the GIL during the call: atom ranges run in parallel
+        bounds = [n * j // threads for j in range(threads + 1)]
+        jobs = [_library.threads(threads).submit(lib.gated_messages, *pointers, a, b, width // 2)
+                for a, b in zip(bounds[:-1], bounds[1:])]
+        for job in jobs:
+            job.result()
+    return out
+
+
+def eager_gated_sum(gate, core, src, n_atoms: int, k=None) -> torch.Tensor:
+    """torch's ops for what `gated_sum` computes, from the two halves of h + p[src] + q[dst] (overwritten)."""
+    return neighbour_sum(gate.sigmoid_().mul_(F.softplus(core)), src, n_atoms, k)
