@@ -11,8 +11,9 @@ batches of 128 crystals, in one process, with 1 and 2 threads. Each figure is th
              over all N x 12 rows
   screen   : screening.model.MTCGCNN as `screen run` and `screen train` use it (CSR edges,
              the factorized convolution, expansion in the model). Inference is predict_set,
-             as `screen run` calls it: its own CPU batches of at most CPU_MAX_ATOMS atoms
-             (bigger ones page-fault; the baseline's speed hardly depends on its batch size).
+             as `screen run` calls it: the fused kernel of screening/kernels.c where it
+             compiles, in its own CPU batches (predict._atom_budget; the baseline's speed
+             hardly depends on its batch size).
              Training uses the same batches of 128 as the baseline (batch size is part of
              the recipe). "screen @128" is inference in the baseline's batches of 128, for reference.
 
@@ -125,7 +126,9 @@ def main():
     base_items = [baseline_inputs(data.graph(i), table, centers) for i in range(len(data))]
     chunks = [list(range(i, min(i + args.batch, len(data)))) for i in range(0, len(data), args.batch)]
     base_batches = [baseline_batch([base_items[i] for i in c]) for c in chunks]
-    print(f"{len(data)} crystals ({int(data.n_atoms.sum())} atoms), batches of {args.batch}")
+    from screening import kernels
+    print(f"{len(data)} crystals ({int(data.n_atoms.sum())} atoms), batches of {args.batch}; "
+          f"fused inference kernel: {'yes' if kernels.available() else 'no (torch ops)'}")
 
     ours = MTCGCNN(ModelConfig(tasks=TASKS, metal_head=False))
     base = Baseline()

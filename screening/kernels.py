@@ -37,7 +37,7 @@ SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
 BAND = 11  # Gaussian centers that enter an edge's product: its nearest one and 5 either side
 MAX_WIDTH = 8192  # 2A: the kernel keeps one edge's h (2A floats) on its stack
-MIN_ATOMS_PER_THREAD = 2_000  # below this a batch runs on one thread: the hand-off costs more
+MIN_ATOMS_PER_THREAD = 500  # fewer atoms a thread, and handing them over costs more than it saves
 
 
 def neighbour_sum(messages: torch.Tensor, src: torch.Tensor, n_atoms: int, k=None) -> torch.Tensor:

@@ -6,21 +6,28 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from screening import kernels
 from screening.batch import atom_budget_chunks, collate
 from screening.graph import CrystalGraph
 from screening.model import MTCGCNN
 from screening.model_info import DEVICES  # (its home: torch-free, for the run's option checks)
 
-# On a CPU, batches beyond ~1,000 atoms get slower per crystal, not faster: their
-# (E, 2A) edge buffers (12 edges per atom) outgrow the caches and come back from the
-# allocator as fresh pages; at 20,000 atoms the page faults cost as much as the
-# arithmetic (1,000 crystals, 1 thread: 2.1 s at 20,000 atoms, 0.73 s at 1,000).
-# A GPU wants the big batches, so the cap is for the CPU only.
+# On a CPU, batches in torch's ops beyond ~1,000 atoms get slower per crystal, not
+# faster: their (E, 2A) edge buffers (12 edges per atom) outgrow the caches and come
+# back from the allocator as fresh pages; at 20,000 atoms the page faults cost as much
+# as the arithmetic (1,000 crystals, 1 thread: 2.1 s at 20,000 atoms, 0.73 s at 1,000).
+# The fused kernel (screening.kernels) makes no edge buffers beyond the expansion, and
+# its batches may be bigger: 8,000 atoms are as fast as 1,000 on one thread and 1.25x
+# faster on two, where the kernel splits a batch's atoms between the threads.
+# A GPU wants the big batches, so the caps are for the CPU only.
 CPU_MAX_ATOMS = 1_000
+FUSED_CPU_MAX_ATOMS = 8_000
 
 
 def _atom_budget(max_atoms: int, device: torch.device) -> int:
-    return min(max_atoms, CPU_MAX_ATOMS) if device.type == "cpu" else max_atoms
+    if device.type != "cpu":
+        return max_atoms
+    return min(max_atoms, FUSED_CPU_MAX_ATOMS if kernels.available() else CPU_MAX_ATOMS)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -39,7 +46,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: int = 20_000,
                    device="cpu") -> np.ndarray:
     """(n, n_outputs) float32 (see MTCGCNN.outputs). Batches hold at most `max_atoms` atoms
-    (on a CPU at most CPU_MAX_ATOMS)."""
+    (on a CPU at most CPU_MAX_ATOMS, or FUSED_CPU_MAX_ATOMS with the fused kernel)."""
     model.eval()
     device = torch.device(device)
     model.to(device)
@@ -53,7 +60,7 @@ def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: in
 
 @torch.no_grad()
 def predict_set(model: MTCGCNN, data, max_atoms: int = 20_000, device="cpu") -> np.ndarray:
-    """(n, n_outputs) float32 for a GraphSet, in batches of at most `max_atoms` atoms (CPU: CPU_MAX_ATOMS)."""
+    """(n, n_outputs) float32 for a GraphSet, in batches of at most `max_atoms` atoms (CPU: see _atom_budget)."""
     model.eval()
     device = torch.device(device)
     model.to(device)
