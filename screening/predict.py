@@ -16,12 +16,14 @@ from screening.model_info import DEVICES  # (its home: torch-free, for the run's
 # faster: their (E, 2A) edge buffers (12 edges per atom) outgrow the caches and come
 # back from the allocator as fresh pages; at 20,000 atoms the page faults cost as much
 # as the arithmetic (1,000 crystals, 1 thread: 2.1 s at 20,000 atoms, 0.73 s at 1,000).
-# The fused kernel (screening.kernels) makes no edge buffers beyond the expansion, and
-# its batches may be bigger: 8,000 atoms are as fast as 1,000 on one thread and 1.25x
-# faster on two, where the kernel splits a batch's atoms between the threads.
+# The fused kernel (screening.kernels) makes no edge buffers beyond the expansion, so
+# its batches may be bigger: on 2 threads, where the kernel splits a batch's atoms
+# between them, 2,000 atoms are 1.1x faster than 1,000 (8,000: 1.25x); on one thread
+# they are all as fast. 8,000 raised the peak memory of `screen run --query all`
+# (2 workers) from 1,991 to 2,243 MiB, so 2,000 it is.
 # A GPU wants the big batches, so the caps are for the CPU only.
 CPU_MAX_ATOMS = 1_000
-FUSED_CPU_MAX_ATOMS = 8_000
+FUSED_CPU_MAX_ATOMS = 2_000
 
 
 def _atom_budget(max_atoms: int, device: torch.device) -> int:
