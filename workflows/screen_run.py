@@ -137,8 +137,19 @@ def fetch_task(source, query):
 RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so progress moves
 
 
-def relax_task(candidates, cache_dir, relaxer_name, device):
-    """Relaxed copies of the candidates (through the relax cache) and, per candidate, what happened."""
+def fetched_candidates(fetched) -> list:
+    """The candidates of fetch_task's list or fetch_partition_task's (candidates, counts)."""
+    return fetched[0] if isinstance(fetched, tuple) else fetched
+
+
+def fetched_size(fetched):
+    """(how many candidates, fetch counts) of a fetch: all the client needs to plan the relax tasks."""
+    return len(fetched_candidates(fetched)), fetched[1] if isinstance(fetched, tuple) else {}
+
+
+def relax_task(fetched, rows, cache_dir, relaxer_name, device):
+    """Relaxed copies of a fetch's candidates[rows[0]:rows[1]] (through the relax cache) and, per
+    candidate, what happened."""
     from pymatgen.core import Structure
 
     from cache.relax_cache import relax_key
@@ -146,6 +157,7 @@ def relax_task(candidates, cache_dir, relaxer_name, device):
     from screening.relax import Relaxer
     from screening.sources.base import Candidate
 
+    candidates = fetched_candidates(fetched)[rows[0]:rows[1]]
     relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)))
     cache = CacheDir(cache_dir).relaxed(relaxer.version)
     out, infos = [], []
@@ -223,26 +235,27 @@ def _partitions(client, opts: RunOptions, source, query, description, featurizer
 
 
 def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu, wait, progress):
-    """With --relax: the candidates come to the client (relaxed.jsonl.gz holds every relaxed structure
-    anyway), are relaxed in chunks on workers, then featurized."""
+    """With --relax: each fetched partition is relaxed in chunks on workers, then featurized.
+    The client learns each partition's size and fetch counts only; the relaxed structures
+    come to it later, with the relax results, because relaxed.jsonl.gz holds every one."""
     if progress:
         progress("fetch", 0, 1)
     plan_parts = source_partitions(source, query, opts.partition_size)
     fetches = [client.submit(fetch_task, source, query, pure=False)] if plan_parts is None else \
         [client.submit(fetch_partition_task, source, query, p, opts.cache_dir, pure=False) for p in plan_parts]
-    got = wait_all(client, fetches, **wait)
-    if plan_parts is None:
-        got = [(got[0], {})]
-    candidates = [c for cands, _ in got for c in cands]
-    counts = total_fetch_counts(n for _, n in got)
-    parts = [candidates[i:i + opts.partition_size] for i in range(0, len(candidates), opts.partition_size)]
-    feats, relaxes = [], []
-    for p in parts:
-        chunks = [client.submit(relax_task, p[i:i + RELAX_CHUNK], opts.cache_dir, opts.relax, opts.device,
-                                resources=gpu, pure=False) for i in range(0, len(p), RELAX_CHUNK)]
-        relaxes.append(chunks)
-        joined = client.submit(joined_candidates, chunks, pure=False)
-        feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer, pure=False))
+    sizes = wait_all(client, [client.submit(fetched_size, f, pure=False) for f in fetches], **wait)
+    counts = total_fetch_counts(c for _, c in sizes)
+    parts, feats, relaxes = [], [], []
+    for fetched, (n, _) in zip(fetches, sizes):
+        for start in range(0, n, opts.partition_size):
+            stop = min(start + opts.partition_size, n)
+            chunks = [client.submit(relax_task, fetched, (i, min(i + RELAX_CHUNK, stop)), opts.cache_dir,
+                                    opts.relax, opts.device, resources=gpu, pure=False)
+                      for i in range(start, stop, RELAX_CHUNK)]
+            parts.append(stop - start)
+            relaxes.append(chunks)
+            joined = client.submit(joined_candidates, chunks, pure=False)
+            feats.append(client.submit(featurize_task, joined, opts.cache_dir, featurizer, pure=False))
     return parts, feats, relaxes, False, counts
 
 
@@ -397,14 +410,15 @@ def _relax_summary(opts: RunOptions, infos: List[dict]) -> dict:
 
 
 def _per_partition(relax_results: list, parts: list) -> list:
-    """Per partition, (relaxed candidate, relax info) for each candidate; (None, {}) without --relax."""
+    """Per partition, (relaxed candidate, relax info) for each candidate; (None, {}) without --relax
+    (with it, parts are the partitions' sizes)."""
     if not relax_results:
         return [defaultdict(lambda: (None, {})) for _ in parts]
     flat = [(c, info) for r in relax_results for c, info in zip(r["candidates"], r["relax"])]
     out, i = [], 0
-    for p in parts:
-        out.append(flat[i:i + len(p)])
-        i += len(p)
+    for size in parts:
+        out.append(flat[i:i + size])
+        i += size
     return out
 
 

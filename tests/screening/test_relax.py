@@ -76,9 +76,11 @@ def test_run_with_relax_writes_relaxed_structures_and_caches_them(originals, tmp
             distort(structures[x["id"]], seed=IDS.index(x["id"])), structures[x["id"]])
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["relaxed"] == 3 and summary["relax"].startswith("chgnet-")
-    # again: every relaxation comes from the cache, with the same predictions
-    r = runner.invoke(app, args)
+    # again, in partitions of 2 (relax tasks slice them on the workers): every relaxation comes
+    # from the cache, with the same predictions
+    r = runner.invoke(app, args + ["--partition-size", "2"])
     assert r.exit_code == 0 and "3 relaxed (3 converged, 3 from the cache)" in r.output, r.output
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["partitions"] == 2
     again = pd.read_csv(tmp_path / "o" / "results.csv").set_index("id")
     pd.testing.assert_series_equal(again.pred_formation_energy_per_atom.sort_index(),
                                    table.pred_formation_energy_per_atom.sort_index())
