@@ -104,6 +104,11 @@ def available() -> bool:
     return _library.get() is not None
 
 
+def loaded() -> bool:
+    """Whether this process has compiled and loaded the fused kernel already (compiles nothing)."""
+    return _library.lib is not None
+
+
 def _offsets(src: torch.Tensor, n_atoms: int, k) -> Optional[torch.Tensor]:
     """start (n_atoms + 1,): atom i's edges are rows start[i] .. start[i+1]-1; None if edges are not grouped by atom."""
     if k:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from pymatgen.core import Composition
 
+from screening import kernels
 from screening.featurize import FeaturizerConfig, featurize
 from screening.rank import RankOptions
 from screening.graphset import GraphSet
@@ -66,6 +67,9 @@ def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
     # and each worker that loaded it reuses freed memory for its batches (workflows/allocator.py)
     tuned = client.run(allocator.active)
     assert sum(loads.values()) >= 1 and all(tuned[w] for w, n in loads.items() if n)
+    # and inferred with the fused kernel (screening/kernels.c), compiled in the worker
+    fused = client.run(kernels.loaded)
+    assert all(fused[w] for w, n in loads.items() if n)
 
     second = run_screening(client, opts)
     assert second.summary["featurized"] == 0 and second.summary["inferred"] == 0
