@@ -5,7 +5,7 @@ crystal's atom offset, so one tensor operation per layer covers the batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -23,11 +23,19 @@ class Batch:
     crystal: torch.Tensor  # (N,) long, which crystal each atom belongs to
     n_crystals: int
     targets: Optional[torch.Tensor] = None  # (B, n_tasks) float32, NaN = missing
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # see `shared`
 
     def to(self, device) -> "Batch":
         moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
-                 for k, v in self.__dict__.items()}
+                 for k, v in self.__dict__.items() if k != "memo"}
         return Batch(**moved)
+
+    def shared(self, key, compute: Callable):
+        """compute(), once per batch and key: the members of an ensemble that run on one batch
+        share what depends on it alone (its Gaussian expansion, its neighbour layout)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 def collate(graphs: Sequence[CrystalGraph], targets: Optional[np.ndarray] = None) -> Batch:

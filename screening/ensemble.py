@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -93,16 +93,26 @@ class Ensemble:
 
     def predict_graphs(self, graphs, max_atoms: int = 20_000, device=None) -> Tuple[np.ndarray, np.ndarray]:
         """(mean, std), each (n, n_outputs) float32, from a list of CrystalGraph."""
-        from screening.predict import predict_graphs
+        from screening.predict import predict_graphs_many
 
-        return self._combine([predict_graphs(m.model, graphs, max_atoms, device or _device(m))
-                              for m in self.members])
+        return self._combine(self._per_device(predict_graphs_many, graphs, max_atoms, device))
 
     def predict_set(self, data, max_atoms: int = 20_000, device=None) -> Tuple[np.ndarray, np.ndarray]:
         """(mean, std) for a GraphSet."""
-        from screening.predict import predict_set
+        from screening.predict import predict_set_many
 
-        return self._combine([predict_set(m.model, data, max_atoms, device or _device(m)) for m in self.members])
+        return self._combine(self._per_device(predict_set_many, data, max_atoms, device))
+
+    def _per_device(self, predict_many, data, max_atoms, device) -> List[np.ndarray]:
+        """Each member's predictions; the members on one device share batches (predict._predict)."""
+        groups: Dict[str, list] = {}
+        for i, m in enumerate(self.members):
+            groups.setdefault(str(device or _device(m)), []).append(i)
+        preds: List[Optional[np.ndarray]] = [None] * len(self.members)
+        for where, idx in groups.items():
+            for i, p in zip(idx, predict_many([self.members[i].model for i in idx], data, max_atoms, where)):
+                preds[i] = p
+        return preds
 
     def _combine(self, preds: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         stack = np.stack(preds)

@@ -237,10 +237,12 @@ class MTCGCNN(nn.Module):
 
     def crystal_embedding(self, batch: Batch) -> torch.Tensor:
         v = self.embedding(self.atom_features[batch.atomic_numbers])
-        u = self.expand(batch.distances)
-        k = neighbors_per_atom(batch.src, v.shape[0])
-        inference = not (self.training or torch.is_grad_enabled())
-        band = self.expand.band_starts(batch.distances) if inference and v.device.type == "cpu" else None
+        e = self.expand
+        u = batch.shared(("expansion", e.step, e.size, float(e.centers[-1])), lambda: e(batch.distances))
+        k = batch.shared("neighbors_per_atom", lambda: neighbors_per_atom(batch.src, v.shape[0]))
+        band = None
+        if not (self.training or torch.is_grad_enabled()) and v.device.type == "cpu":  # the fused kernel's
+            band = batch.shared(("band", e.step, e.size, float(e.centers[-1])), lambda: e.band_starts(batch.distances))
         for conv in self.convs:
             v = conv(v, u, batch.src, batch.dst, k, band)
         # Average pooling (Eq. 3): sum per crystal / atoms per crystal.

@@ -1,7 +1,7 @@
 """Batched inference: crystal graphs -> property predictions in physical units."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
@@ -44,31 +44,41 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
 def predict_graphs(model: MTCGCNN, graphs: Sequence[CrystalGraph], max_atoms: int = 20_000,
                    device="cpu") -> np.ndarray:
     """(n, n_outputs) float32 (see MTCGCNN.outputs). Batches hold at most `max_atoms` atoms
     (on a CPU at most CPU_MAX_ATOMS, or FUSED_CPU_MAX_ATOMS with the fused kernel)."""
-    model.eval()
-    device = torch.device(device)
-    model.to(device)
-    out = np.empty((len(graphs), len(model.outputs)), dtype=np.float32)
-    max_atoms = _atom_budget(max_atoms, device)
-    for idx in atom_budget_chunks(range(len(graphs)), max_atoms, size=lambda i: graphs[i].n_atoms):
-        batch = collate([graphs[i] for i in idx]).to(device)
-        out[idx] = model.predict(batch).float().cpu().numpy()
-    return out
+    return predict_graphs_many([model], graphs, max_atoms, device)[0]
+
+
+def predict_set(model: MTCGCNN, data, max_atoms: int = 20_000, device="cpu") -> np.ndarray:
+    """(n, n_outputs) float32 for a GraphSet, in batches of at most `max_atoms` atoms (CPU: see _atom_budget)."""
+    return predict_set_many([model], data, max_atoms, device)[0]
+
+
+def predict_graphs_many(models: Sequence[MTCGCNN], graphs: Sequence[CrystalGraph], max_atoms: int = 20_000,
+                        device="cpu") -> List[np.ndarray]:
+    """predict_graphs of each model, from the same batches (see _predict)."""
+    return _predict(models, len(graphs), [g.n_atoms for g in graphs], lambda idx: collate([graphs[i] for i in idx]),
+                    max_atoms, device)
+
+
+def predict_set_many(models: Sequence[MTCGCNN], data, max_atoms: int = 20_000, device="cpu") -> List[np.ndarray]:
+    """predict_set of each model, from the same batches (see _predict)."""
+    return _predict(models, len(data), data.n_atoms, data.batch, max_atoms, device)
 
 
 @torch.no_grad()
-def predict_set(model: MTCGCNN, data, max_atoms: int = 20_000, device="cpu") -> np.ndarray:
-    """(n, n_outputs) float32 for a GraphSet, in batches of at most `max_atoms` atoms (CPU: see _atom_budget)."""
-    model.eval()
+def _predict(models, n: int, sizes, make_batch, max_atoms: int, device) -> List[np.ndarray]:
+    """Each model's (n, n_outputs) float32. Every batch is made once for all the models, which
+    also share its Gaussian expansion (Batch.shared): an ensemble's members differ in weights only."""
     device = torch.device(device)
-    model.to(device)
-    out = np.empty((len(data), len(model.outputs)), dtype=np.float32)
-    sizes = data.n_atoms
-    max_atoms = _atom_budget(max_atoms, device)
-    for idx in atom_budget_chunks(range(len(data)), max_atoms, size=lambda i: sizes[i]):
-        out[idx] = model.predict(data.batch(idx).to(device)).float().cpu().numpy()
-    return out
+    for model in models:
+        model.eval()
+        model.to(device)
+    outs = [np.empty((n, len(model.outputs)), dtype=np.float32) for model in models]
+    for idx in atom_budget_chunks(range(n), _atom_budget(max_atoms, device), size=lambda i: sizes[i]):
+        batch = make_batch(idx).to(device)
+        for model, out in zip(models, outs):
+            out[idx] = model.predict(batch).float().cpu().numpy()
+    return outs

@@ -147,3 +147,19 @@ def test_an_impossible_unrelaxed_std_is_a_one_line_error_and_writes_nothing(tmp_
     r = CliRunner().invoke(app, ["ensemble", *paths, "--out", str(tmp_path / "ens.json"), "--unrelaxed-std", "12"])
     assert r.exit_code == 2 and r.output.strip() == "error: --unrelaxed-std 12.0: need 0 <= eV/atom < 10", r.output
     assert not (tmp_path / "ens.json").exists()
+
+
+def test_members_share_each_batch_and_its_expansion(tmp_path, graphs, monkeypatch):
+    from screening.model import GaussianExpansion
+    from screening.predict import predict_graphs
+
+    ens = Ensemble([load_checkpoint(member(tmp_path / f"{i}.pt", seed=i)) for i in range(3)], "three")
+    alone = [predict_graphs(m.model, graphs) for m in ens.members]
+    calls = []
+    original = GaussianExpansion.forward
+    monkeypatch.setattr(GaussianExpansion, "forward", lambda self, d: calls.append(len(d)) or original(self, d))
+    mean, std = ens.predict_graphs(graphs)
+    assert len(calls) == 1  # one batch (10 small crystals), expanded once for the three members
+    stack = np.stack(alone)
+    assert np.array_equal(mean, stack.mean(0).astype(np.float32))  # the same numbers, bit for bit
+    assert np.array_equal(std, (stack.std(0, ddof=1) * ens.std_scale).astype(np.float32))
