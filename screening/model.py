@@ -118,7 +118,7 @@ class ConvLayer(nn.Module):
         """k: every atom's number of edges if all atoms have the same (see neighbors_per_atom), else None.
         band: GaussianExpansion.band_starts of the distances, when u is that expansion (inference only)."""
         maps = self.linear_maps()
-        if not (self.training or torch.is_grad_enabled()):
+        if _inferring(self):
             return self._forward_inference(v, u, src, dst, k, band, *maps)
         h = _edge_rows(v, u, src, dst, k, *maps)
         if self.training:
@@ -158,6 +158,11 @@ class ConvLayer(nn.Module):
         weight = torch.cat([self.w_self.weight, self.w_nbr.weight, self.w_edge.weight], dim=1)
         h = self.bn_edge(z @ weight.T + self.w_self.bias)
         return self._aggregate(v, h, src)
+
+
+def _inferring(module: nn.Module) -> bool:
+    """Eval mode without autograd: the inference paths (batch norm folded, the fused kernel) apply."""
+    return not (module.training or torch.is_grad_enabled())
 
 
 def _edge_rows(v, u, src, dst, k, w_i, b, w_j, w_u):
@@ -238,11 +243,12 @@ class MTCGCNN(nn.Module):
     def crystal_embedding(self, batch: Batch) -> torch.Tensor:
         v = self.embedding(self.atom_features[batch.atomic_numbers])
         e = self.expand
-        u = batch.shared(("expansion", e.step, e.size, float(e.centers[-1])), lambda: e(batch.distances))
+        grid = (e.step, e.size, float(e.centers[-1]))  # what the expansion depends on, besides the distances
+        u = batch.shared(("expansion", *grid), lambda: e(batch.distances))
         k = batch.shared("neighbors_per_atom", lambda: neighbors_per_atom(batch.src, v.shape[0]))
         band = None
-        if not (self.training or torch.is_grad_enabled()) and v.device.type == "cpu":  # the fused kernel's
-            band = batch.shared(("band", e.step, e.size, float(e.centers[-1])), lambda: e.band_starts(batch.distances))
+        if _inferring(self) and v.device.type == "cpu":  # the fused kernel's
+            band = batch.shared(("band", *grid), lambda: e.band_starts(batch.distances))
         for conv in self.convs:
             v = conv(v, u, batch.src, batch.dst, k, band)
         # Average pooling (Eq. 3): sum per crystal / atoms per crystal.
