@@ -2,7 +2,8 @@
 
 E_hull of a candidate is computed from its *predicted* formation energy
 against the reference phases of its chemical system (their DFT formation
-energies; pure elements at 0 eV/atom) with pymatgen's PhaseDiagram. Negative
+energies; pure elements at 0 eV/atom): their convex hull as pymatgen's PhaseDiagram
+builds it (screening/hull.py). Negative
 values mean the model puts the candidate below the known hull.
 
 `dft_e_above_hull` beside it is the source's own value where the source has one
@@ -12,10 +13,8 @@ energy against the same reference phases.
 """
 from __future__ import annotations
 
-import functools
-import warnings
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, Optional
+from typing import Dict, FrozenSet, Iterable, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ import pandas as pd
 from screening.domain import UNRELAXED
 from screening.errors import ScreenError
 from screening.formula import element_set
+from screening.hull import Hull, Phase, composition
 from screening.properties import METAL_GAP_EV, is_metal
 
 FORMATION = "pred_formation_energy_per_atom"
@@ -74,74 +74,41 @@ def reference_name(material_id, reduced_formula: str) -> str:
     return f"{material_id}|{reduced_formula}"
 
 
-@functools.lru_cache(maxsize=4096)
-def pymatgen_order(system: FrozenSet[str]) -> tuple:
-    """The system's Elements in the order pymatgen sorts them into (electronegativity, then symbol)."""
-    from pymatgen.core import Element
-
-    return tuple(sorted(Element(s) for s in system))
-
-
 class ReferencePhases:
     """DFT formation energies of known phases, looked up by chemical sub-system; ids optional."""
 
     def __init__(self, formulas: Iterable[str], formation_energies: Iterable[float],
                  ids: Optional[Iterable[str]] = None):
-        from pymatgen.core import Composition
-
-        self._by_system: Dict[FrozenSet[str], list] = {}
+        self._by_system: Dict[FrozenSet[str], List[Phase]] = {}
         self.ids: set = set()
-        cache: Dict[str, tuple] = {}
         formulas = list(formulas)
         ids = [None] * len(formulas) if ids is None else list(ids)
         for f, e, i in zip(formulas, formation_energies, ids):
             if e is None or not np.isfinite(e):
                 continue
-            if f not in cache:
-                comp = Composition(f)
-                reduced = {el.symbol: amount for el, amount in comp.reduced_composition.items()}
-                cache[f] = (frozenset(reduced), comp, reduced)
-            els, comp, reduced = cache[f]
-            name = None if i is None else reference_name(i, comp.reduced_formula)
-            self._by_system.setdefault(els, []).append((comp, float(e), name, reduced))
+            name = None if i is None else reference_name(i, composition(f).reduced_formula)
+            phase = Phase.of(f, float(e), name)
+            self._by_system.setdefault(frozenset(phase.reduced), []).append(phase)
             if name is not None:
                 self.ids.add(name)
 
-    def entries_within(self, system: FrozenSet[str], without: Optional[str] = None):
-        """PDEntry list of the system and its sub-systems (pure elements at 0), leaving out the
-        entry named `without` ("<id>|<reduced formula>": an id alone could name another crystal)."""
+    def phases_within(self, system: FrozenSet[str], without: Optional[str] = None) -> List[Phase]:
+        """The phases of the system and its sub-systems, leaving out the one named `without`
+        ("<id>|<reduced formula>": an id alone could name another crystal)."""
         from itertools import combinations
 
-        from pymatgen.analysis.phase_diagram import PDEntry
+        return [p for k in range(1, len(system) + 1) for sub in combinations(sorted(system), k)
+                for p in self._by_system.get(frozenset(sub), []) if without is None or p.name != without]
 
-        entries = [(PDEntry(el, 0.0), {el: 1.0}) for el in sorted(system)]  # elements define the zero
-        for k in range(1, len(system) + 1):
-            for sub in combinations(sorted(system), k):
-                for comp, e, i, reduced in self._by_system.get(frozenset(sub), []):
-                    if without is None or i != without:
-                        entries.append((PDEntry(comp, e * comp.num_atoms, name=i or comp.reduced_formula), reduced))
-        # In the order PhaseDiagram sorts them into (reduced composition, energy per atom, name), which
-        # pymatgen then confirms with n - 1 comparisons of Compositions instead of n log n: those
-        # comparisons were half the time of a diagram. Compositions compare as the tuples of their
-        # amounts in pymatgen's element order; this order only saves time, pymatgen still sorts.
-        order = [el.symbol for el in pymatgen_order(system)]
-        entries.sort(key=lambda pair: (tuple(pair[1].get(el, 0.0) for el in order),
-                                       pair[0].energy_per_atom, str(pair[0].name)))
-        return [entry for entry, _ in entries]
-
-    def diagram(self, system: FrozenSet[str], without: Optional[str] = None):
-        """pymatgen's PhaseDiagram of entries_within(system, without), told its elements (in the order it
-        would sort them into itself) so that it does not collect them from every entry."""
-        from pymatgen.analysis.phase_diagram import PhaseDiagram
-
-        return PhaseDiagram(self.entries_within(system, without), elements=list(pymatgen_order(system)))
+    def hull(self, system: FrozenSet[str], without: Optional[str] = None) -> Hull:
+        return Hull(system, self.phases_within(system, without))
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
 
     def names_of(self, system: FrozenSet[str]) -> list:
-        """The named entries of exactly this element set."""
-        return [i for _, _, i, _ in self._by_system.get(system, []) if i is not None]
+        """The named phases of exactly this element set."""
+        return [p.name for p in self._by_system.get(system, []) if "|" in p.name]
 
     def subset(self, systems: Iterable[FrozenSet[str]]) -> "ReferencePhases":
         """The phases the hulls of these systems need (their sub-systems'), say to ship to a worker."""
@@ -163,86 +130,60 @@ def energy_above_hull(formulas, formation_energies, references: ReferencePhases,
 
 
 def hull_energies(formulas, references: ReferencePhases, predicted, known=None, ids=None):
-    """(predicted E_hull, known E_hull or None), one phase diagram per chemical system for both.
+    """(predicted E_hull, known E_hull or None), one hull per chemical system for both.
 
     A candidate that is itself a reference phase (same id and formula) has its predicted
     energy measured against the hull without its own entry (leave-one-out): against a
     hull that holds its own DFT energy, a known crystal's E_hull would be nothing but the
     model's error on it. Leaving out an entry changes the hull only if that entry is on
-    it, so a new diagram is built only for known candidates on the hull. The known
+    it, so a new hull is built only for known candidates on the hull. The known
     (DFT) E_hull is measured against the full hull; a candidate that is a reference
     lies on or above it, so its value is at least 0.
     """
-    from pymatgen.analysis.phase_diagram import PDEntry
-    from pymatgen.core import Composition
-
     formulas = list(formulas)
-    pred_out = np.full(len(formulas), np.nan)
-    known_out = None if known is None else np.full(len(formulas), np.nan)
     ids = [None] * len(formulas) if ids is None else [str(i) for i in ids]
-    groups: Dict[FrozenSet[str], list] = {}
-    for i, f in enumerate(formulas):
-        groups.setdefault(element_set(f), []).append(i)
-    for system, idx in groups.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            diagram = references.diagram(system)
-            on_hull = {e.name for e in diagram.stable_entries}
-            for i in idx:
-                comp = Composition(formulas[i])
-                name = None if ids[i] is None else reference_name(ids[i], comp.reduced_formula)
-                is_reference = name in references.ids
-                e = predicted[i]
-                if np.isfinite(e):
-                    against = diagram if not (is_reference and name in on_hull) else \
-                        references.diagram(system, without=name)
-                    _, pred_out[i] = against.get_decomp_and_e_above_hull(
-                        PDEntry(comp, float(e) * comp.num_atoms), allow_negative=True)
-                if known is not None and np.isfinite(known[i]):
-                    _, k = diagram.get_decomp_and_e_above_hull(
-                        PDEntry(comp, float(known[i]) * comp.num_atoms), allow_negative=True)
-                    known_out[i] = max(k, 0.0) if is_reference else k
-    return pred_out, known_out
+    groups: Dict[FrozenSet[str], tuple] = {}
+    for f, i in zip(formulas, ids):
+        fs, names = groups.setdefault(element_set(f), ([], []))
+        fs.append(f)
+        if i is not None:
+            names.append(reference_name(i, composition(f).reduced_formula))
+    table = HullTable({"-".join(sorted(s)): system_hull(references, s, fs, names)
+                       for s, (fs, names) in groups.items()})
+    return table(formulas, predicted, known, ids)
 
 
 def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: Iterable[str],
                 leave_out: Iterable[str] = (), have: Optional[dict] = None) -> dict:
-    """What hull_energies needs of one chemical system, as plain numbers that can be cached and
-    reused without building its phase diagram again (HullTable reads it):
+    """What ranking needs of one chemical system's hull, as plain numbers that can be cached
+    and reused without building the hull again (HullTable reads it):
 
         formulas: {formula: [reduced formula, atoms, hull energy per atom, ties]}
         loo:      {name: [same]} against the hull without the reference `name` (leave-one-out)
         on_hull:  names of the references on the hull; references: names of this system's own
 
-    `ties` are the total energies of hull entries of exactly that composition: pymatgen answers 0
-    for an entry equal to one of them, and HullTable must answer as it does. `have` is a cached
+    `ties` are the total energies of hull entries of exactly that formula: pymatgen answers 0
+    for an entry equal to one of them, and HullTable answers as it does. `have` is a cached
     answer to extend: only formulas and leave-one-out names it lacks are computed.
     """
-    from pymatgen.core import Composition
-
     out = have or {"formulas": {}, "loo": {}}
     new = [f for f in dict.fromkeys(formulas) if f not in out["formulas"]]
-    diagram = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if new or "on_hull" not in out:
-            diagram = references.diagram(system)
-            out["on_hull"] = sorted(e.name for e in diagram.stable_entries if "|" in e.name)
-            out["references"] = sorted(references.names_of(system))
+    if new or "on_hull" not in out:
+        hull = references.hull(system)
+        out["on_hull"] = sorted(p.name for p in hull.stable if "|" in p.name)
+        out["references"] = sorted(references.names_of(system))
         for f in new:
-            out["formulas"][f] = _hull_point(diagram, Composition(f))
-        on_hull = set(out["on_hull"])
-        for name in leave_out:
-            if name in on_hull and name not in out["loo"]:
-                loo = references.diagram(system, without=name)
-                out["loo"][name] = _hull_point(loo, Composition(name.split("|", 1)[1]))
+            out["formulas"][f] = _hull_point(hull, f)
+    on_hull = set(out["on_hull"])
+    for name in leave_out:
+        if name in on_hull and name not in out["loo"]:
+            out["loo"][name] = _hull_point(references.hull(system, without=name), name.split("|", 1)[1])
     return out
 
 
-def _hull_point(diagram, comp) -> list:
-    key = f"{comp.formula}"
-    ties = [e.energy for e in diagram.stable_entries if e.composition.formula == key and e.composition == comp]
-    return [comp.reduced_formula, comp.num_atoms, diagram.get_hull_energy_per_atom(comp), ties]
+def _hull_point(hull: Hull, formula: str) -> list:
+    c = composition(formula)
+    return [c.reduced_formula, c.atoms, hull.energy_per_atom(formula), hull.ties(formula)]
 
 
 class HullTable:

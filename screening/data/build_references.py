@@ -13,7 +13,6 @@ import argparse
 import gzip
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +28,8 @@ def hull_phases(df: pd.DataFrame) -> pd.DataFrame:
     refs = ReferencePhases(df.formula, df.formation_energy_per_atom, df.material_id)
     systems = {element_set(f) for f in df.formula.unique()}
     stable = set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for system in sorted(systems, key=sorted):
-            stable |= {e.name for e in refs.diagram(system).stable_entries if e.name}
+    for system in sorted(systems, key=sorted):
+        stable |= {p.name for p in refs.hull(system).stable}
     keep = [f"{i}|{f}" in stable for i, f in zip(df.material_id, df.reduced)]
     return df[keep][["material_id", "formula", "formation_energy_per_atom"]].sort_values("material_id")
 

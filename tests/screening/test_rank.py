@@ -135,37 +135,3 @@ def test_new_only_keeps_what_the_source_calls_neither_stable_nor_known_and_its_e
     with pytest.raises(ScreenError, match="--new-only: this source does not say"):
         rank(table(), refs, RankOptions(new_only=True))
 
-
-def test_hull_table_gives_hull_energies_number_for_number():
-    """Cached hull numbers (system_hull -> HullTable) are the phase diagrams' answers, bit for bit:
-    references with ids (leave-one-out), a tie with a hull entry, known and predicted energies."""
-    import pandas as pd
-
-    from screening.rank import HullTable, element_set, hull_energies, system_hull
-    from tests.helpers import DATA
-
-    df = pd.read_csv(DATA, usecols=["material_id", "formula", "formation_energy_per_atom"], nrows=4000)
-    refs = ReferencePhases(df.formula, df.formation_energy_per_atom, df.material_id)
-    picked = df[df.formula.map(lambda f: element_set(f) <= {"Li", "Fe", "Mn", "O", "P"})].head(120)
-    from pymatgen.core import Composition
-    formulas = [Composition(f).reduced_formula for f in picked.formula] + ["Li2O", "FeO"]
-    ids = list(picked.material_id) + ["new-1", "new-2"]
-    rng = np.random.default_rng(0)
-    known = np.r_[picked.formation_energy_per_atom.to_numpy(float), np.nan, -1.0]
-    predicted = known + rng.normal(0, 0.05, len(known))
-    predicted[-2] = refs.entries_within(frozenset({"Li", "O"}))[0].energy  # 0 at the Li element: a finite value
-    li2o = [e for e in refs.entries_within(frozenset({"Li", "O"})) if e.composition.reduced_formula == "Li2O"]
-    if li2o:  # exactly a hull entry's energy: pymatgen's shortcut says 0
-        predicted[-2] = min(e.energy_per_atom for e in li2o)
-    want_pred, want_known = hull_energies(formulas, refs, predicted, known, ids)
-    systems = {}
-    for f, i in zip(formulas, ids):
-        systems.setdefault(element_set(f), ([], []))
-        systems[element_set(f)][0].append(f)
-        systems[element_set(f)][1].append(f"{i}|{f}")
-    table = HullTable({"-".join(sorted(s)): system_hull(refs.subset([s]), s, fs, names)
-                       for s, (fs, names) in systems.items()})
-    got_pred, got_known = table(formulas, predicted, known, ids)
-    assert np.array_equal(got_pred, want_pred, equal_nan=True)
-    assert np.array_equal(got_known, want_known, equal_nan=True)
-    assert np.isfinite(got_pred).all() and len(table.loo) > 0
