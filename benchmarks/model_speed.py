@@ -13,7 +13,8 @@ batches of 128 crystals, in one process, with 1 and 2 threads. Each figure is th
              the factorized convolution, expansion in the model). Inference is predict_set,
              as `screen run` calls it: the fused kernel of screening/kernels.c where it
              compiles, in its own CPU batches (predict._atom_budget; the baseline's speed
-             hardly depends on its batch size).
+             hardly depends on its batch size); on 2 threads two batches at once, one
+             thread each (predict._predict), where the baseline splits each op between them.
              Training uses the same batches of 128 as the baseline (batch size is part of
              the recipe). "screen @128" is inference in the baseline's batches of 128, for reference.
 

@@ -49,6 +49,28 @@ def test_batching_does_not_change_predictions(structures):
     np.testing.assert_allclose(predict_graphs(model, graphs, max_atoms=10**6), one_by_one, rtol=1e-5, atol=1e-5)
 
 
+def test_batches_on_several_threads_give_the_same_numbers(structures):
+    """On a CPU of 2 torch threads, batches run side by side, one thread each: bit for bit the
+    one-thread predictions, every batch filled in, and torch's thread setting as it was."""
+    from screening.predict import predict_graphs_many
+
+    graphs = [featurize(s) for s in structures] * 3
+    models = [warmed_model(graphs[:12]), warmed_model(graphs[:12], seed=1)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = predict_graphs_many(models, graphs, max_atoms=40)
+        torch.set_num_threads(2)
+        got = predict_graphs_many(models, graphs, max_atoms=40)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(list(atom_budget_chunks(range(len(graphs)), 40, size=lambda i: graphs[i].n_atoms))) > 4
+    for w, g in zip(want, got):
+        assert np.array_equal(w, g) and np.isfinite(g).all()
+    assert not np.array_equal(got[0], got[1])
+
+
 def test_masked_multitask_loss_matches_hand_computation():
     pred = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
     target = torch.tensor([[0.0, float("nan")], [1.0, 2.0], [float("nan"), float("nan")]])
