@@ -66,6 +66,9 @@ def main():
             print(f"{label}: wall {wall:6.1f} s   {s['candidates'] / wall:6.0f} crystals/s   peak RSS "
                   f"{peak / 2**20:7.0f} MiB   candidates {s['candidates']}   featurized {s['featurized']}   "
                   f"inferred {s['inferred']}   parsed {s.get('parsed')}   (workers {s['workers']})", flush=True)
+            stages = "  ".join(f"{k} {v:.1f}" for k, v in s.get("stage_seconds", {}).items())
+            tasks = "  ".join(f"{k} {v:.1f}" for k, v in s.get("worker_seconds", {}).items())
+            print(f"      stages (wall s): {stages}   worker task s (summed): {tasks}", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ parses nor re-keys a structure.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable, List, Optional, Tuple
 
 from cache.cache_dir import CacheDir
@@ -107,6 +108,7 @@ def partition_task(source, query, part: Partition, description: str, cache_dir, 
                    fetched=None):
     """A partition's keyed rows: from the structure cache, else fetched (or `fetched`, its slice of a
     whole fetch), keyed and featurized, then remembered."""
+    t0 = time.perf_counter()
     structures = CacheDir(cache_dir).structures()
     key = part_key(query.key(), part.label)
     hit = structures.get_keyed(key, description, config.fingerprint())
@@ -114,20 +116,23 @@ def partition_task(source, query, part: Partition, description: str, cache_dir, 
     # Its graphs must still be there and sound (a damaged unit is quarantined here), else the
     # partition is made again: inference may need them.
     if hit is not None and all(_stored_isolated(store, row[5]) is not None for row in hit["rows"]):
-        return {"rows": hit["rows"], "errors": hit["errors"], "featurized": 0, "parsed": 0, "cached": True}
+        return {"rows": hit["rows"], "errors": hit["errors"], "featurized": 0, "parsed": 0, "cached": True,
+                "seconds": time.perf_counter() - t0}
     counts = {}
     if fetched is None:
         fetched, counts = fetch_partition(source, query, part, cache_dir)
     out = featurize_task(fetched, cache_dir, config)
     structures.put_keyed(key, description, config.fingerprint(), {"rows": out["rows"], "errors": out["errors"]})
-    return dict(out, cached=False, **counts)
+    return dict(out, cached=False, **counts, seconds=time.perf_counter() - t0)
 
 
 def featurize_task(candidates, cache_dir, config: FeaturizerConfig):
     """Key every candidate; featurize and store the ones the store lacks; a keyed row for each
-    candidate that could be featurized (ROW_FIELDS), one line per one that could not."""
+    candidate that could be featurized (ROW_FIELDS), one line per one that could not, and the
+    task's seconds (the run's profile, summary.json)."""
     from screening.formula import element_set
 
+    t0 = time.perf_counter()
     reuse_freed_memory()
     store = CacheDir(cache_dir).graphs(config)
     rows, errors, new, queued = [], [], [], {}
@@ -150,7 +155,8 @@ def featurize_task(candidates, cache_dir, config: FeaturizerConfig):
             errors.append(str(e))
     if new:
         store.write([k for k, _, _ in new], [i for _, i, _ in new], [g for _, _, g in new])
-    return {"rows": rows, "errors": errors, "featurized": len(new), "parsed": parsed}
+    return {"rows": rows, "errors": errors, "featurized": len(new), "parsed": parsed,
+            "seconds": time.perf_counter() - t0}
 
 
 def _stored_isolated(store: GraphStore, key: str):

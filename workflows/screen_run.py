@@ -197,6 +197,7 @@ def check_writable(option: str, folder: Path) -> None:
 def infer_task(featurized, cache_dir, model_path, device, featurizer: FeaturizerConfig, max_atoms, model_hash, columns):
     """Predictions for a partition's keys; only keys missing from the prediction cache run the model,
     so a warm run never loads it."""
+    t0 = time.perf_counter()
     keys = [row[5] for row in featurized["rows"]]
     cache = prediction_cache(cache_dir, model_hash, tuple(columns))
     known = cache.get_many(keys)
@@ -208,7 +209,8 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
         known.update(zip(todo, pred))
-    return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo)}
+    return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo),
+            "seconds": time.perf_counter() - t0}
 
 
 def _partitions(client, opts: RunOptions, source, query, description, featurizer, wait, progress):
@@ -305,6 +307,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     reporter("infer")(0, len(infers))
     infer_results = wait_all(client, infers, on_done=reporter("infer"), **wait)
     feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
+    clock = {"fetch_featurize_infer": time.time() - t0}  # pipelined on the workers
     n_candidates = sum(len(fr["rows"]) + len(fr["errors"]) for fr in feat_results)
     if not n_candidates:
         raise ScreenError(f"--query {opts.query}: no candidates found in {description}")
@@ -351,12 +354,15 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     members: dict = {}
     for formula, c_id in zip(table["formula"], table["id"]):
         members.setdefault(system_of[formula], []).append((formula, c_id))
+    clock["table"] = time.time() - t0 - sum(clock.values())
     references, reference_note, n_phases = hulls(client, opts, source, members, wait)
+    clock["hulls"] = time.time() - t0 - sum(clock.values())
     rank_opts = replace(opts.rank, top=None)  # the plot shows them all
     if rank_opts.unrelaxed_std is None:
         rank_opts.unrelaxed_std = float(ckpt.meta.get("unrelaxed_std", 0.0))
     everything = rank(table, references, rank_opts)
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
+    clock["rank"] = time.time() - t0 - sum(clock.values())
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     if fetch_counts is None:  # from the partition tasks
@@ -381,6 +387,11 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         **_relax_summary(opts, [info for r in relax_results for info in r["relax"]]),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
+        # where the time went: the run's stages (wall), and the workers' task seconds summed over workers
+        # (fetch, parse, key and featurize per partition; inference)
+        "stage_seconds": {k: round(v, 2) for k, v in clock.items()},
+        "worker_seconds": {"partitions": round(sum(fr["seconds"] for fr in feat_results), 2),
+                           "inference": round(sum(ir["seconds"] for ir in infer_results), 2)},
         "provenance": run_provenance(client, ckpt.hash, description),
     }
     cache_dir.record_run(runs=1, structure_hits=int(structure_hit),

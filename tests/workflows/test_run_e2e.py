@@ -78,6 +78,14 @@ def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
     assert first.summary["parsed"] == len(expected) and second.summary["parsed"] == 0
     assert first.summary["partitions"] == second.summary["partitions"] == -(-len(expected) // 150)
     pd.testing.assert_frame_equal(second.table, first.table)
+    # the profile in the summary: the stages within the run's wall time; the workers' featurizing and
+    # inference in the cold run, reading caches in the warm one
+    for run in (first, second):
+        stages = run.summary["stage_seconds"]
+        assert list(stages) == ["fetch_featurize_infer", "table", "hulls", "rank"]
+        assert min(stages.values()) >= 0 and sum(stages.values()) <= run.summary["wall_seconds"] + 0.05
+    cold, warm = first.summary["worker_seconds"], second.summary["worker_seconds"]
+    assert cold["partitions"] > warm["partitions"] >= 0 and cold["inference"] > warm["inference"] >= 0
 
 
 def test_filters_and_top(client, model_path, tmp_path):
