@@ -108,3 +108,49 @@ void gated_messages(const float *restrict u, int64_t B, const int64_t *restrict 
     }
     _mm_setcsr(csr);
 }
+
+/* Training: the same messages from h (E, 2A) after batch norm, and their gradient.
+
+   gate_sum_forward:  out[i, c] = sum over atom i's edges e of sigmoid(h[e, c]) * softplus(h[e, A + c])
+   gate_sum_backward: dh[e, c]     = dout[i, c] * softplus(s) * sigmoid(g) * (1 - sigmoid(g))
+                      dh[e, A + c] = dout[i, c] * sigmoid(g) * sigmoid(s)
+   (g = h[e, c], s = h[e, A + c], i the atom of edge e). In torch's ops these are eight
+   passes over (E, A) tensors and four saved ones; here one pass each way, and only h is kept. */
+void gate_sum_forward(const float *restrict h, const int64_t *restrict start, float *restrict out,
+                      int64_t a0, int64_t a1, int64_t A)
+{
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); /* as in gated_messages */
+    for (int64_t i = a0; i < a1; i++) {
+        float *restrict acc = out + i * A;
+        memset(acc, 0, (size_t)A * sizeof *acc);
+        for (int64_t e = start[i]; e < start[i + 1]; e++) {
+            const float *restrict he = h + e * 2 * A;
+            for (int64_t c = 0; c < A; c++)
+                acc[c] += sigmoid(he[c]) * softplus(he[A + c]);
+        }
+    }
+    _mm_setcsr(csr);
+}
+
+void gate_sum_backward(const float *restrict h, const int64_t *restrict start, const float *restrict dout,
+                       float *restrict dh, int64_t a0, int64_t a1, int64_t A)
+{
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);
+    for (int64_t i = a0; i < a1; i++) {
+        const float *restrict d = dout + i * A;
+        for (int64_t e = start[i]; e < start[i + 1]; e++) {
+            const float *restrict he = h + e * 2 * A;
+            float *restrict de = dh + e * 2 * A;
+            for (int64_t c = 0; c < A; c++) {
+                const float g = sigmoid(he[c]), s = he[A + c];
+                const float t = exp_poly(s < 0.0f ? s : -s); /* e^-|s| */
+                const float sig_s = (s < 0.0f ? t : 1.0f) / (1.0f + t);
+                de[c] = d[c] * softplus(s) * g * (1.0f - g);
+                de[A + c] = d[c] * g * sig_s;
+            }
+        }
+    }
+    _mm_setcsr(csr);
+}

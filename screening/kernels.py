@@ -1,4 +1,4 @@
-"""Inference's edge messages, sum_j sigmoid(h_f) * softplus(h_s), in one fused CPU loop (kernels.c).
+"""The edge messages sum_j sigmoid(h_f) * softplus(h_s) in fused CPU loops (kernels.c).
 
 Why: on a CPU, torch spends most of a member's inference on the (E, 2A) edge rows:
 the product u W_u, two gathers and an add to build h, then sigmoid, softplus (an exp
@@ -9,10 +9,14 @@ ConvLayer._forward_inference calls `gated_sum`. The result equals torch's to flo
 rounding: exp within 1.1 ulps, softplus's log1p within 2.6, Gaussians below e^-30
 of an edge's peak left out, and sums taken in another order.
 
+Training cannot fuse the product (batch norm needs the whole of h first), but `gate_sum`
+takes h after it: the messages and their sum in one pass, their gradient in one more,
+where torch's ops make eight passes and keep four (E, A) tensors (ConvLayer._aggregate).
+
 The C file is compiled once per process (~0.1 s) with the system's C compiler into a
 temporary folder and loaded with ctypes. Where that cannot be done -- no compiler, a
 CPU without AVX2, a GPU tensor, edges not grouped by atom, an index out of range --
-`gated_sum` returns None and the model uses torch's ops; a failed compile is logged once.
+`gated_sum` and `gate_sum` return None and the model uses torch's ops; a failed compile is logged once.
 """
 from __future__ import annotations
 
@@ -92,7 +96,10 @@ def _build():
             return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     lib.gated_messages.argtypes = [pointer, size, pointer, size] + [pointer] * 6 + [size] * 3
-    lib.gated_messages.restype = None
+    lib.gate_sum_forward.argtypes = [pointer] * 3 + [size] * 3
+    lib.gate_sum_backward.argtypes = [pointer] * 4 + [size] * 3
+    for f in (lib.gated_messages, lib.gate_sum_forward, lib.gate_sum_backward):
+        f.restype = None
     return lib
 
 
@@ -155,16 +162,55 @@ def gated_sum(u, w_u, p, q, src, dst, k=None, band=None) -> Optional[torch.Tenso
     out = torch.empty(n, width // 2)
     pointers = [u.data_ptr(), n_centers, band.data_ptr() if band is not None else None, BAND] + [
         t.data_ptr() for t in (w, p, q, dst, start, out)]
+    _over_atoms(lib.gated_messages, pointers, n, width // 2)
+    return out
+
+
+def _over_atoms(function, pointers: list, n: int, a: int) -> None:
+    """function(*pointers, a0, a1, a) over atoms [0, n), split among torch's threads where there are enough."""
     threads = min(torch.get_num_threads(), n // MIN_ATOMS_PER_THREAD)
     if threads <= 1:
-        lib.gated_messages(*pointers, 0, n, width // 2)
-    else:  # ctypes lets go of the GIL during the call: atom ranges run in parallel
-        bounds = [n * j // threads for j in range(threads + 1)]
-        jobs = [_library.threads(threads).submit(lib.gated_messages, *pointers, a, b, width // 2)
-                for a, b in zip(bounds[:-1], bounds[1:])]
-        for job in jobs:
-            job.result()
-    return out
+        function(*pointers, 0, n, a)
+        return
+    # ctypes lets go of the GIL during the call: atom ranges run in parallel
+    bounds = [n * j // threads for j in range(threads + 1)]
+    jobs = [_library.threads(threads).submit(function, *pointers, lo, hi, a) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+
+
+class _GateSum(torch.autograd.Function):
+    """gate_sum_forward / gate_sum_backward of kernels.c, for training."""
+
+    @staticmethod
+    def forward(ctx, h, start):
+        n, a = start.numel() - 1, h.shape[1] // 2
+        out = h.new_empty(n, a)
+        _over_atoms(_library.lib.gate_sum_forward, [h.data_ptr(), start.data_ptr(), out.data_ptr()], n, a)
+        ctx.save_for_backward(h, start)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        h, start = ctx.saved_tensors
+        dout = dout.contiguous()
+        dh = torch.empty_like(h)
+        _over_atoms(_library.lib.gate_sum_backward, [h.data_ptr(), start.data_ptr(), dout.data_ptr(), dh.data_ptr()],
+                    start.numel() - 1, h.shape[1] // 2)
+        return dh, None
+
+
+def gate_sum(h: torch.Tensor, src: torch.Tensor, n_atoms: int, k=None) -> Optional[torch.Tensor]:
+    """(N, A): each atom's sum over its edges of sigmoid(g) * softplus(s), [g | s] = h (E, 2A), with
+    autograd (training): two passes over h where torch's ops make eight and keep four (E, A) tensors
+    for the backward. None where the kernel does not apply (as gated_sum; then torch's ops)."""
+    if h.device.type != "cpu" or h.dtype != torch.float32 or h.dim() != 2 or h.shape[1] % 2 \
+            or h.shape[0] != src.numel() or _library.get() is None:
+        return None
+    start = _offsets(src, n_atoms, k)
+    if start is None:
+        return None
+    return _GateSum.apply(h.contiguous(), start)
 
 
 def eager_gated_sum(gate, core, src, n_atoms: int, k=None) -> torch.Tensor:

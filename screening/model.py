@@ -144,11 +144,11 @@ class ConvLayer(nn.Module):
         return self._update(v, kernels.eager_gated_sum(gate, core, src, v.shape[0], k))
 
     def _aggregate(self, v, h, src, k=None):
-        gate, core = h.chunk(2, dim=1)
-        return self._sum_update(v, torch.sigmoid(gate) * F.softplus(core), src, k)
-
-    def _sum_update(self, v, messages, src, k=None):
-        return self._update(v, kernels.neighbour_sum(messages, src, v.shape[0], k))
+        summed = kernels.gate_sum(h, src, v.shape[0], k)  # on a CPU: one C loop each way (screening/kernels.c)
+        if summed is None:
+            gate, core = h.chunk(2, dim=1)
+            summed = kernels.neighbour_sum(torch.sigmoid(gate) * F.softplus(core), src, v.shape[0], k)
+        return self._update(v, summed)
 
     def _update(self, v, summed):
         return F.softplus(v + self.bn_sum(summed))
@@ -171,14 +171,14 @@ def _edge_rows(v, u, src, dst, k, w_i, b, w_j, w_u):
     index_select, not v[dst]: its backward is one index_add_, several times faster on
     CPU than the accumulating index_put_ that fancy indexing uses. Then addmm_ and add_
     add u W_u and v_i W_i into the gathered rows in place: no new edge-sized tensor, and
-    none of these ops needs its output for the backward pass.
+    none of these ops needs its output for the backward pass (but see the view below).
     """
     h = F.linear(v, w_j).index_select(0, dst).addmm_(u, w_u.T)
     if k:  # atom i's edges are rows i*k ... i*k + k-1: broadcast v_i W_i rather than gather it
-        h.view(-1, k, h.shape[1]).add_(F.linear(v, w_i, b)[:, None])
-    else:
-        h.add_(F.linear(v, w_i, b).index_select(0, src))
-    return h
+        rows, p = h.view(-1, k, h.shape[1]), F.linear(v, w_i, b)[:, None]
+        # out of place under autograd: in place on a view of h, its backward copies all of h's gradient
+        return (rows + p if torch.is_grad_enabled() else rows.add_(p)).view(-1, h.shape[1])
+    return h.add_(F.linear(v, w_i, b).index_select(0, src))
 
 
 def neighbors_per_atom(src: torch.Tensor, n_atoms: int):

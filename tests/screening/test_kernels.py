@@ -121,3 +121,58 @@ def test_without_a_compiler_inference_uses_torch(monkeypatch, caplog, compiler):
     assert library.tried and library.lib is None
     assert "inference uses torch's slower ops" in caplog.text and len(caplog.records) == 1
     torch.testing.assert_close(out, conv.forward_unfactorized(v, u, src, dst), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("regular", [True, False])
+def test_training_gate_sum_and_its_gradient_equal_torch(regular, monkeypatch):
+    """gate_sum (training): the same sums as torch's ops and the same gradient of h, on one and
+    two threads; atoms without edges get 0 and pass no gradient."""
+    torch.manual_seed(4)
+    n, a = 300, 32
+    src, dst, d = graph(n, regular=regular)
+    k = 12 if regular else None
+    h = (torch.randn(src.numel(), 2 * a) * 4).requires_grad_()
+    weights = torch.randn(n, a)
+
+    def torch_ops(h):
+        gate, core = h.chunk(2, dim=1)
+        return torch.zeros(n, a).index_add_(0, src, torch.sigmoid(gate) * F.softplus(core))
+
+    want = torch_ops(h)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), h)
+    monkeypatch.setattr(kernels, "MIN_ATOMS_PER_THREAD", 50)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got = kernels.gate_sum(h, src, n, k)
+            (got_grad,) = torch.autograd.grad((got * weights).sum(), h)
+            torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6)
+            torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(before)
+    if not regular:
+        empty = torch.bincount(src, minlength=n) == 0
+        assert empty.any() and torch.all(got[empty] == 0)
+    assert kernels.gate_sum(h, src.flip(0), n) is None  # edges not grouped by atom: torch's ops
+
+
+def test_a_training_step_with_the_kernel_equals_one_with_torch(monkeypatch):
+    """One convolution's training forward and parameter gradients, kernel or torch's ops."""
+    torch.manual_seed(5)
+    src, dst, d = graph(60)
+    v, u = torch.randn(60, 16), GaussianExpansion(8.0, 0.2)(d)
+    conv = ConvLayer(16, 41).train()
+
+    def step():
+        conv.zero_grad()
+        out = conv(v, u, src, dst, 12)
+        (out * torch.linspace(-1, 1, 16)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in conv.parameters()]
+
+    fused_out, fused_grads = step()
+    monkeypatch.setattr(kernels, "gate_sum", lambda *args: None)
+    torch_out, torch_grads = step()
+    torch.testing.assert_close(fused_out, torch_out, rtol=1e-5, atol=1e-5)
+    for g, w in zip(fused_grads, torch_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
