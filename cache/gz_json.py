@@ -18,8 +18,10 @@ def read(path: Path) -> dict:
     return json.loads(gzip.decompress(Path(path).read_bytes()))
 
 
-def write(path: Path, doc: dict) -> None:
-    write_atomic(Path(path), gzip.compress(json.dumps(doc).encode(), 3))
+def write(path: Path, doc: dict, durable: bool = True) -> None:
+    """durable=False: no fsync (see write_atomic). Safe here for an entry that is made again when
+    missing: what a crash could leave of it fails gzip's CRC on reading, which is a miss (DAMAGED)."""
+    write_atomic(Path(path), gzip.compress(json.dumps(doc).encode(), 3), durable)
 
 
 def verify(paths: Iterable[Path], mismatch: Callable[[Path, dict], Optional[str]], repair: bool = False) -> List[str]:

@@ -37,7 +37,9 @@ class HullCache:
         return out
 
     def put(self, system: str, answer: dict) -> None:
-        gz_json.write(self.dir / f"{system}.json.gz", answer)
+        # no fsync: a run writes one small entry per chemical system (16,683 for ../shared/data), and a
+        # damaged one is computed again (get_many)
+        gz_json.write(self.dir / f"{system}.json.gz", answer, durable=False)
 
     def phases(self) -> Optional[int]:
         """How many reference phases this version holds, if a run wrote it down."""

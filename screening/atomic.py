@@ -24,13 +24,14 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(path: Path, data: bytes) -> Path:
+def _write_tmp(path: Path, data: bytes, durable: bool = True) -> Path:
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}.part")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
     except OSError as e:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
         raise OSError(e.errno, e.strerror, str(path)) from None  # named: "no space left writing <path>"
@@ -40,9 +41,10 @@ def _write_tmp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Make `path` hold `data`, all or nothing; a concurrent writer of the same path may win."""
-    tmp = _write_tmp(Path(path), data)
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Make `path` hold `data`, all or nothing; a concurrent writer of the same path may win.
+    durable=False skips the fsync: only for files whose reader detects damage and can make them again."""
+    tmp = _write_tmp(Path(path), data, durable)
     try:
         os.replace(tmp, path)
     except BaseException:

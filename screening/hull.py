@@ -73,14 +73,24 @@ class Hull:
     are added here, as the zero of formation energy)."""
 
     def __init__(self, system: frozenset, phases: Sequence[Phase]):
+        order = pymatgen_order(system)
+        entries = [((tuple(p.reduced.get(el, 0.0) for el in order), p.energy_per_atom, p.name), p)
+                   for p in [Phase.of(el, 0.0) for el in order] + list(phases)]
+        entries.sort(key=lambda pair: pair[0])  # PhaseDiagram's order: reduced composition, energy, name
+        self._build(order, entries)
+
+    def without(self, name: str) -> "Hull":
+        """The hull of the same phases but the one named `name` (leave-one-out), without sorting them again."""
+        hull = Hull.__new__(Hull)
+        hull._build(self.order, [pair for pair in self._entries if pair[1].name != name])
+        return hull
+
+    def _build(self, order: tuple, entries: list) -> None:
         from scipy.spatial import ConvexHull
 
-        order = self.order = pymatgen_order(system)
-        entries = [Phase.of(el, 0.0) for el in order] + list(phases)
-        entries.sort(key=lambda p: (tuple(p.reduced.get(el, 0.0) for el in order), p.energy_per_atom, p.name))
+        self.order, self._entries = order, entries
         # the lowest phase of each reduced composition (the first, as sorted), as PhaseDiagram._compute keeps it
-        lowest = [next(group) for _, group in itertools.groupby(
-            entries, key=lambda p: tuple(p.reduced.get(el, 0.0) for el in order))]
+        lowest = [next(group)[1] for _, group in itertools.groupby(entries, key=lambda pair: pair[0][0])]
         element_refs = {next(iter(p.reduced)): i for i, p in enumerate(lowest) if len(p.reduced) == 1}
         data = np.array([[p.fractions.get(el, 0.0) for el in order] + [p.energy_per_atom] for p in lowest])
         formation = -np.dot(data, [lowest[element_refs[el]].energy_per_atom for el in order] + [-1])

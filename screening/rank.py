@@ -100,8 +100,8 @@ class ReferencePhases:
         return [p for k in range(1, len(system) + 1) for sub in combinations(sorted(system), k)
                 for p in self._by_system.get(frozenset(sub), []) if without is None or p.name != without]
 
-    def hull(self, system: FrozenSet[str], without: Optional[str] = None) -> Hull:
-        return Hull(system, self.phases_within(system, without))
+    def hull(self, system: FrozenSet[str]) -> Hull:
+        return Hull(system, self.phases_within(system))
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
@@ -168,6 +168,7 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     """
     out = have or {"formulas": {}, "loo": {}}
     new = [f for f in dict.fromkeys(formulas) if f not in out["formulas"]]
+    hull = None
     if new or "on_hull" not in out:
         hull = references.hull(system)
         out["on_hull"] = sorted(p.name for p in hull.stable if "|" in p.name)
@@ -177,7 +178,8 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     on_hull = set(out["on_hull"])
     for name in leave_out:
         if name in on_hull and name not in out["loo"]:
-            out["loo"][name] = _hull_point(references.hull(system, without=name), name.split("|", 1)[1])
+            hull = hull or references.hull(system)
+            out["loo"][name] = _hull_point(hull.without(name), name.split("|", 1)[1])
     return out
 
 

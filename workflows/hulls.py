@@ -1,10 +1,10 @@
 """Hull energies of a run's candidates: per chemical system, cached per version of the reference
 data, and the missing ones computed on the workers in parallel.
 
-A phase diagram is the slow part of ranking (tens of ms each, one per chemical system
-and one more per known crystal on its hull). screening.rank.system_hull turns a system's
-diagram into plain numbers that HullTable reads back exactly, so a warm run builds no
-diagram and does not even read the reference phases when they come from a CSV (the
+A system's hull (screening/hull.py, ~1.7 ms; pymatgen's PhaseDiagram took ~9) is the slow part
+of ranking: one per chemical system, and one more per known crystal on its hull. screening.rank.system_hull
+turns it into plain numbers that HullTable reads back exactly, so a warm run builds no
+hull and does not even read the reference phases when they come from a CSV (the
 shipped table, or the run's own CSV source): the file's hash is the version.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from workflows import mp
 from workflows.allocator import reuse_freed_memory
 from workflows.watch import each_result, window_of
 
-HULL_CHUNK = 40  # systems per task: a few seconds of phase diagrams
+HULL_CHUNK = 100  # systems per task: a few tenths of a second of hulls
 
 
 def hull_task(references, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:
