@@ -87,6 +87,30 @@ def _write_array(group_path: Path, name: str, data: np.ndarray) -> None:
                       compressors=[BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")])
 
 
+# Manifests this process has read and checked, by path, with the file's identity when read, so that
+# each task's store (a warm run opens one per partition: 133 manifests of 250 crystals each for
+# ../shared/data, 45 ms of parsing and checksums a task) reads a manifest again only if it changed.
+# Any write to a file gives it a new mtime, but within the clock's tick (milliseconds) a file
+# written twice may keep one: only manifests older than MANIFEST_SETTLED seconds are remembered.
+_MANIFESTS: Dict[str, Tuple[tuple, dict]] = {}
+MANIFEST_SETTLED = 2.0
+
+
+def _read_manifest(path: Path) -> dict:
+    st = path.stat()
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _MANIFESTS.get(str(path))
+    if known is not None and known[0] == identity:
+        return known[1]
+    m = json.loads(path.read_text())
+    body = {k: v for k, v in m.items() if k != "sha256"}
+    if m.get("sha256") != _digest(body):
+        raise ValueError("its own checksum does not match")
+    if time.time() - st.st_mtime > MANIFEST_SETTLED:
+        _MANIFESTS[str(path)] = (identity, m)
+    return m
+
+
 class GraphStore:
     """One store directory; get one with `GraphStore.open` (or `GraphStore.at` for a known path)."""
 
@@ -140,11 +164,7 @@ class GraphStore:
             if unit in self._manifests:
                 continue
             try:
-                m = json.loads(path.read_text())
-                body = {k: v for k, v in m.items() if k != "sha256"}
-                if m.get("sha256") != _digest(body):
-                    raise ValueError("its own checksum does not match")
-                self._manifests[unit] = m
+                self._manifests[unit] = _read_manifest(path)
                 self._unreadable.pop(unit, None)
             except (OSError, ValueError) as e:
                 # Not served: its crystals count as missing and get re-made; verify reports it.

@@ -157,6 +157,27 @@ def test_damaged_manifest_is_not_served_and_is_reported(tmp_path):
     assert store.stale() == []  # the damaged unit's data is kept as evidence
 
 
+def test_a_remembered_manifest_is_read_again_once_it_changes(tmp_path, monkeypatch):
+    """A process remembers the manifests it checked (a warm run opens a store per partition), and
+    reads one again when the file changes: a forged manifest is still refused, not served from memory."""
+    import cache.graph_store as graph_store
+
+    write_range(str(tmp_path), 0, 40, 20)
+    monkeypatch.setattr(graph_store, "MANIFEST_SETTLED", -1.0)  # remember even a manifest written just now
+    assert len(GraphStore.open(tmp_path, CFG)) == 40
+    checks = []
+    monkeypatch.setattr(graph_store, "_digest", lambda obj, real=graph_store._digest: checks.append(1) or real(obj))
+    assert len(GraphStore.open(tmp_path, CFG)) == 40 and checks == []  # from memory: no manifest parsed again
+    manifest = sorted((tmp_path / f"featurizer-{CFG.fingerprint()}" / "manifest").glob("*.json"))[0]
+    m = json.loads(manifest.read_text())
+    m["ids"][0] = "forged"
+    manifest.write_text(json.dumps(m))
+    os.utime(manifest, ns=(time.time_ns(), time.time_ns() + 10**9))  # a later mtime, whatever the clock's tick
+    store = GraphStore.open(tmp_path, CFG)
+    assert len(store) == 20 and len(checks) == 1
+    assert "unreadable (its own checksum does not match)" in store.verify()[0]
+
+
 def test_readers_refuse_a_flipped_byte_with_one_line(tmp_path):
     write_range(str(tmp_path), 0, 60, 60)
     store = GraphStore.open(tmp_path, CFG)
