@@ -1,5 +1,6 @@
-"""screening.hull against pymatgen's PhaseDiagram, the oracle: the same hull energies bit for bit, the same
-phases on the hull, the same E_hull through ranking (leave-one-out, ties with hull entries, known energies)."""
+"""screening.hull against pymatgen's PhaseDiagram, the oracle: the same hull energies (bit for bit with
+pymatgen 2026.10.16; held to 1e-9 eV/atom here, so that another pymatgen's rounding does not fail CI), the
+same phases on the hull, the same E_hull through ranking (leave-one-out, ties with hull entries, known energies)."""
 import warnings
 
 import numpy as np
@@ -30,9 +31,9 @@ def data():
     return df, ReferencePhases(df.formula, df.formation_energy_per_atom, df.material_id)
 
 
-def test_hull_energies_and_stable_phases_are_pymatgens_bit_for_bit(data):
-    """300 chemical systems of ../shared/data and a few of the rarest sizes (1 to 8 elements), every formula of each and every
-    leave-one-out hull its references need."""
+def test_hull_energies_and_stable_phases_are_pymatgens(data):
+    """300 chemical systems of ../shared/data and a few of the rarest sizes (1 to 8 elements): every
+    formula of each, and every leave-one-out hull its references need."""
     from pymatgen.core import Composition
 
     df, refs = data
@@ -53,11 +54,13 @@ def test_hull_energies_and_stable_phases_are_pymatgens_bit_for_bit(data):
         for f, (reduced, atoms, energy, ties) in answer["formulas"].items():
             comp = Composition(f)
             assert (reduced, atoms) == (comp.reduced_formula, comp.num_atoms)
-            assert energy == want.get_hull_energy_per_atom(comp), (system, f)
-            assert sorted(ties) == sorted(e.energy for e in want.stable_entries if e.composition.formula == comp.formula)
+            assert abs(energy - want.get_hull_energy_per_atom(comp)) <= 1e-9, (system, f)
+            want_ties = [e.energy for e in want.stable_entries if e.composition.formula == comp.formula]
+            assert sorted(ties) == sorted(want_ties)
             points += 1
         for name, (reduced, _, energy, _) in answer["loo"].items():
-            assert energy == diagram(refs, system, without=name).get_hull_energy_per_atom(Composition(reduced))
+            loo_diagram = diagram(refs, system, without=name)
+            assert abs(energy - loo_diagram.get_hull_energy_per_atom(Composition(reduced))) <= 1e-9
             loo += 1
     assert points > 500 and loo > 100
 
@@ -93,8 +96,8 @@ def test_ranking_gives_pymatgens_e_hull_with_leave_one_out_and_ties(data):
         if np.isfinite(known[i]):
             k = full.get_decomp_and_e_above_hull(PDEntry(comp, known[i] * comp.num_atoms), allow_negative=True)[1]
             want_known[i] = max(k, 0.0) if is_reference else k
-    assert np.array_equal(got_pred, want_pred, equal_nan=True)
-    assert np.array_equal(got_known, want_known, equal_nan=True)
+    np.testing.assert_allclose(got_pred, want_pred, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got_known, want_known, rtol=0, atol=1e-9)
     assert got_pred[-2] == 0.0 and np.isfinite(got_pred).all()
     loo = HullTable({"-".join(sorted(s)): system_hull(refs, s, [f], [reference_name(i, f)])
                      for f, i, s in zip(formulas, ids, map(element_set, formulas))}).loo
