@@ -51,9 +51,13 @@ static inline float sigmoid(float x)
     return 1.0f / (1.0f + exp_poly(-x));
 }
 
-static inline float softplus(float x)
+static inline float exp_neg_abs(float x)
 {
-    float t = exp_poly(x < 0.0f ? x : -x); /* e^-|x| in (0, 1] */
+    return exp_poly(x < 0.0f ? x : -x); /* e^-|x| in (0, 1] */
+}
+
+static inline float softplus_of(float x, float t) /* t = exp_neg_abs(x) */
+{
     float s = t / (2.0f + t);
     float z = s * s;
     float p = z * 0.12200534343719482f + 0.10693691670894623f; /* atanh(s) / s in z = s^2 <= 1/9, fitted */
@@ -62,6 +66,11 @@ static inline float softplus(float x)
     p = p * z + 0.33333340287208557f;
     p = p * z + 1.0f;
     return (x > 0.0f ? x : 0.0f) + 2.0f * s * p;
+}
+
+static inline float softplus(float x)
+{
+    return softplus_of(x, exp_neg_abs(x));
 }
 
 void gated_messages(const float *restrict u, int64_t B, const int64_t *restrict band, int64_t J,
@@ -145,9 +154,9 @@ void gate_sum_backward(const float *restrict h, const int64_t *restrict start, c
             float *restrict de = dh + e * 2 * A;
             for (int64_t c = 0; c < A; c++) {
                 const float g = sigmoid(he[c]), s = he[A + c];
-                const float t = exp_poly(s < 0.0f ? s : -s); /* e^-|s| */
+                const float t = exp_neg_abs(s); /* one exp for both sigmoid(s) and softplus(s) */
                 const float sig_s = (s < 0.0f ? t : 1.0f) / (1.0f + t);
-                de[c] = d[c] * softplus(s) * g * (1.0f - g);
+                de[c] = d[c] * softplus_of(s, t) * g * (1.0f - g);
                 de[A + c] = d[c] * g * sig_s;
             }
         }

@@ -92,13 +92,12 @@ class ReferencePhases:
             if name is not None:
                 self.ids.add(name)
 
-    def phases_within(self, system: FrozenSet[str], without: Optional[str] = None) -> List[Phase]:
-        """The phases of the system and its sub-systems, leaving out the one named `without`
-        ("<id>|<reduced formula>": an id alone could name another crystal)."""
+    def phases_within(self, system: FrozenSet[str]) -> List[Phase]:
+        """The phases of the system and its sub-systems (a leave-one-out hull: Hull.without)."""
         from itertools import combinations
 
         return [p for k in range(1, len(system) + 1) for sub in combinations(sorted(system), k)
-                for p in self._by_system.get(frozenset(sub), []) if without is None or p.name != without]
+                for p in self._by_system.get(frozenset(sub), [])]
 
     def hull(self, system: FrozenSet[str]) -> Hull:
         return Hull(system, self.phases_within(system))

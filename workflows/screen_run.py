@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -307,7 +307,12 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     reporter("infer")(0, len(infers))
     infer_results = wait_all(client, infers, on_done=reporter("infer"), **wait)
     feat_results = wait_all(client, feats, **wait)  # finished already: each infer task needed its own
-    clock = {"fetch_featurize_infer": time.time() - t0}  # pipelined on the workers
+    clock: Dict[str, float] = {}
+
+    def lap(stage: str) -> None:  # the wall seconds since the last stage ended
+        clock[stage] = time.time() - t0 - sum(clock.values())
+
+    lap("fetch_featurize_infer")  # pipelined on the workers
     n_candidates = sum(len(fr["rows"]) + len(fr["errors"]) for fr in feat_results)
     if not n_candidates:
         raise ScreenError(f"--query {opts.query}: no candidates found in {description}")
@@ -354,15 +359,15 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     members: dict = {}
     for formula, c_id in zip(table["formula"], table["id"]):
         members.setdefault(system_of[formula], []).append((formula, c_id))
-    clock["table"] = time.time() - t0 - sum(clock.values())
+    lap("table")
     references, reference_note, n_phases = hulls(client, opts, source, members, wait)
-    clock["hulls"] = time.time() - t0 - sum(clock.values())
+    lap("hulls")
     rank_opts = replace(opts.rank, top=None)  # the plot shows them all
     if rank_opts.unrelaxed_std is None:
         rank_opts.unrelaxed_std = float(ckpt.meta.get("unrelaxed_std", 0.0))
     everything = rank(table, references, rank_opts)
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
-    clock["rank"] = time.time() - t0 - sum(clock.values())
+    lap("rank")
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     if fetch_counts is None:  # from the partition tasks

@@ -19,7 +19,8 @@ def diagram(refs: ReferencePhases, system, without=None):
     from pymatgen.core import Composition, Element
 
     entries = [PDEntry(el, 0.0) for el in sorted(system)]
-    entries += [PDEntry(Composition(p.formula), p.energy, name=p.name) for p in refs.phases_within(system, without)]
+    entries += [PDEntry(Composition(p.formula), p.energy, name=p.name) for p in refs.phases_within(system)
+                if p.name != without]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return PhaseDiagram(entries, elements=[Element(el) for el in pymatgen_order(system)])
