@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--source", default="local:" + str(Path(__file__).resolve().parents[2] / "shared/data/mp_dev.csv.gz"))
     ap.add_argument("--model", default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default=None, help="screen run --device (auto, cpu, cuda)")
     ap.add_argument("--work", type=Path, help="cache and output folder, kept afterwards (default: a temp folder, "
                                               "deleted); with a warm cache there, every run is warm")
     ap.add_argument("--runs", nargs="+", default=["cold", "warm"], help="labels of the runs, one after another")
@@ -59,6 +60,8 @@ def main():
            "--dashboard", ":0", "--cache", str(work / "cache"), "--out", str(work / "out"), "--top", "5"]
     if args.model:
         cmd += ["--model", args.model]
+    if args.device:
+        cmd += ["--device", args.device]
     try:
         for label in args.runs:
             wall, peak, _, _ = measure(cmd, cwd=root)
