@@ -32,7 +32,7 @@ from screening.graphset import GraphSet
 from screening.metrics import mae, nonmetal_auc
 from screening.model import GAP_TASK, MTCGCNN
 from screening.predict import predict_set
-from screening.train_config import TrainConfig  # noqa: F401  (its home; imported from here too)
+from screening.train_config import SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig's home; imported from here too)
 from screening.weighting import make_weighting
 
 
@@ -65,7 +65,7 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
         return 0.1 if step >= int(total * 2 / 3) else 1.0
     if cfg.schedule == "none":
         return 1.0
-    raise ScreenError(f"--schedule {cfg.schedule}: choose cosine, step or none")
+    raise ScreenError(f"--schedule {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
 
 
 class EMA:

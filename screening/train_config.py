@@ -12,6 +12,8 @@ from screening.properties import METAL_GAP_EV
 if TYPE_CHECKING:
     from screening.model import ModelConfig
 
+SCHEDULES = ("cosine", "step", "none")  # the learning-rate schedules after warm-up (screening/train.py lr_factor)
+
 
 @dataclass
 class TrainConfig:
@@ -31,7 +33,7 @@ class TrainConfig:
     lr: float = 0.005
     optimizer: str = "adamw"  # adam (paper) | adamw (decoupled weight decay)
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | step | none
+    schedule: str = "cosine"  # one of SCHEDULES
     warmup_epochs: float = 2.0  # linear warm-up from lr/100 before the schedule
     ema_decay: float = 0.999  # exponential moving average of the weights; 0 = off
     bn_recompute: int = 4096  # training crystals whose pass re-estimates batch-norm statistics before validation; 0 = off
@@ -66,6 +68,8 @@ class TrainConfig:
             raise ScreenError(f"--loss {self.loss}: choose {', '.join(LOSSES)}")
         if self.optimizer not in ("adam", "adamw"):
             raise ScreenError(f"--optimizer {self.optimizer}: choose adam or adamw")
+        if self.schedule not in SCHEDULES:
+            raise ScreenError(f"--schedule {self.schedule}: choose {', '.join(SCHEDULES)}")
         if self.metal_head and GAP_TASK not in self.tasks:
             raise ScreenError(f"the metal head needs the {GAP_TASK} task (its label is Eg < {METAL_GAP_EV} eV); "
                               f"add it to --tasks or pass --no-metal-head")

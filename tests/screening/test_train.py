@@ -66,3 +66,19 @@ def test_metrics_match_hand_computed_values():
     assert roc_auc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
     # true gaps 0 (metal), 0.01 (metal), 1.0, 2.0 (non-metals); perfect ordering
     assert nonmetal_auc([0, 0.01, 1.0, 2.0], [0.1, 0.0, 0.8, 3.0]) == pytest.approx(1.0)
+
+
+def test_a_misspelled_schedule_is_one_line_before_any_data_is_read(tmp_path):
+    """Not two epochs later, when the warm-up ends and the schedule is first asked for a factor."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from screening.errors import ScreenError
+
+    with pytest.raises(ScreenError, match=r"^--schedule cosin: choose cosine, step, none$"):
+        tiny_config(schedule="cosin").check()
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "no-such.csv"), "--schedule", "Step",
+                                 "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and lines == ["error: --schedule Step: choose cosine, step, none"], r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
