@@ -214,7 +214,7 @@ def submit(
 
     runs, name, batch, out = [list(ctx.args)], "screen", {}, None
     if campaign:
-        c = read_campaign(campaign)
+        c = read_campaign(campaign, check_files=True)
         runs, name, batch, out = [args + list(ctx.args) for _, args in c.runs], c.name, c.batch, c.out
         every = every or c.every
     checked = []
@@ -259,10 +259,8 @@ def status(
     campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (its out folder)."),
 ):
     """The batch jobs of a run folder (or campaign) and its latest results."""
-    import json
-
     from workflows.report import print_table
-    from workflows.batch import jobs, states
+    from workflows.batch import jobs, latest_results, states
     from workflows.campaign import read_campaign
 
     folders = None
@@ -287,20 +285,8 @@ def status(
              "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
     print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
     for query, folder in folders or [(None, out)]:
-        summary_path = folder / "summary.json"
-        about = f" of {query}" if query and len(folders) > 1 else ""
-        if not summary_path.exists():
-            console.print(f"results{about}: none yet", highlight=False)
-            continue
-        s = json.loads(summary_path.read_text())
-        made_by = (s.get("provenance") or {}).get("batch_job") or "an interactive run"
-        console.print(f"latest results{about} (job {made_by}): {s['ranked']} of {s['candidates']} candidates; "
-                      f"featurized {s['featurized']}, inferred {s['inferred']}; {s['wall_seconds']:.0f} s",
-                      highlight=False)
-        if s.get("changes"):
-            console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
-        for name, path in (s.get("files") or {}).items():
-            console.print(f"{name}: {path}", highlight=False)
+        for line in latest_results(folder, f" of {query}" if query and len(folders) > 1 else ""):
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -13,9 +13,11 @@ runs keep their cadence whether one succeeds or fails, and `screen status` shows
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,16 @@ SCRIPT = "screen.sbatch"
 JOBS = "jobs.csv"
 _EVERY = re.compile(r"^(\d+)\s*(m|min|minutes?|h|hours?|d|days?|w|weeks?)$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# what goes into an #SBATCH line as it is: no space or newline can end the line or add another
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@,-]*$")
+# sbatch --begin: the forms Slurm's own parser reads (parse_time), one pattern each
+_CLOCK = r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?"
+_BEGIN_FORMS = [
+    re.compile(r"^now(?:\s*[+-]\s*\d+\s*(?:seconds?|minutes?|hours?|days?|weeks?)?)?$"),
+    re.compile(rf"^(?:(?P<day>today|tomorrow)\s*)?(?:{_CLOCK}(?:\s*(?P<ampm>am|pm))?|midnight|noon|elevenses|fika|teatime)?$"),
+    re.compile(rf"^(?P<Y>\d{{4}})-(?P<M>\d{{2}})-(?P<D>\d{{2}})(?:t{_CLOCK})?$"),  # (the text is lower-cased: T is t)
+    re.compile(rf"^(?P<M>\d{{2}})(?P<sep>[/.]?)(?P<D>\d{{2}})(?:(?P=sep)(?P<Y>\d{{2}}))?(?:-{_CLOCK})?$"),
+]
 
 
 @dataclass
@@ -45,11 +57,16 @@ class BatchJob:
     overcommit: bool = False
     name: str = "screen"
     every: Optional[str] = None  # "7d": the job submits its next run this long after it starts
-    python: str = field(default_factory=lambda: __import__("sys").executable)
+    python: str = field(default_factory=lambda: sys.executable)
 
     def check(self) -> None:
-        if self.gpus < 0:
-            raise ScreenError(f"--gpus {self.gpus}: must be 0 or more")
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ScreenError(f"--gpus {self.gpus}: must be a whole number, 0 or more")
+        if not isinstance(self.overcommit, bool):
+            raise ScreenError(f"--overcommit {self.overcommit!r}: must be true or false")
+        for what, value in (("name", self.name), ("--queue", self.partition), ("--account", self.account)):
+            if value is not None:
+                check_word(what, value)
         if self.every is not None:
             sbatch_delay(self.every)
 
@@ -67,8 +84,43 @@ def batch_job(runs: List[List[str]], out_dir, spec, name: str = "screen", every:
     return BatchJob(runs=runs, out_dir=Path(out_dir), workdir=Path.cwd(), workers=spec.workers,
                     threads=spec.threads_per_worker, memory=spec.memory_per_worker, walltime=spec.walltime,
                     partition=spec.queue, account=spec.account, name=name, every=every,
-                    gpus=gpus if gpus is not None else int(batch.get("gpus", 0)),
-                    overcommit=overcommit if overcommit is not None else bool(batch.get("overcommit", False)))
+                    gpus=gpus if gpus is not None else batch.get("gpus", 0),
+                    overcommit=overcommit if overcommit is not None else batch.get("overcommit", False))
+
+
+def check_word(what: str, value: str) -> str:
+    """A job name, partition or account, as it may stand in an #SBATCH line."""
+    if not isinstance(value, str) or not _WORD.match(value):
+        raise ScreenError(f"{what} {value!r}: use letters, digits and . _ + @ - only (no spaces or newlines), "
+                          f"starting with a letter or digit")
+    return value
+
+
+def check_begin(begin: str) -> str:
+    """`--begin` as sbatch reads it: HH:MM[:SS] [AM|PM], midnight, noon, teatime (also after today
+    or tomorrow), YYYY-MM-DD[THH:MM[:SS]], MMDD[YY], MM/DD[/YY][-HH:MM[:SS]], now[+N[units]]."""
+    text = " ".join(str(begin).split()).lower()
+    for form in _BEGIN_FORMS:
+        m = form.match(text)
+        if m and text and _in_range(m.groupdict()):
+            return begin
+    raise ScreenError(f"--begin {begin}: expected a time Slurm reads, like now+1hour, 2026-12-01, "
+                      f"2026-12-01T03:00, 03:00, tomorrow, midnight or teatime")
+
+
+def _in_range(g: dict) -> bool:
+    import datetime
+
+    hour = int(g.get("h") or 0)
+    if hour > (12 if g.get("ampm") else 23) or int(g.get("m") or 0) > 59 or int(g.get("s") or 0) > 59:
+        return False
+    if g.get("D") is None:
+        return True
+    try:  # a two-digit year is 20YY; no year: a leap year, so 02/29 is a date
+        datetime.date(int(g["Y"] or 2000) + (2000 if g["Y"] and len(g["Y"]) == 2 else 0), int(g["M"]), int(g["D"]))
+    except ValueError:
+        return False
+    return True
 
 
 def sbatch_delay(every: str) -> str:
@@ -119,7 +171,7 @@ def job_script(job: BatchJob) -> str:
                   f"echo \"$next,$(date +%Y-%m-%dT%H:%M:%S),{delay}\" >> {shlex.quote(str(out / JOBS))}",
                   ""]
     lines += export_lines(worker_environment())
-    commands = [[job.python, "-m", "cli", "run", *args, "--runner", "slurm"] for args in job.runs]
+    commands = [[*entry_point(job.python), "run", *args, "--runner", "slurm"] for args in job.runs]
     if len(commands) == 1:
         lines += ["", "srun " + " ".join(shlex.quote(a) for a in commands[0])]
     else:  # one query after another; a failed one does not stop the rest, and the job says it failed
@@ -129,9 +181,20 @@ def job_script(job: BatchJob) -> str:
     return "\n".join(lines) + "\n"
 
 
+def entry_point(python: str, version=sys.version_info) -> List[str]:
+    """`screen` as the job runs it. The job starts in the submit folder (--chdir), and `python -m cli`
+    puts the current folder first on sys.path: a cli.py (or a screening/ folder) of the user's there
+    would be imported instead of screen's. -P (Python 3.11+) leaves it off; before 3.11, the same by hand."""
+    if version >= (3, 11):
+        return [python, "-P", "-m", "cli"]
+    return [python, "-c", "import runpy, sys; del sys.path[0]; runpy.run_module('cli', run_name='__main__', alter_sys=True)"]
+
+
 def submit(job: BatchJob, begin: Optional[str] = None, dry_run: bool = False) -> Optional[str]:
     """Write the job script into the run's folder and submit it; the job id (None with dry_run)."""
     job.check()
+    if begin is not None:
+        check_begin(begin)
     out = Path(job.out_dir).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)  # Slurm does not make the --output folder
     job.script_path.write_text(job_script(job))
@@ -154,12 +217,53 @@ def record(out: Path, job_id: str, begin: str) -> None:
 
 
 def jobs(out: Path) -> List[Dict[str, str]]:
-    """Every job submitted for this run folder, by screen submit or by the schedule, oldest first."""
+    """Every job submitted for this run folder, by screen submit or by the schedule, oldest first;
+    a ScreenError when the file is not the table screen submit writes (binary, or damaged)."""
     path = Path(out) / JOBS
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows, header = list(reader), reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ScreenError(f"{path}: cannot read it as the job table screen submit writes "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    if header[:3] != ["job_id", "submitted", "begin"] or any(not (r.get("job_id") or "").strip() for r in rows):
+        raise ScreenError(f"{path}: damaged: not the job table screen submit writes (job_id,submitted,begin "
+                          f"and a row per job); move it aside and the next screen submit starts a new one")
+    return [{k: (r.get(k) or "") for k in ("job_id", "submitted", "begin")} for r in rows]
+
+
+def latest_results(folder: Path, about: str = "") -> List[str]:
+    """What `screen status` says of a run folder's latest results (its summary.json); a damaged
+    summary is named as such, and whatever of it is sound is still shown."""
+    path = Path(folder) / "summary.json"
+    if not path.exists():
+        return [f"results{about}: none yet"]
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return [f"results{about}: {path} is damaged, nothing of it is shown "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:120]})"]
+    if not isinstance(s, dict):
+        return [f"results{about}: {path} is damaged, nothing of it is shown (not a JSON object)"]
+    provenance = s.get("provenance") if isinstance(s.get("provenance"), dict) else {}
+    made_by = provenance.get("batch_job") or "an interactive run"
+    counts = {k: s.get(k) for k in ("ranked", "candidates", "featurized", "inferred", "wall_seconds")}
+    missing = [k for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if missing:
+        lines = [f"latest results{about} (job {made_by}): {path} is damaged: no {', '.join(missing)} in it"]
+    else:
+        lines = [f"latest results{about} (job {made_by}): {counts['ranked']} of {counts['candidates']} candidates; "
+                 f"featurized {counts['featurized']}, inferred {counts['inferred']}; {counts['wall_seconds']:.0f} s"]
+    changes = s.get("changes")
+    if isinstance(changes, dict) and isinstance(changes.get("note"), str):
+        lines.append(f"changes since the previous run: {changes['note']}")
+    files = s.get("files")
+    if isinstance(files, dict):
+        lines += [f"{name}: {where}" for name, where in files.items()]
+    return lines
 
 
 def states(job_ids: List[str]) -> Dict[str, Dict[str, str]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from screening.errors import ScreenError
+from workflows.batch import check_word
 
 # campaign key -> `screen run` option; True for flags
 _TOP = {"query": "--query", "exclude": "--exclude", "source": "--source", "reference": "--reference",
@@ -37,6 +38,7 @@ _FILTERS = {"nonmetal": "--nonmetal", "drop_flagged": "--drop-flagged", "gap_min
 _CLUSTER_RUN = {"workers": "--workers", "threads": "--threads", "memory": "--memory", "walltime": "--walltime",
                 "partition": "--queue", "account": "--account"}
 _CLUSTER_BATCH = ("gpus", "overcommit")
+_FLAGS = {"nonmetal", "drop_flagged"}  # true or false; every other setting is a value (0 is one)
 _PATHS = ("model", "out", "cache")
 
 
@@ -55,16 +57,11 @@ def query_folder(query: str) -> str:
     return re.sub(r"[^A-Za-z0-9.()-]+", "_", query.replace("*", "x")).strip("_") or "query"
 
 
-def read_campaign(path: Path) -> Campaign:
-    import yaml
-
+def read_campaign(path: Path, check_files: bool = False) -> Campaign:
+    """The campaign in a file; check_files (screen submit): the local files it names exist (not for
+    screen status, which follows a campaign whose files may have moved since)."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ScreenError(f"--campaign {path}: cannot read it ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ScreenError(f"--campaign {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    doc = _load(path)
     if not isinstance(doc, dict):
         raise ScreenError(f"--campaign {path}: expected a mapping of settings")
     known = set(_TOP) | {"name", "queries", "filters", "cluster", "schedule"}
@@ -88,12 +85,15 @@ def read_campaign(path: Path) -> Campaign:
         text = str(doc.get(key) or "")
         if "local:" in text:
             head, _, local = text.partition("local:")
-            doc[key] = f"{head}local:{folder / Path(local).expanduser()}"
+            local = folder / Path(local).expanduser()
+            if check_files and not local.exists():  # the run itself finds out only when it gets there
+                raise ScreenError(f"--campaign {path}: {key} {text}: no such file ({local})")
+            doc[key] = f"{head}local:{local}"
     out = Path(doc.pop("out"))
     args: List[str] = []
     for key, option in _TOP.items():
         if doc.get(key) is not None:
-            args += [option, str(doc[key])]
+            args += [option, _value(path, key, doc[key])]
     for section, table, keep in (("filters", _FILTERS, {}), ("cluster", _CLUSTER_RUN, _CLUSTER_BATCH)):
         settings = doc.get(section) or {}
         if not isinstance(settings, dict):
@@ -103,18 +103,70 @@ def read_campaign(path: Path) -> Campaign:
             raise ScreenError(f"--campaign {path}: unknown {section} key(s) {', '.join(unknown)} "
                               f"(known: {', '.join(sorted(set(table) | set(keep)))})")
         for key, value in settings.items():
-            if key in keep:
+            if key in keep or value is None:
                 continue
-            if value is True:
-                args.append(table[key])
-            elif value not in (None, False):
-                args += [table[key], str(value)]
+            if key in _FLAGS:
+                if not isinstance(value, bool):
+                    raise ScreenError(f"--campaign {path}: {section} {key} {value!r}: must be true or false")
+                args += [table[key]] if value else []
+            else:
+                args += [table[key], _value(path, f"{section} {key}", value)]
     schedule = doc.get("schedule") or {}
     if not isinstance(schedule, dict) or set(schedule) - {"every"}:
         raise ScreenError(f"--campaign {path}: schedule takes one key, every (like 7d)")
     cluster = doc.get("cluster") or {}
+    gpus, overcommit = cluster.get("gpus"), cluster.get("overcommit")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise ScreenError(f"--campaign {path}: cluster gpus {gpus!r}: must be a whole number, 0 or more")
+    if overcommit is not None and not isinstance(overcommit, bool):
+        raise ScreenError(f"--campaign {path}: cluster overcommit {overcommit!r}: must be true or false")
+    if doc.get("name") is not None:
+        name = doc["name"]
+        name = check_word(f"--campaign {path}: name", str(name) if type(name) in (int, float) else name)
+    else:  # the file's own name, made fit for a job name
+        name = re.sub(r"[^A-Za-z0-9._+@,-]+", "_", path.stem).strip("_.") or "screen"
     one = len(queries) == 1
     runs = [(q, ["--query", q, "--out", str(out if one else out / f)] + args) for q, f in zip(queries, folders)]
-    return Campaign(name=str(doc.get("name") or path.stem), folder=folder, runs=runs, out=out,
-                    batch={k: cluster[k] for k in _CLUSTER_BATCH if k in cluster},
+    return Campaign(name=name, folder=folder, runs=runs, out=out,
+                    batch={k: cluster[k] for k in _CLUSTER_BATCH if cluster.get(k) is not None},
                     every=str(schedule["every"]) if schedule.get("every") else None)
+
+
+def _value(path: Path, what: str, value) -> str:
+    """A setting's value as its `screen run` option takes it: a number or a word (0 included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ScreenError(f"--campaign {path}: {what} {value!r}: expected a number or a word")
+    return str(value)
+
+
+class _Twice(Exception):
+    pass
+
+
+def _load(path: Path):
+    """The YAML document; a key given twice in one mapping is refused (YAML would keep the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<" and key in seen:
+                raise _Twice(f"key {key} given twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader)
+    except OSError as e:
+        raise ScreenError(f"--campaign {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ScreenError(f"--campaign {path}: not a text file") from None
+    except _Twice as e:
+        raise ScreenError(f"--campaign {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ScreenError(f"--campaign {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None

@@ -63,7 +63,8 @@ class ClusterSpec:
             raise ScreenError(f"--dashboard {self.dashboard}: expected HOST:PORT or :PORT (:0 picks a free port)")
         for option, text in (("--walltime", self.walltime), ("--worker-lifetime", self.worker_lifetime)):
             if text is not None and walltime_seconds(text) is None:
-                raise ScreenError(f"{option} {text}: expected [D-]HH:MM:SS or MM:SS")
+                raise ScreenError(f"{option} {text}: expected a time above zero as [D-]HH:MM:SS or MM:SS, "
+                                  f"minutes and seconds below 60")
         if self.worker_lifetime and walltime_seconds(self.worker_lifetime) >= walltime_seconds(self.walltime):
             raise ScreenError(f"--worker-lifetime {self.worker_lifetime}: must be shorter than --walltime "
                               f"{self.walltime}, or the batch system kills workers before they retire")
@@ -81,13 +82,19 @@ MIN_WORKER_MEMORY = 256 << 20
 
 
 def walltime_seconds(text: str) -> Optional[int]:
-    """Seconds in a Slurm/PBS time ([D-]HH:MM:SS, HH:MM:SS, MM:SS); None if it is not one."""
-    days, _, rest = text.strip().rpartition("-")
+    """Seconds in a Slurm/PBS time ([D-]HH:MM:SS, D-HH:MM, HH:MM:SS, MM:SS), more than zero (Slurm reads 0
+    as no limit at all); None if it is not one, or a field is out of range (01:61:00)."""
+    days, dash, rest = text.strip().rpartition("-")
     parts = rest.split(":")
-    if not (days == "" or days.isdigit()) or not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+    if (dash and not days.isdigit()) or not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         return None
-    parts = [0] * (3 - len(parts)) + [int(p) for p in parts]
-    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    numbers = [int(p) for p in parts]
+    padding = [0] * (3 - len(numbers))  # D-HH:MM (days first: hours then minutes), else MM:SS
+    hours, minutes, seconds = numbers + padding if dash else padding + numbers
+    if minutes >= 60 or seconds >= 60 or (dash and hours >= 24):
+        return None
+    total = int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+    return total or None
 
 
 def code_root() -> Path:
