@@ -277,3 +277,20 @@ def test_li_x_o_through_workers_as_jobs_pbs_wrappers_and_one_batch_job_equals_lo
     assert finished(slurm, job, timeout=600) == "COMPLETED", (out / "logs" / f"screen-{job}.out").read_text()[-3000:]
     assert summary(out)["provenance"]["batch_job"] == job
     pd.testing.assert_frame_equal(results(out), local)
+
+
+def test_the_batch_job_runs_screen_even_with_a_cli_py_where_it_was_submitted(slurm, local_run, model_path, tmp_path,  # noqa: F811
+                                                                              monkeypatch):
+    """The job starts in the submit folder: a user's cli.py there was what `python -m cli` ran."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cli.py").write_text("raise SystemExit('the cli.py of the submit folder ran')\n")
+    r = runner.invoke(app, ["submit", "--query", QUERY, "--source", f"local:{DATA}", "--model", model_path,
+                            "--memory", "1GiB", "--workers", "1", "--overcommit", "--partition-size", "8",
+                            "--cache", "cache", "--out", "out"])
+    assert r.exit_code == 0, r.output
+    job = re.search(r"submitted batch job (\d+)", r.output).group(1)
+    log = tmp_path / "out" / "logs" / f"screen-{job}.out"
+    assert finished(slurm, job) == "COMPLETED", log.read_text()[-3000:]
+    assert "the cli.py of the submit folder ran" not in log.read_text()
+    assert summary(tmp_path / "out")["provenance"]["batch_job"] == job
+    pd.testing.assert_frame_equal(results(tmp_path / "out"), local_run)
