@@ -91,7 +91,7 @@ def batch_job(runs: List[List[str]], out_dir, spec, name: str = "screen", every:
 def check_word(what: str, value: str) -> str:
     """A job name, partition or account, as it may stand in an #SBATCH line."""
     if not isinstance(value, str) or not _WORD.match(value):
-        raise ScreenError(f"{what} {value!r}: use letters, digits and . _ + @ - only (no spaces or newlines), "
+        raise ScreenError(f"{what} {value!r}: use letters, digits and . _ + @ , - only (no spaces or newlines), "
                           f"starting with a letter or digit")
     return value
 

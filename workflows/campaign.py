@@ -161,7 +161,7 @@ def _load(path: Path):
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
-        return yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(path.read_text(), Loader=Loader)  # (a SafeLoader with the check above)
     except OSError as e:
         raise ScreenError(f"--campaign {path}: cannot read it ({e.strerror})") from None
     except UnicodeDecodeError:
