@@ -16,6 +16,7 @@ import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
+from workflows.settings import PANEL, RUN, RUN_PANELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -24,8 +25,17 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
+def _show_version(value: bool):
+    if value:
+        from workflows.provenance import version_text
+
+        console.print(version_text(), highlight=False, soft_wrap=True)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root():
+def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="Print the version of screen and the bundled model's hash, and exit.")):
     """High-throughput materials screening with MT-CGCNN."""
 
 
@@ -70,59 +80,66 @@ def _progress_lines():
     starts, then at most one every 10 s, and the last one."""
     import time
 
-    t0, last = time.time(), [0.0]
+    t0, last, fetching = time.time(), [0.0], [False]
 
     def show(stage: str, done: int, total: int) -> None:
         now = time.time()
-        if stage == "fetch":
-            console.print(_STAGES[stage], highlight=False)
+        if stage == "fetch":  # a run may announce its fetch more than once (a plan, then the fetch)
+            if not fetching[0]:
+                console.print(_STAGES[stage], highlight=False)
+            fetching[0] = True
         elif done in (0, total) or now - last[0] >= 10:
             console.print(f"{_STAGES.get(stage, stage)}: {done}/{total} ({now - t0:.0f} s)", highlight=False)
             last[0] = now
     return show
 
 
+def _run_option(name: str, *decls: str, **kwargs):
+    """A `screen run` option: its default from workflows/settings.RUN (the Python API's too), its help panel."""
+    return typer.Option(RUN[name], *decls, rich_help_panel=PANEL[name], **kwargs)
+
+
 @app.command()
 @user_errors
 def run(
-    query: str = typer.Option(..., "--query", "-q", help='Chemical system ("Li-*-O", "Li-Fe-O"), formula ("LiFePO4") or mp ids.'),
-    exclude: Optional[str] = typer.Option(None, help="Comma-separated elements to leave out."),
-    source: Optional[str] = typer.Option(None, help="mp | local:PATH | substitution (default: mp with MP_API_KEY, else substitution)."),
-    reference: Optional[str] = typer.Option(None, help="Source of reference phases for E_hull (e.g. local:../shared/data/mp_dev.csv.gz)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    scheduler: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler (tcp://host:8786)."),
-    jobqueue: Optional[str] = typer.Option(None, help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
-    workers: int = typer.Option(2, help="Local workers (or batch jobs)."),
-    threads: int = typer.Option(1, help="Threads per worker."),
-    memory: str = typer.Option("4GiB", help="Memory per worker."),
-    queue: Optional[str] = typer.Option(None, help="Batch queue/partition (--jobqueue)."),
-    account: Optional[str] = typer.Option(None, help="Batch account (--jobqueue)."),
-    walltime: str = typer.Option("01:00:00", help="Batch job walltime (--jobqueue)."),
-    worker_lifetime: Optional[str] = typer.Option(None, help="--jobqueue: each worker retires after this long "
-                                                         "(HH:MM:SS, below --walltime) and a new job replaces it."),
-    dashboard: str = typer.Option("127.0.0.1:8787", help="Dask dashboard address (:0 for any free port)."),
-    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
-    out: Path = typer.Option(Path("screen-results"), "--out", "-o", help="Directory for results, summary.json and the plot."),
-    fmt: str = typer.Option("csv", "--format", help="csv | parquet"),
-    nonmetal: bool = typer.Option(False, "--nonmetal", help="Keep only predicted non-metals."),
-    gap_min: Optional[float] = typer.Option(None, help="Minimum predicted band gap (eV)."),
-    gap_max: Optional[float] = typer.Option(None, help="Maximum predicted band gap (eV)."),
-    ehull_max: Optional[float] = typer.Option(None, help="Maximum predicted energy above hull (eV/atom)."),
-    gap_threshold: Optional[float] = typer.Option(None, help="Eg below this (eV) counts as a metal (default: k_B T at 300 K); models without the metal head only (with it, P(metal) >= 0.5 decides)."),
-    top: Optional[int] = typer.Option(None, help="Show and keep only the best N."),
-    rank_by: str = typer.Option("p_stable", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
-    stable_within: float = typer.Option(0.0, help="E_hull (eV/atom) at or below which a candidate counts as stable."),
-    unrelaxed_std: Optional[float] = typer.Option(None, help="eV/atom added (in quadrature) to the E_hull std of unrelaxed candidates; default: the model's own figure (its manifest's unrelaxed_std, else 0)."),
-    drop_flagged: bool = typer.Option(False, "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
-    gnome: bool = typer.Option(False, "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
-    new_only: bool = typer.Option(False, "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
-    mp_rate: Optional[int] = typer.Option(None, help="Materials Project: requests per second with your key, all workers together (default: the source's own pace for one key)."),
-    partition_size: int = typer.Option(250, help="Crystals per Dask task."),
-    no_worker_timeout: float = typer.Option(60.0, help="Fail when no Dask worker has been alive this many seconds."),
-    relax: Optional[str] = typer.Option(None, help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
-                                                   "predicting; needs the relax extra. Cached per structure."),
-    runner: Optional[str] = typer.Option(None, hidden=True, help="slurm: this is one task of a `screen submit` job."),
+    query: str = typer.Option(..., "--query", "-q", rich_help_panel=PANEL["query"], help='Chemical system ("Li-*-O", "Li-Fe-O"), formula ("LiFePO4") or mp ids.'),
+    exclude: Optional[str] = _run_option("exclude", help="Comma-separated elements to leave out."),
+    source: Optional[str] = _run_option("source", help="mp | local:PATH | substitution (default: mp with MP_API_KEY, else substitution)."),
+    reference: Optional[str] = _run_option("reference", help="Source of reference phases for E_hull (e.g. local:../shared/data/mp_dev.csv.gz)."),
+    rank_by: str = _run_option("rank_by", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
+    stable_within: float = _run_option("stable_within", help="E_hull (eV/atom) at or below which a candidate counts as stable."),
+    nonmetal: bool = _run_option("nonmetal", "--nonmetal", help="Keep only predicted non-metals."),
+    gap_min: Optional[float] = _run_option("gap_min", help="Minimum predicted band gap (eV)."),
+    gap_max: Optional[float] = _run_option("gap_max", help="Maximum predicted band gap (eV)."),
+    ehull_max: Optional[float] = _run_option("ehull_max", help="Maximum predicted energy above hull (eV/atom)."),
+    gap_threshold: Optional[float] = _run_option("gap_threshold", help="Eg below this (eV) counts as a metal (default: k_B T at 300 K); models without the metal head only (with it, P(metal) >= 0.5 decides)."),
+    top: Optional[int] = _run_option("top", help="Show and keep only the best N."),
+    drop_flagged: bool = _run_option("drop_flagged", "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
+    model: Optional[Path] = _run_option("model", "--model", "-m", help="Checkpoint (default: the bundled model)."),
+    device: str = _run_option("device", help="auto | cpu | cuda"),
+    unrelaxed_std: Optional[float] = _run_option("unrelaxed_std", help="eV/atom added (in quadrature) to the E_hull std of unrelaxed candidates; default: the model's own figure (its manifest's unrelaxed_std, else 0)."),
+    relax: Optional[str] = _run_option("relax", help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
+                                               "predicting; needs the relax extra. Cached per structure."),
+    scheduler: Optional[str] = _run_option("scheduler", help="Address of a running Dask scheduler (tcp://host:8786)."),
+    jobqueue: Optional[str] = _run_option("jobqueue", help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
+    workers: int = _run_option("workers", help="Local workers (or batch jobs)."),
+    threads: int = _run_option("threads", help="Threads per worker."),
+    memory: str = _run_option("memory", help="Memory per worker."),
+    queue: Optional[str] = _run_option("queue", help="Batch queue/partition (--jobqueue)."),
+    account: Optional[str] = _run_option("account", help="Batch account (--jobqueue)."),
+    walltime: str = _run_option("walltime", help="Batch job walltime (--jobqueue)."),
+    worker_lifetime: Optional[str] = _run_option("worker_lifetime", help="--jobqueue: each worker retires after this long "
+                                                 "(HH:MM:SS, below --walltime) and a new job replaces it."),
+    dashboard: str = _run_option("dashboard", help="Dask dashboard address (:0 for any free port)."),
+    partition_size: int = _run_option("partition_size", help="Crystals per Dask task."),
+    no_worker_timeout: float = _run_option("no_worker_timeout", help="Fail when no Dask worker has been alive this many seconds."),
+    cache: Path = _run_option("cache", envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
+    out: Path = _run_option("out", "--out", "-o", help="Directory for results, summary.json, report.html and the plot."),
+    fmt: str = _run_option("fmt", "--format", help="csv | parquet"),
+    gnome: bool = _run_option("gnome", "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
+    new_only: bool = _run_option("new_only", "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
+    mp_rate: Optional[int] = _run_option("mp_rate", help="Materials Project: requests per second with your key, all workers together (default: the source's own pace for one key)."),
+    runner: Optional[str] = typer.Option(RUN["runner"], hidden=True, help="slurm: this is one task of a `screen submit` job."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     global error_log
@@ -149,29 +166,33 @@ def run(
                 job = bar.add_task("screening partitions", total=None)
                 result = run_screening(client, opts, progress=lambda stage, d, n: bar.update(
                     job, description=_STAGES.get(stage, stage), completed=d, total=n))
-    _print_run(result)
+    _print_run(result, opts)
 
 
 _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
     "dft_e_above_hull": "DFT E_hull", "known": "known", "pred_band_gap": "Eg",
-    "pred_class": "class", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
+    "pred_class": "class", "pred_p_metal": "P(metal)", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
     "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
     "flags": "flags"}
 
 
-def _print_run(result):
-    from workflows.report import known_status, print_table, with_error_bars
+def _print_run(result, opts):
+    from workflows.report import class_note, known_status, print_table, shown_class, with_error_bars
 
     s = result.summary
-    shown = with_error_bars(result.table)
+    shown = with_error_bars(result.table.drop(columns=["pred_p_metal_std"], errors="ignore"))
     status = known_status(result.table)
     if status is not None:
         shown["known"] = status
+    if "pred_class" in shown:
+        shown["pred_class"] = shown_class(result.table, opts.rank.gap_threshold)
     shown = shown[[c for c in _RUN_COLUMNS if c in shown.columns]].rename(columns=_RUN_COLUMNS)
-    print_table(console, shown, max_rows=25,
-                title=f"{s['query']}: {s['ranked']} of {s['candidates']} candidates, {s['ranked_by']} "
+    print_table(console, shown, max_rows=25,  # the query as typed (Li-*-O), not as parsed (Li-O-*)
+                title=f"{opts.query}: {s['ranked']} of {s['candidates']} candidates, {s['ranked_by']} "
                       f"(E_hull, dEf in eV/atom; Eg, EF in eV; predicted unless DFT)")
+    if "pred_class" in result.table:
+        console.print(class_note(result.table.head(25), opts.rank.gap_threshold), highlight=False)
     console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
                   f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
@@ -190,7 +211,30 @@ def _print_run(result):
         console.print(f"{name}: {path}", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _run_option_names(leave_out=()) -> str:
+    """`screen run`'s options by help panel, one line each (for `screen submit --help`)."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    lines = []
+    for panel, names in RUN_PANELS.items():
+        shown = []
+        for name in names:
+            if name in leave_out:
+                continue
+            decls = [d for d in params[name].default.param_decls if d.startswith("--")]
+            shown.append(decls[0] if decls else "--" + name.replace("_", "-"))
+        if shown:
+            lines.append(f"{panel}: {', '.join(shown)}")
+    return "\n\n".join(lines)
+
+
+_SUBMIT_REJECTS = ("scheduler", "jobqueue", "runner")  # the job starts its own cluster
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog="[bold]screen run options it accepts[/bold] (as `screen run --help` describes them):\n\n"
+                    + _run_option_names(_SUBMIT_REJECTS))
 @user_errors
 def submit(
     ctx: typer.Context,
@@ -220,7 +264,7 @@ def submit(
     checked = []
     for args in runs:  # every run option checked before anything is submitted
         params = _run_params(args)
-        for option in ("scheduler", "jobqueue", "runner"):
+        for option in _SUBMIT_REJECTS:
             if params[option]:
                 raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
         checked.append(run_settings(**params))

@@ -20,7 +20,6 @@ member's own hash for one checkpoint and a hash of the member hashes otherwise.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ import numpy as np
 from screening.checkpoint import Checkpoint, load_checkpoint
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
-from screening.model_info import (ENSEMBLE_FORMAT, ModelInfo, NON_NEGATIVE, model_file,  # noqa: F401  (their home)
-                                  prediction_columns, read_manifest)
+from screening.model_info import (ENSEMBLE_FORMAT, ModelInfo, NON_NEGATIVE, ensemble_hash,  # noqa: F401  (their home)
+                                  model_file, prediction_columns, read_manifest)
 
 
 
@@ -63,12 +62,7 @@ class Ensemble:
 
     @property
     def hash(self) -> str:
-        if len(self.members) == 1:
-            return self.members[0].hash
-        text = "|".join(m.hash for m in self.members)
-        if self.meta.get("std_scale"):  # another error bar is another prediction: caches must not mix them
-            text += "|" + json.dumps(self.meta["std_scale"], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return ensemble_hash([m.hash for m in self.members], self.meta)
 
     @property
     def short_hash(self) -> str:

@@ -10,6 +10,7 @@ result columns made from a model's outputs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,23 @@ def read_manifest(path: Path) -> Tuple[dict, List[Tuple[Path, str]]]:
         raise ScreenError(f"{path}: ensemble file not found") from None
     except (ValueError, KeyError, TypeError) as e:
         raise ScreenError(f"{path}: not a readable ensemble file ({type(e).__name__}: {e})") from None
+
+
+def ensemble_hash(member_hashes: Sequence[str], meta: dict) -> str:
+    """An ensemble's identity (in prediction caches and provenance): the member's own hash for one
+    checkpoint, else a hash of the member hashes and the std scaling."""
+    if len(member_hashes) == 1:
+        return member_hashes[0]
+    text = "|".join(member_hashes)
+    if meta.get("std_scale"):  # another error bar is another prediction: caches must not mix them
+        text += "|" + json.dumps(meta["std_scale"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_hash(path) -> str:
+    """The hash of the ensemble a manifest describes, from the manifest alone (no torch, no members read)."""
+    manifest, members = read_manifest(Path(path))
+    return ensemble_hash([h for _, h in members], manifest)
 
 
 NON_NEGATIVE = (BAND_GAP,)  # reported clipped at 0: a negative gap is regression noise of a metal

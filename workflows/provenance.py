@@ -46,3 +46,21 @@ def run_provenance(client, model_hash: str, source_description: str) -> dict:
         "model_hash": model_hash,
         "source_data_version": source_description,
     }
+
+
+def version_text() -> str:
+    """`screen --version`: the package's version and the bundled model's hash (its identity in
+    summary.json and the prediction cache), read from the model's manifest without loading it."""
+    from screening.errors import ScreenError
+    from screening.model_info import default_model_path, manifest_hash
+
+    try:
+        version = metadata.version("screen")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    path = default_model_path()
+    try:
+        model = f"{manifest_hash(path)} ({path})"
+    except ScreenError as e:
+        model = f"none ({e})"
+    return f"screen {version}\nmodel {model}"

@@ -38,6 +38,40 @@ def known_status(df: pd.DataFrame):
                       for _, row in df.iterrows()], index=df.index)
 
 
+P_METAL, GAP, CLASS = "pred_p_metal", "pred_band_gap", "pred_class"
+
+
+def class_disagrees(df: pd.DataFrame, gap_threshold: float):
+    """Per row, whether the gap regression contradicts the class by more than one σ (a "metal" whose
+    Eg - σ is above the threshold, a "non-metal" whose Eg + σ is below it); None when the class
+    comes from the gap itself (no metal head) and so cannot disagree with it."""
+    if P_METAL not in df.columns or CLASS not in df.columns or GAP not in df.columns:
+        return None
+    gap = df[GAP].astype(float)
+    std = df[f"{GAP}_std"].astype(float).fillna(0) if f"{GAP}_std" in df.columns else 0.0
+    metal = df[CLASS].eq("metal")
+    return (metal & (gap - std >= gap_threshold)) | (~metal & (gap + std < gap_threshold))
+
+
+def shown_class(df: pd.DataFrame, gap_threshold: float) -> pd.Series:
+    """The class as a reader sees it: "metal*" where the gap regression disagrees (class_disagrees)."""
+    marks = class_disagrees(df, gap_threshold)
+    if marks is None:
+        return df[CLASS]
+    return df[CLASS] + marks.map({True: "*", False: ""})
+
+
+def class_note(df: pd.DataFrame, gap_threshold: float) -> str:
+    """One line: where the metal / non-metal class comes from, and what a * means."""
+    if P_METAL not in df.columns:
+        return (f"class: from the predicted band gap Eg (metal below {gap_threshold:g} eV, --gap-threshold); "
+                f"the model has no metal head")
+    n = int(class_disagrees(df, gap_threshold).sum())
+    return (f"class: from P(metal), the model's metal/non-metal head (metal at P >= 0.5), not from Eg, a separate "
+            f"regression; * marks the {n} shown whose Eg is more than 1 sigma on the other side of "
+            f"{gap_threshold:g} eV")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "" if v != v else f"{v:.3f}"

@@ -511,13 +511,14 @@ def _source_note(source, table: pd.DataFrame) -> Optional[str]:
 def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,
                   relaxed: Optional[List[dict]] = None, changes: Optional[pd.DataFrame] = None) -> dict:
     """results, plot, relaxed.jsonl.gz (with --relax), changes.csv (what changed since the previous
-    run) and summary.json, published as one set or not at all.
+    run), report.html and summary.json, published as one set or not at all.
 
     Everything is written into a staging folder inside --out first and then moved in by rename,
     so a failure midway (a full disk, a plot that cannot be drawn, a name that cannot be
     replaced) leaves the previous run's set as it was, and no stray part of this one.
     """
     from screening.plots import hull_vs_gap
+    from workflows.html_report import write_report
 
     out = Path(opts.out_dir)
     stage = out / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
@@ -533,7 +534,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
             if len(source) > 40:
                 source = "..." + source[-37:]
             names["plot"] = "hull_vs_gap.png"
-            hull_vs_gap(everything, stage / names["plot"], label_top=opts.rank.top or 10,
+            hull_vs_gap(everything, stage / names["plot"], label_top=min(opts.rank.top or 10, 10),
                         title=f"{opts.query}: {len(everything)} candidates from {source}")
         if relaxed:
             import gzip
@@ -544,6 +545,9 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
         if changes is not None:
             names["changes"] = "changes.csv"
             changes.to_csv(stage / names["changes"], index=False)
+        names["report"] = "report.html"
+        write_report(stage / names["report"], ranked, summary, opts.rank.gap_threshold, opts.query,
+                     plot=stage / names["plot"] if "plot" in names else None, changes=changes)
         names["summary"] = "summary.json"
         files = {k: str(out / v) for k, v in names.items()}
         (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
@@ -559,7 +563,7 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
 
 
 OUTPUT_FILES = ("results.csv", "results.parquet", "hull_vs_gap.png", "relaxed.jsonl.gz", "changes.csv",
-                "summary.json")
+                "report.html", "summary.json")
 
 
 def _publish(stage: Path, out: Path, names: List[str]) -> None:

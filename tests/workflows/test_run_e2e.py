@@ -170,7 +170,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     assert len(expected) == 6 and new.summary["new_only"] is True
     assert new.summary["reference_note"].endswith("from the cache")
     assert not [path for path, _ in mp_api_env.requests if path.startswith("/materials/")]
-    lines = printed_run(new)  # the terminal: MP's E_hull right beside the predicted one
+    lines = printed_run(new, opts)  # the terminal: MP's E_hull right beside the predicted one
     header = next(line for line in lines if "P(stable)" in line)
     assert [h.strip() for h in header.strip("┃│ ").split("┃")][3:7] == ["P(stable)", "E_hull", "DFT E_hull", "known"]
     assert "0.006" in next(line for line in lines if "mp-770635" in line)  # MP: 0.006 eV/atom above its hull
@@ -247,15 +247,15 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, 
     assert set(t.index) == set(full) and len(full) == 42
     assert all(t.structure_key[i] == structure_key(c.structure, featurizer) for i, c in full.items())
     assert all(t.dft_band_gap[i] == c.known["band_gap"] for i, c in full.items())
-    lines = printed_run(third)
+    lines = printed_run(third, opts)
     assert "Materials Project entries: 11 fetched in full, 31 from the entry cache" in lines
 
 
-def printed_run(result):
+def printed_run(result, opts):
     import cli
 
     with cli.console.capture() as out:
-        cli._print_run(result)
+        cli._print_run(result, opts)
     return out.get().splitlines()
 
 
