@@ -189,7 +189,7 @@ def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, mod
     assert r.exit_code == 0, r.output
     assert "screening partitions: 1/1" in r.output  # progress lines in non-terminal output
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == {"results.csv", "summary.json", "hull_vs_gap.png"}
+    assert set(before) == {"results.csv", "summary.json", "hull_vs_gap.png", "report.html"}
     # the plot's name is taken by a folder of the user's: the new set cannot be published whole
     (out / "hull_vs_gap.png").unlink()
     (out / "hull_vs_gap.png").mkdir()
@@ -199,14 +199,15 @@ def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, mod
     assert (out / "results.csv").read_bytes() == before["results.csv"]
     assert (out / "summary.json").read_bytes() == before["summary.json"]
     assert (out / "hull_vs_gap.png" / "keep.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == ["hull_vs_gap.png", "results.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["hull_vs_gap.png", "report.html", "results.csv", "summary.json"]
     # a parquet run replaces the csv set: no results.csv of another run is left beside it
     (out / "hull_vs_gap.png" / "keep.txt").unlink()
     (out / "hull_vs_gap.png").rmdir()
     r = run_cli(tmp_path, out, model_path, "--top", "3", "--format", "parquet")
     assert r.exit_code == 0, r.output
     # (changes.csv: what changed since the csv run)
-    assert sorted(p.name for p in out.iterdir()) == ["changes.csv", "hull_vs_gap.png", "results.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["changes.csv", "hull_vs_gap.png", "report.html", "results.parquet",
+                                                     "summary.json"]
     assert len(pd.read_parquet(out / "results.parquet")) == 3
     assert json.loads((out / "summary.json").read_text())["ranked"] == 3
 
