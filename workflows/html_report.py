@@ -30,6 +30,9 @@ HEADERS = {
 }
 # the same for every row of a run: shown once, under provenance
 PER_RUN = ("structure_key", "model_hash", "featurizer")
+# rows in the page: a whole-set run without --top ranks tens of thousands, a page of tens of
+# megabytes that a browser opens slowly; results.csv keeps them all
+MAX_ROWS = 5000
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em 2em;color:#222;max-width:100em}
@@ -82,7 +85,8 @@ SCRIPT = """
 
 
 def write_report(path, ranked: pd.DataFrame, summary: dict, gap_threshold: float, query: str,
-                 plot: Optional[Path] = None, changes: Optional[pd.DataFrame] = None) -> Path:
+                 plot: Optional[Path] = None, changes: Optional[pd.DataFrame] = None,
+                 max_rows: int = MAX_ROWS) -> Path:
     """The page for a run: `ranked` is results' table, `query` the query as typed."""
     s = summary
     parts = [f"<h1>{_e(query)}</h1>",
@@ -96,9 +100,13 @@ def write_report(path, ranked: pd.DataFrame, summary: dict, gap_threshold: float
                   f'src="data:image/png;base64,{data}">']
     parts += [f"<h2>Ranked candidates ({len(ranked)})</h2>",
               '<p class="note">Click a column header to sort by it; click again to reverse.</p>']
+    shown = ranked.head(max_rows)
+    if len(shown) < len(ranked):
+        parts.append(f'<p class="note">The first {len(shown)} of the {len(ranked)} ranked; results holds them all '
+                     f"(--top N keeps the best N).</p>")
     if "pred_class" in ranked:
-        parts.append(f'<p class="note">{_e(class_note(ranked, gap_threshold))}</p>')
-    parts.append(_results_table(ranked, gap_threshold))
+        parts.append(f'<p class="note">{_e(class_note(shown, gap_threshold))}</p>')
+    parts.append(_results_table(shown, gap_threshold))
     parts += ["<h2>Query and provenance</h2>", _provenance(s, query)]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>screen: {_e(query)}</title><style>{STYLE}</style></head>\n<body>\n"

@@ -118,6 +118,14 @@ def test_without_a_stage_column_or_a_plot_the_page_still_shows_the_rest(tmp_path
     assert [dict(zip(header, r))["class"] for r in page.tables["results"]["rows"]] == list(ranked.pred_class)
 
 
+def test_a_whole_set_run_shows_its_head_and_says_so(tmp_path):
+    ranked, summary, _ = made_up_run()
+    text = write_report(tmp_path / "r.html", ranked, summary, 0.025, "all", max_rows=4).read_text()
+    rows = Page(text).tables["results"]["rows"]
+    assert [r[1] for r in rows] == list(ranked.formula[:4])
+    assert "The first 4 of the 6 ranked; results holds them all" in text
+
+
 # ---- a real run's page in a real browser ----
 
 @pytest.fixture(scope="module")
