@@ -78,8 +78,13 @@ def test_a_client_takes_the_place_of_the_cluster_options(tmp_path):
 
 def test_the_defaults_are_the_run_settings_own():
     """workflows/settings.RUN (the CLI's and the API's defaults) gives the library's own defaults."""
+    import inspect
+
     from screening.rank import RankOptions
-    from workflows.screen_run import RunOptions
+    from workflows.screen_run import RunOptions, run_settings
+
+    # every option of the run has its default there, so screen() can fill in what a call leaves out
+    assert set(RUN) | {"query"} == set(inspect.signature(run_settings).parameters)
 
     same = {"partition_size": "partition_size", "device": "device", "no_worker_timeout": "no_worker_timeout",
             "cache": "cache_dir", "out": "out_dir", "fmt": "output_format", "drop_flagged": "drop_flagged",
