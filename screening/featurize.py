@@ -27,6 +27,7 @@ import numpy as np
 from screening.elements import MAX_Z
 from screening.errors import ScreenError
 from screening.graph import CrystalGraph
+from screening.structures import MIN_DISTANCE, check_distances
 
 FEATURIZER_VERSION = "1"
 _DISTANCE_TIE_TOL = 1e-5  # A: images closer than this in distance count as tied
@@ -87,6 +88,8 @@ def featurize(structure, config: FeaturizerConfig = FeaturizerConfig(), name: st
     check_structure(structure, name)
     z = np.fromiter((site.specie.Z for site in structure), dtype=np.uint8, count=len(structure))
     center, neighbor, _, dist = structure.get_neighbor_list(config.cutoff, exclude_self=True)
+    # atoms on top of each other: refused, from the pairs found anyway (a cutoff below the floor looks again)
+    check_distances(structure, name, (center, neighbor, dist) if config.cutoff >= MIN_DISTANCE else None)
     center = center.astype(np.int32)
     neighbor = neighbor.astype(np.int32)
     # Sort all pairs by (center, distance bucket, neighbor Z, neighbor index, distance).

@@ -51,6 +51,13 @@ from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
 SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
+NOT_CONVERGED = "relaxation did not converge"  # the flag of a candidate --relax left unfinished
+
+
+def hypothetical(source_name: str) -> bool:
+    """Whether a candidate of this source is a made-up structure: substitution's, also with known
+    crystals as templates (substitution:mp, substitution:local:PATH)."""
+    return source_name.split(":", 1)[0] == SUBSTITUTION
 
 
 @dataclass
@@ -156,6 +163,7 @@ def relax_task(fetched, rows, cache_dir, relaxer_name, device):
     from screening.predict import resolve_device
     from screening.relax import Relaxer
     from screening.sources.base import Candidate
+    from screening.structures import check_distances
 
     candidates = fetched_candidates(fetched)[rows[0]:rows[1]]
     relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)))
@@ -163,6 +171,7 @@ def relax_task(fetched, rows, cache_dir, relaxer_name, device):
     out, infos = [], []
     for c in candidates:
         try:
+            check_distances(c.structure, f"{c.source} {c.id}")  # not worth relaxing; featurize_task refuses it
             key = relax_key(c.structure)
             hit = cache.get(key)
             cached = hit is not None
@@ -332,7 +341,9 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
             system_of[formula] = system
             relaxed_ok = bool(info.get("relax_converged"))
             flags = [] if domain is None else domain.flags(
-                system.split("-"), isolated, unrelaxed=c_source == SUBSTITUTION and not relaxed_ok, density=density)
+                system.split("-"), isolated, unrelaxed=hypothetical(c_source) and not relaxed_ok, density=density)
+            if info.get("relax_converged") is False:  # relaxed part of the way: a structure of no minimum
+                flags.append(NOT_CONVERGED)
             if opts.relax:
                 row.update({k: v for k, v in info.items() if k != "relax_cached"})
                 if "relax_error" not in info:
@@ -351,6 +362,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     if table.empty:
         raise ScreenError(f"--query {opts.query}: none of the {n_candidates} candidates could be featurized "
                           f"(first problem: {errors[0] if errors else 'unknown'})")
+    n_rows = len(table)  # before --drop-flagged: the cache hits are counted over every row made
     n_flagged = int((table["flags"] != "").sum())
     if opts.drop_flagged:
         table = table[table["flags"] == ""].reset_index(drop=True)
@@ -382,8 +394,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "featurized": n_featurized, "inferred": n_inferred,
         "structure_cache_hit": structure_hit, "parsed": sum(fr["parsed"] for fr in feat_results),
         **(fetch_counts if source.name == "mp" else {}),
-        "graph_cache_hits": len(table) - n_featurized if len(table) else 0,
-        "prediction_cache_hits": len(table) - n_inferred if len(table) else 0,
+        "graph_cache_hits": n_rows - n_featurized, "prediction_cache_hits": n_rows - n_inferred,
         "reference_phases": n_phases, "reference_note": reference_note, "partitions": len(parts),
         "model_members": ckpt.members, "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
         "unrelaxed_std": rank_opts.unrelaxed_std,

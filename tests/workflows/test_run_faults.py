@@ -1,0 +1,129 @@
+"""Faults of `screen run` found by reading the code and by probing (issue 27): flags, counts, refused
+inputs, lost entries, interrupted publishing. In-process Dask clusters (LocalCluster(processes=False))
+where no per-process behaviour is under test."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+from pymatgen.core import Lattice, Structure
+
+from screening.domain import Domain
+from screening.errors import ScreenError
+from tests.helpers import DATA, rocksalt
+from workflows.screen_run import RunOptions, run_screening
+
+NOT_CONVERGED = "relaxation did not converge"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def model_with_domain(model_path, folder, **domain) -> str:
+    """The session's tiny model beside a domain.json of our choosing (flags come only from it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, folder / "model.pt")
+    (folder / "domain.json").write_text(Domain(5000, **domain).to_json())
+    return str(folder / "model.pt")
+
+
+EVERY_ELEMENT = {el: 1000 for el in ("H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co "
+                                     "Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb "
+                                     "Te I Xe Cs Ba La").split()}
+
+
+def crystal_folder(folder, structures: dict):
+    """A directory source: one CIF per named structure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, s in structures.items():
+        s.to(filename=str(folder / f"{name}.cif"))
+    return folder
+
+
+def overlapping(distance=0.1, a=5.64) -> Structure:
+    """Na and Cl `distance` A apart in a cubic cell: an input error, not a crystal."""
+    return Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [distance / a, 0, 0]])
+
+
+def test_hybrid_substitution_candidates_are_flagged_unrelaxed(client, model_path, tmp_path):
+    """substitution:local:PATH names its candidates "substitution:local:...": hypothetical all the same."""
+    templates = crystal_folder(tmp_path / "known", {"KCl": rocksalt(6.29, ("K", "Cl"))})
+    model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT)
+    r = run_screening(client, RunOptions(query="Na2O", source=f"substitution:local:{templates}", model=model,
+                                         device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+    t = r.table
+    assert len(t) > 1 and t.source.str.startswith("substitution:local:").all()
+    assert (t["flags"] == "unrelaxed").all(), t["flags"].tolist()  # the only flag the domain leaves
+    assert r.summary["flagged"] == len(t)
+
+
+def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp_path):
+    """A cold run that drops flagged candidates: no hits at all, in summary.json and in stats.jsonl."""
+    from screening.domain import density
+    from screening.sources.local import LocalSource
+
+    densities = sorted(density(c.structure) for c in LocalSource(DATA).fetch("Li-Fe-O"))
+    middle = densities[len(densities) // 2]  # the denser half is flagged
+    model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT,
+                              density_range=[0.0, middle])
+    r = run_screening(client, RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
+                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                         drop_flagged=True))
+    s = r.summary
+    assert s["featurized"] == s["inferred"] == len(densities) == 32
+    assert 0 < s["flagged_dropped"] < 32 and len(r.table) == 32 - s["flagged_dropped"]
+    assert s["graph_cache_hits"] == 0 and s["prediction_cache_hits"] == 0
+    stats = [json.loads(line) for line in (tmp_path / "c" / "stats.jsonl").read_text().splitlines()]
+    assert (stats[-1]["graph_hits"], stats[-1]["prediction_hits"]) == (0, 0)
+    warm = run_screening(client, RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
+                                            cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                            drop_flagged=True)).summary
+    assert warm["graph_cache_hits"] == warm["prediction_cache_hits"] == 32
+
+
+def test_overlapping_atoms_are_refused_by_the_run_and_named(client, model_path, tmp_path):
+    folder = crystal_folder(tmp_path / "in", {"good": rocksalt(), "close": overlapping(0.1),
+                                              "same": overlapping(0.0)})
+    r = run_screening(client, RunOptions(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+    assert r.table.id.tolist() == ["good"]
+    assert r.summary["unusable"] == 2
+    problems = sorted(r.summary["unusable_first"])
+    assert problems[0].endswith("close: atoms 0 (Na) and 1 (Cl) are 0.10 A apart, closer than the 0.5 A any "
+                                "two atoms of a crystal keep; check the file")
+    assert "same: atoms 0 (Na) and 1 (Cl) are 0.00 A apart" in problems[1]
+
+
+def test_relax_leaves_overlapping_atoms_refused_and_flags_an_unconverged_relaxation(client, model_path, tmp_path):
+    """The overlapping candidate is never relaxed nor predicted. The other's relaxation did not converge
+    (a real CHGNet relaxation of 2 FIRE steps, found in the relax cache where the run looks): it is
+    predicted, and its flags say so."""
+    pytest.importorskip("chgnet")
+    from cache.cache_dir import CacheDir
+    from cache.relax_cache import relax_key
+    from screening.relax import Relaxer, distort
+
+    rattled = distort(rocksalt(), seed=1)
+    folder = crystal_folder(tmp_path / "in", {"rattled": rattled, "close": overlapping(0.1)})
+    from screening.structures import read_structure
+
+    as_read = read_structure(folder / "rattled.cif")
+    unfinished = Relaxer("chgnet", max_steps=2).relax(as_read)
+    assert not unfinished.converged
+    CacheDir(tmp_path / "c").claim().relaxed(Relaxer("chgnet").version).put(
+        relax_key(as_read), unfinished.structure.as_dict(), unfinished.info())
+    r = run_screening(client, RunOptions(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                         relax="chgnet"))
+    t = r.table
+    assert t.id.tolist() == ["rattled"] and t["flags"].tolist() == [NOT_CONVERGED]
+    assert bool(t.relax_converged.iloc[0]) is False and t.relax_steps.iloc[0] == 2
+    assert r.summary["unusable"] == 1 and "close: atoms 0 (Na) and 1 (Cl) are 0.10 A apart" in \
+        r.summary["unusable_first"][0]
+    assert r.summary["relax_failed"] == 1 and "0.10 A apart" in r.summary["relax_failed_first"][0]
