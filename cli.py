@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import sys
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,8 +40,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_show_versio
     """High-throughput materials screening with MT-CGCNN."""
 
 
-# Where an unexpected error's traceback goes; `screen run` points it into its --out folder.
-error_log = Path(tempfile.gettempdir()) / "screen-error.log"
+# Where an unexpected error's traceback goes: here, unless the running command says otherwise
+# (`screen run`: its --out folder). Per command, not per process: a later command (the tests run
+# many in one process) must not log into an earlier run's --out.
+DEFAULT_ERROR_LOG = Path(tempfile.gettempdir()) / "screen-error.log"
+_error_log: ContextVar[Path] = ContextVar("error_log", default=DEFAULT_ERROR_LOG)
 
 
 def user_errors(fn):
@@ -48,6 +52,7 @@ def user_errors(fn):
     names a log file holding the full traceback, exit 3: a user never gets a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        token = _error_log.set(DEFAULT_ERROR_LOG)
         try:
             return fn(*args, **kwargs)
         except ScreenError as e:
@@ -62,12 +67,14 @@ def user_errors(fn):
                 err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2)
 
-            where = write_log(error_log, e)
+            where = write_log(_error_log.get(), e)
             message = " ".join(str(e).split())[:300]
             err_console.print(f"[red]error:[/red] unexpected {type(e).__name__}: {message}"
                               + (f" (traceback in {where}; please report it)" if where else ""),
                               highlight=False, soft_wrap=True)
             raise typer.Exit(3)
+        finally:
+            _error_log.reset(token)
     return wrapper
 
 
@@ -142,8 +149,7 @@ def run(
     runner: Optional[str] = typer.Option(RUN["runner"], hidden=True, help="slurm: this is one task of a `screen submit` job."),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
-    global error_log
-    error_log = out / "error.log"  # (RunOptions.error_log) from the first check on
+    _error_log.set(out / "error.log")  # (RunOptions.error_log) from the first check on, for this command
     options = dict(locals())
     from workflows.screen_run import run_settings
 
@@ -196,6 +202,9 @@ def _print_run(result, opts):
     console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
                   f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
                   f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
+    if s["unusable"]:  # refused inputs (unreadable, atoms on top of each other): named, never predicted
+        console.print(f"not screened: {s['unusable']} unusable candidates; first: {s['unusable_first'][0]}",
+                      highlight=False, soft_wrap=True)
     if s.get("source_note"):
         console.print(s["source_note"], highlight=False)
     if "mp_fetched" in s:
