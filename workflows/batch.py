@@ -262,7 +262,8 @@ def latest_results(folder: Path, about: str = "") -> List[str]:
         lines.append(f"changes since the previous run: {changes['note']}")
     files = s.get("files")
     if isinstance(files, dict):
-        lines += [f"{name}: {where}" for name, where in files.items()]
+        # relative to the folder (runs before that wrote them as they were given: absolute ones stay as they are)
+        lines += [f"{name}: {Path(folder) / str(where)}" for name, where in files.items()]
     return lines
 
 

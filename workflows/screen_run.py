@@ -461,7 +461,9 @@ def _changes(opts: RunOptions, ranked: pd.DataFrame, query: str):
     if previous.get("query") != query:
         return None, describe(None, f"the previous run in this folder screened {previous.get('query')}: nothing compared")
     try:
-        path = Path(previous["files"]["results"])
+        # by name in this folder: summary.json's paths are relative to --out (before, to the working
+        # directory of the run that wrote it, so another working directory found another folder's results)
+        path = out / Path(previous["files"]["results"]).name
         old = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
         changes = compare(ranked, old)
     except (OSError, KeyError, ValueError) as e:
@@ -560,8 +562,9 @@ def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict,
         write_report(stage / names["report"], ranked, summary, opts.rank.gap_threshold, opts.query,
                      plot=stage / names["plot"] if "plot" in names else None, changes=changes)
         names["summary"] = "summary.json"
+        # relative to --out: the folder is the same set whichever working directory reaches it (or it moves)
+        (stage / "summary.json").write_text(json.dumps(dict(summary, files=names), indent=2, default=str))
         files = {k: str(out / v) for k, v in names.items()}
-        (stage / "summary.json").write_text(json.dumps(dict(summary, files=files), indent=2, default=str))
         _publish(stage, out, list(names.values()))
     except OSError as e:
         if is_disk_full(e):
@@ -582,24 +585,28 @@ def _publish(stage: Path, out: Path, names: List[str]) -> None:
 
     The previous set's files go into stage/previous/ first (a file of it that this set lacks,
     say results.parquet after a csv run, goes too), then the new files move in, summary.json last.
+    Whatever stops it midway (an OSError, Ctrl-C's KeyboardInterrupt, any exception) puts the
+    previous set back before it goes on: the caller's cleanup removes the stage, previous/ with it.
     """
     previous = stage / "previous"
     previous.mkdir()
     moved_out: List[str] = []
     moved_in: List[str] = []
-    try:
+    try:  # each name noted before its rename: an interrupt may come between the two
         for name in OUTPUT_FILES:
             if (out / name).is_file():  # never a folder of the user's that happens to have this name
-                os.replace(out / name, previous / name)
                 moved_out.append(name)
+                os.replace(out / name, previous / name)
         for name in sorted(names, key=lambda n: n == "summary.json"):
-            os.replace(stage / name, out / name)
             moved_in.append(name)
-    except OSError:
+            os.replace(stage / name, out / name)
+    except BaseException:
         for name in moved_in:
-            os.replace(out / name, stage / name)
+            if not (stage / name).exists():  # (else it never moved)
+                os.replace(out / name, stage / name)
         for name in moved_out:
-            os.replace(previous / name, out / name)
+            if (previous / name).exists():
+                os.replace(previous / name, out / name)
         raise
 
 

@@ -3,6 +3,7 @@ inputs, lost entries, interrupted publishing. In-process Dask clusters (LocalClu
 where no per-process behaviour is under test."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -127,3 +128,62 @@ def test_relax_leaves_overlapping_atoms_refused_and_flags_an_unconverged_relaxat
     assert r.summary["unusable"] == 1 and "close: atoms 0 (Na) and 1 (Cl) are 0.10 A apart" in \
         r.summary["unusable_first"][0]
     assert r.summary["relax_failed"] == 1 and "0.10 A apart" in r.summary["relax_failed_first"][0]
+
+
+def small_set(n: int):
+    """A ranked table and summary as write_outputs gets them (no band gap: no plot)."""
+    table = pd.DataFrame({"rank": range(1, n + 1), "id": [f"mp-{i}" for i in range(n)],
+                          "formula": ["NaCl"] * n, "pred_e_above_hull": np.linspace(0, 1, n)})
+    return table, {"query": "Na-Cl", "source": "local:x", "ranked": n}
+
+
+@pytest.mark.parametrize("interrupted_at", ["results.csv", "summary.json"])
+def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatch, interrupted_at):
+    """A real SIGINT (Python raises KeyboardInterrupt) just before one of the new files moves in."""
+    import os
+    import signal
+
+    from cache.atomic import TMP_PREFIX
+    from workflows import screen_run
+
+    out = tmp_path / "o"
+    opts = RunOptions(query="Na-Cl", out_dir=str(out))
+    table, summary = small_set(5)
+    screen_run.write_outputs(table, table, summary, opts)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"results.csv", "summary.json"}
+
+    replace = os.replace
+
+    def interrupted(src, dst):
+        if os.path.basename(dst) == interrupted_at and Path(src).parent.name.startswith(TMP_PREFIX):  # moving in
+            signal.raise_signal(signal.SIGINT)
+        return replace(src, dst)
+
+    monkeypatch.setattr(screen_run.os, "replace", interrupted)
+    table, summary = small_set(3)
+    with pytest.raises(KeyboardInterrupt):
+        screen_run.write_outputs(table, table, summary, opts)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no staging folder left
+
+
+def test_changes_compare_against_the_same_out_from_another_working_directory(client, model_path, tmp_path,
+                                                                             monkeypatch):
+    """summary.json names its files relative to --out: reaching the folder from elsewhere finds its own results,
+    not those of a folder with the same relative name there."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    common = dict(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
+                  cache_dir=str(tmp_path / "c"))
+    monkeypatch.chdir(tmp_path / "a")
+    first = run_screening(client, RunOptions(out_dir="pq", **common))
+    assert json.loads((tmp_path / "a" / "pq" / "summary.json").read_text())["files"]["results"] == "results.csv"
+    monkeypatch.chdir(tmp_path / "b")  # a folder of the same name here, with other results of the same query
+    from screening.rank import RankOptions
+
+    run_screening(client, RunOptions(out_dir="pq", rank=RankOptions(top=5), **common))
+    again = run_screening(client, RunOptions(out_dir="../a/pq", **common))
+    assert len(again.table) == len(first.table) == 32
+    changes = again.summary["changes"]
+    assert changes["compared"] is True and changes["note"] == "no changes", changes

@@ -214,11 +214,12 @@ def test_status_names_a_damaged_jobs_table_or_summary_instead_of_failing(tmp_pat
 
     shown = status(json.dumps(summary))
     assert "latest results (job 17): 3 of 5 candidates; featurized 5, inferred 4; 12 s" in shown
-    assert "changes since the previous run: no changes" in shown and "results: results.csv" in shown
+    # (summary.json names its files relative to the folder: shown as paths)
+    assert "changes since the previous run: no changes" in shown and f"results: {out}/results.csv" in shown
     shown = status(json.dumps(summary)[:40])  # cut off
     assert f"results: {out}/summary.json is damaged, nothing of it is shown (JSONDecodeError: " in shown
     assert "results.csv" not in shown
     shown = status(json.dumps({k: v for k, v in summary.items() if k != "ranked"}))
     assert f"latest results (job 17): {out}/summary.json is damaged: no ranked in it" in shown
-    assert "changes since the previous run: no changes" in shown and "results: results.csv" in shown  # the sound part
+    assert "changes since the previous run: no changes" in shown and f"results: {out}/results.csv" in shown  # sound
     assert "damaged" in status("[1, 2]") and "damaged: no featurized" in status(json.dumps({**summary, "featurized": "5"}))
