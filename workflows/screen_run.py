@@ -212,7 +212,7 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
     known = cache.get_many(keys)
     todo = sorted({k for k in keys if k not in known})
     if todo:
-        model = worker_model.get_model(model_path, device)
+        model = worker_model.get_model(model_path, device, expected_hash=model_hash)  # the key's weights or none
         store = CacheDir(cache_dir).graphs(featurizer)
         graphs = [store.get(k) for k in todo]
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)

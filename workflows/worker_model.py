@@ -27,7 +27,10 @@ _loads = 0
 _lock = threading.Lock()
 
 
-def get_model(path: str, device: str):
+def get_model(path: str, device: str, expected_hash: Optional[str] = None):
+    """The model at `path` on `device`, loaded once per process. With `expected_hash` (what the run's
+    predictions are cached under): a model kept from before whose file has since been replaced is
+    loaded again, and weights of another hash are a ScreenError, never predictions under that key."""
     global _loads
     from screening.ensemble import load_model
     from screening.predict import resolve_device
@@ -35,12 +38,17 @@ def get_model(path: str, device: str):
 
     key = (str(path), device)
     with _lock:
-        if key not in _models:
+        if key not in _models or expected_hash not in (None, _models[key].hash):
             reuse_freed_memory()  # the model's batch tensors reuse heap pages (workflows/allocator.py)
             ckpt = load_model(path).to(resolve_device(device))
             _models[key] = ckpt
             _loads += 1
-        return _models[key]
+        model = _models[key]
+    if expected_hash is not None and model.hash != expected_hash:
+        raise ScreenError(f"--model {path}: the file changed after the run described it (its weights have hash "
+                          f"{model.short_hash}, the run expected {expected_hash[:12]}); nothing was predicted "
+                          f"with it, run again")
+    return model
 
 
 def load_count() -> int:
@@ -92,14 +100,17 @@ def _in_child(path: str) -> ModelInfo:
 
 
 def _stamp(path: Path) -> Optional[str]:
-    """A digest of the model files' paths, sizes and modification times; None if they cannot all be
-    listed (describe then loads the model, which says what is wrong)."""
+    """A digest of the model files' paths, inodes, sizes and modification and change times; None if they
+    cannot all be listed (describe then loads the model, which says what is wrong). The change time and
+    the inode move whenever a file is written or replaced, even by one of the same size and mtime
+    (which a copy that keeps times makes); the workers check the weights' hash all the same."""
     try:
         files = _files(path)
-        listed = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        listed = [(str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                  for f in files for st in [f.stat()]]
     except (OSError, ScreenError):
         return None
-    return hashlib.sha256(json.dumps(["model-info-1", listed]).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps(["model-info-2", listed]).encode()).hexdigest()[:32]
 
 
 def _files(path: Path) -> List[Path]:

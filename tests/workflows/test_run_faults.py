@@ -187,3 +187,76 @@ def test_changes_compare_against_the_same_out_from_another_working_directory(cli
     assert len(again.table) == len(first.table) == 32
     changes = again.summary["changes"]
     assert changes["compared"] is True and changes["note"] == "no changes", changes
+
+
+def tiny_checkpoint(path, seed: int) -> str:
+    """A random (untrained) checkpoint: two of other seeds have the same size, byte for byte."""
+    import torch
+
+    from screening.checkpoint import save_checkpoint
+    from screening.featurize import FeaturizerConfig
+    from screening.model import MTCGCNN, ModelConfig
+
+    torch.manual_seed(seed)
+    model = MTCGCNN(ModelConfig(["formation_energy_per_atom", "band_gap"], atom_fea_len=8, n_conv=1, h_fea_len=8))
+    return save_checkpoint(path, model.eval(), FeaturizerConfig(), meta={})
+
+
+def replace_keeping_size_and_time(path, other) -> None:
+    """`other`'s bytes into `path`, which keeps its size and modification time (as `cp -p` of a retrained
+    checkpoint of the same shape can leave it)."""
+    import os
+
+    st = path.stat()
+    data = other.read_bytes()
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_a_checkpoint_replaced_by_one_of_the_same_size_and_time_is_described_again(tmp_path):
+    from workflows import worker_model
+
+    hash_a, hash_b = tiny_checkpoint(tmp_path / "a.pt", 0), tiny_checkpoint(tmp_path / "b.pt", 1)
+    path = tmp_path / "model.pt"
+    path.write_bytes((tmp_path / "a.pt").read_bytes())
+    assert worker_model.describe(path, tmp_path / "c").hash == hash_a
+    replace_keeping_size_and_time(path, tmp_path / "b.pt")
+    assert worker_model.describe(path, tmp_path / "c").hash == hash_b
+
+
+def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
+    """A worker that kept the old model loads the new one; one that finds other weights than the run's
+    key refuses them, and nothing is cached under that key."""
+    from cache.cache_dir import CacheDir
+    from screening.ensemble import load_model
+    from screening.featurize import FeaturizerConfig, featurize
+    from screening.sources.local import LocalSource
+    from workflows.partitions import featurize_task
+    from workflows.screen_run import infer_task
+
+    config = FeaturizerConfig()
+    hash_a, hash_b = tiny_checkpoint(tmp_path / "a.pt", 0), tiny_checkpoint(tmp_path / "b.pt", 1)
+    path = tmp_path / "model.pt"
+    path.write_bytes((tmp_path / "a.pt").read_bytes())
+    outputs = load_model(path).outputs
+    columns = tuple(outputs) + tuple(f"{o}_std" for o in outputs)
+    candidates = LocalSource(DATA).fetch("Li-Fe-O")
+    parts = [candidates[0:10], candidates[10:20], candidates[20:30]]
+    cache = str(tmp_path / "c")
+    feats = [featurize_task(p, cache, config) for p in parts]
+
+    def infer(i, model_hash):
+        return infer_task(feats[i], cache, str(path), "cpu", config, 20_000, model_hash, columns)
+
+    assert infer(0, hash_a)["inferred"] == 10  # this process now holds model A
+    replace_keeping_size_and_time(path, tmp_path / "b.pt")
+    got = infer(1, hash_b)["predictions"]  # the client described the new file: B
+    mean, _ = load_model(tmp_path / "b.pt").predict_graphs([featurize(c.structure, config) for c in parts[1]])
+    keys = [row[5] for row in feats[1]["rows"]]
+    np.testing.assert_allclose(np.stack([got[k][:len(outputs)] for k in keys]), mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ScreenError, match=r"--model .*model.pt: the file changed after the run described it"):
+        infer(2, hash_a)  # a description of A while the file holds B
+    keys = [row[5] for row in feats[2]["rows"]]
+    assert CacheDir(cache).predictions(hash_a, list(columns)).get_many(keys) == {}
