@@ -47,6 +47,17 @@ def choose_reference(reference: Optional[str], source: Optional[str]) -> Optiona
     return None
 
 
+def check_reference(spec: str) -> None:
+    """--reference names a source that opens (its file is there), before a run does any work."""
+    from screening.errors import ScreenError
+
+    try:
+        open_source(spec, lazy=True)
+    except ScreenError as e:  # the source names itself as --source: say which option it was
+        reason = str(e).split(": ", 1)[-1]
+        raise ScreenError(f"--reference {spec}: {reason}") from None
+
+
 def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[ReferencePhases, str]:
     """(phases, a one-line description) for the given chemical systems."""
     if spec is None:

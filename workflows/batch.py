@@ -196,8 +196,9 @@ def submit(job: BatchJob, begin: Optional[str] = None, dry_run: bool = False) ->
     if begin is not None:
         check_begin(begin)
     out = Path(job.out_dir).resolve()
+    script = job_script(job)  # (its checks, the schedule's among them, before anything is made)
     (out / "logs").mkdir(parents=True, exist_ok=True)  # Slurm does not make the --output folder
-    job.script_path.write_text(job_script(job))
+    job.script_path.write_text(script)
     if dry_run:
         return None
     cmd = ["sbatch", "--parsable"] + ([f"--begin={begin}"] if begin else []) + [str(job.script_path)]

@@ -59,6 +59,7 @@ def bad_list_path(out: Path) -> Path:
 
 def write_predictions(out: Path, table: pd.DataFrame, bad: List[Tuple[str, str]]) -> None:
     """The table to `out` and the unreadable files to bad_list_path(out) (or no list: none were bad)."""
+    out.parent.mkdir(parents=True, exist_ok=True)  # (checked writable before the work, made only now)
     write_atomic(out, table.to_csv(index=False).encode())
     if bad:
         write_atomic(bad_list_path(out), pd.DataFrame(bad, columns=["file", "problem"]).to_csv(index=False).encode())

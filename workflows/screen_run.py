@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import operator
 import os
@@ -37,6 +38,7 @@ from screening.featurize import FeaturizerConfig
 from screening.properties import METAL_GAP_EV
 from screening.query import parse_query
 from screening.rank import RankOptions, rank
+from screening.references import check_reference
 from screening.relax import check_relaxer
 from screening.sources import open_source
 from screening.sources.base import known_column
@@ -106,11 +108,13 @@ class RunOptions:
         check_relaxer(self.relax)
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
+        if self.reference:  # a reference file that is not there fails now, not after the inference
+            check_reference(self.reference)
+        check_folders(self.out_dir, self.cache_dir)
         # a missing or damaged model file fails here; the client only needs its description
-        model = worker_model.describe(self.model, self.cache_dir)
-        for option, folder in (("--out", self.out_dir), ("--cache", self.cache_dir)):
-            check_writable(option, Path(folder))
-        self._checked = Checked(query, source, model)
+        model, model_stamp = worker_model.described(self.model, self.cache_dir)
+        # (nothing is created until every check passed: the run makes the folders, and keeps the description)
+        self._checked = Checked(query, source, model, model_stamp)
         return self._checked
 
     def checked(self) -> "Checked":
@@ -124,6 +128,7 @@ class Checked:
     query: object
     source: object
     model: object
+    model_stamp: Optional[str] = None  # where the run keeps the model's description (None: kept already)
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -193,14 +198,33 @@ def joined_candidates(relaxed: list) -> list:
 
 
 def check_writable(option: str, folder: Path) -> None:
-    """Create the folder if needed and write a probe file into it, so a bad path fails before the run."""
+    """Whether the folder can be written (or made, by whoever writes there later), without making it: a
+    probe file written and removed in the nearest folder that exists, so a bad path fails before the run
+    and a run that fails a later check leaves nothing behind."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".screen-probe-{uuid.uuid4().hex[:8]}"
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        probe = existing / f".screen-probe-{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
         raise ScreenError(f"{option} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
+
+
+def check_folders(out_dir, cache_dir) -> None:
+    """--out and --cache: each writable, and the results never inside the cache: a cache folder carries
+    CACHEDIR.TAG, so backup tools skip what lies in it, and `screen cache clear` removes it all."""
+    out, cache = Path(out_dir).resolve(), Path(cache_dir).resolve()
+    if out == cache or cache in out.parents:
+        where = "is" if out == cache else "lies inside"
+        raise ScreenError(f"--out {out_dir}: {where} the cache folder (--cache {cache_dir}), which backups skip "
+                          f"and `screen cache clear` empties; give the results a folder of their own")
+    for option, folder in (("--out", out_dir), ("--cache", cache_dir)):
+        check_writable(option, Path(folder))
 
 
 def infer_task(featurized, cache_dir, model_path, device, featurizer: FeaturizerConfig, max_atoms, model_hash, columns):
@@ -287,6 +311,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     mp.share_budget(client, source)  # one MP request budget for every worker
     featurizer = ckpt.featurizer
     cache_dir = CacheDir(opts.cache_dir).claim()
+    worker_model.keep(opts.cache_dir, checked.model_stamp, ckpt)
     if on_started:
         on_started()
     wait = dict(no_worker_timeout=opts.no_worker_timeout, log=opts.error_log)

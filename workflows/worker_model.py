@@ -17,7 +17,7 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from screening.errors import ScreenError
 from screening.model_info import ModelInfo, model_file, read_manifest
@@ -56,7 +56,16 @@ def load_count() -> int:
 
 
 def describe(path, cache_dir=None) -> ModelInfo:
-    """What a run's client needs of the model at `path`; a missing or damaged model is a ScreenError."""
+    """What a run's client needs of the model at `path`; a missing or damaged model is a ScreenError.
+    A description made now is kept in the cache for the next run."""
+    info, stamp = described(path, cache_dir)
+    keep(cache_dir, stamp, info)
+    return info
+
+
+def described(path, cache_dir=None) -> Tuple[ModelInfo, Optional[str]]:
+    """(describe's answer, the stamp to keep it under, or None when it came from the cache or cannot be
+    kept): it writes nothing, so a run's option checks leave no trace (keep() writes it later)."""
     from cache import gz_json
     from cache.cache_dir import CacheDir
 
@@ -64,21 +73,29 @@ def describe(path, cache_dir=None) -> ModelInfo:
     target = CacheDir(cache_dir).model_info_path(stamp) if stamp and cache_dir is not None else None
     if target is not None:
         try:
-            return ModelInfo.from_dict(gz_json.read(target))
+            return ModelInfo.from_dict(gz_json.read(target)), None
         except (FileNotFoundError, *gz_json.DAMAGED):
             pass
     if "torch" in sys.modules:  # loaded here already (tests, a training run): nothing to save
         info = describe_here(str(path))
     else:
         info = _in_child(str(path))
-    if target is not None:
-        try:
-            CacheDir(cache_dir).claim()
-            target.parent.mkdir(exist_ok=True)
-            gz_json.write(target, info.to_dict())
-        except OSError:
-            pass  # only a cache: the next run describes the model again
-    return info
+    return info, stamp if target is not None else None
+
+
+def keep(cache_dir, stamp: Optional[str], info: ModelInfo) -> None:
+    """Keep a description made by described() in the cache (claimed now if it is new)."""
+    if stamp is None or cache_dir is None:
+        return
+    from cache import gz_json
+    from cache.cache_dir import CacheDir
+
+    try:
+        target = CacheDir(cache_dir).claim().model_info_path(stamp)
+        target.parent.mkdir(exist_ok=True)
+        gz_json.write(target, info.to_dict())
+    except OSError:
+        pass  # only a cache: the next run describes the model again
 
 
 def describe_here(path: str) -> ModelInfo:

@@ -68,3 +68,49 @@ def test_a_later_commands_bug_is_not_logged_into_an_earlier_runs_out(tmp_path, m
     assert not (tmp_path / "o").exists()
     assert "a bug in screen cache info" in (tmp_path / "default.log").read_text()
     assert f"traceback in {tmp_path / 'default.log'}" in " ".join(r.output.split())
+
+
+def run_args(tmp_path, model_path, *extra):
+    return ["--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model_path,
+            "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"), *extra]
+
+
+def left_behind(tmp_path):
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference", "local:/no/such/references.csv"], "--reference local:/no/such/references.csv: no such file"),
+    (["--memory", "lots"], "--memory lots: not a size"),  # a check after the run's options
+    (["--runner", "pbs"], "--runner pbs: only slurm"),
+])
+def test_a_one_line_error_in_any_check_leaves_nothing_behind(tmp_path, model_path, extra, message):
+    r = runner.invoke(app, ["run", *run_args(tmp_path, model_path, *extra)])
+    assert r.exit_code == 2, r.output
+    assert len(lines_of(r.output)) == 1 and lines_of(r.output)[0].startswith("error: ") and message in r.output
+    assert left_behind(tmp_path) == []  # no cache/CACHEDIR.TAG, no model description, no empty --out
+
+
+def test_submit_with_a_bad_schedule_leaves_nothing_behind(tmp_path, model_path):
+    r = runner.invoke(app, ["submit", "--dry-run", "--every", "sometimes", *run_args(tmp_path, model_path)])
+    assert r.exit_code == 2, r.output
+    assert len(lines_of(r.output)) == 1 and "schedule every 'sometimes'" in r.output
+    assert left_behind(tmp_path) == []
+
+
+def test_an_out_that_is_a_file_fails_before_the_cache_is_made(tmp_path, model_path):
+    (tmp_path / "o").write_text("a file")
+    r = runner.invoke(app, ["run", *run_args(tmp_path, model_path)])
+    assert r.exit_code == 2 and "--out" in r.output and "cannot write there" in r.output, r.output
+    assert left_behind(tmp_path) == ["o"]
+
+
+@pytest.mark.parametrize("out, cache, where", [("same", "same", "is"), ("c/results", "c", "lies inside")])
+def test_results_inside_the_cache_are_refused(tmp_path, model_path, out, cache, where):
+    r = runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model_path,
+                            "--cache", str(tmp_path / cache), "--out", str(tmp_path / out)])
+    assert r.exit_code == 2, r.output
+    assert " ".join(r.output.split()) == (f"error: --out {tmp_path / out}: {where} the cache folder (--cache "
+                                          f"{tmp_path / cache}), which backups skip and `screen cache clear` "
+                                          f"empties; give the results a folder of their own")
+    assert left_behind(tmp_path) == []
