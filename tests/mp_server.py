@@ -48,8 +48,9 @@ Every request is recorded in `server.requests` (path, query dict) so tests
 can check what the client really sent. `server.fail(path, mode, times=...)`
 makes the next `times` requests to a path (None: all of them) misbehave:
 an HTTP status (429, 401, 500, 503 ...), "hang" (no answer for 60 s),
-"truncated" (a 200 whose JSON is cut in half) or "short" (half the page's
-documents, while meta.total_doc still counts them all). `server.rate_limit = N` answers
+"truncated" (a 200 whose JSON is cut in half), "short" (half the page's
+documents, while meta.total_doc still counts them all) or "omit" (the search's last
+document left out, and meta.total_doc counting one fewer: a consistent, incomplete answer). `server.rate_limit = N` answers
 429 (Retry-After: seconds until a slot frees) to a key's request when N of its
 requests were answered within the last second; `server.log` holds (time,
 path, status) of every answer; `server.ignore_filters = True` makes the summary
@@ -354,6 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
             params = {k: v for k, v in params.items() if k not in ("deprecated", "batch_id_not_eq")}
         try:
             rows = self.server.data.search(params)
+            if fault == "omit":  # one document fewer, and a total_doc that agrees: only the ids asked tell
+                rows = rows[:-1]
             skip = int(params.get("_skip", 0))
             limit = int(params.get("_limit", 1000))
         except (BadRequest, ValueError) as e:

@@ -316,22 +316,26 @@ class MPSource(Source):
             if doc is not None:
                 structures[mid] = doc["structure"]
         missing = [mid for mid, _, _ in part.entries if mid not in structures]
-        for i in range(0, len(missing), IDS_PER_REQUEST):
-            chunk = missing[i:i + IDS_PER_REQUEST]
-            docs = self._summary(f"{len(chunk)} entries of {query}", ENTRY_FIELDS, material_ids=chunk)
-            asked = dict(zip(chunk, chunk))
-            asked.update(zip(validate_ids(chunk), chunk))  # as mp-api sent them (new ids in letters)
-            for d in docs:
-                mid = asked.get(str(d["material_id"]))
-                if mid is None or d.get("structure") is None:
-                    continue
-                structures[mid] = _structure_dict(d["structure"])
-                if store is not None and d.get("last_updated") is not None:
-                    store.put(self.entry_key(mid, str(d["last_updated"])), {"structure": structures[mid]})
+        for _ in range(2):  # the ids a first answer lacked are asked for once more
+            for i in range(0, len(missing), IDS_PER_REQUEST):
+                chunk = missing[i:i + IDS_PER_REQUEST]
+                docs = self._summary(f"{len(chunk)} entries of {query}", ENTRY_FIELDS, material_ids=chunk)
+                asked = dict(zip(chunk, chunk))
+                asked.update(zip(validate_ids(chunk), chunk))  # as mp-api sent them (new ids in letters)
+                for d in docs:
+                    mid = asked.get(str(d["material_id"]))
+                    if mid is None or d.get("structure") is None:
+                        continue
+                    structures[mid] = _structure_dict(d["structure"])
+                    if store is not None and d.get("last_updated") is not None:
+                        store.put(self.entry_key(mid, str(d["last_updated"])), {"structure": structures[mid]})
+            missing = [mid for mid in missing if mid not in structures]
+        if missing:  # an answer that counts what it sends can still leave entries out: never a partial partition
+            raise ScreenError(f"--source mp: the server's answers lacked {len(missing)} of the entries of {query} "
+                              f"asked for, twice ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                              f"nothing of their partition was kept, try again")
         out = []
         for mid, _, known in part.entries:
-            if mid not in structures:
-                continue  # gone from the database since the listing
             s = Structure.from_dict(structures[mid])
             elements, formula = structure_info(s)
             if query.matches(elements, formula, mid):

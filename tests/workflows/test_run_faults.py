@@ -260,3 +260,36 @@ def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
         infer(2, hash_a)  # a description of A while the file holds B
     keys = [row[5] for row in feats[2]["rows"]]
     assert CacheDir(cache).predictions(hash_a, list(columns)).get_many(keys) == {}
+
+
+def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missing(mp_api_env, tmp_path):
+    """The server leaves one entry out of every material_ids answer, with a total_doc that agrees: the
+    partition fails in one line and is not remembered; left out once only, the second ask gets it."""
+    from cache.cache_dir import CacheDir
+    from screening.featurize import FeaturizerConfig
+    from screening.query import parse_query
+    from screening.sources import open_source
+    from workflows.partitions import part_key, partition_task
+
+    source, query, config, cache = open_source("mp", lazy=True), parse_query("Li-Fe-O"), FeaturizerConfig(), \
+        str(tmp_path / "c")
+    [part] = source.partitions(query, 100)
+    assert len(part.entries) == 32
+    description = source.describe()
+
+    def remembered():
+        return CacheDir(cache).structures().get_keyed(part_key(query.key(), part.label), description,
+                                                      config.fingerprint())
+
+    mp_api_env.fail("/materials/summary", "omit", times=None, with_param="material_ids")
+    with pytest.raises(ScreenError, match=r"^--source mp: the server's answers lacked 1 of the entries of Fe-Li-O "
+                                          r"asked for, twice \(mp-\d+\); nothing of their partition was kept"):
+        partition_task(source, query, part, description, cache, config)
+    assert remembered() is None
+    mp_api_env.faults.clear()
+    mp_api_env.fail("/materials/summary", "omit", times=1, with_param="material_ids")
+    done = partition_task(source, query, part, description, cache, config)
+    assert sorted(row[2] for row in done["rows"]) == sorted(e[0] for e in part.entries)
+    assert len(remembered()["rows"]) == 32
+    # the entries that did come the first time were kept, each whole, in the entry cache
+    assert (done["mp_fetched"], done["mp_cached"]) == (1, 31)
