@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
+from screening.errors import ScreenError
 from screening.query import parse_query
 from screening.rank import ReferencePhases
 from screening.sources import open_source
@@ -49,8 +50,6 @@ def choose_reference(reference: Optional[str], source: Optional[str]) -> Optiona
 
 def check_reference(spec: str) -> None:
     """--reference names a source that opens (its file is there), before a run does any work."""
-    from screening.errors import ScreenError
-
     try:
         open_source(spec, lazy=True)
     except ScreenError as e:  # the source names itself as --source: say which option it was
@@ -73,6 +72,8 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
     formulas, energies, ids = [], [], []
     for sub in subsystems(systems):
         for c in source.fetch(parse_query(sub)):
+            if c.problem is not None:  # a reference phase that cannot be read: the hull would lack it
+                raise ScreenError(f"--reference {spec}: {c.problem}")
             formulas.append(c.formula)
             energies.append(c.known.get("formation_energy_per_atom", float("nan")))
             ids.append(c.id)

@@ -27,14 +27,17 @@ class Candidate:
 
     `structure` is parsed on first use when the source handed over CIF text
     instead (cheap to ship to a worker, parsed where it is featurized); a bad
-    CIF then raises ScreenError naming the candidate id.
+    CIF then raises ScreenError naming the candidate id. A source that could
+    not read an entry at all hands it over as `Candidate.unreadable`: its
+    `.structure` raises that problem, so a run lists it among the unusable
+    candidates instead of stopping.
     """
 
-    __slots__ = ("source", "id", "formula", "known", "cif", "_structure")
+    __slots__ = ("source", "id", "formula", "known", "cif", "_structure", "problem")
 
     def __init__(self, source: str, id: str, formula: str, structure=None, *,
-                 cif: Optional[str] = None, known: Optional[Dict[str, Any]] = None):
-        if structure is None and cif is None:
+                 cif: Optional[str] = None, known: Optional[Dict[str, Any]] = None, problem: Optional[str] = None):
+        if structure is None and cif is None and problem is None:
             raise ValueError(f"candidate {id}: needs a structure or CIF text")
         self.source = source
         self.id = id
@@ -42,9 +45,19 @@ class Candidate:
         self.known = dict(known or {})  # KNOWN_PROPERTIES as floats, KNOWN_STATUS entries
         self.cif = cif
         self._structure = structure
+        self.problem = problem  # why it could not be read (one line), or None
+
+    @classmethod
+    def unreadable(cls, source: str, id: str, problem: str) -> "Candidate":
+        """An entry the source could not read; `.structure` raises ScreenError(problem)."""
+        return cls(source, id, "", problem=problem)
 
     @property
     def structure(self):
+        if self.problem is not None:
+            from screening.errors import ScreenError
+
+            raise ScreenError(self.problem)
         if self._structure is None:
             from screening.structures import structure_from_cif_text
 
@@ -52,8 +65,9 @@ class Candidate:
         return self._structure
 
     def structure_parsed(self) -> Optional[bool]:
-        """False while only CIF text is held (the next `.structure` parses it), True once parsed."""
-        return self._structure is not None
+        """False while only CIF text is held (the next `.structure` parses it), True once parsed;
+        None for an unreadable entry (nothing to parse)."""
+        return None if self.problem is not None else self._structure is not None
 
     def __repr__(self) -> str:
         return f"Candidate({self.source!r}, {self.id!r}, {self.formula!r})"

@@ -49,9 +49,11 @@ class LocalSource(Source):
         return self._table
 
     def _read_files(self):
+        """[(id, structure, known, problem)]: a file that cannot be read has no structure and a problem
+        (one line), so the other files are still screened."""
         if self._files is not None:
             return self._files
-        from screening.structures import read_structure, structure_files
+        from screening.structures import structure_files
 
         if self.path.is_dir() and (self.path / "id_prop.csv").exists():
             ids = read_id_prop(self.path)[0].tolist()
@@ -60,7 +62,7 @@ class LocalSource(Source):
             files = structure_files([self.path])
             stems = [f.stem for f in files]
             entries = [(f.stem if stems.count(f.stem) == 1 else f.name, f) for f in files]
-        self._files = [(i, read_structure(f), {}) for i, f in entries]
+        self._files = [(i, *_read_or_why(f)) for i, f in entries]
         return self._files
 
     # -- Source ----------------------------------------------------------------
@@ -74,15 +76,25 @@ class LocalSource(Source):
         return out
 
     def fetch_systems(self, systems: Iterable[str]) -> List[Candidate]:
-        """Every crystal whose element set is one of the explicit systems ("Fe-Li-O"), in one pass."""
+        """Every crystal whose element set is one of the explicit systems ("Fe-Li-O"), in one pass.
+        Known crystals as templates or references must all be read: an unreadable file is an error."""
         wanted = {frozenset(s.split("-")) for s in systems}
-        return self._select(lambda elements, *_: frozenset(elements) in wanted)
+        return self._select(lambda elements, *_: frozenset(elements) in wanted, unreadable=False)
 
-    def _select(self, matches: Callable, ids: Optional[Sequence[str]] = None) -> List[Candidate]:
-        """Candidates for which matches(element set, reduced formula, id) holds, each id once."""
+    def _select(self, matches: Callable, ids: Optional[Sequence[str]] = None,
+                unreadable: bool = True) -> List[Candidate]:
+        """Candidates for which matches(element set, reduced formula, id) holds, each id once. A file that
+        could not be read may match any query: it comes as Candidate.unreadable (asked for by id, or
+        any without ids), or, unless `unreadable`, is a ScreenError."""
         if not self._is_csv():
             out = []
-            for i, s, known in self._read_files():
+            for i, s, known, problem in self._read_files():
+                if problem is not None:
+                    if not unreadable:
+                        raise ScreenError(problem)
+                    if ids is None or i in ids:
+                        out.append(Candidate.unreadable(self.name, i, problem))
+                    continue
                 elements, reduced = structure_info(s)
                 if matches(elements, reduced, i):
                     out.append(Candidate(self.name, i, reduced, s, known=known))
@@ -153,6 +165,16 @@ class LocalSource(Source):
                         h.update(chunk)
             self._digest = h.hexdigest()[:16]
         return f"{self.name} sha256={self._digest}"
+
+
+def _read_or_why(path) -> tuple:
+    """(structure, known values, None), or (None, {}, why) for a file that cannot be read."""
+    from screening.structures import read_structure
+
+    try:
+        return read_structure(path), {}, None
+    except ScreenError as e:
+        return None, {}, str(e)
 
 
 def _chosen_rows(df, matches: Callable, ids: Optional[Sequence[str]] = None) -> List[int]:

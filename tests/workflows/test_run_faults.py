@@ -293,3 +293,21 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
     assert len(remembered()["rows"]) == 32
     # the entries that did come the first time were kept, each whole, in the entry cache
     assert (done["mp_fetched"], done["mp_cached"]) == (1, 31)
+
+
+def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, model_path, tmp_path):
+    import cli
+
+    folder = crystal_folder(tmp_path / "in", {"NaCl": rocksalt(), "KCl": rocksalt(6.29, ("K", "Cl"))})
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a CIF\n")
+    (folder / "empty.cif").write_text("")
+    r = run_screening(client, RunOptions(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+    assert sorted(r.table.id) == ["KCl", "NaCl"]
+    assert r.summary["candidates"] == 4 and r.summary["unusable"] == 2
+    assert sorted(p.split(":")[0] for p in r.summary["unusable_first"]) == [str(folder / "broken.cif"),
+                                                                            str(folder / "empty.cif")]
+    with cli.console.capture() as printed:
+        cli._print_run(r)
+    assert f"not screened: 2 unusable candidates; first: {r.summary['unusable_first'][0]}" in \
+        " ".join(printed.get().split())
