@@ -72,13 +72,20 @@ class Ensemble:
         """What a run's client needs of it (screening/model_info.py)."""
         return ModelInfo(self.path, self.hash, tuple(self.outputs), self.featurizer, len(self.members), dict(self.meta))
 
-    def check(self) -> None:
-        """Members must agree on outputs and featurizer, or their mean means nothing."""
+    def check(self, names: Optional[Sequence[str]] = None) -> None:
+        """Members must agree on outputs and featurizer, or their mean means nothing; the message names
+        the two members (by `names`, else by position) and what differs."""
+        names = list(names) if names is not None else [f"member {i + 1}" for i in range(len(self.members))]
         first = self.members[0]
-        for m in self.members[1:]:
-            if m.model.outputs != first.model.outputs or m.featurizer != first.featurizer:
-                raise ScreenError(f"{self.path}: members disagree on outputs or featurizer "
-                                  f"({m.model.outputs} vs {first.model.outputs})")
+        for name, m in zip(names[1:], self.members[1:]):
+            if m.model.outputs != first.model.outputs:
+                raise ScreenError(f"{self.path}: members {names[0]} and {name} predict different outputs "
+                                  f"({', '.join(first.model.outputs)} vs {', '.join(m.model.outputs)})")
+            if m.featurizer != first.featurizer:
+                raise ScreenError(f"{self.path}: members {names[0]} and {name} use different featurizers "
+                                  f"({_featurizer_text(first.featurizer, m.featurizer)} vs "
+                                  f"{_featurizer_text(m.featurizer, first.featurizer)}); train them with one "
+                                  f"--cutoff and --max-neighbors")
 
     def to(self, device) -> "Ensemble":
         for m in self.members:
@@ -114,6 +121,16 @@ class Ensemble:
         return stack.mean(axis=0).astype(np.float32), std.astype(np.float32)
 
 
+def _featurizer_text(f: FeaturizerConfig, other: FeaturizerConfig) -> str:
+    """A featurizer's cutoff and neighbour count, and whatever else differs from `other`."""
+    text = f"cutoff {f.cutoff:g} A, {f.max_neighbors} neighbours"
+    if f.gaussian_step != other.gaussian_step:
+        text += f", Gaussian step {f.gaussian_step:g} A"
+    if f.version != other.version:
+        text += f", featurizer version {f.version}"
+    return text
+
+
 COVERAGE_1STD = 0.6827  # fraction of a Gaussian within one standard deviation
 
 
@@ -147,7 +164,7 @@ def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> En
                               f"(hash {ckpt.short_hash}, expected {digest[:12]})")
         members.append(ckpt)
     ensemble = Ensemble(members, str(path), meta={k: v for k, v in manifest.items() if k != "members"})
-    ensemble.check()
+    ensemble.check([member_path.name for member_path, _ in pairs])
     return ensemble
 
 

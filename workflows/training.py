@@ -246,7 +246,7 @@ def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None, ca
     hashes = [m.hash for m in members]
     if len(set(hashes)) < len(hashes):
         raise ScreenError("the same checkpoint is listed twice; members must differ (train them with other --seed)")
-    Ensemble([m.members[0] for m in members], str(path)).check()
+    Ensemble([m.members[0] for m in members], str(path)).check([str(p) for p in member_paths])
     path = Path(path)
     splits = [Path(p).parent / "split.json" for p in member_paths]
     present = [f.exists() for f in splits]

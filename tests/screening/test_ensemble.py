@@ -24,11 +24,12 @@ def graphs():
     return [featurize(s) for s in structures]
 
 
-def member(path, seed, metal_head=True):
+def member(path, seed, metal_head=True, featurizer=FeaturizerConfig()):
     torch.manual_seed(seed)
-    model = MTCGCNN(ModelConfig(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head))
+    model = MTCGCNN(ModelConfig(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head,
+                                cutoff=featurizer.cutoff, gaussian_step=featurizer.gaussian_step))
     model.eval()
-    save_checkpoint(path, model, FeaturizerConfig())
+    save_checkpoint(path, model, featurizer)
     return path
 
 
@@ -69,8 +70,19 @@ def test_a_replaced_member_or_a_broken_manifest_is_a_one_line_error(tmp_path):
     with pytest.raises(ScreenError, match="not a readable ensemble file"):
         load_model(tmp_path / "bad.json")
     member(tmp_path / "plain.pt", seed=0, metal_head=False)
-    with pytest.raises(ScreenError, match="disagree on outputs"):
+    with pytest.raises(ScreenError, match="predict different outputs"):
         write_ensemble(tmp_path / "mixed.json", [paths[0], tmp_path / "plain.pt"])
+
+
+def test_members_of_other_featurizers_are_refused_naming_cutoff_and_neighbours(tmp_path):
+    a = member(tmp_path / "a.pt", seed=0)
+    b = member(tmp_path / "b.pt", seed=1, featurizer=FeaturizerConfig(cutoff=6.0, max_neighbors=8))
+    r = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 2, r.output
+    assert " ".join(r.output.split()) == (
+        f"error: {tmp_path / 'e.json'}: members {a} and {b} use different featurizers (cutoff 8 A, 12 neighbours "
+        f"vs cutoff 6 A, 8 neighbours); train them with one --cutoff and --max-neighbors")
+    assert not (tmp_path / "e.json").exists()
 
 
 PREVIOUS = Path(__file__).parents[1] / "data" / "previous_format.pt"  # the shipped model before the ensemble
