@@ -134,7 +134,8 @@ def small_set(n: int):
     """A ranked table and summary as write_outputs gets them (no band gap: no plot)."""
     table = pd.DataFrame({"rank": range(1, n + 1), "id": [f"mp-{i}" for i in range(n)],
                           "formula": ["NaCl"] * n, "pred_e_above_hull": np.linspace(0, 1, n)})
-    return table, {"query": "Na-Cl", "source": "local:x", "ranked": n}
+    return table, {"query": "Na-Cl", "source": "local:x", "ranked": n, "candidates": n,
+                   "ranked_by": "lowest predicted E_hull first"}
 
 
 @pytest.mark.parametrize("interrupted_at", ["results.csv", "summary.json"])
@@ -151,7 +152,7 @@ def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatc
     table, summary = small_set(5)
     screen_run.write_outputs(table, table, summary, opts)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == {"results.csv", "summary.json"}
+    assert set(before) == {"results.csv", "report.html", "summary.json"}
 
     replace = os.replace
 
@@ -301,13 +302,14 @@ def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, mo
     folder = crystal_folder(tmp_path / "in", {"NaCl": rocksalt(), "KCl": rocksalt(6.29, ("K", "Cl"))})
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a CIF\n")
     (folder / "empty.cif").write_text("")
-    r = run_screening(client, RunOptions(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
-                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+    opts = RunOptions(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+                      cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))
+    r = run_screening(client, opts)
     assert sorted(r.table.id) == ["KCl", "NaCl"]
     assert r.summary["candidates"] == 4 and r.summary["unusable"] == 2
     assert sorted(p.split(":")[0] for p in r.summary["unusable_first"]) == [str(folder / "broken.cif"),
                                                                             str(folder / "empty.cif")]
     with cli.console.capture() as printed:
-        cli._print_run(r)
+        cli._print_run(r, opts)
     assert f"not screened: 2 unusable candidates; first: {r.summary['unusable_first'][0]}" in \
         " ".join(printed.get().split())
