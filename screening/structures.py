@@ -188,10 +188,10 @@ def _pymatgen_site_order(symbols):
 
 
 # No two atoms of a real crystal are this close: the shortest bond there is, H-H in H2, is 0.74 A,
-# and the closest pair among the 33,038 crystals of mp_dev is H-H at 0.746 A (mp-720082). Atoms closer than this are an
-# input error (a site listed twice, a wrong cell or coordinate), and a prediction for them means
-# nothing; featurizing would quietly drop a zero-length edge. A plain floor for any pair of
-# elements: pairs of particular elements may need more (that check is not this one).
+# and the closest pair among the 33,038 crystals of mp_dev is H-H at 0.746 A (mp-720082). Atoms
+# closer than this are an input error (a site listed twice, a wrong cell or coordinate), and a
+# prediction for them means nothing; featurizing would quietly drop a zero-length edge. A plain
+# floor for any pair of elements: pairs of particular elements may need more (not this check).
 MIN_DISTANCE = 0.5  # A
 
 

@@ -486,8 +486,7 @@ def _changes(opts: RunOptions, ranked: pd.DataFrame, query: str):
     if previous.get("query") != query:
         return None, describe(None, f"the previous run in this folder screened {previous.get('query')}: nothing compared")
     try:
-        # by name in this folder: summary.json's paths are relative to --out (before, to the working
-        # directory of the run that wrote it, so another working directory found another folder's results)
+        # by name, in this folder: its own results, whichever working directory reaches it
         path = out / Path(previous["files"]["results"]).name
         old = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
         changes = compare(ranked, old)
