@@ -50,7 +50,8 @@ makes the next `times` requests to a path (None: all of them) misbehave:
 an HTTP status (429, 401, 500, 503 ...), "hang" (no answer for 60 s),
 "truncated" (a 200 whose JSON is cut in half), "short" (half the page's
 documents, while meta.total_doc still counts them all) or "omit" (the search's last
-document left out, and meta.total_doc counting one fewer: a consistent, incomplete answer). `server.rate_limit = N` answers
+document left out, and meta.total_doc counting one fewer: a consistent, incomplete
+answer). `server.rate_limit = N` answers
 429 (Retry-After: seconds until a slot frees) to a key's request when N of its
 requests were answered within the last second; `server.log` holds (time,
 path, status) of every answer; `server.ignore_filters = True` makes the summary
