@@ -114,3 +114,12 @@ def test_results_inside_the_cache_are_refused(tmp_path, model_path, out, cache, 
                                           f"{tmp_path / cache}), which backups skip and `screen cache clear` "
                                           f"empties; give the results a folder of their own")
     assert left_behind(tmp_path) == []
+
+
+def test_a_campaign_whose_second_query_is_bad_leaves_nothing_behind(tmp_path, model_path):
+    (tmp_path / "c.yaml").write_text(f"name: two\nqueries: [Li-Fe-O, Li-*-Xx]\nsource: local:{DATA}\n"
+                                     f"model: {model_path}\nout: results\ncache: cache\n")
+    r = runner.invoke(app, ["submit", "--campaign", str(tmp_path / "c.yaml"), "--dry-run"])
+    assert r.exit_code == 2, r.output
+    assert len(lines_of(r.output)) == 1 and "Xx" in r.output
+    assert left_behind(tmp_path) == ["c.yaml"]
