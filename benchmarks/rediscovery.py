@@ -218,8 +218,9 @@ def scores(pred_ef, true_ef, pred_eh, true_eh, sigma) -> dict:
 
 
 def fit_sigma(model_std, err, pred_eh, true_eh):
-    """(scale, add) with hypot(scale x model_std, add) covering ~68 % of |err| within 1σ and >= 92 % within
-    2σ; among those, the lowest Brier score of P(stable). Falls back to the nearest coverage."""
+    """(scale, add) with hypot(scale x model_std, add) covering 62-74 % of |err| within 1σ and >= 91 % within
+    2σ (a margin inside the 60-75 % and 90 % aimed at); among those, the lowest Brier score of P(stable).
+    Where none does, the nearest to 68.27 % and 91 %."""
     from screening.rank import p_stable
 
     stable = true_eh <= 0
@@ -231,8 +232,8 @@ def fit_sigma(model_std, err, pred_eh, true_eh):
             sigma = np.hypot(scale * model_std, add)
             c1, c2 = np.mean(err <= sigma), np.mean(err <= 2 * sigma)
             brier = np.mean((p_stable(pred_eh, sigma) - stable) ** 2)
-            miss = abs(c1 - 0.6827) + max(0.0, 0.92 - c2)
-            if 0.64 <= c1 <= 0.72 and c2 >= 0.92:
+            miss = abs(c1 - 0.6827) + max(0.0, 0.91 - c2)
+            if 0.62 <= c1 <= 0.74 and c2 >= 0.91:
                 if best is None or brier < best[0]:
                     best = (brier, round(float(scale), 3), round(float(add), 4))
             if fallback is None or (miss, brier) < fallback[0]:
@@ -318,15 +319,21 @@ def evaluate(args):
         log(f"  after CHGNet relaxation: median |error| {np.median(np.abs(rv)):.1f} %, mean signed {np.mean(rv):+.1f} %;"
             f" CHGNet energy change median {np.median(rows.relax_energy_change[have]):+.3f} eV/atom")
 
-    stage_cols = {"unrelaxed": ("pred_u", "std_u"), "relaxed": ("pred_r", "std_r"), "anchored": ("pred_a", "std_u"),
-                  "anchored (relaxed)": ("pred_ar", "std_r")}
-    fit_of = {"unrelaxed": "unrelaxed", "relaxed": "relaxed", "anchored": "anchored", "anchored (relaxed)": "anchored"}
+    # (pred column, std column, the stage_std key its σ uses, rows: those where this column is known);
+    # the "... rows" lines score a stage on the rows of another, to compare them on the same crystals
+    stage_cols = {"unrelaxed": ("pred_u", "std_u", "unrelaxed", "pred_u"),
+                  "relaxed": ("pred_r", "std_r", "relaxed", "pred_r"),
+                  "unrelaxed, relaxed rows": ("pred_u", "std_u", "unrelaxed", "pred_r"),
+                  "anchored": ("pred_a", "std_u", "anchored", "pred_a"),
+                  "unrelaxed, anchored rows": ("pred_u", "std_u", "unrelaxed", "pred_a"),
+                  "anchored (relaxed)": ("pred_ar", "std_r", "anchored", "pred_ar"),
+                  "relaxed, anchored rows": ("pred_r", "std_r", "relaxed", "pred_ar")}
     half = rows.system.map(_hash_half).to_numpy()
     old = {"unrelaxed": (1.0, float(manifest.get("unrelaxed_std", 0.0)))}
     fitted = {}
     table = []
-    for stage, (pc, sc) in stage_cols.items():
-        ok = rows[pc].notna().to_numpy()
+    for stage, (pc, sc, key, rows_of) in stage_cols.items():
+        ok = rows[rows_of].notna().to_numpy()
         if ok.sum() < 4:
             log(f"\n{stage}: {ok.sum()} rows, not scored")
             continue
@@ -334,17 +341,16 @@ def evaluate(args):
         h = half[ok]
         pred_eh = (t[pc] - t.hull).to_numpy()
         err = np.abs(pred_eh - t.true_eh.to_numpy())
-        key = fit_of[stage]
         if stage == key:
             fitted[key] = {"A": fit_sigma(t[sc].to_numpy()[h == 0], err[h == 0], pred_eh[h == 0], t.true_eh.to_numpy()[h == 0]),
                            "all": fit_sigma(t[sc].to_numpy(), err, pred_eh, t.true_eh.to_numpy())}
-        for label, (scale, add) in (("today's σ", old.get(stage, (1.0, 0.0))),
+        for label, (scale, add) in (("today's σ", old.get(key, (1.0, 0.0))),
                                     ("σ fitted on half A", fitted[key]["A"]),
                                     ("σ fitted on all", fitted[key]["all"])):
             sigma = np.hypot(scale * t[sc].to_numpy(), add)
             for part, m in (("all", np.ones(len(t), bool)), ("half A", h == 0), ("half B", h == 1)):
-                if label == "today's σ" and part != "all" or label == "σ fitted on all" and part != "all":
-                    continue
+                if part != "all" and (label != "σ fitted on half A" or rows_of != pc):
+                    continue  # the held-out half only for the fit itself; comparisons on all rows
                 if m.sum() < 4:
                     continue
                 s = scores(t[pc].to_numpy()[m], t.dft.to_numpy()[m], pred_eh[m], t.true_eh.to_numpy()[m], sigma[m])
