@@ -238,7 +238,7 @@ def predict_volume(structure) -> float:
     the structure type) and DLSVolumePredictor (bond lengths of the structure's closest pair,
     blind to everything else), started from the first. On 600 test-split crystals of
     ../shared/data: median |error| 7.8 % and 7.2 % alone, 4.4 % for the mean
-    (benchmarks/rediscovery.py --volumes)."""
+    (python benchmarks/rediscovery.py volumes)."""
     from pymatgen.analysis.structure_prediction.volume_predictor import DLSVolumePredictor
 
     base = composition_volume(structure.composition)
