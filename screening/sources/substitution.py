@@ -384,8 +384,10 @@ class SubstitutionSource(Source):
         import pymatgen.core
 
         els = hashlib.sha256(",".join(self.elements).encode()).hexdigest()[:12]
+        with open(GEOMETRY_FILE, "rb") as fh:  # a rebuilt table sizes and rejects cells differently
+            geo = hashlib.sha256(fh.read()).hexdigest()[:12]
         text = (f"substitution v{VERSION} aflow-prototypes pymatgen={pymatgen.core.__version__} "
-                f"elements={els}")
+                f"elements={els} geometry={geo}")
         if self.base is not None:
             text += f" similar={self.similar} templates=[{self.base.describe()}]"
         return text
