@@ -19,9 +19,12 @@ from __future__ import annotations
 import difflib
 import gzip
 import json
+import numbers
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 
 from screening.errors import ScreenError
@@ -64,6 +67,8 @@ def screen(query: str, *, client=None, progress: Optional[Callable[[str, int, in
 def run_params(query: str, options: dict, with_client: bool) -> dict:
     """run_settings' arguments: the given options over `screen run`'s defaults; unknown names,
     and cluster options beside a client, are one-line errors."""
+    if not isinstance(query, str):
+        raise ScreenError(f"screen(): query {query!r}: a str, like \"Li-*-O\", \"LiFePO4\" or \"mp-19017\"")
     params = dict(RUN, query=query)
     for name, value in options.items():
         name = ALIASES.get(name, name)
@@ -74,12 +79,45 @@ def run_params(query: str, options: dict, with_client: bool) -> dict:
         if with_client and name in CLUSTER_ONLY:
             raise ScreenError(f"screen(): {name}: a client was given, so its cluster runs the work as it is; "
                               f"leave {name} out")
-        if name == "exclude" and isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        elif isinstance(value, Path):
-            value = str(value)
-        params[name] = value
+        params[name] = _checked(name, value)
     return params
+
+
+# The type each option takes. The command line's parser turns text into these; a call passes values
+# as they are, and a "yes" for a flag or 2.5 for --top would otherwise run for minutes and then fail
+# (or run with the wrong setting). tests/workflows/test_api.py holds these to cli.run's annotations.
+FLOATS = ("stable_within", "gap_min", "gap_max", "ehull_max", "gap_threshold", "unrelaxed_std", "no_worker_timeout")
+INTS = ("top", "workers", "threads", "partition_size", "mp_rate")
+FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only")
+PATHS = ("model", "cache", "out")  # the other options are text
+
+
+def _checked(name: str, value):
+    """An option's value as run_settings takes it, or a one-line error naming the option."""
+    if value is None:
+        if RUN[name] is None:
+            return None
+        raise ScreenError(f"screen(): {name}=None: give a value or leave {name} out (default {RUN[name]!r})")
+    wrong = f"screen(): {name}={value!r}: "
+    if name in FLAGS:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ScreenError(wrong + "True or False")
+        return bool(value)
+    if name in INTS or name in FLOATS:
+        whole = name in INTS
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+            raise ScreenError(wrong + ("a whole number" if whole else "a number"))
+        return int(value) if whole else float(value)
+    if name in PATHS:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ScreenError(wrong + "a path (str or pathlib.Path)")
+        return str(value)
+    if name == "exclude" and isinstance(value, (list, tuple, set)) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise ScreenError(wrong + ("element symbols (a list of str, or one comma-separated str)"
+                                   if name == "exclude" else "text (a str)"))
+    return value
 
 
 def structure(candidate: pd.Series):

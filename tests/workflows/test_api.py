@@ -58,7 +58,7 @@ def test_the_readme_example_screens_li_fe_o_and_reads_a_structure(tmp_path):
 @pytest.mark.parametrize("options, message", [
     (dict(query="Li-*-Xx"), "Xx"),
     (dict(top=-1), "--top -1: must be at least 1"),
-    (dict(gap_min=2, gap_max=1), "--gap-min 2 is above --gap-max 1"),
+    (dict(gap_min=2, gap_max=1), "--gap-min 2.0 is above --gap-max 1.0"),  # as the CLI says it
     (dict(source="nowhere"), "unknown source"),
     (dict(worker=2), "screen(): unknown option 'worker' (did you mean workers?)"),
     (dict(memory="lots"), "--memory lots: not a size"),
@@ -69,6 +69,44 @@ def test_mistakes_raise_the_command_lines_one_line_errors_before_any_work(tmp_pa
         screen(options.pop("query"), **options)
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "o" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(nonmetal="yes"), "screen(): nonmetal='yes': True or False"),  # truthy: it ran as True
+    (dict(top=2.5), "screen(): top=2.5: a whole number"),  # failed in rank after the whole run
+    (dict(gap_min="1"), "screen(): gap_min='1': a number"),
+    (dict(workers=True), "screen(): workers=True: a whole number"),
+    (dict(out=None), "screen(): out=None: give a value or leave out out"),
+    (dict(cache=3), "screen(): cache=3: a path"),  # it made a folder named 3
+    (dict(exclude=["Fe", 3]), "screen(): exclude=['Fe', 3]: element symbols"),
+    (dict(source=Path("x.csv")), "screen(): source=PosixPath('x.csv'): text"),
+    (dict(query=["Li", "O"]), "screen(): query ['Li', 'O']: a str"),
+])
+def test_values_of_the_wrong_type_are_one_line_errors_before_any_work(tmp_path, options, message):
+    options = dict(dict(query="Li-Fe-O", cache=tmp_path / "c", out=tmp_path / "o"), **options)
+    with pytest.raises(ScreenError) as e:
+        screen(options.pop("query"), **options)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_apis_types_are_the_command_lines():
+    """workflows/api.py checks each option's type as cli.run's annotation converts it."""
+    import inspect
+    import typing
+
+    from cli import run
+    from workflows import api
+
+    def kind(annotation):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+        return {float: "float", int: "int", bool: "flag", Path: "path", str: "text"}[inner[0]]
+
+    hints = typing.get_type_hints(run)
+    declared = {name: kind(hints[name]) for name in inspect.signature(run).parameters if name not in ("query", "runner")}
+    checked = {name: ("float" if name in api.FLOATS else "int" if name in api.INTS else "flag" if name in api.FLAGS
+                      else "path" if name in api.PATHS else "text") for name in declared}
+    assert checked == declared
 
 
 def test_a_client_takes_the_place_of_the_cluster_options(tmp_path):
