@@ -18,6 +18,8 @@ import time
 import urllib.request
 from typing import List, Optional
 
+from tests.apt import apt_install
+
 PACKAGES = ("chromium",)
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 # headless, and nothing of its own on the network: no first-run, sync, component or QUIC traffic
@@ -36,20 +38,7 @@ def executable() -> Optional[str]:
 
 def install() -> Optional[str]:
     """Install chromium if it is missing; the reason it cannot be, or None."""
-    if executable():
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "no chromium here, and apt-get as root is not available to install it"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:  # stale package lists: update once and try again
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0 or not executable():
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return f"apt-get install {' '.join(PACKAGES)} failed: {last}"
-    return None
+    return apt_install(PACKAGES, lambda: "" if executable() else "chromium")
 
 
 class Browser:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from tests.apt import apt_install
+
 # slurm-wlm-torque: qsub/qstat/qdel wrappers over Slurm (the PBS path; it is not a PBS server)
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurm-wlm-torque"]
 COMMANDS = ["slurmctld", "slurmd", "sbatch", "munged", "mungekey", "qsub"]
@@ -39,20 +41,7 @@ def missing_commands() -> List[str]:
 
 def install() -> Optional[str]:
     """Install the packages if they are missing; the reason they cannot be, or None."""
-    if not missing_commands():
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"Slurm is not installed ({', '.join(missing_commands())} missing) and apt-get as root is not available"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:  # stale package lists: update once and try again
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0 or missing_commands():
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return f"apt-get install {' '.join(PACKAGES)} failed: {last}"
-    return None
+    return apt_install(PACKAGES, lambda: ", ".join(missing_commands()) and f"Slurm ({', '.join(missing_commands())})")
 
 
 class Slurm:
