@@ -29,7 +29,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
-_FIELDS = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets", "targets")
 
 
 def export(path: Path, data: Path = DATA) -> None:
@@ -40,18 +39,8 @@ def export(path: Path, data: Path = DATA) -> None:
     model = load_model(default_model_path())
     graphs = load_training_data(str(data), list(model.tasks), model.featurizer, "screen-cache").graphs
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, ids=np.array(graphs.ids), featurizer=np.array(model.featurizer.fingerprint()),
-                        **{f: getattr(graphs, f) for f in _FIELDS})
+    graphs.save(path, model.featurizer.fingerprint())
     print(f"wrote {path}: {len(graphs)} crystals, {path.stat().st_size / 2**20:.1f} MiB")
-
-
-def load_graphs(path: Path, featurizer):
-    from screening.graphset import GraphSet
-
-    z = np.load(path)
-    if str(z["featurizer"]) != featurizer.fingerprint():
-        sys.exit(f"{path}: made with another featurizer than the shipped model's")
-    return GraphSet(ids=[str(x) for x in z["ids"]], **{f: z[f] for f in _FIELDS})
 
 
 def _ensemble_pass(members, graphs, atoms: int, device: str):
@@ -72,6 +61,7 @@ def bench(path: Path, atom_sizes, run: bool, device: str = "cuda", limit: int = 
     import torch
 
     from screening.ensemble import load_model
+    from screening.graphset import GraphSet
     from screening.model_info import default_model_path
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -79,7 +69,7 @@ def bench(path: Path, atom_sizes, run: bool, device: str = "cuda", limit: int = 
     gpu_mode = device == "cuda"
     ens = load_model(default_model_path())
     members = [m.model for m in ens.members]
-    graphs = load_graphs(path, ens.featurizer)
+    graphs = GraphSet.load(path, ens.featurizer.fingerprint())
     if limit:
         graphs = graphs.subset(np.arange(min(limit, len(graphs))))
     n = len(graphs)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from screening.batch import Batch
+from screening.errors import ScreenError
 from screening.graph import CrystalGraph
 
 
@@ -31,6 +32,9 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     return np.arange(total, dtype=np.int64) + np.repeat(starts - new_starts, lengths)
+
+
+ARRAYS = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets", "targets")
 
 
 @dataclass
@@ -98,6 +102,21 @@ class GraphSet:
         a0, na = self.atom_offsets[idx], np.diff(self.atom_offsets)[idx]
         e0, ne = self.edge_offsets[idx], np.diff(self.edge_offsets)[idx]
         return idx, na, ne, _ranges(a0, na), _ranges(e0, ne)
+
+    def save(self, path, fingerprint: str, **extra) -> None:
+        """One .npz file (for a GPU machine without the graph store or pymatgen): the arrays, the ids,
+        the featurizer's fingerprint (checked by load) and any `extra` arrays, such as the tasks."""
+        arrays = {f: getattr(self, f) for f in ARRAYS}
+        np.savez_compressed(path, ids=np.array(self.ids), featurizer=np.array(fingerprint), **arrays,
+                            **{k: np.array(v) for k, v in extra.items()})
+
+    @classmethod
+    def load(cls, path, fingerprint: str) -> "GraphSet":
+        """The GraphSet save() wrote, made with the featurizer of this fingerprint, else ScreenError."""
+        z = np.load(path)
+        if str(z["featurizer"]) != fingerprint:
+            raise ScreenError(f"{path}: graphs made with another featurizer than the model's")
+        return cls(ids=[str(x) for x in z["ids"]], **{f: z[f] for f in ARRAYS})
 
     def subset(self, idx) -> "GraphSet":
         """The crystals at positions idx, in that order (a copy)."""

@@ -35,7 +35,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 DATA = "../shared/data/mp_dev.csv.gz"
-_FIELDS = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets", "targets")
 
 
 def reference(root: Path):
@@ -52,19 +51,14 @@ def export(path: Path, root: Path) -> None:
     tasks = ref.meta["train_config"]["tasks"]
     graphs = load_training_data(DATA, tasks, ref.featurizer, "screen-cache").graphs
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, ids=np.array(graphs.ids), tasks=np.array(tasks),
-                        featurizer=np.array(ref.featurizer.fingerprint()),
-                        **{f: getattr(graphs, f) for f in _FIELDS})
+    graphs.save(path, ref.featurizer.fingerprint(), tasks=tasks)
     print(f"wrote {path}: {len(graphs)} crystals, {path.stat().st_size / 2**20:.1f} MiB")
 
 
 def load_graphs(path: Path, featurizer):
     from screening.graphset import GraphSet
 
-    z = np.load(path)
-    if str(z["featurizer"]) != featurizer.fingerprint():
-        sys.exit(f"{path}: made with another featurizer than member-0's")
-    return GraphSet(ids=[str(x) for x in z["ids"]], **{f: z[f] for f in _FIELDS})
+    return GraphSet.load(path, featurizer.fingerprint())
 
 
 def _arm_name(changes: dict) -> str:
