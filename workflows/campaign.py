@@ -68,15 +68,12 @@ def read_campaign(path: Path, check_files: bool = False) -> Campaign:
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ScreenError(f"--campaign {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if doc.get("query") and doc.get("queries"):
-        raise ScreenError(f"--campaign {path}: give query or queries, not both")
-    queries = doc.pop("queries", None) or ([doc.pop("query")] if doc.get("query") else [])
-    if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
-        raise ScreenError(f"--campaign {path}: needs a query (or queries: a list of them)")
+    queries = _queries(path, doc)
     folders = [query_folder(q) for q in queries]
     if len(set(folders)) < len(folders):
         raise ScreenError(f"--campaign {path}: two queries share the folder name {max(folders, key=folders.count)}")
-    doc.setdefault("out", f"campaign-{path.stem}")
+    if doc.get("out") is None:  # left out or empty (out:): the default
+        doc["out"] = f"campaign-{path.stem}"
     folder = path.resolve().parent
     for key in _PATHS:  # relative to the campaign file, wherever screen is run from
         if doc.get(key) is not None:
@@ -114,22 +111,38 @@ def read_campaign(path: Path, check_files: bool = False) -> Campaign:
     schedule = doc.get("schedule") or {}
     if not isinstance(schedule, dict) or set(schedule) - {"every"}:
         raise ScreenError(f"--campaign {path}: schedule takes one key, every (like 7d)")
-    cluster = doc.get("cluster") or {}
+    one = len(queries) == 1
+    runs = [(q, ["--query", q, "--out", str(out if one else out / f)] + args) for q, f in zip(queries, folders)]
+    return Campaign(name=_job_name(path, doc.get("name")), folder=folder, runs=runs, out=out,
+                    batch=_batch_settings(path, doc.get("cluster") or {}),
+                    every=str(schedule["every"]) if schedule.get("every") else None)
+
+
+def _queries(path: Path, doc: dict) -> List[str]:
+    if doc.get("query") and doc.get("queries"):
+        raise ScreenError(f"--campaign {path}: give query or queries, not both")
+    queries = doc.pop("queries", None) or ([doc.pop("query")] if doc.get("query") else [])
+    if isinstance(queries, str):
+        raise ScreenError(f"--campaign {path}: queries {queries}: a list (queries: [{queries}]), or query: {queries}")
+    if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+        raise ScreenError(f"--campaign {path}: needs a query (or queries: a list of them)")
+    return queries
+
+
+def _batch_settings(path: Path, cluster: dict) -> dict:
+    """The cluster settings that go to the batch job itself, not to `screen run` (gpus, overcommit)."""
     gpus, overcommit = cluster.get("gpus"), cluster.get("overcommit")
     if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
         raise ScreenError(f"--campaign {path}: cluster gpus {gpus!r}: must be a whole number, 0 or more")
     if overcommit is not None and not isinstance(overcommit, bool):
         raise ScreenError(f"--campaign {path}: cluster overcommit {overcommit!r}: must be true or false")
-    if doc.get("name") is not None:
-        name = doc["name"]
-        name = check_word(f"--campaign {path}: name", str(name) if type(name) in (int, float) else name)
-    else:  # the file's own name, made fit for a job name
-        name = re.sub(r"[^A-Za-z0-9._+@,-]+", "_", path.stem).strip("_.") or "screen"
-    one = len(queries) == 1
-    runs = [(q, ["--query", q, "--out", str(out if one else out / f)] + args) for q, f in zip(queries, folders)]
-    return Campaign(name=name, folder=folder, runs=runs, out=out,
-                    batch={k: cluster[k] for k in _CLUSTER_BATCH if cluster.get(k) is not None},
-                    every=str(schedule["every"]) if schedule.get("every") else None)
+    return {k: cluster[k] for k in _CLUSTER_BATCH if cluster.get(k) is not None}
+
+
+def _job_name(path: Path, name) -> str:
+    if name is None:  # the file's own name, made fit for a job name
+        return re.sub(r"[^A-Za-z0-9._+@,-]+", "_", path.stem).strip("_.") or "screen"
+    return check_word(f"--campaign {path}: name", str(name) if type(name) in (int, float) else name)
 
 
 def _value(path: Path, what: str, value) -> str:

@@ -162,6 +162,18 @@ def test_bad_campaign_settings_are_one_line_and_write_no_job(tmp_path, text, mes
     assert not (tmp_path / "o" / "screen.sbatch").exists()
 
 
+def test_a_campaign_with_an_empty_out_or_one_query_as_queries(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"query: Li-Fe-O\nsource: local:{DATA}\ncache: c\nout:\n")
+    r = runner.invoke(app, ["submit", "--campaign", str(path), "--dry-run"])
+    assert r.exit_code == 0, r.output  # out: with no value is the default folder (it was exit 3, a TypeError)
+    assert (tmp_path / "campaign-c" / "screen.sbatch").is_file()
+    path.write_text(f"queries: Li-Fe-O\nsource: local:{DATA}\n")
+    r = runner.invoke(app, ["submit", "--campaign", str(path), "--dry-run"])
+    assert r.exit_code == 2 and r.output.strip() == (f"error: --campaign {path}: queries Li-Fe-O: a list "
+                                                     f"(queries: [Li-Fe-O]), or query: Li-Fe-O"), r.output
+
+
 def test_a_campaign_file_name_that_is_no_job_name_becomes_one(tmp_path):
     path = tmp_path / "li oxides.yaml"
     path.write_text(f"query: Li-Fe-O\nsource: local:{DATA}\nout: o\ncache: c\n")
