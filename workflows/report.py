@@ -68,8 +68,8 @@ def class_note(df: pd.DataFrame, gap_threshold: float) -> str:
                 f"the model has no metal head")
     n = int(class_disagrees(df, gap_threshold).sum())
     return (f"class: from P(metal), the model's metal/non-metal head (metal at P >= 0.5), not from Eg, a separate "
-            f"regression; * marks the {n} shown whose Eg is more than 1 sigma on the other side of "
-            f"{gap_threshold:g} eV")
+            f"regression; a * marks a class whose Eg is more than 1 sigma on the other side of {gap_threshold:g} eV "
+            f"({n} of the {len(df)} shown)")
 
 
 def _fmt(v) -> str:
