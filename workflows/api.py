@@ -70,6 +70,8 @@ def run_params(query: str, options: dict, with_client: bool) -> dict:
     if not isinstance(query, str):
         raise ScreenError(f"screen(): query {query!r}: a str, like \"Li-*-O\", \"LiFePO4\" or \"mp-19017\"")
     params = dict(RUN, query=query)
+    if os.environ.get("SCREEN_CACHE"):  # the command line's default cache too (--cache's envvar)
+        params["cache"] = os.environ["SCREEN_CACHE"]
     for name, value in options.items():
         name = ALIASES.get(name, name)
         if name not in RUN or name == "runner":

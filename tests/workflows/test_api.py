@@ -109,6 +109,16 @@ def test_the_apis_types_are_the_command_lines():
     assert checked == declared
 
 
+def test_the_cache_defaults_to_screen_cache_as_on_the_command_line(monkeypatch, tmp_path):
+    from workflows.api import run_params
+
+    monkeypatch.delenv("SCREEN_CACHE", raising=False)
+    assert run_params("Li-O", {}, False)["cache"] == "screen-cache"
+    monkeypatch.setenv("SCREEN_CACHE", str(tmp_path / "shared-cache"))
+    assert run_params("Li-O", {}, False)["cache"] == str(tmp_path / "shared-cache")
+    assert run_params("Li-O", {"cache": tmp_path / "mine"}, False)["cache"] == str(tmp_path / "mine")
+
+
 def test_a_client_takes_the_place_of_the_cluster_options(tmp_path):
     with pytest.raises(ScreenError, match=r"screen\(\): workers: a client was given"):
         screen("Li-Fe-O", client=object(), workers=4, out=tmp_path / "o")
