@@ -130,3 +130,21 @@ def model_path(tmp_path_factory):
     train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
                                   n_conv=1), out, FeaturizerConfig())
     return str(out / "best.pt")
+
+
+# ---- the default `screen run` (tests/cli/test_cli_everyday.py, tests/workflows/test_html_report.py) ----
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`screen run` with its defaults (substitution candidates without an MP key, the bundled ensemble)
+    on a small system typed in another order than the parsed query's (Fe-Li-O): its terminal output,
+    --out and --cache folders. One run for the terminal output's tests and report.html's."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    tmp = tmp_path_factory.mktemp("default-run")
+    r = CliRunner().invoke(app, ["run", "--query", "O-Li-Fe", "--workers", "1", "--dashboard", ":0",
+                                 "--cache", str(tmp / "c"), "--out", str(tmp / "o")], env={"MP_API_KEY": ""})
+    assert r.exit_code == 0, r.output
+    return r.output, tmp / "o", tmp / "c"

@@ -90,20 +90,9 @@ def test_the_class_is_marked_where_the_gap_regression_disagrees():
     assert class_note(no_head, 0.1).startswith("class: from the predicted band gap Eg (metal below 0.1 eV")
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """`screen run` with the defaults (substitution candidates, the bundled ensemble) on a small system
-    typed in another order than the parsed query's (Fe-Li-O)."""
-    tmp = tmp_path_factory.mktemp("run")
-    r = runner.invoke(app, ["run", "--query", "O-Li-Fe", "--workers", "1", "--dashboard", ":0",
-                            "--cache", str(tmp / "c"), "--out", str(tmp / "o")], env={"MP_API_KEY": ""})
-    assert r.exit_code == 0, r.output
-    return r.output, tmp / "o"
-
-
 @pytest.mark.slow
 def test_run_output_reads_at_a_glance(default_run):
-    output, out = default_run
+    output, out, _ = default_run
     lines = output.splitlines()
     assert sum(line.strip() == "fetching candidates" for line in lines) == 1
     table = pd.read_csv(out / "results.csv")
