@@ -9,13 +9,7 @@ import pandas as pd
 
 def hull_vs_gap(table: pd.DataFrame, path, title: str = "", label_top: int = 10) -> Path:
     fig = hull_vs_gap_figure(table, title, label_top)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)  # laid out already: the labels were placed on this layout
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=fig.dpi, layout=False)  # laid out already: the labels were placed on it
 
 
 def hull_vs_gap_figure(table: pd.DataFrame, title: str = "", label_top: int = 10):
@@ -99,7 +93,7 @@ def place_labels(ax, points, labels, fontsize: float = 7) -> list:
                 chosen = (note, box)
                 break
             note.remove()
-        if chosen is None:  # crowded beyond every spot: beside the point, as before
+        if chosen is None:  # crowded beyond every spot: beside the point
             dx, dy, ha, va = _SPOTS[0]
             note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
                                fontsize=fontsize)
@@ -145,10 +139,11 @@ def learning_curves(histories: dict, path, title: str = "") -> Path:
     return _save(fig, path, dpi=110)
 
 
-def _save(fig, path, dpi: int) -> Path:
+def _save(fig, path, dpi: int, layout: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
