@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 
 from screening.errors import ScreenError
-from workflows.settings import RUN
+from workflows.settings import RUN, RUN_PANELS
 
 __all__ = ["screen", "structure", "ScreenError"]
 
-# Options that start a cluster: with client= the given cluster is used as it is.
-CLUSTER_ONLY = ("scheduler", "jobqueue", "workers", "threads", "memory", "queue", "account", "walltime",
-                "worker_lifetime", "dashboard")
+# Options that start a cluster: with client= the given cluster is used as it is. (The run's own
+# partition size and no-worker timeout, in the same help panel, still apply.)
+CLUSTER_ONLY = tuple(n for n in RUN_PANELS["Cluster"] if n not in ("partition_size", "no_worker_timeout"))
 ALIASES = {"format": "fmt"}  # `format` shadows a builtin in the CLI's code, not in a call
 
 

@@ -36,5 +36,4 @@ RUN_PANELS = {
     "Cache and outputs": ("cache", "out", "fmt"),
     "Materials Project": ("gnome", "new_only", "mp_rate"),
 }
-CLUSTER_OPTIONS = RUN_PANELS["Cluster"]
 PANEL = {name: panel for panel, names in RUN_PANELS.items() for name in names}
