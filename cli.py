@@ -259,7 +259,7 @@ def submit(
     """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
     --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
     The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
-    from workflows.batch import batch_job, crontab_line
+    from workflows.batch import batch_job, check_begin, crontab_line, sbatch_delay
     from workflows.batch import submit as submit_job
     from workflows.campaign import read_campaign
 
@@ -270,6 +270,10 @@ def submit(
         c = read_campaign(campaign, check_files=True)
         runs, name, batch, out = [args + list(ctx.args) for _, args in c.runs], c.name, c.batch, c.out
         every = every or c.every
+    if begin is not None:  # before the run options: their check describes the model (seconds)
+        check_begin(begin)
+    if every is not None:
+        sbatch_delay(every)
     checked = []
     for args in runs:  # every run option checked before anything is submitted
         params = _run_params(args)

@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from screening.errors import ScreenError
-from workflows.cluster import export_lines, worker_environment
+from workflows.cluster import check_word, export_lines, worker_environment
 
 SCRIPT = "screen.sbatch"
 JOBS = "jobs.csv"
 _EVERY = re.compile(r"^(\d+)\s*(m|min|minutes?|h|hours?|d|days?|w|weeks?)$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-# what goes into an #SBATCH line as it is: no space or newline can end the line or add another
-_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@,-]*$")
 # sbatch --begin: the forms Slurm's own parser reads (parse_time), one pattern each
 _CLOCK = r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?"
 _BEGIN_FORMS = [
@@ -86,14 +84,6 @@ def batch_job(runs: List[List[str]], out_dir, spec, name: str = "screen", every:
                     partition=spec.queue, account=spec.account, name=name, every=every,
                     gpus=gpus if gpus is not None else batch.get("gpus", 0),
                     overcommit=overcommit if overcommit is not None else batch.get("overcommit", False))
-
-
-def check_word(what: str, value: str) -> str:
-    """A job name, partition or account, as it may stand in an #SBATCH line."""
-    if not isinstance(value, str) or not _WORD.match(value):
-        raise ScreenError(f"{what} {value!r}: use letters, digits and . _ + @ , - only (no spaces or newlines), "
-                          f"starting with a letter or digit")
-    return value
 
 
 def check_begin(begin: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class ClusterSpec:
         host, _, port = self.dashboard_address().rpartition(":")
         if not port.isdigit():
             raise ScreenError(f"--dashboard {self.dashboard}: expected HOST:PORT or :PORT (:0 picks a free port)")
+        for option, word in (("--queue", self.queue), ("--account", self.account)):
+            if word is not None:
+                check_word(option, word)
         for option, text in (("--walltime", self.walltime), ("--worker-lifetime", self.worker_lifetime)):
             if text is not None and walltime_seconds(text) is None:
                 raise ScreenError(f"{option} {text}: expected a time above zero as [D-]HH:MM:SS or MM:SS, "
@@ -79,6 +83,17 @@ class ClusterSpec:
 
 
 MIN_WORKER_MEMORY = 256 << 20
+# what goes into an #SBATCH line as it is: no space or newline can end the line or add another
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@,-]*$")
+
+
+def check_word(what: str, value: str) -> str:
+    """A job name, partition or account, as it may stand in an #SBATCH line (screen submit's or
+    dask-jobqueue's)."""
+    if not isinstance(value, str) or not _WORD.match(value):
+        raise ScreenError(f"{what} {value!r}: use letters, digits and . _ + @ , - only (no spaces or newlines), "
+                          f"starting with a letter or digit")
+    return value
 
 
 def walltime_seconds(text: str) -> Optional[int]:

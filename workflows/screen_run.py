@@ -652,7 +652,6 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
                          new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
-    opts.check()  # bad input fails here, before a cluster starts
     if runner not in (None, "slurm"):
         raise ScreenError(f"--runner {runner}: only slurm")
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,
@@ -661,7 +660,8 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
                        log_dir=str(Path(out).resolve() / "logs"), runner=runner,
                        scheduler_file=str(Path(out).resolve() / "logs" / "scheduler-{job_id}.json"),
                        gpus_per_worker=1 if device == "cuda" and not scheduler else 0)
-    spec.check()
+    spec.check()  # first: its checks take no time, the run's describe the model (seconds, cold)
+    opts.check()  # bad input fails here, before a cluster starts
     return opts, spec
 
 

@@ -18,6 +18,14 @@ def test_jobqueue_job_script_asks_for_what_the_run_needs(kind, gpu_line):
     assert ("gpu" in script) and (gpu_line is None or gpu_line in script)
 
 
+@pytest.mark.parametrize("option, spec", [("--queue", dict(queue="cpu\n#SBATCH --exclusive")),
+                                           ("--account", dict(account="chem lab"))])
+def test_a_queue_or_account_that_would_break_a_job_script_line_is_refused(option, spec):
+    """dask-jobqueue writes them into #SBATCH / #PBS lines as given, as screen submit does."""
+    with pytest.raises(ScreenError, match=f"^{option} .*: use letters, digits"):
+        ClusterSpec(jobqueue="slurm", **spec).check()
+
+
 def test_unknown_jobqueue_and_unreachable_scheduler_are_clear_errors():
     with pytest.raises(ScreenError, match="--jobqueue lsf: choose slurm or pbs"):
         _jobqueue_cluster(ClusterSpec(jobqueue="lsf"))
