@@ -121,14 +121,18 @@ def _results_table(ranked: pd.DataFrame, gap_threshold: float) -> str:
     status = known_status(table)
     if status is not None:
         table["known"] = status
-    marks = class_disagrees(table, gap_threshold)
-    columns = _columns(table)
+    return _sortable("results", table, _columns(table), _header, class_disagrees(table, gap_threshold))
+
+
+def _sortable(table_id: str, table: pd.DataFrame, columns: List[str], header=str,
+              marks: Optional[pd.Series] = None) -> str:
+    """A table the page's script sorts by a click on a header (data-type says how: num or text)."""
     head = "".join(f'<th data-col="{_e(c)}" data-type="{"num" if _numeric(table[c]) else "text"}"'
-                   f'{" class=sigma" if c.endswith("_std") else ""}>{_e(_header(c))}</th>' for c in columns)
+                   f'{" class=sigma" if c.endswith("_std") else ""}>{_e(header(c))}</th>' for c in columns)
     # cells column by column (a Python list each): per-cell .iloc made a 5,000-row page take seconds
     cells = [_column_cells(table[c], marks if c == "pred_class" else None) for c in columns]
     rows = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells)]
-    return (f'<table id="results" class="sortable" data-rows="{len(table)}"><thead><tr>{head}</tr></thead>\n'
+    return (f'<table id="{table_id}" class="sortable" data-rows="{len(table)}"><thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n" + "\n".join(rows) + "\n</tbody></table>")
 
 
@@ -183,13 +187,7 @@ def _changes(s: dict, changes: Optional[pd.DataFrame]) -> List[str]:
         return []
     parts = ["<h2>Changes since the previous run</h2>", f'<p class="note">{_e(note)}</p>']
     if changes is not None and len(changes):
-        head = "".join(f'<th data-type="{"num" if _numeric(changes[c]) else "text"}">{_e(c)}</th>'
-                       for c in changes.columns)
-        rows = "\n".join("<tr>" + "".join(
-            f'<td{" class=num" if _numeric(changes[c]) else ""} data-v="{_e("" if pd.isna(v) else str(v))}">'
-            f"{_e(_cell(v))}</td>" for c, v in row.items()) + "</tr>" for _, row in changes.iterrows())
-        parts.append(f'<table id="changes" class="sortable"><thead><tr>{head}</tr></thead>\n'
-                     f"<tbody>\n{rows}\n</tbody></table>")
+        parts.append(_sortable("changes", changes, [str(c) for c in changes.columns]))
     return parts
 
 
