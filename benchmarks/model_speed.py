@@ -129,7 +129,7 @@ def main():
     base_batches = [baseline_batch([base_items[i] for i in c]) for c in chunks]
     from screening import kernels
     print(f"{len(data)} crystals ({int(data.n_atoms.sum())} atoms), batches of {args.batch}; "
-          f"fused inference kernel: {'yes' if kernels.available() else 'no (torch ops)'}")
+          f"kernel: {kernels.backend()}")
 
     ours = MTCGCNN(ModelConfig(tasks=TASKS, metal_head=False))
     base = Baseline()

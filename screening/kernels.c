@@ -14,10 +14,16 @@
      libm call, so the compiler vectorizes the loop over c); log1p(t) for 0 <= t <= 1 is
      2 atanh(s), s = t / (2 + t), with a fitted polynomial for atanh(s) / s (within 2.6 ulps,
      as the 9-term series it replaced). Inputs beyond +-87 saturate exp at 2^+-126, where
-     sigmoid and softplus are already exact to float32. */
+     sigmoid and softplus are already exact to float32.
+
+   Portable C99 with GCC's and Clang's vector extension (x86-64, ARM, others); the only
+   CPU-specific code is the subnormal flush below. Built with -ffp-contract=off
+   (screening/kernel_build.py), every build computes the same IEEE operations. */
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32))); /* GCC's and Clang's vector extension: 8 floats */
 
@@ -26,6 +32,39 @@ static inline v8 load8(const float *p)
     v8 v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* Flush subnormals to zero in this thread while a loop runs (the previous mode restored after it):
+   the polynomials of e^-|x| near e^-87 make products below float32's normal range, and each one
+   costs the CPU a slow assist (softplus took twice as long); they are ~1e-40, nothing in any sum.
+   x86: MXCSR's FTZ and DAZ bits; ARM64: FPCR's FZ bit; elsewhere the mode stays as it is. */
+typedef uint64_t fp_mode;
+
+static inline fp_mode flush_subnormals(void)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);
+    return csr;
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | (UINT64_C(1) << 24)));
+    return fpcr;
+#else
+    return 0;
+#endif
+}
+
+static inline void restore_fp_mode(fp_mode mode)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_setcsr((unsigned int)mode);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode));
+#else
+    (void)mode;
+#endif
 }
 
 static inline float exp_poly(float x)
@@ -65,7 +104,10 @@ static inline float softplus_of(float x, float t) /* t = exp_neg_abs(x) */
     p = p * z + 0.19999279081821442f;
     p = p * z + 0.33333340287208557f;
     p = p * z + 1.0f;
-    return (x > 0.0f ? x : 0.0f) + 2.0f * s * p;
+    /* 2 s, written (2 t) / (2 + t): as 2 * s, GCC folds the factor 2 into the division and Clang
+       does not, and with subnormals flushed (t near e^-87) s flushes to 0 where 2 t / (2 + t) does
+       not. Written out, every compiler computes the same. */
+    return (x > 0.0f ? x : 0.0f) + (2.0f * t) / (2.0f + t) * p;
 }
 
 static inline float softplus(float x)
@@ -79,11 +121,7 @@ void gated_messages(const float *restrict u, int64_t B, const int64_t *restrict 
                     int64_t a0, int64_t a1, int64_t A)
 {
     float h[2 * A];
-    /* Flush subnormals to zero while here (this thread's MXCSR, restored below): the polynomials
-       of e^-|x| near e^-87 make products below float32's normal range, and each one costs the
-       CPU a slow assist (softplus took twice as long); they are ~1e-40, nothing in any sum. */
-    const unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040);
+    const fp_mode mode = flush_subnormals();
     for (int64_t i = a0; i < a1; i++) {
         float *restrict acc = out + i * A;
         const float *restrict pi = p + i * 2 * A;
@@ -115,7 +153,7 @@ void gated_messages(const float *restrict u, int64_t B, const int64_t *restrict 
                 acc[c] += sigmoid(h[c]) * softplus(h[A + c]);
         }
     }
-    _mm_setcsr(csr);
+    restore_fp_mode(mode);
 }
 
 /* Training: the same messages from h (E, 2A) after batch norm, and their gradient.
@@ -128,8 +166,7 @@ void gated_messages(const float *restrict u, int64_t B, const int64_t *restrict 
 void gate_sum_forward(const float *restrict h, const int64_t *restrict start, float *restrict out,
                       int64_t a0, int64_t a1, int64_t A)
 {
-    const unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040); /* as in gated_messages */
+    const fp_mode mode = flush_subnormals();
     for (int64_t i = a0; i < a1; i++) {
         float *restrict acc = out + i * A;
         memset(acc, 0, (size_t)A * sizeof *acc);
@@ -139,14 +176,13 @@ void gate_sum_forward(const float *restrict h, const int64_t *restrict start, fl
                 acc[c] += sigmoid(he[c]) * softplus(he[A + c]);
         }
     }
-    _mm_setcsr(csr);
+    restore_fp_mode(mode);
 }
 
 void gate_sum_backward(const float *restrict h, const int64_t *restrict start, const float *restrict dout,
                        float *restrict dh, int64_t a0, int64_t a1, int64_t A)
 {
-    const unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040);
+    const fp_mode mode = flush_subnormals();
     for (int64_t i = a0; i < a1; i++) {
         const float *restrict d = dout + i * A;
         for (int64_t e = start[i]; e < start[i + 1]; e++) {
@@ -161,5 +197,5 @@ void gate_sum_backward(const float *restrict h, const int64_t *restrict start, c
             }
         }
     }
-    _mm_setcsr(csr);
+    restore_fp_mode(mode);
 }

@@ -13,35 +13,42 @@ Training cannot fuse the product (batch norm needs the whole of h first), but `g
 takes h after it: the messages and their sum in one pass, their gradient in one more,
 where torch's ops make eight passes and keep four (E, A) tensors (ConvLayer._aggregate).
 
-The C file is compiled once per process (~0.1 s) with the system's C compiler into a
-temporary folder and loaded with ctypes. Where that cannot be done -- no compiler, a
-CPU without AVX2, a GPU tensor, edges not grouped by atom, an index out of range --
-`gated_sum` and `gate_sum` return None and the model uses torch's ops; a failed compile is logged once.
+Which path a process takes is decided once, by `backend()`, on its first use: the C loops where
+kernels.c builds and loads (SCREEN_KERNEL=auto, the default; =c insists, =torch never builds;
+screening/kernel_build.py compiles it once per machine into a cache), else torch's ops, with one
+warning saying why. Where the C path cannot take a call -- a GPU tensor, edges not grouped by atom,
+an index out of range -- `gated_sum` and `gate_sum` return None and the model uses torch's ops.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
+from screening import kernel_build
+from screening.errors import ScreenError
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels.c")
-# -fno-trapping-math lets the compiler vectorize the clamps and the sign tests; it changes no result.
-FLAGS = ["-O3", "-mavx2", "-mfma", "-fno-trapping-math", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
 BAND = 11  # Gaussian centers that enter an edge's product: its nearest one and 5 either side
 MAX_WIDTH = 8192  # 2A: the kernel keeps one edge's h (2A floats) on its stack
 MIN_ATOMS_PER_THREAD = 500  # fewer atoms a thread, and handing them over costs more than it saves
+
+
+class Backend(NamedTuple):
+    """The path this process's CPU inference and training take: "c" or "torch", and why torch."""
+    name: str
+    reason: str = ""
+    library: Optional[str] = None  # the compiled file (c)
+    compiled: bool = False  # whether this process compiled it (else it came from the cache)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})" if self.reason else self.name
 
 
 def neighbour_sum(messages: torch.Tensor, src: torch.Tensor, n_atoms: int, k=None) -> torch.Tensor:
@@ -52,20 +59,19 @@ def neighbour_sum(messages: torch.Tensor, src: torch.Tensor, n_atoms: int, k=Non
 
 
 class _Library:
-    """kernels.c, compiled and loaded once per process (None where it cannot be)."""
+    """The process's decision (a Backend) and, for "c", the loaded library; made once, on first use."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.tried = False
+        self.backend: Optional[Backend] = None
         self.lib = None
         self.pool = None
 
     def get(self):
-        if not self.tried:
+        if self.backend is None:
             with self.lock:
-                if not self.tried:
-                    self.lib = _build()
-                    self.tried = True
+                if self.backend is None:
+                    self.lib, self.backend = _decide()
         return self.lib
 
     def threads(self, n: int) -> ThreadPoolExecutor:
@@ -75,45 +81,47 @@ class _Library:
             return self.pool
 
 
-def _build():
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        log.info("no fused inference kernel: this CPU lacks AVX2; using torch's ops")
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        log.warning("screen: no C compiler found (cc, gcc or $CC): inference uses torch's slower ops")
-        return None
-    with tempfile.TemporaryDirectory(prefix="screen-kernel-") as folder:
-        target = Path(folder) / "kernels.so"
-        try:
-            subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], check=True,
-                           capture_output=True, text=True, timeout=120)
-            lib = ctypes.CDLL(str(target))  # loaded: the file may go with its folder
-        except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", None) or str(e)
-            log.warning("screen: compiling %s failed (%s); inference uses torch's slower ops",
-                        SOURCE.name, detail.strip().splitlines()[0] if detail.strip() else type(e).__name__)
-            return None
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    lib.gated_messages.argtypes = [pointer, size, pointer, size] + [pointer] * 6 + [size] * 3
-    lib.gate_sum_forward.argtypes = [pointer] * 3 + [size] * 3
-    lib.gate_sum_backward.argtypes = [pointer] * 4 + [size] * 3
-    for f in (lib.gated_messages, lib.gate_sum_forward, lib.gate_sum_backward):
-        f.restype = None
-    return lib
+def _decide():
+    """(library or None, Backend) from SCREEN_KERNEL and what this machine can build."""
+    mode = kernel_build.mode()
+    if mode == "torch":
+        return None, Backend("torch", f"{kernel_build.ENV}=torch")
+    try:
+        simd = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        lib, path, compiled = kernel_build.load(simd)
+        pointer, size = ctypes.c_void_p, ctypes.c_int64
+        lib.gated_messages.argtypes = [pointer, size, pointer, size] + [pointer] * 6 + [size] * 3
+        lib.gate_sum_forward.argtypes = [pointer] * 3 + [size] * 3
+        lib.gate_sum_backward.argtypes = [pointer] * 4 + [size] * 3
+        for f in (lib.gated_messages, lib.gate_sum_forward, lib.gate_sum_backward):
+            f.restype = None
+    except kernel_build.Unavailable as e:
+        if mode == "c":
+            raise ScreenError(f"{kernel_build.ENV}=c: the C kernel cannot be used: {e}") from None
+        log.warning("screen: no C kernel: %s; the model uses torch's slower ops (%s=torch: without this warning)",
+                    e, kernel_build.ENV)
+        return None, Backend("torch", str(e))
+    return lib, Backend("c", library=str(path), compiled=compiled)
 
 
 _library = _Library()
 
 
+def backend() -> Backend:
+    """This process's path, decided on the first call (which may compile kernels.c; module doc)."""
+    _library.get()
+    return _library.backend
+
+
 def available() -> bool:
-    """Whether this process has the fused kernel (compiles it on the first call)."""
+    """Whether this process's model uses the C kernel (decides, as backend())."""
     return _library.get() is not None
 
 
-def loaded() -> bool:
-    """Whether this process has compiled and loaded the fused kernel already (compiles nothing)."""
-    return _library.lib is not None
+def inference_path(device) -> str:
+    """What runs the model's edge work on `device`: "c", or "torch (why)"."""
+    kind = torch.device(device).type
+    return str(backend()) if kind == "cpu" else f"torch ({kind})"
 
 
 def _offsets(src: torch.Tensor, n_atoms: int, k) -> Optional[torch.Tensor]:

@@ -17,8 +17,7 @@ The linear map of the concatenation splits exactly:
     z_ij W = v_i W_i + v_j W_j + u_ij W_u
 so the atom parts are computed once per atom (N rows) and gathered per edge
 (E ~ 12 N rows) instead of multiplying a (E, 2A+B) matrix. `ConvLayer`
-does this; `ConvLayer.forward_unfactorized` is the textbook form, kept for the
-equivalence test.
+does this (tests/reference.py keeps the textbook form it is tested against).
 
 Targets are learned in normalized units: each task's mean and std (from the
 training set) are buffers of the model, so a checkpoint carries them.
@@ -26,7 +25,7 @@ training set) are buffers of the model, so a checkpoint carries them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 import torch
@@ -152,12 +151,6 @@ class ConvLayer(nn.Module):
 
     def _update(self, v, summed):
         return F.softplus(v + self.bn_sum(summed))
-
-    def forward_unfactorized(self, v, u, src, dst):
-        z = torch.cat([v[src], v[dst], u], dim=1)
-        weight = torch.cat([self.w_self.weight, self.w_nbr.weight, self.w_edge.weight], dim=1)
-        h = self.bn_edge(z @ weight.T + self.w_self.bias)
-        return self._aggregate(v, h, src)
 
 
 def _inferring(module: nn.Module) -> bool:
@@ -323,17 +316,3 @@ def per_task_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "mse"):
     counts = mask.sum(0)
     return err.sum(0) / counts.clamp(min=1), counts > 0
 
-
-def per_task_mse(pred: torch.Tensor, target: torch.Tensor):
-    """Eq. 7 per task: `per_task_loss` with MSE."""
-    return per_task_loss(pred, target, "mse")
-
-
-def masked_multitask_mse(pred: torch.Tensor, target: torch.Tensor,
-                         weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
-    """L = 1/|P| sum_p w_p L_p (Eq. 6) with L_p from `per_task_mse`."""
-    n_tasks = pred.shape[1]
-    w = torch.ones(n_tasks, device=pred.device) if weights is None else \
-        torch.as_tensor(weights, dtype=pred.dtype, device=pred.device)
-    per_task, _ = per_task_mse(pred, target)
-    return (w * per_task).sum() / n_tasks

@@ -90,6 +90,25 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+# ---- the model's two paths for its edge work (screening/kernels.py) ---------------------------
+
+@pytest.fixture(params=["c", "torch"])
+def kernel(request, monkeypatch):
+    """The test runs once with the C kernel and once with torch's ops, each chosen as a process
+    chooses it (SCREEN_KERNEL); the C case skips, saying why, where the kernel cannot be built."""
+    from screening import kernels
+    from screening.errors import ScreenError
+
+    monkeypatch.setenv("SCREEN_KERNEL", request.param)
+    monkeypatch.setattr(kernels, "_library", kernels._Library())  # decided anew, for this test
+    try:
+        chosen = kernels.backend()
+    except ScreenError as e:
+        pytest.skip(str(e))
+    assert chosen.name == request.param
+    return chosen
+
+
 # ---- a real Slurm (tests/slurm.py) -----------------------------------------------------------
 
 @pytest.fixture(scope="session")

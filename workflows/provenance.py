@@ -1,4 +1,5 @@
-"""Where and with what a run ran, for summary.json: batch job, nodes, package versions.
+"""Where and with what a run ran, for summary.json: batch job, nodes, package versions, the
+path the model's edge work took on the workers (the C kernel or torch's ops, and why).
 
 A result that will be compared with next month's re-run has to say which job made it, on
 which machines, with which code; the model hash and the source's data version say the rest.
@@ -9,7 +10,7 @@ import os
 import platform
 import socket
 from importlib import metadata
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 PACKAGES = ("screen", "torch", "numpy", "pandas", "pymatgen", "dask", "distributed", "dask-jobqueue", "zarr")
 
@@ -34,7 +35,14 @@ def versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def run_provenance(client, model_hash: str, source_description: str) -> dict:
+def kernel_paths(paths: Iterable[Optional[str]]) -> str:
+    """One line for the paths the inference tasks took (None: a task that inferred nothing)."""
+    ran = sorted({p for p in paths if p})
+    return "; ".join(ran) if ran else "none: every prediction came from the cache"
+
+
+def run_provenance(client, model_hash: str, source_description: str, kernels: Iterable[Optional[str]] = ()) -> dict:
+    """kernels: each inference task's path (screen_run.infer_task)."""
     workers = client.run(where).values()
     return {
         "batch_job": batch_job(),
@@ -45,6 +53,7 @@ def run_provenance(client, model_hash: str, source_description: str) -> dict:
         "versions": versions(),
         "model_hash": model_hash,
         "source_data_version": source_description,
+        "kernel": kernel_paths(kernels),
     }
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from cache.atomic import TMP_PREFIX
 from cache.cache_dir import CacheDir
+from screening import kernel_build
 from screening.domain import Domain, domain_path
 from screening.model_info import DEVICES, prediction_columns, resolve_model_path
 from screening.errors import ScreenError
@@ -103,6 +104,7 @@ class RunOptions:
         self.rank.check()
         if self.device not in DEVICES:
             raise ScreenError(f"--device {self.device}: choose {', '.join(DEVICES)}")
+        kernel_build.mode()  # SCREEN_KERNEL, which the workers inherit: checked here, not after the fetch
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"--format {self.output_format}: choose csv or parquet")
         check_relaxer(self.relax)
@@ -235,6 +237,7 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
     cache = prediction_cache(cache_dir, model_hash, tuple(columns))
     known = cache.get_many(keys)
     todo = sorted({k for k in keys if k not in known})
+    kernel = None
     if todo:
         model = worker_model.get_model(model_path, device, expected_hash=model_hash)  # the key's weights or none
         store = CacheDir(cache_dir).graphs(featurizer)
@@ -242,8 +245,9 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
         pred = np.concatenate(model.predict_graphs(graphs, max_atoms=max_atoms), axis=1)
         cache.put_many(todo, pred)
         known.update(zip(todo, pred))
+        kernel = worker_model.inference_path(device)
     return {"predictions": {k: np.asarray(known[k], dtype=np.float32) for k in keys}, "inferred": len(todo),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "kernel": kernel}
 
 
 def _partitions(client, opts: RunOptions, source, query, description, featurizer, wait, progress):
@@ -433,7 +437,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "stage_seconds": {k: round(v, 2) for k, v in clock.items()},
         "worker_seconds": {"partitions": round(sum(fr["seconds"] for fr in feat_results), 2),
                            "inference": round(sum(ir["seconds"] for ir in infer_results), 2)},
-        "provenance": run_provenance(client, ckpt.hash, description),
+        "provenance": run_provenance(client, ckpt.hash, description, [ir["kernel"] for ir in infer_results]),
     }
     cache_dir.record_run(runs=1, structure_hits=int(structure_hit),
                        structure_misses=int(not structure_hit), graph_hits=summary["graph_cache_hits"],

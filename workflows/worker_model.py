@@ -55,6 +55,14 @@ def load_count() -> int:
     return _loads
 
 
+def inference_path(device: str) -> str:
+    """What ran the model's edge work in this process on `device`: "c", or "torch (why)" (screening/kernels.py)."""
+    from screening.kernels import inference_path
+    from screening.predict import resolve_device
+
+    return inference_path(resolve_device(device))
+
+
 def describe(path, cache_dir=None) -> ModelInfo:
     """What a run's client needs of the model at `path`; a missing or damaged model is a ScreenError.
     A description made now is kept in the cache for the next run."""

@@ -44,6 +44,15 @@ def test_an_unwritable_out_fails_before_any_work(tmp_path):
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1
 
 
+@pytest.mark.parametrize("value", ["fast", "1"])
+def test_a_bad_screen_kernel_is_one_line_error_before_any_work(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SCREEN_KERNEL", value)
+    r = runner.invoke(app, ["run", "--query", "Li-*-O", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    assert [line for line in r.output.splitlines() if line.strip()] == [f"error: SCREEN_KERNEL={value}: choose auto, c, torch"]
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_cli_run_writes_table_parquet_summary_and_plot(tmp_path, model_path):  # noqa: F811
     r = runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model_path,

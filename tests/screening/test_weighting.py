@@ -6,11 +6,12 @@ import torch
 
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
-from screening.model import MTCGCNN, ModelConfig, masked_multitask_mse, per_task_mse
+from screening.model import MTCGCNN, ModelConfig
 from screening.graphset import GraphSet
 from screening.train import TrainConfig, train
 from screening.weighting import FixedWeighting, UncertaintyWeighting, make_weighting
 from tests.helpers import TASKS, mp_structures
+from tests.reference import masked_multitask_mse, per_task_mse
 
 
 @pytest.fixture(scope="module")
