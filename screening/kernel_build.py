@@ -121,28 +121,40 @@ def load(simd: bool) -> Tuple[ctypes.CDLL, Path, bool]:
             raise PermissionError(f"{folder}: not writable")
         private = None
     except OSError:  # this process's own folder, as a last resort (removed once loaded)
-        folder = private = Path(tempfile.mkdtemp(prefix="screen-kernel-"))
+        try:
+            folder = private = Path(tempfile.mkdtemp(prefix="screen-kernel-"))
+        except OSError as e:
+            raise Unavailable(f"no folder to build the kernel in ({cache_dir()} and {tempfile.gettempdir()}: "
+                              f"{e.strerror or e})") from None
         target = folder / name
     try:
-        _compile(cc, build_flags, folder, target)
+        _compile(cc, build_flags, target)
         return _open(target), target, True
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)  # a loaded library stays mapped
 
 
-def _compile(cc: List[str], build_flags: List[str], folder: Path, target: Path) -> None:
-    part = folder / f".{target.name}.{os.getpid()}.part"
+def _compile(cc: List[str], build_flags: List[str], target: Path) -> None:
+    """Compile into a file of this build's own (unique also between hosts sharing the folder), then
+    rename it to `target`: atomic, so another process sees the whole library or none."""
+    part = None
     try:
-        r = subprocess.run([*cc, *build_flags, "-o", str(part), str(SOURCE)], capture_output=True, text=True,
+        fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        r = subprocess.run([*cc, *build_flags, "-o", part, str(SOURCE)], capture_output=True, text=True,
                            timeout=COMPILE_TIMEOUT_S)
+        if r.returncode:
+            raise Unavailable(f"compiling {SOURCE.name} with {shlex.join(cc)} failed "
+                              f"({_first_line(r.stderr) or 'exit %d' % r.returncode})")
+        os.chmod(part, 0o755)  # as the compiler would have made it (mkstemp's file is private)
+        os.replace(part, target)
+        part = None
     except (OSError, subprocess.SubprocessError) as e:
         raise Unavailable(f"compiling {SOURCE.name} with {shlex.join(cc)} failed ({e})") from None
-    if r.returncode:
-        part.unlink(missing_ok=True)
-        raise Unavailable(f"compiling {SOURCE.name} with {shlex.join(cc)} failed "
-                          f"({_first_line(r.stderr) or 'exit %d' % r.returncode})")
-    os.replace(part, target)  # atomic: another process sees the whole file or none
+    finally:
+        if part is not None:
+            Path(part).unlink(missing_ok=True)
 
 
 def _open(path: Path) -> ctypes.CDLL:
