@@ -97,17 +97,17 @@ static inline float exp_neg_abs(float x)
 
 static inline float softplus_of(float x, float t) /* t = exp_neg_abs(x) */
 {
-    float s = t / (2.0f + t);
+    /* 2s = 2t / (2 + t) in one division, and s = 2s / 2 (exact). Written as 2 * s, GCC folds the
+       factor into the division and Clang does not, and where t is near e^-87, s is subnormal,
+       flushed to 0 while 2t / (2 + t) is not: the compilers' results differed. */
+    const float s2 = (2.0f * t) / (2.0f + t), s = 0.5f * s2;
     float z = s * s;
     float p = z * 0.12200534343719482f + 0.10693691670894623f; /* atanh(s) / s in z = s^2 <= 1/9, fitted */
     p = p * z + 0.1431121826171875f;
     p = p * z + 0.19999279081821442f;
     p = p * z + 0.33333340287208557f;
     p = p * z + 1.0f;
-    /* 2 s, written (2 t) / (2 + t): as 2 * s, GCC folds the factor 2 into the division and Clang
-       does not, and with subnormals flushed (t near e^-87) s flushes to 0 where 2 t / (2 + t) does
-       not. Written out, every compiler computes the same. */
-    return (x > 0.0f ? x : 0.0f) + (2.0f * t) / (2.0f + t) * p;
+    return (x > 0.0f ? x : 0.0f) + s2 * p;
 }
 
 static inline float softplus(float x)
