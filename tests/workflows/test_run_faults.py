@@ -162,9 +162,14 @@ def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatc
         return replace(src, dst)
 
     monkeypatch.setattr(screen_run.os, "replace", interrupted)
+    # Python's own Ctrl-C handler: importing dask_jobqueue (other tests do) replaces it with sys.exit
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     table, summary = small_set(3)
-    with pytest.raises(KeyboardInterrupt):
-        screen_run.write_outputs(table, table, summary, opts)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            screen_run.write_outputs(table, table, summary, opts)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no staging folder left
 

@@ -181,7 +181,7 @@ schedule: {{every: 1d}}
     # batch mode gives the local run's table (the source column names the campaign's own file)
     pd.testing.assert_frame_equal(results(out).drop(columns="source"), local_run.drop(columns="source"))
     job = s3["provenance"]["batch_job"]
-    assert "Fe-Li-O: 32 of 32 candidates" in (out / "logs" / f"screen-{job}.out").read_text()
+    assert f"{QUERY}: 32 of 32 candidates" in (out / "logs" / f"screen-{job}.out").read_text()
     p = s3["provenance"]
     assert p["worker_jobs"] == [job] and p["batch_nodes"] == slurm.host and p["model_hash"] == s3["model_hash"]
     assert p["source_data_version"].startswith(f"local:{tmp_path / 'src.csv'} sha256=")
