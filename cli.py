@@ -79,7 +79,7 @@ def user_errors(fn):
 
 
 _STAGES = {"fetch": "fetching candidates", "relax": "relaxing candidates (chunks)",
-           "infer": "screening partitions"}
+           "infer": "screening partitions", "infer_relaxed": "predicting the relaxed candidates"}
 
 
 def _progress_lines():
@@ -125,8 +125,18 @@ def run(
     model: Optional[Path] = _run_option("model", "--model", "-m", help="Checkpoint (default: the bundled model)."),
     device: str = _run_option("device", help="auto | cpu | cuda"),
     unrelaxed_std: Optional[float] = _run_option("unrelaxed_std", help="eV/atom added (in quadrature) to the E_hull std of unrelaxed candidates; default: the model's own figure (its manifest's unrelaxed_std, else 0)."),
-    relax: Optional[str] = _run_option("relax", help="chgnet: relax every candidate with CHGNet (FIRE, cell too) before "
-                                               "predicting; needs the relax extra. Cached per structure."),
+    relax: Optional[str] = _run_option("relax", help="all: relax every candidate with CHGNet (FIRE, cell too) before "
+                                               "predicting (chgnet: the same); none: relax nothing. Default: "
+                                               "hypothetical candidates (substitution) go through the funnel "
+                                               "(--relax-top), known crystals are not relaxed. Cached per structure."),
+    relax_top: Optional[int] = _run_option("relax_top", help="The funnel: predict every candidate, relax the K most "
+                                                         "promising hypothetical ones (by the ranking) with CHGNet, "
+                                                         "predict those again and rank all (default for substitution: "
+                                                         "16; 0: none)."),
+    anchor: bool = _run_option("anchor", "--anchor/--no-anchor", help="Measure a hypothetical candidate's E_hull "
+                                                                    "from the known crystal of its composition (its "
+                                                                    "DFT energy + the predicted difference) where "
+                                                                    "the reference phases have one."),
     scheduler: Optional[str] = _run_option("scheduler", help="Address of a running Dask scheduler (tcp://host:8786)."),
     jobqueue: Optional[str] = _run_option("jobqueue", help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
     workers: int = _run_option("workers", help="Local workers (or batch jobs)."),
@@ -177,6 +187,7 @@ def run(
 
 _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
+    "stage": "stage",
     "dft_e_above_hull": "DFT E_hull", "known": "known", "pred_band_gap": "Eg",
     "pred_class": "class", "pred_p_metal": "P(metal)", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
     "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
@@ -215,6 +226,9 @@ def _print_run(result, opts):
     console.print(s["domain_note"], highlight=False)
     if s.get("relax"):
         console.print(s["relax_note"], highlight=False)
+    for note in ("anchor_note", "thin_note"):
+        if s.get(note):
+            console.print(s[note], highlight=False)
     console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
     for name, path in result.files.items():
         console.print(f"{name}: {path}", highlight=False)

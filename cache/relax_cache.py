@@ -1,6 +1,11 @@
 """Relaxed structures, keyed by (input structure, relaxer version): a re-run relaxes nothing.
 
     relaxed/<relaxer version hash>/<input key>.json.gz   {"structure": Structure.as_dict(), "info": {...}}
+    relaxed/<relaxer version hash>/graph-<graph key>.json.gz   the funnel's link (workflows/funnel.py)
+
+A link goes from an unrelaxed candidate's graph key (cache/keys.structure_key: structure and
+featurizer) to what its relaxation gave: the input key, the relaxed structure's graph key and what
+the table needs of it. A warm funnel reads links only: it neither fetches nor relaxes.
 
 The input key is the canonical structure's hash (cache/keys.py), so the same crystal
 from another source or query is a hit. Written atomically; a damaged entry is a miss
@@ -42,3 +47,17 @@ class RelaxCache:
 
     def put(self, key: str, structure_dict: dict, info: dict) -> None:
         gz_json.write(self.dir / f"{key}.json.gz", {"structure": structure_dict, "info": info})
+
+    def get_link(self, graph_key: str) -> Optional[dict]:
+        """The funnel's link of an unrelaxed graph key, or None (also for a damaged one)."""
+        path = self.dir / f"graph-{graph_key}.json.gz"
+        try:
+            return gz_json.read(path)
+        except FileNotFoundError:
+            return None
+        except gz_json.DAMAGED:
+            path.unlink(missing_ok=True)
+            return None
+
+    def put_link(self, graph_key: str, link: dict) -> None:
+        gz_json.write(self.dir / f"graph-{graph_key}.json.gz", link)

@@ -24,6 +24,7 @@ from screening.errors import ScreenError
 from screening.formula import element_set
 from screening.hull import Hull, Phase, composition
 from screening.properties import METAL_GAP_EV, is_metal
+from screening.uncertainty import KNOWN, UNRELAXED as UNRELAXED_STAGE, stage_std
 
 FORMATION = "pred_formation_energy_per_atom"
 GAP = "pred_band_gap"
@@ -32,6 +33,10 @@ DFT_FORMATION = "dft_formation_energy_per_atom"  # known value of a candidate fr
 DFT_E_HULL = "dft_e_above_hull"
 # What the MP source says of a crystal (screening/sources/mp.py); --new-only reads them.
 DFT_STABLE, EXPERIMENTAL = "dft_is_stable", "experimental"
+# The known crystal a hypothetical candidate is anchored to (screening/anchors.py adds these columns).
+ANCHOR_ID, ANCHOR_DFT, ANCHOR_PRED, ANCHOR_ON_HULL = ("anchor_id", "anchor_dft_formation_energy_per_atom",
+                                                      "anchor_pred_formation_energy_per_atom", "anchor_on_hull")
+BELOW_KNOWN = "below_known_ground_state"  # flag: predicted below a known on-hull ground state by more than 2σ
 
 
 RANK_BY = ("p_stable", "e_above_hull")
@@ -53,6 +58,11 @@ class RankOptions:
     # itself moves the prediction (benchmarks/relax_robustness.py measures by how much).
     # None: the model manifest's unrelaxed_std (0 when it has none).
     unrelaxed_std: Optional[float] = None
+    # the manifest's per-stage error terms (screening/uncertainty.py); None: unrelaxed_std alone
+    stage_std: Optional[dict] = None
+    # measure a hypothetical candidate's E_hull from the known crystal of its composition
+    # (screening/anchors.py) where the table names one
+    anchor: bool = True
 
     def check(self) -> None:
         """One-line errors for settings that contradict themselves (the run checks them up front too)."""
@@ -98,6 +108,14 @@ class ReferencePhases:
 
         return [p for k in range(1, len(system) + 1) for sub in combinations(sorted(system), k)
                 for p in self._by_system.get(frozenset(sub), [])]
+
+    def thin(self, system: FrozenSet[str]) -> List[str]:
+        """The proper sub-systems of two or more elements that hold no phase ("Li-Tl"): where the
+        hull lacks them, it lies too high there, and candidates look more stable than they are."""
+        from itertools import combinations
+
+        return ["-".join(sub) for k in range(2, len(system)) for sub in combinations(sorted(system), k)
+                if not self._by_system.get(frozenset(sub))]
 
     def hull(self, system: FrozenSet[str]) -> Hull:
         return Hull(system, self.phases_within(system))
@@ -160,6 +178,7 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
         formulas: {formula: [reduced formula, atoms, hull energy per atom, ties]}
         loo:      {name: [same]} against the hull without the reference `name` (leave-one-out)
         on_hull:  names of the references on the hull; references: names of this system's own
+        thin:     its proper sub-systems with no reference phase (ReferencePhases.thin)
 
     `ties` are the total energies of hull entries of exactly that formula: pymatgen answers 0
     for an entry equal to one of them, and HullTable answers as it does. `have` is a cached
@@ -168,10 +187,11 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     out = have or {"formulas": {}, "loo": {}}
     new = [f for f in dict.fromkeys(formulas) if f not in out["formulas"]]
     hull = None
-    if new or "on_hull" not in out:
+    if new or "on_hull" not in out or "thin" not in out:
         hull = references.hull(system)
         out["on_hull"] = sorted(p.name for p in hull.stable if "|" in p.name)
         out["references"] = sorted(references.names_of(system))
+        out["thin"] = references.thin(system)
         for f in new:
             out["formulas"][f] = _hull_point(hull, f)
     on_hull = set(out["on_hull"])
@@ -196,7 +216,10 @@ class HullTable:
         self.loo: Dict[str, list] = {}
         self.on_hull: set = set()
         self.references: set = set()
-        for answer in systems.values():
+        self.thin: Dict[str, List[str]] = {}  # system -> its sub-systems without reference phases
+        for system, answer in systems.items():
+            if answer.get("thin"):
+                self.thin[system] = answer["thin"]
             self.formulas.update(answer["formulas"])
             self.loo.update(answer["loo"])
             self.on_hull.update(answer["on_hull"])
@@ -252,6 +275,49 @@ def metal_class(table: pd.DataFrame, gap_threshold: float = METAL_GAP_EV) -> np.
     return np.where(metal, "metal", "non-metal")
 
 
+def with_stages(table: pd.DataFrame, anchor: bool = True) -> pd.DataFrame:
+    """A copy with `stage` (where the table has none: "unrelaxed" for rows flagged so, else "known"),
+    `pred_de_vs_known` (ΔEf of the candidate minus the model's ΔEf of the known crystal of its
+    composition; NaN without one) and `anchored` (a hypothetical candidate with a known crystal,
+    when anchoring is on)."""
+    t = table.copy()
+    if "stage" not in t.columns:
+        flagged = t["flags"].fillna("").str.split("; ").map(lambda f: UNRELAXED in f) if "flags" in t.columns \
+            else pd.Series(False, index=t.index)
+        t["stage"] = np.where(flagged, UNRELAXED_STAGE, KNOWN)
+    if ANCHOR_PRED in t.columns:
+        t["pred_de_vs_known"] = t[FORMATION].to_numpy(float) - t[ANCHOR_PRED].to_numpy(float)
+    else:
+        t["pred_de_vs_known"] = np.nan
+    t["anchored"] = bool(anchor) & (t["stage"] != KNOWN).to_numpy() & np.isfinite(t["pred_de_vs_known"].to_numpy(float))
+    return t
+
+
+def hull_formation_energy(t: pd.DataFrame) -> np.ndarray:
+    """The ΔEf that E_hull is measured with: the model's, or for an anchored candidate the
+    bias-cancelled DFT ΔEf(known crystal) + [pred ΔEf(candidate) - pred ΔEf(known crystal)]."""
+    energy = t[FORMATION].to_numpy(float)
+    if not t["anchored"].any():
+        return energy
+    anchored = t[ANCHOR_DFT].to_numpy(float) + t["pred_de_vs_known"].to_numpy(float)
+    return np.where(t["anchored"].to_numpy(bool), anchored, energy)
+
+
+def _flag_below_known(t: pd.DataFrame) -> None:
+    """Flag candidates whose ΔEf (as E_hull used it) lies more than 2σ below a known crystal of
+    their composition that is on the hull: a new polymorph that far below a known ground state is
+    far more often a model error than a discovery."""
+    if ANCHOR_DFT not in t.columns or not len(t):
+        return
+    on_hull = t[ANCHOR_ON_HULL].fillna(False).to_numpy(bool) if ANCHOR_ON_HULL in t.columns else True
+    below = hull_formation_energy(t) - t[ANCHOR_DFT].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        hit = on_hull & (t["stage"] != KNOWN).to_numpy() & (below < -2 * t["pred_e_above_hull_std"].to_numpy(float))
+    if hit.any():
+        flags = t["flags"].fillna("") if "flags" in t.columns else pd.Series("", index=t.index)
+        t["flags"] = [("; ".join(filter(None, [f, BELOW_KNOWN])) if h else f) for f, h in zip(flags, hit)]
+
+
 def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) -> pd.DataFrame:
     """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep --top.
 
@@ -268,25 +334,24 @@ def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) 
     if options.new_only and not {DFT_STABLE, EXPERIMENTAL} <= set(table.columns):
         raise ScreenError("--new-only: this source does not say which crystals are on its hull or known "
                           "experimentally (the Materials Project does: --source mp)")
-    t = table.copy()
+    t = with_stages(table, options.anchor)
     ids = t["id"].tolist() if "id" in t.columns else None
     # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
     known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
+    energy = hull_formation_energy(t)
     if isinstance(references, HullTable):
-        t["pred_e_above_hull"], dft = references(t["formula"].tolist(), t[FORMATION].to_numpy(float), known, ids)
+        t["pred_e_above_hull"], dft = references(t["formula"].tolist(), energy, known, ids)
     else:
-        t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references,
-                                                    t[FORMATION].to_numpy(float), known, ids)
+        t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references, energy, known, ids)
     if dft is not None:
         t[DFT_E_HULL] = dft
     if options.new_only:  # unknown counts as known: a crystal is new only when the source says so
         t = t[t[DFT_STABLE].eq(False) & t[EXPERIMENTAL].eq(False)]
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
-    if options.unrelaxed_std and "flags" in t.columns:
-        unrelaxed = t["flags"].fillna("").str.split("; ").map(lambda f: UNRELAXED in f)
-        std = std.where(~unrelaxed, np.hypot(std, options.unrelaxed_std))
-    t["pred_e_above_hull_std"] = std
-    t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], std, options.stable_within)
+    t["pred_e_above_hull_std"] = stage_std(std.to_numpy(float), t["stage"].to_numpy(object),
+                                           t["anchored"].to_numpy(bool), options.stage_std, options.unrelaxed_std or 0.0)
+    _flag_below_known(t)
+    t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], t["pred_e_above_hull_std"], options.stable_within)
     if GAP in t.columns:
         t["pred_class"] = metal_class(t, options.gap_threshold)
         if options.nonmetal:

@@ -71,10 +71,11 @@ class Relaxer:
 
     @property
     def version(self) -> str:
-        """Everything that changes a relaxed structure: cached results are keyed by it."""
-        import chgnet
+        """Everything that changes a relaxed structure: cached results are keyed by it. (The
+        installed version from its metadata: importing chgnet costs the client seconds.)"""
+        from importlib.metadata import version
 
-        return (f"{self.name}-{chgnet.__version__}-{self._model_name()}-fire-fmax{self.fmax:g}"
+        return (f"{self.name}-{version('chgnet')}-{self._model_name()}-fire-fmax{self.fmax:g}"
                 f"-steps{self.max_steps}")
 
     @staticmethod

@@ -5,12 +5,14 @@
                             MP entries through the entry cache, only new or changed ones fetched),
                             key it and store the graphs the store lacks as one published
                             unit; a warm run reads the keyed rows from the structure cache
-    relax (1/10 candidates) only with --relax: CHGNet relaxation, via the relax cache
+    relax (1/10 candidates) only with --relax all: CHGNet relaxation, via the relax cache
     infer (1/partition)     graphs -> predictions, via the prediction cache;
                             the model is loaded once per worker; GPU tasks
                             ask for the Dask resource "GPU" so a mixed
                             cluster routes them to GPU workers
-    rank, report            on the client: hull, filters, files, table, plot
+    rank, report            on the client: hull, anchors (screening/anchors.py), filters, files, table, plot
+    funnel                  hypothetical candidates: the most promising K relaxed, predicted again
+                            and ranked again (workflows/funnel.py)
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import pandas as pd
 from cache.atomic import TMP_PREFIX
 from cache.cache_dir import CacheDir
 from screening import kernel_build
-from screening.domain import Domain, domain_path
+from screening.domain import UNRELAXED, Domain, domain_path
 from screening.model_info import DEVICES, prediction_columns, resolve_model_path
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
@@ -40,12 +42,12 @@ from screening.properties import METAL_GAP_EV
 from screening.query import parse_query
 from screening.rank import RankOptions, rank
 from screening.references import check_reference
-from screening.relax import check_relaxer
 from screening.sources import open_source
 from screening.sources.base import known_column
 from screening.sources.mp import DEFAULT_RATE
 from screening.sources.substitution import SubstitutionSource
-from workflows import mp, worker_model
+from screening.uncertainty import describe as describe_stage_std
+from workflows import funnel, hull_checks, mp, worker_model
 from workflows.hulls import hulls
 from workflows.partitions import (featurize_task, fetch_partition, keep_plan, part_key, partition_task, plan,
                                   prediction_cache, settle_budgets, slice_of, source_partitions, split_plan,
@@ -53,14 +55,7 @@ from workflows.partitions import (featurize_task, fetch_partition, keep_plan, pa
 from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
-SUBSTITUTION = SubstitutionSource.name  # hypothetical structures, never relaxed
-NOT_CONVERGED = "relaxation did not converge"  # the flag of a candidate --relax left unfinished
-
-
-def hypothetical(source_name: str) -> bool:
-    """Whether a candidate of this source is a made-up structure: substitution's, also with known
-    crystals as templates (substitution:mp, substitution:local:PATH)."""
-    return source_name.split(":", 1)[0] == SUBSTITUTION
+SUBSTITUTION = SubstitutionSource.name  # hypothetical structures
 
 
 @dataclass
@@ -81,7 +76,8 @@ class RunOptions:
     rank: RankOptions = field(default_factory=RankOptions)
     drop_flagged: bool = False  # leave out candidates outside the model's domain (screening/domain.py)
     no_worker_timeout: float = NO_WORKER_TIMEOUT_S  # fail when no Dask worker is alive this long
-    relax: Optional[str] = None  # relax candidates first with this potential (screening/relax.py)
+    relax: Optional[str] = None  # none | all | chgnet (= all); None: the funnel for hypothetical sources
+    relax_top: Optional[int] = None  # the funnel's K (workflows/funnel.py)
     _checked: Optional["Checked"] = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -107,7 +103,7 @@ class RunOptions:
         kernel_build.mode()  # SCREEN_KERNEL, which the workers inherit: checked here, not after the fetch
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"--format {self.output_format}: choose csv or parquet")
-        check_relaxer(self.relax)
+        relax = funnel.relax_plan(self.relax, self.relax_top, funnel.is_hypothetical(source.name))
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"--no-worker-timeout {self.no_worker_timeout:g}: must be more than 0 seconds")
         if self.reference:  # a reference file that is not there fails now, not after the inference
@@ -116,7 +112,7 @@ class RunOptions:
         # a missing or damaged model file fails here; the client only needs its description
         model, model_stamp = worker_model.described(self.model, self.cache_dir)
         # (nothing is created until every check passed: the run makes the folders, and keeps the description)
-        self._checked = Checked(query, source, model, model_stamp)
+        self._checked = Checked(query, source, model, model_stamp, relax)
         return self._checked
 
     def checked(self) -> "Checked":
@@ -131,6 +127,7 @@ class Checked:
     source: object
     model: object
     model_stamp: Optional[str] = None  # where the run keeps the model's description (None: kept already)
+    relax: funnel.RelaxPlan = funnel.RelaxPlan("none")
 
 
 # ---- tasks (run on workers; module-level so they pickle by reference) ----
@@ -161,9 +158,9 @@ def fetched_size(fetched):
     return len(fetched_candidates(fetched)), fetched[1] if isinstance(fetched, tuple) else {}
 
 
-def relax_task(fetched, rows, cache_dir, relaxer_name, device):
+def relax_task(fetched, rows, cache_dir, relaxer_name, device, settings: Optional[dict] = None):
     """Relaxed copies of a fetch's candidates[rows[0]:rows[1]] (through the relax cache) and, per
-    candidate, what happened."""
+    candidate, what happened. `settings`: Relaxer's fmax, max_steps, max_atoms where not its defaults."""
     from pymatgen.core import Structure
 
     from cache.relax_cache import relax_key
@@ -173,7 +170,7 @@ def relax_task(fetched, rows, cache_dir, relaxer_name, device):
     from screening.structures import check_distances
 
     candidates = fetched_candidates(fetched)[rows[0]:rows[1]]
-    relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)))
+    relaxer = Relaxer(relaxer_name, device=str(resolve_device(device)), **(settings or {}))
     cache = CacheDir(cache_dir).relaxed(relaxer.version)
     out, infos = [], []
     for c in candidates:
@@ -251,7 +248,8 @@ def infer_task(featurized, cache_dir, model_path, device, featurizer: Featurizer
 
 
 def _partitions(client, opts: RunOptions, source, query, description, featurizer, wait, progress):
-    """(partitions, their partition_task futures, whether the structure cache knew every partition)."""
+    """(partitions, their partition_task futures, whether the structure cache knew every partition,
+    the future of the whole fetch or None)."""
     structures = CacheDir(opts.cache_dir).structures()
     parts, planned = plan(source, query, opts.partition_size, structures, description,
                           on_fetch=progress and (lambda: progress("fetch", 0, 1)))
@@ -270,7 +268,7 @@ def _partitions(client, opts: RunOptions, source, query, description, featurizer
                            pure=False) for p in parts]
     if not planned:
         keep_plan(structures, query, description, parts)
-    return parts, feats, planned and whole is None
+    return parts, feats, planned and whole is None, whole
 
 
 def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu, wait, progress):
@@ -289,7 +287,7 @@ def _relaxed_partitions(client, opts: RunOptions, source, query, featurizer, gpu
         for start in range(0, n, opts.partition_size):
             stop = min(start + opts.partition_size, n)
             chunks = [client.submit(relax_task, fetched, (i, min(i + RELAX_CHUNK, stop)), opts.cache_dir,
-                                    opts.relax, opts.device, resources=gpu, pure=False)
+                                    funnel.RELAXER, opts.device, resources=gpu, pure=False)
                       for i in range(start, stop, RELAX_CHUNK)]
             parts.append(stop - start)
             relaxes.append(chunks)
@@ -322,12 +320,14 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     description = source.describe()
     gpu = {"GPU": 1} if _wants_gpu(client, opts.device) else None
-    if opts.relax:
+    plan = checked.relax
+    whole = None
+    if plan.mode == "all":
         parts, feats, relaxes, structure_hit, fetch_counts = _relaxed_partitions(client, opts, source, query,
                                                                                  featurizer, gpu, wait, progress)
     else:
-        parts, feats, structure_hit = _partitions(client, opts, source, query, description, featurizer, wait,
-                                                  progress)
+        parts, feats, structure_hit, whole = _partitions(client, opts, source, query, description, featurizer,
+                                                         wait, progress)
         relaxes, fetch_counts = [], None
     columns = tuple(ckpt.outputs) + tuple(f"{o}_std" for o in ckpt.outputs)  # cached per key: means, then stds
     infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer,
@@ -361,19 +361,20 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     provenance = {"model_hash": ckpt.short_hash, "featurizer": f"v{featurizer.version}-{featurizer.fingerprint()}"}
     domain = Domain.read(domain_path(opts.model))
     relaxed = _per_partition(relax_results, parts)
-    relaxed_structures, system_of = [], {}
-    for fr, ir, rx in zip(feat_results, infer_results, relaxed):
+    relaxed_structures, system_of, where = [], {}, {}
+    for p, (fr, ir, rx) in enumerate(zip(feat_results, infer_results, relaxed)):
         errors.extend(fr["errors"])
         for i, c_source, c_id, formula, known, key, isolated, density, system in fr["rows"]:
             rc, info = rx[i]
             row = {"source": c_source, "id": c_id, "formula": formula}
             system_of[formula] = system
-            relaxed_ok = bool(info.get("relax_converged"))
-            flags = [] if domain is None else domain.flags(
-                system.split("-"), isolated, unrelaxed=hypothetical(c_source) and not relaxed_ok, density=density)
-            if info.get("relax_converged") is False:  # relaxed part of the way: a structure of no minimum
-                flags.append(NOT_CONVERGED)
-            if opts.relax:
+            where[c_id] = (p, i)  # for the funnel, which fetches the candidates it relaxes again
+            stage = funnel.stage_of(c_source, relaxed=plan.mode == "all" and "relax_error" not in info)
+            row["stage"] = stage
+            flags = [UNRELAXED] * (stage == funnel.UNRELAXED) if domain is None else domain.flags(
+                system.split("-"), isolated, unrelaxed=stage == funnel.UNRELAXED, density=density)
+            flags += funnel.flags_of(info)
+            if plan.mode == "all":
                 row.update({k: v for k, v in info.items() if k != "relax_cached"})
                 if "relax_error" not in info:
                     relaxed_structures.append({"source": c_source, "id": c_id, "formula": formula,
@@ -406,9 +407,28 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     rank_opts = replace(opts.rank, top=None)  # the plot shows them all
     if rank_opts.unrelaxed_std is None:
         rank_opts.unrelaxed_std = float(ckpt.meta.get("unrelaxed_std", 0.0))
-    everything = rank(table, references, rank_opts)
-    ranked = everything.head(opts.rank.top) if opts.rank.top else everything
+    if rank_opts.stage_std is None:
+        rank_opts.stage_std = ckpt.meta.get("stage_std")
+    anchors, anchor_why = hull_checks.load_anchors(opts, source, ckpt, table)
+
+    def ranking(t: pd.DataFrame) -> pd.DataFrame:
+        t = hull_checks.with_anchors(hull_checks.flag_thin(t, references.thin, system_of), anchors)
+        return rank(t, references, rank_opts)
+
+    everything = ranking(table)
     lap("rank")
+    funnel_result = None
+    if plan.mode == "top" and plan.top:
+        picked = funnel.pick(everything, plan.top, where)
+        funnel_result = funnel.relax_top(client, opts, source, query, parts, whole, picked, featurizer, ckpt, gpu,
+                                         wait, infer_task, progress)
+        table = funnel.apply(table, funnel_result, domain, outputs, system_of)
+        relaxed_structures = _funnel_structures(opts, table, funnel_result)
+        lap("relax_top")
+        everything = ranking(table)
+        lap("rank_relaxed")
+    whole = None  # the fetch's result may go from the worker now
+    ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)
     if fetch_counts is None:  # from the partition tasks
@@ -425,11 +445,15 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         **(fetch_counts if source.name == "mp" else {}),
         "graph_cache_hits": n_rows - n_featurized, "prediction_cache_hits": n_rows - n_inferred,
         "reference_phases": n_phases, "reference_note": reference_note, "partitions": len(parts),
-        "model_members": ckpt.members, "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std),
-        "unrelaxed_std": rank_opts.unrelaxed_std,
+        "model_members": ckpt.members,
+        "uncertainty_note": _uncertainty_note(ckpt, rank_opts.unrelaxed_std) + describe_stage_std(
+            rank_opts.stage_std, rank_opts.unrelaxed_std),
+        "unrelaxed_std": rank_opts.unrelaxed_std, "stage_std": rank_opts.stage_std,
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
-        **_relax_summary(opts, [info for r in relax_results for info in r["relax"]]),
+        **_relax_summary(opts, plan, [info for r in relax_results for info in r["relax"]]),
+        **funnel.summary(plan, funnel_result, everything),
+        **hull_checks.summary(everything, anchors, anchor_why, rank_opts.anchor, references.thin, system_of),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),
         # where the time went: the run's stages (wall), and the workers' task seconds summed over workers
@@ -448,21 +472,41 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
     return RunResult(ranked, summary, files)
 
 
-def _relax_summary(opts: RunOptions, infos: List[dict]) -> dict:
-    if not opts.relax:
-        return {"relax": None, "relax_note": "relaxation: none (--relax chgnet relaxes candidates first)"}
+def _relax_summary(opts: RunOptions, plan, infos: List[dict]) -> dict:
+    if plan.mode == "top":
+        return {}  # funnel.summary says it
+    if plan.mode == "none":
+        return {"relax": None, "relax_mode": "none",
+                "relax_note": "relaxation: none (--relax-top K relaxes the K most promising, --relax all every "
+                              "candidate, first)"}
     from screening.relax import Relaxer
 
     done = [i for i in infos if "relax_error" not in i]
     converged = sum(bool(i.get("relax_converged")) for i in done)
     failed = [i["relax_error"] for i in infos if "relax_error" in i]
     fresh = [i["relax_seconds"] for i in done if not i.get("relax_cached")]
-    return {"relax": Relaxer(opts.relax).version, "relaxed": len(done), "relax_converged": converged,
+    return {"relax": Relaxer(plan.relaxer).version, "relax_mode": "all", "relaxed": len(done),
+            "relax_converged": converged, "relax_unconverged": len(done) - converged,
             "relax_cached": len(done) - len(fresh), "relax_failed": len(failed), "relax_failed_first": failed[:5],
             "relax_seconds_per_crystal": round(sum(fresh) / len(fresh), 2) if fresh else None,
-            "relax_note": f"relaxation ({opts.relax}, FIRE, fmax 0.05 eV/A): {len(done)} relaxed "
+            "relax_note": f"relaxation ({plan.relaxer}, FIRE, fmax 0.05 eV/A): {len(done)} relaxed "
                           f"({converged} converged, {len(done) - len(fresh)} from the cache), {len(failed)} left "
                           f"as they came; relaxed structures in relaxed.jsonl.gz"}
+
+
+def _funnel_structures(opts: RunOptions, table: pd.DataFrame, result) -> List[dict]:
+    """relaxed.jsonl.gz's lines for the funnel's relaxed candidates, read from the relax cache."""
+    from screening.relax import Relaxer
+
+    cache = CacheDir(opts.cache_dir).relaxed(Relaxer(funnel.RELAXER, **funnel.SETTINGS).version)
+    rows = table.set_index("id")
+    out = []
+    for c_id, link in result.relaxed.items():
+        hit = cache.get(link["info"]["relax_key"])
+        if hit is not None:
+            out.append({"source": rows.at[c_id, "source"], "id": c_id, "formula": rows.at[c_id, "formula"],
+                        "structure_key": link["key"], **link["info"], "structure": hit[0]})
+    return out
 
 
 def _per_partition(relax_results: list, parts: list) -> list:
@@ -641,7 +685,7 @@ def _publish(stage: Path, out: Path, names: List[str]) -> None:
 def run_settings(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
                queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
                ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
-               partition_size, no_worker_timeout, relax, runner):
+               partition_size, no_worker_timeout, relax, runner, relax_top=None, anchor=True):
     """`screen run`'s options (and `screen submit`'s) as the run's and the cluster's settings, every one checked."""
     from workflows.cluster import ClusterSpec
 
@@ -652,10 +696,11 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
         query=query, exclude=exclude_list,
         source=source, reference=reference, model=str(resolve_model_path(model)), device=device,
         cache_dir=str(cache), out_dir=str(out), partition_size=partition_size, output_format=fmt,
-        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, gnome=gnome, mp_rate=mp_rate,
+        drop_flagged=drop_flagged, no_worker_timeout=no_worker_timeout, relax=relax, relax_top=relax_top, gnome=gnome,
+        mp_rate=mp_rate,
         rank=RankOptions(rank_by=rank_by, stable_within=stable_within, gap_threshold=gap_threshold,
                          nonmetal=nonmetal, gap_min=gap_min, gap_max=gap_max, ehull_max=ehull_max,
-                         new_only=new_only, top=top, unrelaxed_std=unrelaxed_std))
+                         new_only=new_only, top=top, unrelaxed_std=unrelaxed_std, anchor=anchor))
     if runner not in (None, "slurm"):
         raise ScreenError(f"--runner {runner}: only slurm")
     spec = ClusterSpec(scheduler=scheduler, jobqueue=jobqueue, workers=workers,

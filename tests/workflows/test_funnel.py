@@ -1,0 +1,118 @@
+"""The funnel (workflows/funnel.py) and reference coverage on an in-process Dask cluster: real
+substitution candidates, real CHGNet relaxations, real hulls, a real (tiny) two-member ensemble."""
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from dask.distributed import Client, LocalCluster
+from pymatgen.core import Structure
+
+from screening.featurize import FeaturizerConfig, featurize
+from screening.formula import element_set
+from screening.graphset import GraphSet
+from screening.train import TrainConfig, train
+from tests.helpers import DATA, TASKS, mp_structures
+from workflows.screen_run import RunOptions, run_screening
+
+pytestmark = pytest.mark.slow
+
+STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, "add": 0.03},
+             "anchored": {"scale": 1.0, "add": 0.02}, "fitted_on": "test_funnel"}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """Two tiny members, with per-stage error terms in the manifest."""
+    from workflows.training import write_ensemble
+
+    out = tmp_path_factory.mktemp("ensemble")
+    structures, targets = mp_structures(40)
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    for seed in (0, 1):
+        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
+    return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"],
+                              meta={"stage_std": STAGE_STD}).path)
+
+
+def run(client, tmp_path, model, out, **kw):
+    opts = RunOptions(query="Na-Cl", source="substitution", model=model, device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / out), **kw)
+    return run_screening(client, opts)
+
+
+def test_funnel_relaxes_exactly_the_top_k_and_ranks_them_by_their_relaxed_predictions(client, ensemble, tmp_path):
+    from screening.ensemble import load_model
+
+    before = run(client, tmp_path, ensemble, "none", relax="none").table.set_index("id")
+    assert (before.stage == "unrelaxed").all() and before["flags"].str.contains("unrelaxed").all()
+    top2 = list(before.index[:2])
+
+    first = run(client, tmp_path, ensemble, "top", relax_top=2)
+    t, s = first.table.set_index("id"), first.summary
+    assert sorted(t.index[t.stage == "relaxed"]) == sorted(top2)
+    assert s["relaxed"] == 2 and s["relax_cached"] == 0 and s["relax_top"] == 2
+    assert s["stages"] == {"known": 0, "unrelaxed": len(t) - 2, "relaxed": 2}
+    assert set(s["stage_seconds"]) >= {"relax_top", "rank_relaxed"}
+
+    # what was predicted for them is their relaxed structure (relaxed.jsonl.gz), by the same model
+    lines = [json.loads(x) for x in gzip.decompress(open(first.files["relaxed"], "rb").read()).splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(top2)
+    model = load_model(ensemble)
+    structures = [Structure.from_dict(x["structure"]) for x in lines]
+    mean, std = model.predict_graphs([featurize(x, model.featurizer) for x in structures])
+    col = model.outputs.index("formation_energy_per_atom")
+    for x, m, sd in zip(lines, mean[:, col], std[:, col]):
+        row = t.loc[x["id"]]
+        assert row.pred_formation_energy_per_atom == pytest.approx(float(m), abs=1e-5)
+        assert row.structure_key == x["structure_key"] != row.unrelaxed_structure_key
+        assert "unrelaxed" not in row["flags"]
+        # the same hull, so E_hull moves with ΔEf exactly
+        assert row.pred_e_above_hull - before.pred_e_above_hull[x["id"]] == pytest.approx(
+            row.pred_formation_energy_per_atom - before.pred_formation_energy_per_atom[x["id"]], abs=1e-6)
+        # the relaxed stage's σ terms from the manifest
+        assert row.pred_e_above_hull_std == pytest.approx(np.hypot(1.5 * float(sd), 0.03), rel=1e-4)
+    # and ranked with everyone else by them: P(stable) down, then E_hull up
+    p, e = first.table.pred_p_stable.to_numpy(), first.table.pred_e_above_hull.to_numpy()
+    assert all(p[i] > p[i + 1] or (p[i] == p[i + 1] and e[i] <= e[i + 1]) for i in range(len(p) - 1))
+    rest = t[t.stage == "unrelaxed"]
+    assert np.allclose(rest.pred_e_above_hull_std, np.hypot(2.0 * rest.pred_formation_energy_per_atom_std, 0.1))
+    assert rest.pred_formation_energy_per_atom.to_dict() == pytest.approx(
+        before.pred_formation_energy_per_atom[rest.index].to_dict())
+
+    warm = run(client, tmp_path, ensemble, "warm", relax_top=2)
+    assert warm.summary["relax_cached"] == 2 and warm.summary["relaxed"] == 2 and warm.summary["relax_inferred"] == 0
+    w = warm.table.set_index("id")
+    assert w.pred_formation_energy_per_atom.to_dict() == pytest.approx(t.pred_formation_energy_per_atom.to_dict())
+    assert list(warm.table.id) == list(first.table.id)
+
+
+def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, ensemble, tmp_path):
+    df = pd.read_csv(DATA, usecols=["material_id", "formula", "formation_energy_per_atom"])
+    systems = {frozenset(s) for s in ({"Li"}, {"Tl"}, {"O"}, {"Li", "O"}, {"Tl", "O"}, {"Li", "Tl", "O"})}
+    refs = df[df.formula.map(lambda f: element_set(f) in systems)]  # no Li-Tl phase
+    assert len(refs) > 10
+    refs.to_csv(tmp_path / "refs.csv", index=False)
+    r = run_screening(client, RunOptions(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
+                                         reference=f"local:{tmp_path / 'refs.csv'}", relax="none",
+                                         cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out")))
+    assert r.summary["thin_systems"] == {"Li-O-Tl": ["Li-Tl"]}
+    assert "thin reference systems: Li-Tl" in r.summary["thin_note"]
+    assert r.table["flags"].str.contains("thin_references").all()
+    assert r.summary["flag_counts"]["thin_references"] == len(r.table)
+    # with Li-Tl phases among the references, nothing is thin
+    df[df.formula.map(lambda f: element_set(f) in systems | {frozenset({"Li", "Tl"})})].to_csv(
+        tmp_path / "full.csv", index=False)
+    full = run_screening(client, RunOptions(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
+                                            reference=f"local:{tmp_path / 'full.csv'}", relax="none",
+                                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
+    assert full.summary["thin_systems"] == {} and not full.table["flags"].str.contains("thin_references").any()

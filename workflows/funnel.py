@@ -1,0 +1,298 @@
+"""The funnel for hypothetical candidates: predict all, relax the most promising K, predict them again.
+
+A substitution prototype is a known structure type with other elements in it and a rescaled cell,
+never relaxed: the model, trained on DFT-relaxed crystals, reads it too low. Relaxing every
+candidate with CHGNet costs seconds each, most of them on candidates nobody would look at. So:
+
+    1. every candidate is predicted as generated (stage "unrelaxed") and ranked;
+    2. the first K of that ranking (by the run's own criterion: P(stable) or E_hull) are relaxed
+       with CHGNet on the workers (screen_run.relax_task, through the relax cache);
+    3. their relaxed structures are featurized and predicted (stage "relaxed") and all is ranked
+       again: a relaxed candidate stands by its relaxed prediction, the rest keep the "unrelaxed"
+       flag and that stage's error bar (screening/uncertainty.py).
+
+Candidates that relax far (the potential's energy drops by more than FAR_ENERGY, or the relaxed
+structure no longer matches its prototype by StructureMatcher) are flagged RELAXED_FAR: their
+prototype was a poor guess, and a single relaxation may not have found the right minimum. One that
+did not converge within the step limit is flagged UNCONVERGED.
+
+Each relaxation leaves a link in the relax cache from the unrelaxed graph key to the relaxed one
+(cache/relax_cache.py), so a warm run neither fetches nor relaxes: it reads K links and the
+prediction cache.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from cache.cache_dir import CacheDir
+from screening.errors import ScreenError
+from screening.relax import check_relaxer
+from screening.uncertainty import KNOWN, RELAXED, UNRELAXED
+from workflows.partitions import fetch_partition, featurize_task, slice_of
+from workflows.watch import wait_all
+
+RELAXER = "chgnet"
+# Candidates the default run relaxes: the default `screen run --query "Li-*-O"` stays within
+# 3 minutes on 2 cores with it (benchmarks/run.py).
+DEFAULT_TOP = 24
+# A screening-grade relaxation: the model needs the cell and the bonds near their minimum, not
+# forces below 0.05 eV/A; a prototype that needs more steps is flagged UNCONVERGED. Cells of more
+# atoms stay unrelaxed (CHGNet's cost grows with them; one would hold a worker for minutes).
+SETTINGS = {"fmax": 0.1, "max_steps": 150, "max_atoms": 48}
+FAR_ENERGY = 1.0  # eV/atom released by the relaxation: the prototype was far from any minimum
+RELAXED_FAR, UNCONVERGED = "relaxed_far", "relax_unconverged"
+MODES = ("none", "all", "chgnet")  # chgnet: the older name of all
+
+
+@dataclass(frozen=True)
+class RelaxPlan:
+    mode: str  # "none" | "all" (every candidate, before predicting) | "top" (the funnel)
+    top: int = 0
+
+    @property
+    def relaxer(self) -> Optional[str]:
+        return RELAXER if self.mode == "all" else None
+
+
+def relax_plan(relax: Optional[str], relax_top: Optional[int], hypothetical: bool) -> RelaxPlan:
+    """What --relax / --relax-top ask for; by default the funnel for hypothetical candidates only
+    (known crystals of a database are DFT-relaxed already)."""
+    if relax is not None and relax not in MODES:
+        raise ScreenError(f"--relax {relax}: choose none, all or chgnet (the same as all); "
+                          f"--relax-top K relaxes the K most promising")
+    if relax_top is not None:
+        if relax_top < 0:
+            raise ScreenError(f"--relax-top {relax_top}: must be 0 or more")
+        if relax is not None:
+            raise ScreenError(f"--relax-top {relax_top} and --relax {relax}: give one of them")
+        plan = RelaxPlan("top", relax_top) if relax_top else RelaxPlan("none")
+    elif relax in ("all", "chgnet"):
+        plan = RelaxPlan("all")
+    elif relax == "none" or not hypothetical:
+        plan = RelaxPlan("none")
+    else:
+        plan = RelaxPlan("top", DEFAULT_TOP)
+    if plan.mode != "none":
+        check_relaxer(RELAXER)
+    return plan
+
+
+def is_hypothetical(source_name: str) -> bool:
+    return source_name.split(":")[0] == "substitution"
+
+
+def stage_of(source_name: str, relaxed: bool) -> str:
+    if relaxed:
+        return RELAXED
+    return UNRELAXED if is_hypothetical(source_name) else KNOWN
+
+
+# ---- tasks (run on workers) ----
+
+def pick_task(source, query, part, cache_dir, fetched, positions: List[int]) -> list:
+    """The candidates at `positions` of a partition: of `fetched` (its slice of a whole fetch),
+    else fetched now."""
+    if fetched is None:
+        fetched, _ = fetch_partition(source, query, part, cache_dir)
+    return [fetched[i] for i in positions]
+
+
+def funnel_relax_task(candidates: list, cache_dir, device: str) -> dict:
+    """screen_run.relax_task on these candidates, plus per candidate its relax cache key and
+    whether the relaxed structure still matches the prototype (StructureMatcher)."""
+    import warnings
+
+    from cache.relax_cache import relax_key
+    from screening.sources.substitution import _matcher
+    from workflows.screen_run import relax_task
+
+    out = relax_task(candidates, (0, len(candidates)), cache_dir, RELAXER, device, SETTINGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for before, after, info in zip(candidates, out["candidates"], out["relax"]):
+            info["relax_key"] = relax_key(before.structure)
+            if "relax_error" not in info:
+                info["relax_matches_prototype"] = bool(_matcher().fit(before.structure, after.structure))
+    return out
+
+
+def relaxed_rows(relaxed: dict, cache_dir, featurizer) -> dict:
+    """featurize_task on the relaxed candidates (those that relaxed), with their relax infos."""
+    ok = [(c, info) for c, info in zip(relaxed["candidates"], relaxed["relax"]) if "relax_error" not in info]
+    out = featurize_task([c for c, _ in ok], cache_dir, featurizer)
+    return {"rows": out["rows"], "errors": out["errors"], "infos": [info for _, info in ok],
+            "failed": [(c.id, info) for c, info in zip(relaxed["candidates"], relaxed["relax"])
+                       if "relax_error" in info]}
+
+
+# ---- the client side ----
+
+@dataclass
+class Picked:
+    id: str
+    key: str  # unrelaxed graph key
+    part: int  # partition index, and position in it
+    pos: int
+
+
+@dataclass
+class FunnelResult:
+    relaxed: Dict[str, dict] = field(default_factory=dict)  # id -> link (key, isolated, density, info)
+    predictions: Dict[str, object] = field(default_factory=dict)  # relaxed graph key -> values
+    failed: Dict[str, str] = field(default_factory=dict)  # id -> why it stayed unrelaxed
+    picked: int = 0
+    cached: int = 0
+    inferred: int = 0
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+def pick(ranked: pd.DataFrame, top: int, where: Dict[str, Tuple[int, int]]) -> List[Picked]:
+    """The first `top` unrelaxed candidates of a ranking."""
+    rows = ranked[ranked["stage"] == UNRELAXED].head(top)
+    return [Picked(i, k, *where[i]) for i, k in zip(rows["id"], rows["structure_key"])]
+
+
+def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], featurizer, model, gpu, wait: dict,
+              infer: Callable, progress: Optional[Callable] = None) -> FunnelResult:
+    """Relax the picked candidates (links from the cache where they are), featurize and predict them."""
+    from screening.relax import Relaxer
+
+    t0 = time.perf_counter()
+    result = FunnelResult(picked=len(picked))
+    cache = CacheDir(opts.cache_dir).relaxed(Relaxer(RELAXER, **SETTINGS).version)
+    store = CacheDir(opts.cache_dir).graphs(featurizer) if picked else None
+    todo = []
+    for p in picked:
+        link = cache.get_link(p.key)
+        if link is not None and store.contains(link["key"]):
+            result.relaxed[p.id] = link
+            result.cached += 1
+        else:
+            todo.append(p)
+    if todo:
+        _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result)
+    result.seconds["relax"] = time.perf_counter() - t0
+    keys = sorted({link["key"] for link in result.relaxed.values()})
+    if keys:
+        if progress:
+            progress("infer_relaxed", 0, 1)
+        done = wait_all(client, [client.submit(infer, {"rows": [[None] * 5 + [k] for k in keys]}, opts.cache_dir,
+                                               str(opts.model), opts.device, featurizer, opts.max_atoms, model.hash,
+                                               _columns(model), resources=gpu, pure=False)], **wait)[0]
+        result.predictions, result.inferred = done["predictions"], done["inferred"]
+        if progress:
+            progress("infer_relaxed", 1, 1)
+    result.seconds["infer_relaxed"] = time.perf_counter() - t0 - result.seconds["relax"]
+    return result
+
+
+def _columns(model) -> tuple:
+    return tuple(model.outputs) + tuple(f"{o}_std" for o in model.outputs)
+
+
+def _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result):
+    by_part: Dict[int, List[Picked]] = {}
+    for p in todo:
+        by_part.setdefault(p.part, []).append(p)
+    if whole is None and not all(parts[i].fetchable() for i in by_part):
+        from workflows.screen_run import fetch_task  # a source that cannot split: fetch it whole again
+
+        whole = client.submit(fetch_task, source, query, pure=False)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    size = max(1, min(10, math.ceil(len(todo) / (3 * workers))))  # chunks: every worker busy, progress moves
+    chunks = []
+    for i, items in by_part.items():
+        part = parts[i]
+        fetched = None if whole is None or part.fetchable() else \
+            client.submit(operator.getitem, whole, slice_of(part), pure=False)
+        for start in range(0, len(items), size):
+            picked = client.submit(pick_task, source, query, part, opts.cache_dir, fetched,
+                                   [p.pos for p in items[start:start + size]], pure=False)
+            relaxed = client.submit(funnel_relax_task, picked, opts.cache_dir, opts.device, resources=gpu, pure=False)
+            chunks.append((items[start:start + size],
+                           client.submit(relaxed_rows, relaxed, opts.cache_dir, featurizer, pure=False)))
+    if progress:
+        progress("relax", 0, len(chunks))
+    done = wait_all(client, [f for _, f in chunks], on_done=progress and (lambda d, n: progress("relax", d, n)),
+                    **wait)
+    for (items, _), out in zip(chunks, done):
+        by_id = {p.id: p for p in items}
+        for row, info in zip(out["rows"], out["infos"]):
+            c_id, key, isolated, density = row[2], row[5], row[6], row[7]
+            link = {"key": key, "isolated": isolated, "density": density,
+                    "info": {k: v for k, v in info.items() if k != "relax_cached"}}
+            cache.put_link(by_id[c_id].key, link)
+            result.relaxed[c_id] = link
+        for c_id, info in out["failed"]:
+            result.failed[c_id] = info["relax_error"]
+        for message in out["errors"]:  # relaxed, but the relaxed structure could not be featurized
+            result.failed.setdefault(message.split(":")[0], message)
+
+
+def flags_of(info: dict) -> List[str]:
+    """The funnel's flags of one relaxation."""
+    out = []
+    if info.get("relax_energy_change", 0.0) < -FAR_ENERGY or info.get("relax_matches_prototype") is False:
+        out.append(RELAXED_FAR)
+    if info.get("relax_converged") is False:
+        out.append(UNCONVERGED)
+    return out
+
+
+INFO_COLUMNS = ("relax_steps", "relax_converged", "relax_energy_change", "relax_volume_change",
+                "relax_matches_prototype")
+
+
+def apply(table: pd.DataFrame, result: FunnelResult, domain, outputs, system_of: Dict[str, str]) -> pd.DataFrame:
+    """The table with the relaxed candidates' predictions, keys, stage, relax columns and flags."""
+    from screening.model_info import prediction_columns
+
+    t = table.copy()
+    for col in INFO_COLUMNS:
+        if col not in t.columns:
+            t[col] = None
+    t["unrelaxed_structure_key"] = None
+    index = {c_id: i for i, c_id in zip(t.index, t["id"])}
+    n = len(outputs)
+    for c_id, link in result.relaxed.items():
+        i = index[c_id]
+        values = result.predictions[link["key"]][None, :]
+        for col, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items():
+            t.at[i, col] = float(v[0])
+        flags = [] if domain is None else domain.flags(
+            system_of[t.at[i, "formula"]].split("-"), link["isolated"], unrelaxed=False, density=link["density"])
+        t.at[i, "flags"] = "; ".join(flags + flags_of(link["info"]))
+        t.at[i, "stage"] = RELAXED
+        t.at[i, "unrelaxed_structure_key"] = t.at[i, "structure_key"]
+        t.at[i, "structure_key"] = link["key"]
+        for col in INFO_COLUMNS:
+            t.at[i, col] = link["info"].get(col)
+    return t
+
+
+def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame) -> dict:
+    """summary.json's account of the funnel."""
+    if plan.mode != "top" or result is None:
+        return {}
+    from screening.relax import Relaxer
+
+    flags = table["flags"].fillna("").str.split("; ")
+    far = int(flags.map(lambda f: RELAXED_FAR in f).sum())
+    unconverged = int(flags.map(lambda f: UNCONVERGED in f).sum())
+    fresh = len(result.relaxed) - result.cached
+    return {"relax": Relaxer(RELAXER, **SETTINGS).version, "relax_mode": f"top {plan.top}", "relax_top": plan.top,
+            "relaxed": len(result.relaxed), "relax_cached": result.cached, "relax_failed": len(result.failed),
+            "relax_failed_first": list(result.failed.values())[:5], "relaxed_far": far, "relax_unconverged": unconverged,
+            "relax_inferred": result.inferred,
+            "relax_note": f"relaxation (funnel, {RELAXER}, FIRE, fmax {SETTINGS['fmax']:g} eV/A, at most "
+                          f"{SETTINGS['max_steps']} steps): the {result.picked} most promising "
+                          f"unrelaxed candidates, {len(result.relaxed)} relaxed ({fresh} now, {result.cached} from the "
+                          f"cache) and predicted again, {len(result.failed)} left as they came; {far} flagged "
+                          f"{RELAXED_FAR} (energy drop > {FAR_ENERGY:g} eV/atom or no longer their prototype), "
+                          f"{unconverged} {UNCONVERGED}; --relax-top K, --relax all|none"}

@@ -1,0 +1,76 @@
+"""What a run checks of each candidate's hull beyond its E_hull: known polymorphs as anchors
+(screening/anchors.py) and reference coverage (thin systems: sub-systems without any reference phase).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from screening import anchors as anchoring
+from screening.references import SHIPPED, choose_reference, _csv_path
+from screening.uncertainty import STAGES
+
+THIN = "thin_references"  # flag: a sub-system of the candidate's system has no reference phase
+
+
+def load_anchors(opts, source, model, table: pd.DataFrame) -> Tuple[Dict[str, anchoring.Anchor], Optional[str]]:
+    """(anchors of the table's hypothetical candidates, why there are none or "shipped")."""
+    formulas = anchoring.candidate_formulas(table)
+    if not formulas:
+        return {}, None
+    spec = choose_reference(opts.reference, opts.source or source.name)
+    if _csv_path(spec) != SHIPPED:
+        return {}, (f"anchors: none (the reference phases, {spec}, hold no model predictions of the known crystals; "
+                    f"the shipped table does)")
+    return anchoring.shipped_anchors(Path(SHIPPED), model.hash, formulas)
+
+
+def with_anchors(table: pd.DataFrame, anchors: Dict[str, anchoring.Anchor]) -> pd.DataFrame:
+    return anchoring.attach(table, anchors) if anchors else table
+
+
+def flag_thin(table: pd.DataFrame, thin: Dict[str, List[str]], system_of: Dict[str, str]) -> pd.DataFrame:
+    """The table with THIN added to the flags of candidates whose system has a thin sub-system."""
+    if not thin:
+        return table
+    t = table.copy()
+    hit = [system_of[f] in thin for f in t["formula"]]
+    t["flags"] = [("; ".join(filter(None, [f, THIN])) if h else f) for f, h in zip(t["flags"].fillna(""), hit)]
+    return t
+
+
+def thin_note(thin: Dict[str, List[str]]) -> Optional[str]:
+    if not thin:
+        return None
+    subs = sorted({s for v in thin.values() for s in v})
+    shown = ", ".join(subs[:12]) + (f" and {len(subs) - 12} more" if len(subs) > 12 else "")
+    return (f"thin reference systems: {shown} hold no reference phase, so the hull there is only the phases "
+            f"around them and E_hull may be too low; the candidates of {len(thin)} chemical systems are "
+            f"flagged {THIN} (--reference adds phases)")
+
+
+def summary(everything: pd.DataFrame, anchors, anchor_why, anchor_used: bool, thin: Dict[str, List[str]],
+            system_of: Dict[str, str]) -> dict:
+    """summary.json's counts per stage, anchors, flags and thin systems."""
+    from screening.rank import BELOW_KNOWN
+
+    stages = everything["stage"].value_counts() if "stage" in everything else pd.Series(dtype=int)
+    flags = everything["flags"].fillna("").str.split("; ") if "flags" in everything else pd.Series(dtype=object)
+    counts: Dict[str, int] = {}
+    for fs in flags:
+        for f in fs:
+            if f:
+                counts[f] = counts.get(f, 0) + 1
+    n_anchor = int(everything["anchor_id"].notna().sum()) if "anchor_id" in everything else 0
+    return {"stages": {s: int(stages.get(s, 0)) for s in STAGES},
+            "anchored": int(everything["anchored"].sum()) if "anchored" in everything else 0,
+            "with_known_polymorph": n_anchor,
+            "anchor_note": anchoring.note(anchors, everything, anchor_used, anchor_why) if (anchors or anchor_why)
+            else None,
+            "below_known_ground_state": counts.get(BELOW_KNOWN, 0),
+            "flag_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+            "thin_systems": {s: thin[s] for s in sorted(thin) if s in set(system_of.values())},
+            "thin_note": thin_note(thin)}
+
