@@ -63,6 +63,10 @@ class RankOptions:
     # measure a hypothetical candidate's E_hull from the known crystal of its composition
     # (screening/anchors.py) where the table names one
     anchor: bool = True
+    # eV/atom added to the ΔEf of unrelaxed candidates for E_hull: what relaxing moved the relaxed
+    # candidates' predictions by (workflows/funnel.py measures it in each run), so the ones left
+    # unrelaxed are ranked by what they would likely be after relaxation, not as generated
+    unrelaxed_shift: float = 0.0
 
     def check(self) -> None:
         """One-line errors for settings that contradict themselves (the run checks them up front too)."""
@@ -293,24 +297,27 @@ def with_stages(table: pd.DataFrame, anchor: bool = True) -> pd.DataFrame:
     return t
 
 
-def hull_formation_energy(t: pd.DataFrame) -> np.ndarray:
+def hull_formation_energy(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> np.ndarray:
     """The ΔEf that E_hull is measured with: the model's, or for an anchored candidate the
-    bias-cancelled DFT ΔEf(known crystal) + [pred ΔEf(candidate) - pred ΔEf(known crystal)]."""
+    bias-cancelled DFT ΔEf(known crystal) + [pred ΔEf(candidate) - pred ΔEf(known crystal)];
+    plus `unrelaxed_shift` for unrelaxed candidates (RankOptions)."""
     energy = t[FORMATION].to_numpy(float)
-    if not t["anchored"].any():
-        return energy
-    anchored = t[ANCHOR_DFT].to_numpy(float) + t["pred_de_vs_known"].to_numpy(float)
-    return np.where(t["anchored"].to_numpy(bool), anchored, energy)
+    if t["anchored"].any():
+        anchored = t[ANCHOR_DFT].to_numpy(float) + t["pred_de_vs_known"].to_numpy(float)
+        energy = np.where(t["anchored"].to_numpy(bool), anchored, energy)
+    if unrelaxed_shift:
+        energy = energy + np.where((t["stage"] == UNRELAXED_STAGE).to_numpy(), unrelaxed_shift, 0.0)
+    return energy
 
 
-def _flag_below_known(t: pd.DataFrame) -> None:
+def _flag_below_known(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> None:
     """Flag candidates whose ΔEf (as E_hull used it) lies more than 2σ below a known crystal of
     their composition that is on the hull: a new polymorph that far below a known ground state is
     far more often a model error than a discovery."""
     if ANCHOR_DFT not in t.columns or not len(t):
         return
     on_hull = t[ANCHOR_ON_HULL].fillna(False).to_numpy(bool) if ANCHOR_ON_HULL in t.columns else True
-    below = hull_formation_energy(t) - t[ANCHOR_DFT].to_numpy(float)
+    below = hull_formation_energy(t, unrelaxed_shift) - t[ANCHOR_DFT].to_numpy(float)
     with np.errstate(invalid="ignore"):
         hit = on_hull & (t["stage"] != KNOWN).to_numpy() & (below < -2 * t["pred_e_above_hull_std"].to_numpy(float))
     if hit.any():
@@ -338,7 +345,7 @@ def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) 
     ids = t["id"].tolist() if "id" in t.columns else None
     # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
     known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
-    energy = hull_formation_energy(t)
+    energy = hull_formation_energy(t, options.unrelaxed_shift)
     if isinstance(references, HullTable):
         t["pred_e_above_hull"], dft = references(t["formula"].tolist(), energy, known, ids)
     else:
@@ -350,7 +357,7 @@ def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) 
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
     t["pred_e_above_hull_std"] = stage_std(std.to_numpy(float), t["stage"].to_numpy(object),
                                            t["anchored"].to_numpy(bool), options.stage_std, options.unrelaxed_std or 0.0)
-    _flag_below_known(t)
+    _flag_below_known(t, options.unrelaxed_shift)
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], t["pred_e_above_hull_std"], options.stable_within)
     if GAP in t.columns:
         t["pred_class"] = metal_class(t, options.gap_threshold)

@@ -1,4 +1,4 @@
-"""Optional relaxation before prediction (`screen run --relax chgnet`).
+"""Relaxation before prediction: the funnel's (workflows/funnel.py) and `screen run --relax all`.
 
 Why: MT-CGCNN learned from DFT-relaxed crystals. A substitution candidate is a prototype
 with a rescaled lattice, never relaxed, so the model extrapolates on it and its predicted
@@ -55,12 +55,11 @@ def check_relaxer(name: Optional[str]) -> None:
         return
     if name not in RELAXERS:
         raise ScreenError(f"--relax {name}: choose {' or '.join(RELAXERS)}")
-    try:
-        import ase  # noqa: F401
-        import chgnet  # noqa: F401
-    except ImportError:
-        raise ScreenError(f"--relax {name}: needs the relax extra (pip install -e \".[relax]\", "
-                          f"which installs chgnet and ase)") from None
+    from importlib.util import find_spec  # (not an import: chgnet takes seconds to import)
+
+    if find_spec("ase") is None or find_spec("chgnet") is None:
+        raise ScreenError(f"--relax {name}: needs chgnet and ase, dependencies of screen "
+                          f"(pip install -e . installs them)")
 
 
 class Relaxer:

@@ -40,13 +40,16 @@ from workflows.watch import wait_all
 RELAXER = "chgnet"
 # Candidates the default run relaxes: the default `screen run --query "Li-*-O"` stays within
 # 3 minutes on 2 cores with it (benchmarks/run.py).
-DEFAULT_TOP = 24
+DEFAULT_TOP = 16
 # A screening-grade relaxation: the model needs the cell and the bonds near their minimum, not
 # forces below 0.05 eV/A; a prototype that needs more steps is flagged UNCONVERGED. Cells of more
-# atoms stay unrelaxed (CHGNet's cost grows with them; one would hold a worker for minutes).
-SETTINGS = {"fmax": 0.1, "max_steps": 150, "max_atoms": 48}
+# atoms stay unrelaxed: a 32-atom prototype took a worker 0.55 GiB more memory and minutes.
+SETTINGS = {"fmax": 0.1, "max_steps": 150, "max_atoms": 24}
+MIN_FOR_SHIFT = 5  # relaxed candidates needed before their median shift is applied to the rest
 FAR_ENERGY = 1.0  # eV/atom released by the relaxation: the prototype was far from any minimum
 RELAXED_FAR, UNCONVERGED = "relaxed_far", "relax_unconverged"
+DEF = "pred_formation_energy_per_atom"
+UNRELAXED_DEF = "pred_formation_energy_per_atom_unrelaxed"  # a relaxed candidate's prediction before it
 MODES = ("none", "all", "chgnet")  # chgnet: the older name of all
 
 
@@ -258,10 +261,12 @@ def apply(table: pd.DataFrame, result: FunnelResult, domain, outputs, system_of:
         if col not in t.columns:
             t[col] = None
     t["unrelaxed_structure_key"] = None
+    t[UNRELAXED_DEF] = None
     index = {c_id: i for i, c_id in zip(t.index, t["id"])}
     n = len(outputs)
     for c_id, link in result.relaxed.items():
         i = index[c_id]
+        t.at[i, UNRELAXED_DEF] = t.at[i, DEF]
         values = result.predictions[link["key"]][None, :]
         for col, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items():
             t.at[i, col] = float(v[0])
@@ -276,7 +281,18 @@ def apply(table: pd.DataFrame, result: FunnelResult, domain, outputs, system_of:
     return t
 
 
-def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame) -> dict:
+def unrelaxed_shift(table: pd.DataFrame) -> Optional[float]:
+    """The median change relaxation made to the relaxed candidates' predicted ΔEf (eV/atom), or None
+    with fewer than MIN_FOR_SHIFT of them. Prototypes as generated are predicted too low (cells too
+    small, bonds unlike any relaxed crystal's); the candidates left unrelaxed are ranked with this added."""
+    if UNRELAXED_DEF not in table.columns:
+        return None
+    relaxed = table[table["stage"] == RELAXED]
+    delta = (relaxed[DEF].astype(float) - relaxed[UNRELAXED_DEF].astype(float)).dropna()
+    return round(float(delta.median()), 4) if len(delta) >= MIN_FOR_SHIFT else None
+
+
+def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame, shift: Optional[float]) -> dict:
     """summary.json's account of the funnel."""
     if plan.mode != "top" or result is None:
         return {}
@@ -289,10 +305,13 @@ def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame
     return {"relax": Relaxer(RELAXER, **SETTINGS).version, "relax_mode": f"top {plan.top}", "relax_top": plan.top,
             "relaxed": len(result.relaxed), "relax_cached": result.cached, "relax_failed": len(result.failed),
             "relax_failed_first": list(result.failed.values())[:5], "relaxed_far": far, "relax_unconverged": unconverged,
-            "relax_inferred": result.inferred,
+            "relax_inferred": result.inferred, "unrelaxed_shift": shift,
             "relax_note": f"relaxation (funnel, {RELAXER}, FIRE, fmax {SETTINGS['fmax']:g} eV/A, at most "
                           f"{SETTINGS['max_steps']} steps): the {result.picked} most promising "
                           f"unrelaxed candidates, {len(result.relaxed)} relaxed ({fresh} now, {result.cached} from the "
                           f"cache) and predicted again, {len(result.failed)} left as they came; {far} flagged "
                           f"{RELAXED_FAR} (energy drop > {FAR_ENERGY:g} eV/atom or no longer their prototype), "
-                          f"{unconverged} {UNCONVERGED}; --relax-top K, --relax all|none"}
+                          f"{unconverged} {UNCONVERGED}; "
+                          + (f"the others' E_hull includes the median change relaxing made to the relaxed ones' "
+                             f"ΔEf ({shift:+.3f} eV/atom); " if shift is not None else "")
+                          + "--relax-top K, --relax all|none"}

@@ -417,7 +417,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
 
     everything = ranking(table)
     lap("rank")
-    funnel_result = None
+    funnel_result, shift = None, None
     if plan.mode == "top" and plan.top:
         picked = funnel.pick(everything, plan.top, where)
         funnel_result = funnel.relax_top(client, opts, source, query, parts, whole, picked, featurizer, ckpt, gpu,
@@ -425,6 +425,8 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         table = funnel.apply(table, funnel_result, domain, outputs, system_of)
         relaxed_structures = _funnel_structures(opts, table, funnel_result)
         lap("relax_top")
+        shift = funnel.unrelaxed_shift(table)
+        rank_opts.unrelaxed_shift = shift or 0.0
         everything = ranking(table)
         lap("rank_relaxed")
     whole = None  # the fetch's result may go from the worker now
@@ -452,7 +454,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         "flagged": n_flagged, "flagged_dropped": n_flagged if opts.drop_flagged else 0,
         "domain_note": _domain_note(domain, n_flagged, opts.drop_flagged),
         **_relax_summary(opts, plan, [info for r in relax_results for info in r["relax"]]),
-        **funnel.summary(plan, funnel_result, everything),
+        **funnel.summary(plan, funnel_result, everything, shift),
         **hull_checks.summary(everything, anchors, anchor_why, rank_opts.anchor, references.thin, system_of),
         "workers": len(client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - t0, 2),

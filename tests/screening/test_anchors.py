@@ -69,3 +69,20 @@ def test_sub_systems_without_reference_phases_are_named_thin():
     assert refs.thin(frozenset({"Li", "O"})) == []
     answer = system_hull(refs, frozenset({"Li", "Tl", "O"}), ["LiTlO2"])
     assert HullTable({"Li-O-Tl": answer}).thin == {"Li-O-Tl": ["Li-Tl"]}
+
+
+def test_the_funnel_shift_moves_only_the_unrelaxed_candidates():
+    from workflows.funnel import unrelaxed_shift
+
+    refs = ReferencePhases(REFS.formula, REFS.formation_energy_per_atom, REFS.material_id)
+    t = candidates()
+    base = rank(t, refs, RankOptions(anchor=False)).set_index("id")
+    moved = rank(t, refs, RankOptions(anchor=False, unrelaxed_shift=0.15)).set_index("id")
+    assert (moved.pred_e_above_hull - base.pred_e_above_hull).to_dict() == pytest.approx(
+        {"c1": 0.15, "c2": 0.0, "c3": 0.15, "c4": 0.0})
+    # the shift is the median of what relaxing did to the relaxed candidates, once there are five
+    table = pd.DataFrame({"stage": ["relaxed"] * 5 + ["unrelaxed"],
+                          "pred_formation_energy_per_atom": [-1.0, -1.1, -0.5, -2.0, -0.7, -3.0],
+                          "pred_formation_energy_per_atom_unrelaxed": [-1.2, -1.2, -0.9, -2.1, -0.8, None]})
+    assert unrelaxed_shift(table) == pytest.approx(0.1)
+    assert unrelaxed_shift(table.iloc[1:]) is None

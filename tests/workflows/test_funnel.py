@@ -116,3 +116,18 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
                                             reference=f"local:{tmp_path / 'full.csv'}", relax="none",
                                             cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
     assert full.summary["thin_systems"] == {} and not full.table["flags"].str.contains("thin_references").any()
+
+
+def test_relax_options_choose_the_funnel_only_for_hypothetical_sources():
+    from screening.errors import ScreenError
+    from workflows.funnel import DEFAULT_TOP, RelaxPlan, relax_plan
+
+    assert relax_plan(None, None, hypothetical=True) == RelaxPlan("top", DEFAULT_TOP)
+    assert relax_plan(None, None, hypothetical=False) == RelaxPlan("none")  # known crystals: as today
+    assert relax_plan("chgnet", None, True) == relax_plan("all", None, False) == RelaxPlan("all")
+    assert relax_plan(None, 5, False) == RelaxPlan("top", 5) and relax_plan(None, 0, True) == RelaxPlan("none")
+    for relax, top, message in (("mace", None, "--relax mace: choose none, all or chgnet"),
+                                ("all", 3, "--relax-top 3 and --relax all: give one of them"),
+                                (None, -1, "--relax-top -1: must be 0 or more")):
+        with pytest.raises(ScreenError, match=message):
+            relax_plan(relax, top, True)
