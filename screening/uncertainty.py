@@ -12,8 +12,10 @@ rediscovered prototypes (benchmarks/rediscovery.py) and stored in the model mani
 
 with the "anchored" entry for a candidate whose E_hull is measured from a known crystal of
 its composition (screening/anchors.py), else its stage's. A known crystal (stage "known")
-is what the model learned from: scale 1, add 0. A manifest without stage_std gives unrelaxed
-candidates the older single figure, unrelaxed_std, added in quadrature, and the others nothing.
+is what the model learned from: scale 1, add 0. Where the manifest has no entry, a candidate
+takes its stage's (an anchored one too: anchoring does not make a prototype's structure any
+better), and unrelaxed candidates without an entry the older single figure, unrelaxed_std,
+added in quadrature; relaxed ones nothing.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ def stage_terms(stage: str, anchored: bool, stage_std: Optional[dict] = None,
     for the unrelaxed add when the manifest has no stage_std entry for it."""
     if stage == KNOWN:
         return 1.0, 0.0
-    key = ANCHORED if anchored else stage
-    entry = (stage_std or {}).get(key)
+    entry = (stage_std or {}).get(ANCHORED if anchored else stage)
+    if entry is None and anchored:  # no anchored terms: its stage's, so an anchored prototype is no surer
+        entry = (stage_std or {}).get(stage)
     if entry is not None:
         return float(entry.get("scale", 1.0)), float(entry.get("add", 0.0))
-    return 1.0, float(unrelaxed_std or 0.0) if key == UNRELAXED else 0.0
+    return 1.0, float(unrelaxed_std or 0.0) if stage == UNRELAXED else 0.0
 
 
 def stage_std(model_std, stage, anchored=False, stage_std: Optional[dict] = None,

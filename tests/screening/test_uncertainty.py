@@ -27,9 +27,10 @@ def test_without_stage_std_only_unrelaxed_candidates_get_the_older_figure():
 
 
 def test_a_manifest_with_only_some_stages_falls_back_for_the_others():
-    got = stage_std(np.array([0.03, 0.03]), np.array(["unrelaxed", "relaxed"], dtype=object), [True, False],
-                    {"relaxed": {"scale": 3.0, "add": 0.0}}, unrelaxed_std=0.04)
-    assert got == pytest.approx([0.03, 0.09])  # anchored: absent, so scale 1, add 0 (not the unrelaxed add)
+    got = stage_std(np.array([0.03, 0.03, 0.03]), np.array(["unrelaxed", "relaxed", "relaxed"], dtype=object),
+                    [True, False, True], {"relaxed": {"scale": 3.0, "add": 0.0}}, unrelaxed_std=0.04)
+    # no anchored entry: an anchored candidate takes its own stage's terms
+    assert got == pytest.approx([0.05, 0.09, 0.09])
 
 
 def test_rank_reads_the_scales_from_the_model_manifest(tmp_path):
