@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import operator
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -152,7 +151,6 @@ class FunnelResult:
     picked: int = 0
     cached: int = 0
     inferred: int = 0
-    seconds: Dict[str, float] = field(default_factory=dict)
 
 
 def pick(ranked: pd.DataFrame, top: int, where: Dict[str, Tuple[int, int]]) -> List[Picked]:
@@ -166,7 +164,6 @@ def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], f
     """Relax the picked candidates (links from the cache where they are), featurize and predict them."""
     from screening.relax import Relaxer
 
-    t0 = time.perf_counter()
     result = FunnelResult(picked=len(picked))
     cache = CacheDir(opts.cache_dir).relaxed(Relaxer(RELAXER, **SETTINGS).version)
     store = CacheDir(opts.cache_dir).graphs(featurizer) if picked else None
@@ -180,7 +177,6 @@ def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], f
             todo.append(p)
     if todo:
         _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result)
-    result.seconds["relax"] = time.perf_counter() - t0
     keys = sorted({link["key"] for link in result.relaxed.values()})
     if keys:
         if progress:
@@ -191,7 +187,6 @@ def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], f
         result.predictions, result.inferred = done["predictions"], done["inferred"]
         if progress:
             progress("infer_relaxed", 1, 1)
-    result.seconds["infer_relaxed"] = time.perf_counter() - t0 - result.seconds["relax"]
     return result
 
 

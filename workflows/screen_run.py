@@ -45,7 +45,6 @@ from screening.references import check_reference
 from screening.sources import open_source
 from screening.sources.base import known_column
 from screening.sources.mp import DEFAULT_RATE
-from screening.sources.substitution import SubstitutionSource
 from screening.uncertainty import describe as describe_stage_std
 from workflows import funnel, hull_checks, mp, worker_model
 from workflows.hulls import hulls
@@ -54,9 +53,6 @@ from workflows.partitions import (featurize_task, fetch_partition, keep_plan, pa
                                   total_fetch_counts)
 from workflows.provenance import run_provenance
 from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
-
-SUBSTITUTION = SubstitutionSource.name  # hypothetical structures
-
 
 @dataclass
 class RunOptions:
@@ -429,7 +425,6 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         rank_opts.unrelaxed_shift = shift or 0.0
         everything = ranking(table)
         lap("rank_relaxed")
-    whole = None  # the fetch's result may go from the worker now
     ranked = everything.head(opts.rank.top) if opts.rank.top else everything
 
     n_featurized = sum(fr["featurized"] for fr in feat_results)

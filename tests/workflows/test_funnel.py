@@ -131,3 +131,19 @@ def test_relax_options_choose_the_funnel_only_for_hypothetical_sources():
                                 (None, -1, "--relax-top -1: must be 0 or more")):
         with pytest.raises(ScreenError, match=message):
             relax_plan(relax, top, True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--relax", "mace"], "error: --relax mace: choose none, all or chgnet (the same as all)"),
+    (["--relax-top", "4", "--relax", "none"], "error: --relax-top 4 and --relax none: give one of them"),
+])
+def test_bad_relax_options_are_one_line_errors_before_any_work(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, ["run", "--query", "Li-*-O", *args, "--cache", str(tmp_path / "c"),
+                                 "--out", str(tmp_path / "o")])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(message), r.output
+    assert not (tmp_path / "c").exists()
