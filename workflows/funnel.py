@@ -9,7 +9,10 @@ candidate with CHGNet costs seconds each, most of them on candidates nobody woul
        with CHGNet on the workers (screen_run.relax_task, through the relax cache);
     3. their relaxed structures are featurized and predicted (stage "relaxed") and all is ranked
        again: a relaxed candidate stands by its relaxed prediction, the rest keep the "unrelaxed"
-       flag and that stage's error bar (screening/uncertainty.py).
+       flag and that stage's error bar (screening/uncertainty.py), and their E_hull includes the
+       median change relaxing made to the relaxed ones' ΔEf (unrelaxed_shift): prototypes as
+       generated are predicted too low, and ranked as they came they would push the relaxed ones,
+       whose error is known to be smaller, out of the top.
 
 Candidates that relax far (the potential's energy drops by more than FAR_ENERGY, or the relaxed
 structure no longer matches its prototype by StructureMatcher) are flagged RELAXED_FAR: their
@@ -37,12 +40,13 @@ from workflows.partitions import fetch_partition, featurize_task, slice_of
 from workflows.watch import wait_all
 
 RELAXER = "chgnet"
-# Candidates the default run relaxes: the default `screen run --query "Li-*-O"` stays within
-# 3 minutes on 2 cores with it (benchmarks/run.py).
+# Candidates the default run relaxes: sized for the default `screen run --query "Li-*-O"` to take
+# at most 3 minutes on 2 cores (benchmarks/run.py measures it).
 DEFAULT_TOP = 16
 # A screening-grade relaxation: the model needs the cell and the bonds near their minimum, not
 # forces below 0.05 eV/A; a prototype that needs more steps is flagged UNCONVERGED. Cells of more
-# atoms stay unrelaxed: a 32-atom prototype took a worker 0.55 GiB more memory and minutes.
+# atoms stay unrelaxed: CHGNet's memory and time grow with the cell (and a prototype's cell is too
+# small, so it has many neighbours), and one such cell would hold a worker for minutes.
 SETTINGS = {"fmax": 0.1, "max_steps": 150, "max_atoms": 24}
 MIN_FOR_SHIFT = 5  # relaxed candidates needed before their median shift is applied to the rest
 FAR_ENERGY = 1.0  # eV/atom released by the relaxation: the prototype was far from any minimum
