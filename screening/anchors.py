@@ -69,7 +69,7 @@ def attach(table: pd.DataFrame, anchors: Dict[str, Anchor]) -> pd.DataFrame:
     t = table.copy()
     reduced = [None if s == KNOWN else (formula_info(f) or (None, None))[1] for f, s in zip(t.formula, t.stage)]
     found = [anchors.get(r) for r in reduced]
-    t[ANCHOR_ID] = [a.id if a else None for a in found]
+    t[ANCHOR_ID] = [a.id if a else np.nan for a in found]
     t[ANCHOR_DFT] = [a.dft if a else np.nan for a in found]
     t[ANCHOR_PRED] = [a.pred if a else np.nan for a in found]
     t[ANCHOR_ON_HULL] = [a.on_hull if a else False for a in found]

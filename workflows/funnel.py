@@ -252,31 +252,35 @@ INFO_COLUMNS = ("relax_steps", "relax_converged", "relax_energy_change", "relax_
 
 
 def apply(table: pd.DataFrame, result: FunnelResult, domain, outputs, system_of: Dict[str, str]) -> pd.DataFrame:
-    """The table with the relaxed candidates' predictions, keys, stage, relax columns and flags."""
+    """The table with the relaxed candidates' predictions, keys, stage, relax columns and flags.
+    Columns are set whole (missing values NaN, as a read-back results.csv has them)."""
+    import numpy as np
+
     from screening.model_info import prediction_columns
 
     t = table.copy()
-    for col in INFO_COLUMNS:
-        if col not in t.columns:
-            t[col] = None
-    t["unrelaxed_structure_key"] = None
-    t[UNRELAXED_DEF] = None
-    index = {c_id: i for i, c_id in zip(t.index, t["id"])}
     n = len(outputs)
+    new: Dict[str, list] = {col: list(t[col]) if col in t.columns else [np.nan] * len(t)
+                            for col in (*INFO_COLUMNS, "unrelaxed_structure_key", UNRELAXED_DEF)}
+    for col in ("flags", "stage", "structure_key", *prediction_columns(outputs, np.zeros((1, n)), np.zeros((1, n)))):
+        new[col] = list(t[col])
+    position = {c_id: i for i, c_id in enumerate(t["id"])}
     for c_id, link in result.relaxed.items():
-        i = index[c_id]
-        t.at[i, UNRELAXED_DEF] = t.at[i, DEF]
+        i = position[c_id]
+        new[UNRELAXED_DEF][i] = new[DEF][i]
         values = result.predictions[link["key"]][None, :]
         for col, v in prediction_columns(outputs, values[:, :n], values[:, n:]).items():
-            t.at[i, col] = float(v[0])
+            new[col][i] = float(v[0])
         flags = [] if domain is None else domain.flags(
-            system_of[t.at[i, "formula"]].split("-"), link["isolated"], unrelaxed=False, density=link["density"])
-        t.at[i, "flags"] = "; ".join(flags + flags_of(link["info"]))
-        t.at[i, "stage"] = RELAXED
-        t.at[i, "unrelaxed_structure_key"] = t.at[i, "structure_key"]
-        t.at[i, "structure_key"] = link["key"]
+            system_of[t["formula"].iloc[i]].split("-"), link["isolated"], unrelaxed=False, density=link["density"])
+        new["flags"][i] = "; ".join(flags + flags_of(link["info"]))
+        new["stage"][i] = RELAXED
+        new["unrelaxed_structure_key"][i] = new["structure_key"][i]
+        new["structure_key"][i] = link["key"]
         for col in INFO_COLUMNS:
-            t.at[i, col] = link["info"].get(col)
+            new[col][i] = link["info"].get(col, np.nan)
+    for col, values in new.items():
+        t[col] = values
     return t
 
 
