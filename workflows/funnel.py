@@ -50,7 +50,8 @@ DEFAULT_TOP = 16
 SETTINGS = {"fmax": 0.1, "max_steps": 150, "max_atoms": 24}
 MIN_FOR_SHIFT = 5  # relaxed candidates needed before their median shift is applied to the rest
 FAR_ENERGY = 1.0  # eV/atom released by the relaxation: the prototype was far from any minimum
-RELAXED_FAR, UNCONVERGED = "relaxed_far", "relax_unconverged"
+# UNCONVERGED: the flag --relax all gives a relaxation left unfinished too (one name for both)
+RELAXED_FAR, UNCONVERGED = "relaxed_far", "relaxation did not converge"
 DEF = "pred_formation_energy_per_atom"
 UNRELAXED_DEF = "pred_formation_energy_per_atom_unrelaxed"  # a relaxed candidate's prediction before it
 MODES = ("none", "all", "chgnet")  # chgnet: the older name of all
@@ -314,7 +315,7 @@ def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame
                           f"unrelaxed candidates, {len(result.relaxed)} relaxed ({fresh} now, {result.cached} from the "
                           f"cache) and predicted again, {len(result.failed)} left as they came; {far} flagged "
                           f"{RELAXED_FAR} (energy drop > {FAR_ENERGY:g} eV/atom or no longer their prototype), "
-                          f"{unconverged} {UNCONVERGED}; "
+                          f"{unconverged} not converged; "
                           + (f"the others' E_hull includes the median change relaxing made to the relaxed ones' "
                              f"ΔEf ({shift:+.3f} eV/atom); " if shift is not None else "")
                           + "--relax-top K, --relax all|none"}
