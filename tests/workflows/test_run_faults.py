@@ -56,10 +56,13 @@ def test_hybrid_substitution_candidates_are_flagged_unrelaxed(client, model_path
     """substitution:local:PATH names its candidates "substitution:local:...": hypothetical all the same."""
     templates = crystal_folder(tmp_path / "known", {"KCl": rocksalt(6.29, ("K", "Cl"))})
     model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT)
+    # (relax="none": the funnel would relax them all, so few they are)
     r = run_screening(client, RunOptions(query="Na2O", source=f"substitution:local:{templates}", model=model,
-                                         device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+                                         device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                         relax="none"))
     t = r.table
     assert len(t) > 1 and t.source.str.startswith("substitution:local:").all()
+    assert (t.stage == "unrelaxed").all()
     assert (t["flags"] == "unrelaxed").all(), t["flags"].tolist()  # the only flag the domain leaves
     assert r.summary["flagged"] == len(t)
 
