@@ -286,14 +286,17 @@ def apply(table: pd.DataFrame, result: FunnelResult, domain, outputs, system_of:
 
 
 def unrelaxed_shift(table: pd.DataFrame) -> Optional[float]:
-    """The median change relaxation made to the relaxed candidates' predicted ΔEf (eV/atom), or None
+    """The median change relaxation made to the relaxed candidates' predicted ΔEf (eV/atom, at least 0), or None
     with fewer than MIN_FOR_SHIFT of them. Prototypes as generated are predicted too low (cells too
     small, bonds unlike any relaxed crystal's); the candidates left unrelaxed are ranked with this added."""
     if UNRELAXED_DEF not in table.columns:
         return None
     relaxed = table[table["stage"] == RELAXED]
     delta = (relaxed[DEF].astype(float) - relaxed[UNRELAXED_DEF].astype(float)).dropna()
-    return round(float(delta.median()), 4) if len(delta) >= MIN_FOR_SHIFT else None
+    # One-sided: the known bias of a prototype as generated is low; a run whose relaxed candidates came
+    # out lower says nothing about the others being too high, and pushing them lower would only rank
+    # them above the relaxed ones.
+    return round(max(float(delta.median()), 0.0), 4) if len(delta) >= MIN_FOR_SHIFT else None
 
 
 def summary(plan: RelaxPlan, result: Optional[FunnelResult], table: pd.DataFrame, shift: Optional[float]) -> dict:

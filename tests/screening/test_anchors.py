@@ -86,3 +86,5 @@ def test_the_funnel_shift_moves_only_the_unrelaxed_candidates():
                           "pred_formation_energy_per_atom_unrelaxed": [-1.2, -1.2, -0.9, -2.1, -0.8, None]})
     assert unrelaxed_shift(table) == pytest.approx(0.1)
     assert unrelaxed_shift(table.iloc[1:]) is None
+    lower = table.assign(pred_formation_energy_per_atom=table.pred_formation_energy_per_atom - 0.5)
+    assert unrelaxed_shift(lower) == 0.0  # relaxing lowered them: the others are not moved down
