@@ -89,8 +89,8 @@ def run_params(query: str, options: dict, with_client: bool) -> dict:
 # as they are, and a "yes" for a flag or 2.5 for --top would otherwise run for minutes and then fail
 # (or run with the wrong setting). tests/workflows/test_api.py holds these to cli.run's annotations.
 FLOATS = ("stable_within", "gap_min", "gap_max", "ehull_max", "gap_threshold", "unrelaxed_std", "no_worker_timeout")
-INTS = ("top", "workers", "threads", "partition_size", "mp_rate")
-FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only")
+INTS = ("top", "workers", "threads", "partition_size", "mp_rate", "relax_top")
+FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only", "anchor")
 PATHS = ("model", "cache", "out")  # the other options are text
 
 
