@@ -136,7 +136,9 @@ def run(
     anchor: bool = _run_option("anchor", "--anchor/--no-anchor", help="Measure a hypothetical candidate's E_hull "
                                                                     "from the known crystal of its composition (its "
                                                                     "DFT energy + the predicted difference) where "
-                                                                    "the reference phases have one."),
+                                                                    "the reference phases have one (off by default: on the "
+                                                                    "rediscovery benchmark it ranks worse; "
+                                                                    "pred_de_vs_known is reported either way)."),
     scheduler: Optional[str] = _run_option("scheduler", help="Address of a running Dask scheduler (tcp://host:8786)."),
     jobqueue: Optional[str] = _run_option("jobqueue", help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
     workers: int = _run_option("workers", help="Local workers (or batch jobs)."),

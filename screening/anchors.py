@@ -81,7 +81,8 @@ def note(anchors: Dict[str, Anchor], table: pd.DataFrame, used: bool, why: Optio
     if why and why != "shipped":
         return why
     how = ("their E_hull is measured from it (DFT ΔEf of the known crystal + the predicted difference)"
-           if used else "their E_hull is the model's ΔEf alone (--no-anchor); see pred_de_vs_known")
+           if used else "their E_hull is the model's ΔEf alone (anchoring is off: on the rediscovery benchmark it "
+              "ranks worse); see pred_de_vs_known")
     return (f"anchors: {n} hypothetical candidates have a known crystal of their composition among the reference "
             f"phases ({len(anchors)} compositions); {how}")
 

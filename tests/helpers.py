@@ -49,3 +49,18 @@ def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
             model(collate(graphs))
     model.eval()
     return model
+
+
+def tiny_ensemble(out: Path, meta=None) -> str:
+    """Two tiny members of the default recipe (with the metal head) on one split, seeds 0 and 1, as one ensemble."""
+    from screening.featurize import FeaturizerConfig, featurize
+    from screening.graphset import GraphSet
+    from screening.train import TrainConfig, train
+    from workflows.training import write_ensemble
+
+    structures, targets = mp_structures(40)
+    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
+    for seed in (0, 1):
+        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
+    return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"], meta=meta).path)

@@ -682,7 +682,7 @@ def _publish(stage: Path, out: Path, names: List[str]) -> None:
 def run_settings(query, exclude, source, reference, model, device, scheduler, jobqueue, workers, threads, memory,
                queue, account, walltime, worker_lifetime, dashboard, cache, out, fmt, nonmetal, gap_min, gap_max,
                ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
-               partition_size, no_worker_timeout, relax, runner, relax_top=None, anchor=True):
+               partition_size, no_worker_timeout, relax, runner, relax_top=None, anchor=False):
     """`screen run`'s options (and `screen submit`'s) as the run's and the cluster's settings, every one checked."""
     from workflows.cluster import ClusterSpec
 

@@ -14,7 +14,7 @@ RUN = {
     "exclude": None, "source": None, "reference": None,
     "rank_by": "p_stable", "stable_within": 0.0, "nonmetal": False, "gap_min": None, "gap_max": None,
     "ehull_max": None, "gap_threshold": None, "top": None, "drop_flagged": False,
-    "model": None, "device": "auto", "unrelaxed_std": None, "anchor": True,
+    "model": None, "device": "auto", "unrelaxed_std": None, "anchor": False,
     "relax": None, "relax_top": None,
     "scheduler": None, "jobqueue": None, "workers": _CLUSTER.workers, "threads": _CLUSTER.threads_per_worker,
     "memory": _CLUSTER.memory_per_worker, "queue": None, "account": None, "walltime": _CLUSTER.walltime,

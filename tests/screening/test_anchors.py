@@ -31,7 +31,7 @@ def test_anchored_e_hull_equals_the_hand_computed_value():
     anchors = anchors_from_table(REFS, ["Li2O", "LiO2"], on_hull=True)
     anchors["LiO2"].on_hull = False  # (as it is in REFS)
     t = attach(candidates(), anchors)
-    out = rank(t, refs, RankOptions(stage_std={"anchored": {"scale": 1.0, "add": 0.0}})).set_index("id")
+    out = rank(t, refs, RankOptions(anchor=True, stage_std={"anchored": {"scale": 1.0, "add": 0.0}})).set_index("id")
     # c1: DFT(Li2O) + [pred(c1) - pred(Li2O)] = -2.0 + (-2.3 + 2.1) = -2.2; the hull at Li2O is -2.0
     assert out.pred_e_above_hull["c1"] == pytest.approx(-0.2)
     assert out.pred_de_vs_known["c1"] == pytest.approx(-0.2) and out.anchored["c1"]

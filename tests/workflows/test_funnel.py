@@ -9,11 +9,9 @@ import pytest
 from dask.distributed import Client, LocalCluster
 from pymatgen.core import Structure
 
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import featurize
 from screening.formula import element_set
-from screening.graphset import GraphSet
-from screening.train import TrainConfig, train
-from tests.helpers import DATA, TASKS, mp_structures
+from tests.helpers import DATA, tiny_ensemble
 from workflows.screen_run import RunOptions, run_screening
 
 pytestmark = pytest.mark.slow
@@ -32,16 +30,7 @@ def client():
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
     """Two tiny members, with per-stage error terms in the manifest."""
-    from workflows.training import write_ensemble
-
-    out = tmp_path_factory.mktemp("ensemble")
-    structures, targets = mp_structures(40)
-    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
-    for seed in (0, 1):
-        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
-    return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"],
-                              meta={"stage_std": STAGE_STD}).path)
+    return tiny_ensemble(tmp_path_factory.mktemp("ensemble"), meta={"stage_std": STAGE_STD})
 
 
 def run(client, tmp_path, model, out, **kw):

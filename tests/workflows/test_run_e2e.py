@@ -8,11 +8,8 @@ import pytest
 from pymatgen.core import Composition
 
 from screening import kernels
-from screening.featurize import FeaturizerConfig, featurize
 from screening.rank import RankOptions
-from screening.graphset import GraphSet
-from screening.train import TrainConfig, train
-from tests.helpers import DATA, TASKS, mp_structures
+from tests.helpers import DATA, tiny_ensemble
 from workflows import allocator, worker_model
 from workflows.cluster import ClusterSpec, connect
 from workflows.screen_run import RunOptions, run_screening
@@ -276,15 +273,7 @@ def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_
 @pytest.fixture(scope="module")
 def ensemble_path(tmp_path_factory):
     """Two members of the default recipe (with the metal head), one split, different seeds."""
-    from workflows.training import write_ensemble
-
-    out = tmp_path_factory.mktemp("ensemble")
-    structures, targets = mp_structures(40)
-    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
-    for seed in (0, 1):
-        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
-    return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"]).path)
+    return tiny_ensemble(tmp_path_factory.mktemp("ensemble"))
 
 
 def test_ensemble_run_carries_the_std_everywhere(client, ensemble_path, tmp_path):
