@@ -189,8 +189,7 @@ def run(
 
 _RUN_COLUMNS = {  # result column -> short terminal header
     "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
-    "stage": "stage",
-    "dft_e_above_hull": "DFT E_hull", "known": "known", "pred_band_gap": "Eg",
+    "dft_e_above_hull": "DFT E_hull", "known": "known", "stage": "stage", "pred_band_gap": "Eg",
     "pred_class": "class", "pred_p_metal": "P(metal)", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
     "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
     "flags": "flags"}
