@@ -36,7 +36,7 @@ from cache.cache_dir import CacheDir
 from screening.errors import ScreenError
 from screening.relax import check_relaxer
 from screening.uncertainty import KNOWN, RELAXED, UNRELAXED
-from workflows.partitions import fetch_partition, featurize_task, slice_of
+from workflows.partitions import cache_columns, fetch_partition, featurize_task, slice_of
 from workflows.watch import wait_all
 
 RELAXER = "chgnet"
@@ -188,15 +188,11 @@ def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], f
             progress("infer_relaxed", 0, 1)
         done = wait_all(client, [client.submit(infer, {"rows": [[None] * 5 + [k] for k in keys]}, opts.cache_dir,
                                                str(opts.model), opts.device, featurizer, opts.max_atoms, model.hash,
-                                               _columns(model), resources=gpu, pure=False)], **wait)[0]
+                                               cache_columns(model.outputs), resources=gpu, pure=False)], **wait)[0]
         result.predictions, result.inferred = done["predictions"], done["inferred"]
         if progress:
             progress("infer_relaxed", 1, 1)
     return result
-
-
-def _columns(model) -> tuple:
-    return tuple(model.outputs) + tuple(f"{o}_std" for o in model.outputs)
 
 
 def _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result):

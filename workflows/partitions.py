@@ -172,6 +172,11 @@ def _stored_isolated(store: GraphStore, key: str):
 
 
 @functools.lru_cache(maxsize=8)
+def cache_columns(outputs) -> tuple:
+    """What the prediction cache holds per key: the model's outputs' means, then their stds."""
+    return tuple(outputs) + tuple(f"{o}_std" for o in outputs)
+
+
 def prediction_cache(cache_dir, model_hash: str, columns: tuple):
     """One prediction cache per worker process and model: it reads each part file once, not once a task."""
     return CacheDir(cache_dir).predictions(model_hash, list(columns))

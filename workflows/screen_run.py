@@ -48,7 +48,7 @@ from screening.sources.mp import DEFAULT_RATE
 from screening.uncertainty import describe as describe_stage_std
 from workflows import funnel, hull_checks, mp, worker_model
 from workflows.hulls import hulls
-from workflows.partitions import (featurize_task, fetch_partition, keep_plan, part_key, partition_task, plan,
+from workflows.partitions import (cache_columns, featurize_task, fetch_partition, keep_plan, part_key, partition_task, plan,
                                   prediction_cache, settle_budgets, slice_of, source_partitions, split_plan,
                                   total_fetch_counts)
 from workflows.provenance import run_provenance
@@ -325,7 +325,7 @@ def run_screening(client, opts: RunOptions, progress: Optional[Callable[[str, in
         parts, feats, structure_hit, whole = _partitions(client, opts, source, query, description, featurizer,
                                                          wait, progress)
         relaxes, fetch_counts = [], None
-    columns = tuple(ckpt.outputs) + tuple(f"{o}_std" for o in ckpt.outputs)  # cached per key: means, then stds
+    columns = cache_columns(ckpt.outputs)
     infers = [client.submit(infer_task, f, opts.cache_dir, str(opts.model), opts.device, featurizer,
                             opts.max_atoms, ckpt.hash, columns, resources=gpu, pure=False) for f in feats]
 
