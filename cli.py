@@ -5,6 +5,7 @@ Errors the user can fix (ScreenError) print as one line, `error: ...`, exit 2.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import tempfile
 from contextvars import ContextVar
@@ -40,6 +41,28 @@ def _root(version: bool = typer.Option(False, "--version", callback=_show_versio
     """High-throughput materials screening with MT-CGCNN."""
 
 
+# A setting's flag is its parameter name with dashes (partition_size -> --partition-size), except these.
+FLAGS = {"output_format": "--format", "fmt": "--format", "ema_decay": "--ema", "cache_dir": "--cache",
+         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory"}
+
+
+def flag_of(parameter: str) -> str:
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def as_flags(message: str) -> str:
+    """A library message names settings as `parameter` (screening/errors.py); the command line shows flags."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flag_of(m.group(1)), message)
+
+
+def option(settings, name: str, *decls: str, **kwargs):
+    """A typer option whose default and help come from the settings dataclass's field (screening/settings.py)."""
+    from workflows.settings import default_of, help_of
+
+    kwargs.setdefault("help", help_of(settings, name))
+    return typer.Option(default_of(settings, name), *decls, **kwargs)
+
+
 # Where an unexpected error's traceback goes: here, unless the running command says otherwise
 # (`screen run`: its --out folder). Per command, not per process: a later command (the tests run
 # many in one process) must not log into an earlier run's --out.
@@ -56,7 +79,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ScreenError as e:
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {as_flags(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own ways out

@@ -2,6 +2,10 @@
 
 Its message is a single line that names the input and the problem; the CLI
 prints it as `error: <message>` and exits with status 2.
+
+A message names a setting by its parameter name in backticks (`partition_size`), never by a
+command-line flag: the library does not know how it is called. cli.py turns each backticked
+name into its flag (`--partition-size`) before printing; a Python caller reads the name it passed.
 """
 
 
