@@ -63,6 +63,12 @@ def option(settings, name: str, *decls: str, **kwargs):
     return typer.Option(default_of(settings, name), *decls, **kwargs)
 
 
+def cache_option(**kwargs):
+    """--cache, the same for every command: the folder workflows/ and cache/ keep graphs, structures and predictions in."""
+    return typer.Option(Path(RUN["cache"]), "--cache", "--store", envvar="SCREEN_CACHE",
+                        help="Cache directory (graphs, structures, predictions); shared by every command.", **kwargs)
+
+
 # Where an unexpected error's traceback goes: here, unless the running command says otherwise
 # (`screen run`: its --out folder). Per command, not per process: a later command (the tests run
 # many in one process) must not log into an earlier run's --out.
@@ -175,7 +181,7 @@ def run(
     dashboard: str = _run_option("dashboard", help="Dask dashboard address (:0 for any free port)."),
     partition_size: int = _run_option("partition_size", help="Crystals per Dask task."),
     no_worker_timeout: float = _run_option("no_worker_timeout", help="Fail when no Dask worker has been alive this many seconds."),
-    cache: Path = _run_option("cache", envvar="SCREEN_CACHE", help="Cache directory (graphs, structures, predictions)."),
+    cache: Path = cache_option(rich_help_panel=PANEL["cache"]),
     out: Path = _run_option("out", "--out", "-o", help="Directory for results, summary.json, report.html and the plot."),
     fmt: str = _run_option("fmt", "--format", help="csv | parquet"),
     gnome: bool = _run_option("gnome", "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
@@ -469,7 +475,7 @@ def train(
     max_neighbors: int = typer.Option(12),
     limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
-    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory; the data's crystal graphs are stored there on first use."),
+    cache: Path = cache_option(),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
 ):
@@ -529,7 +535,7 @@ def evaluate(
     split_name: str = typer.Option("test", "--split", help="test | val | train | all (needs the model's split.json unless all)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for metrics.json and parity.png (default: beside the model)."),
     limit: Optional[int] = typer.Option(None),
-    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (graph store)."),
+    cache: Path = cache_option(),
     device: str = typer.Option("auto"),
 ):
     """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
@@ -555,7 +561,7 @@ def ensemble(
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble file to write (.json); pass it to --model."),
     calibrate: Optional[Path] = typer.Option(None, help="Training data (CSV or directory): scale each task's std so 68 % of the members' validation errors fall within it."),
     unrelaxed_std: Optional[float] = typer.Option(None, help="eV/atom that an unrelaxed structure adds to the ΔEf error, as benchmarks/relax_robustness.py measures it; `screen run` adds it to unrelaxed candidates' E_hull std."),
-    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (the data's graph store)."),
+    cache: Path = cache_option(),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
     from workflows.training import write_ensemble
@@ -582,7 +588,7 @@ def experiment(
     scheduler: Optional[str] = typer.Option(None, help="Address of a running Dask scheduler."),
     dashboard: str = typer.Option("127.0.0.1:0", help="Dashboard address; :0 picks a free port."),
     device: str = typer.Option("cpu", help="cpu | cuda (cuda runs ask for the Dask resource GPU)."),
-    cache: Path = typer.Option(Path("screen-cache"), envvar="SCREEN_CACHE", help="Cache directory (the data's graph store)."),
+    cache: Path = cache_option(),
 ):
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -631,8 +637,6 @@ def experiment(
 cache_app = typer.Typer(help="Inspect, check and clear the caches (graphs, structures, predictions).",
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CACHE_OPTION = typer.Option(Path("screen-cache"), "--cache", "--store", envvar="SCREEN_CACHE",
-                        help="Cache directory (as given to screen run --cache).")
 
 
 def _mb(n: int) -> str:
@@ -641,7 +645,7 @@ def _mb(n: int) -> str:
 
 @cache_app.command("info")
 @user_errors
-def cache_info(cache: Path = CACHE_OPTION):
+def cache_info(cache: Path = cache_option()):
     """Sizes, counts and hit rates."""
     from rich.table import Table
 
@@ -675,7 +679,7 @@ def cache_info(cache: Path = CACHE_OPTION):
 
 @cache_app.command("ls")
 @user_errors
-def cache_ls(cache: Path = CACHE_OPTION, limit: int = typer.Option(20, help="Rows to show.")):
+def cache_ls(cache: Path = cache_option(), limit: int = typer.Option(20, help="Rows to show.")):
     """List stored crystals (id, key, atoms, edges)."""
     from workflows.cache_admin import listing
     from workflows.report import print_table
@@ -688,7 +692,7 @@ def cache_ls(cache: Path = CACHE_OPTION, limit: int = typer.Option(20, help="Row
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify(cache: Path = CACHE_OPTION,
+def cache_verify(cache: Path = cache_option(),
                  repair: bool = typer.Option(False, "--repair", help="Delete whatever is damaged (the next run "
                                                                      "re-makes it) and exit 0.")):
     """Check every published unit's checksums and counts; exit 1 with one line per problem."""
@@ -712,7 +716,7 @@ def cache_verify(cache: Path = CACHE_OPTION,
 
 @cache_app.command("clear")
 @user_errors
-def cache_clear(cache: Path = CACHE_OPTION,
+def cache_clear(cache: Path = cache_option(),
                 stale: bool = typer.Option(False, "--stale", help="Only remove leftovers of interrupted writers."),
                 min_age: float = typer.Option(600.0, help="With --stale: only leftovers untouched this many "
                                                            "seconds (a running writer's unit is unpublished too)."),
