@@ -18,7 +18,7 @@ import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
-from workflows.settings import PANEL, RUN, RUN_PANELS
+from workflows.run.options import PANEL, PANELS, RunSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -59,14 +59,16 @@ def option(settings, name: str, *decls: str, **kwargs):
     """A typer option whose default and help come from the settings dataclass's field (screening/settings.py)."""
     from workflows.settings import default_of, help_of
 
+    from dataclasses import MISSING
+
     kwargs.setdefault("help", help_of(settings, name))
-    return typer.Option(default_of(settings, name), *decls, **kwargs)
+    default = default_of(settings, name)
+    return typer.Option(... if default is MISSING else default, *decls, **kwargs)
 
 
 def cache_option(**kwargs):
     """--cache, the same for every command: the folder workflows/ and cache/ keep graphs, structures and predictions in."""
-    return typer.Option(Path(RUN["cache"]), "--cache", "--store", envvar="SCREEN_CACHE",
-                        help="Cache directory (graphs, structures, predictions); shared by every command.", **kwargs)
+    return option(RunSettings, "cache", "--cache", "--store", envvar="SCREEN_CACHE", **kwargs)
 
 
 # Where an unexpected error's traceback goes: here, unless the running command says otherwise
@@ -131,89 +133,82 @@ def _progress_lines():
 
 
 def _run_option(name: str, *decls: str, **kwargs):
-    """A `screen run` option: its default from workflows/settings.RUN (the Python API's too), its help panel."""
-    return typer.Option(RUN[name], *decls, rich_help_panel=PANEL[name], **kwargs)
+    """A `screen run` option: its default and help from RunSettings (the Python API's too), its help panel."""
+    return option(RunSettings, name, *decls, rich_help_panel=PANEL[name], **kwargs)
 
 
 @app.command()
 @user_errors
 def run(
-    query: str = typer.Option(..., "--query", "-q", rich_help_panel=PANEL["query"], help='Chemical system ("Li-*-O", "Li-Fe-O"), formula ("LiFePO4") or mp ids.'),
-    exclude: Optional[str] = _run_option("exclude", help="Comma-separated elements to leave out."),
-    source: Optional[str] = _run_option("source", help="mp | local:PATH | substitution (default: mp with MP_API_KEY, else substitution)."),
-    reference: Optional[str] = _run_option("reference", help="Source of reference phases for E_hull (e.g. local:../shared/data/mp_dev.csv.gz)."),
-    rank_by: str = _run_option("rank_by", help="p_stable (P(E_hull <= --stable-within), uses the ensemble std) | e_above_hull."),
-    stable_within: float = _run_option("stable_within", help="E_hull (eV/atom) at or below which a candidate counts as stable."),
-    nonmetal: bool = _run_option("nonmetal", "--nonmetal", help="Keep only predicted non-metals."),
-    gap_min: Optional[float] = _run_option("gap_min", help="Minimum predicted band gap (eV)."),
-    gap_max: Optional[float] = _run_option("gap_max", help="Maximum predicted band gap (eV)."),
-    ehull_max: Optional[float] = _run_option("ehull_max", help="Maximum predicted energy above hull (eV/atom)."),
-    gap_threshold: Optional[float] = _run_option("gap_threshold", help="Eg below this (eV) counts as a metal (default: k_B T at 300 K); models without the metal head only (with it, P(metal) >= 0.5 decides)."),
-    top: Optional[int] = _run_option("top", help="Show and keep only the best N."),
-    drop_flagged: bool = _run_option("drop_flagged", "--drop-flagged", help="Leave out candidates outside the model's training domain (see the flags column)."),
-    model: Optional[Path] = _run_option("model", "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    device: str = _run_option("device", help="auto | cpu | cuda"),
-    unrelaxed_std: Optional[float] = _run_option("unrelaxed_std", help="eV/atom added (in quadrature) to the E_hull std of unrelaxed candidates; default: the model's own figure (its manifest's unrelaxed_std, else 0)."),
-    relax: Optional[str] = _run_option("relax", help="all: relax every candidate with CHGNet (FIRE, cell too) before "
-                                               "predicting (chgnet: the same); none: relax nothing. Default: "
-                                               "hypothetical candidates (substitution) go through the funnel "
-                                               "(--relax-top), known crystals are not relaxed. Cached per structure."),
-    relax_top: Optional[int] = _run_option("relax_top", help="The funnel: predict every candidate, relax the K most "
-                                                         "promising hypothetical ones (by the ranking) with CHGNet, "
-                                                         "predict those again and rank all (default for substitution: "
-                                                         "16; 0: none)."),
-    anchor: bool = _run_option("anchor", "--anchor/--no-anchor", help="Measure a hypothetical candidate's E_hull "
-                                                                    "from the known crystal of its composition (its "
-                                                                    "DFT energy + the predicted difference) where "
-                                                                    "the reference phases have one (off by default: on the "
-                                                                    "rediscovery benchmark it ranks worse; "
-                                                                    "pred_de_vs_known is reported either way)."),
-    scheduler: Optional[str] = _run_option("scheduler", help="Address of a running Dask scheduler (tcp://host:8786)."),
-    jobqueue: Optional[str] = _run_option("jobqueue", help="slurm | pbs: start workers as batch jobs (needs dask-jobqueue)."),
-    workers: int = _run_option("workers", help="Local workers (or batch jobs)."),
-    threads: int = _run_option("threads", help="Threads per worker."),
-    memory: str = _run_option("memory", help="Memory per worker."),
-    queue: Optional[str] = _run_option("queue", help="Batch queue/partition (--jobqueue)."),
-    account: Optional[str] = _run_option("account", help="Batch account (--jobqueue)."),
-    walltime: str = _run_option("walltime", help="Batch job walltime (--jobqueue)."),
-    worker_lifetime: Optional[str] = _run_option("worker_lifetime", help="--jobqueue: each worker retires after this long "
-                                                 "(HH:MM:SS, below --walltime) and a new job replaces it."),
-    dashboard: str = _run_option("dashboard", help="Dask dashboard address (:0 for any free port)."),
-    partition_size: int = _run_option("partition_size", help="Crystals per Dask task."),
-    no_worker_timeout: float = _run_option("no_worker_timeout", help="Fail when no Dask worker has been alive this many seconds."),
+    query: str = _run_option("query", "--query", "-q"),
+    exclude: Optional[str] = _run_option("exclude"),
+    source: Optional[str] = _run_option("source"),
+    reference: Optional[str] = _run_option("reference"),
+    rank_by: str = _run_option("rank_by"),
+    stable_within: float = _run_option("stable_within"),
+    nonmetal: bool = _run_option("nonmetal", "--nonmetal"),
+    gap_min: Optional[float] = _run_option("gap_min"),
+    gap_max: Optional[float] = _run_option("gap_max"),
+    ehull_max: Optional[float] = _run_option("ehull_max"),
+    gap_threshold: Optional[float] = _run_option("gap_threshold"),
+    top: Optional[int] = _run_option("top"),
+    drop_flagged: bool = _run_option("drop_flagged", "--drop-flagged"),
+    model: Optional[Path] = _run_option("model", "--model", "-m"),
+    device: str = _run_option("device"),
+    unrelaxed_std: Optional[float] = _run_option("unrelaxed_std"),
+    relax: Optional[str] = _run_option("relax"),
+    relax_top: Optional[int] = _run_option("relax_top"),
+    anchor: bool = _run_option("anchor", "--anchor/--no-anchor"),
+    scheduler: Optional[str] = _run_option("scheduler"),
+    jobqueue: Optional[str] = _run_option("jobqueue"),
+    workers: int = _run_option("workers"),
+    threads: int = _run_option("threads"),
+    memory: str = _run_option("memory"),
+    queue: Optional[str] = _run_option("queue"),
+    account: Optional[str] = _run_option("account"),
+    walltime: str = _run_option("walltime"),
+    worker_lifetime: Optional[str] = _run_option("worker_lifetime"),
+    dashboard: str = _run_option("dashboard"),
+    partition_size: int = _run_option("partition_size"),
+    no_worker_timeout: float = _run_option("no_worker_timeout"),
     cache: Path = cache_option(rich_help_panel=PANEL["cache"]),
-    out: Path = _run_option("out", "--out", "-o", help="Directory for results, summary.json, report.html and the plot."),
-    fmt: str = _run_option("fmt", "--format", help="csv | parquet"),
-    gnome: bool = _run_option("gnome", "--gnome/--no-gnome", help="Materials Project: also screen the GNoME r2SCAN entries (hypothetical, another functional; left out by default)."),
-    new_only: bool = _run_option("new_only", "--new-only", help="Materials Project: keep only crystals neither on MP's hull nor known experimentally."),
-    mp_rate: Optional[int] = _run_option("mp_rate", help="Materials Project: requests per second with your key, all workers together (default: the source's own pace for one key)."),
-    runner: Optional[str] = typer.Option(RUN["runner"], hidden=True, help="slurm: this is one task of a `screen submit` job."),
+    out: Path = _run_option("out", "--out", "-o"),
+    fmt: str = _run_option("fmt", "--format"),
+    gnome: bool = _run_option("gnome", "--gnome/--no-gnome"),
+    new_only: bool = _run_option("new_only", "--new-only"),
+    mp_rate: Optional[int] = _run_option("mp_rate"),
+    runner: Optional[str] = option(RunSettings, "runner", hidden=True),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     _error_log.set(out / "error.log")  # (RunOptions.error_log) from the first check on, for this command
-    options = dict(locals())
-    from workflows.screen_run import run_settings
+    settings = RunSettings(**dict(locals()))
+    from workflows.run.options import checked
 
-    opts, spec = run_settings(**options)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    opts, spec = checked(settings)
     from workflows.cluster import connect, dashboard_link
-    from workflows.screen_run import run_screening, source_notes
 
     with connect(spec) as client:
         # (with --runner, only the client task gets here: the others ran their part inside connect)
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        for note in source_notes(opts):
-            console.print(note, highlight=False)
-        if not console.is_terminal:
-            result = run_screening(client, opts, progress=_progress_lines())
-        else:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=True) as bar:
-                job = bar.add_task("screening partitions", total=None)
-                result = run_screening(client, opts, progress=lambda stage, d, n: bar.update(
-                    job, description=_STAGES.get(stage, stage), completed=d, total=n))
+        result = _screen(client, opts)
     _print_run(result, opts)
+
+
+def _screen(client, opts):
+    """The run on `client`, with its progress: a bar on a terminal, lines in a log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workflows.run.pipeline import run_screening, source_notes
+
+    for note in source_notes(opts):
+        console.print(note, highlight=False)
+    if not console.is_terminal:
+        return run_screening(client, opts, progress=_progress_lines())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        job = bar.add_task("screening partitions", total=None)
+        return run_screening(client, opts, progress=lambda stage, d, n: bar.update(
+            job, description=_STAGES.get(stage, stage), completed=d, total=n))
 
 
 _RUN_COLUMNS = {  # result column -> short terminal header
@@ -270,7 +265,7 @@ def _run_option_names(leave_out=()) -> str:
 
     params = inspect.signature(run).parameters
     lines = []
-    for panel, names in RUN_PANELS.items():
+    for panel, names in PANELS.items():
         shown = []
         for name in names:
             if name in leave_out:
@@ -306,8 +301,7 @@ def submit(
     from workflows.batch import batch_job, check_begin, crontab_line, sbatch_delay
     from workflows.batch import submit as submit_job
     from workflows.campaign import read_campaign
-
-    from workflows.screen_run import run_settings
+    from workflows.run.options import checked as checked_settings
 
     runs, name, batch, out = [list(ctx.args)], "screen", {}, None
     if campaign:
@@ -323,8 +317,8 @@ def submit(
         params = _run_params(args)
         for option in _SUBMIT_REJECTS:
             if params[option]:
-                raise ScreenError(f"--{option}: screen submit runs its own Dask cluster inside the job; leave it out")
-        checked.append(run_settings(**params))
+                raise ScreenError(f"`{option}`: screen submit runs its own Dask cluster inside the job; leave it out")
+        checked.append(checked_settings(RunSettings(**params)))
     opts, spec = checked[0]
     out = out or Path(opts.out_dir)
     job = batch_job(runs, out, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
@@ -407,10 +401,10 @@ def predict(
 
     from workflows.file_prediction import bad_list_path, predict_files, write_predictions
     from workflows.report import print_table, with_error_bars
-    from workflows.screen_run import check_writable
+    from workflows.run.options import check_writable
 
     bad_list = bad_list_path(out)
-    check_writable("--out", out.parent)  # an unwritable --out fails now, not after the work
+    check_writable("out", out.parent)  # an unwritable --out fails now, not after the work
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         job = bar.add_task("reading and featurizing", total=None)
         table, bad = predict_files(paths, model, device=device, stop_at_bad=strict,

@@ -8,7 +8,7 @@
     DIR/predictions/<model>/      predictions per model hash (prediction_cache.py)
     DIR/relaxed/<relaxer>/        relaxed structures by input structure (relax_cache.py)
     DIR/datasets/<digest>.npz     training tables: graph keys and targets of a data file (datasets.py)
-    DIR/models/<stamp>.json.gz    what a run needs of a model, by its files' sizes and times (workflows/worker_model.py)
+    DIR/models/<stamp>.json.gz    what a run needs of a model, by its files' sizes and times (workflows/run/worker_model.py)
     DIR/stats.jsonl               hit/miss counts, one line per run (stats.py)
     DIR/CACHEDIR.TAG              the marker: this folder was made by screen (and backups may skip it)
 

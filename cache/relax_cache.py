@@ -1,7 +1,7 @@
 """Relaxed structures, keyed by (input structure, relaxer version): a re-run relaxes nothing.
 
     relaxed/<relaxer version hash>/<input key>.json.gz   {"structure": Structure.as_dict(), "info": {...}}
-    relaxed/<relaxer version hash>/graph-<graph key>.json.gz   the funnel's link (workflows/funnel.py)
+    relaxed/<relaxer version hash>/graph-<graph key>.json.gz   the funnel's link (workflows/run/funnel.py)
 
 A link goes from an unrelaxed candidate's graph key (cache/keys.structure_key: structure and
 featurizer) to what its relaxation gave: the input key, the relaxed structure's graph key and what

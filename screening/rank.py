@@ -65,7 +65,7 @@ class RankOptions:
     # it lowers the E_hull error a little but ranks worse (experiments/default/rediscovery.log)
     anchor: bool = False
     # eV/atom added to the ΔEf of unrelaxed candidates for E_hull: what relaxing moved the relaxed
-    # candidates' predictions by (workflows/funnel.py measures it in each run), so the ones left
+    # candidates' predictions by (workflows/run/funnel.py measures it in each run), so the ones left
     # unrelaxed are ranked by what they would likely be after relaxation, not as generated
     unrelaxed_shift: float = 0.0
 

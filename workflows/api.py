@@ -7,7 +7,7 @@
 
 `screen(query, **options)` takes `screen run`'s options by their Python names (`workers=4`,
 `nonmetal=True`, `out="li-oxides"`, `fmt="parquet"`; `screen run --help` lists them) with the
-same defaults (workflows/settings.RUN) and the same checks (workflows/screen_run.run_settings),
+same defaults (workflows/run/options.RunSettings) and the same checks (workflows/run/options.checked),
 writes the same files into `out`, and returns the table of results.csv. `client=` runs it on a
 Dask cluster you already have instead of starting one. Mistakes raise ScreenError, one line.
 
@@ -21,6 +21,7 @@ import gzip
 import json
 import numbers
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -28,13 +29,16 @@ import numpy as np
 import pandas as pd
 
 from screening.errors import ScreenError
-from workflows.settings import RUN, RUN_PANELS
+from screening.settings import default_of
+from workflows.run.options import PANELS, RunSettings
+
+RUN = {f.name: default_of(RunSettings, f.name) for f in fields(RunSettings) if f.name != "query"}  # the defaults
 
 __all__ = ["screen", "structure", "ScreenError"]
 
 # Options that start a cluster: with client= the given cluster is used as it is. (The run's own
 # partition size and no-worker timeout, in the same help panel, still apply.)
-CLUSTER_ONLY = tuple(n for n in RUN_PANELS["Cluster"] if n not in ("partition_size", "no_worker_timeout"))
+CLUSTER_ONLY = tuple(n for n in PANELS["Cluster"] if n not in ("partition_size", "no_worker_timeout"))
 ALIASES = {"format": "fmt"}  # `format` shadows a builtin in the CLI's code, not in a call
 
 
@@ -49,9 +53,10 @@ def screen(query: str, *, client=None, progress: Optional[Callable[[str, int, in
     """
     params = run_params(query, options, client is not None)
     from workflows.cluster import connect
-    from workflows.screen_run import run_screening, run_settings, source_notes
+    from workflows.run.options import checked
+    from workflows.run.pipeline import run_screening, source_notes
 
-    opts, spec = run_settings(**params)
+    opts, spec = checked(RunSettings(**params))
     if client is not None:
         result = run_screening(client, opts, progress=progress)
     else:
@@ -65,7 +70,7 @@ def screen(query: str, *, client=None, progress: Optional[Callable[[str, int, in
 
 
 def run_params(query: str, options: dict, with_client: bool) -> dict:
-    """run_settings' arguments: the given options over `screen run`'s defaults; unknown names,
+    """RunSettings' fields: the given options over `screen run`'s defaults; unknown names,
     and cluster options beside a client, are one-line errors."""
     if not isinstance(query, str):
         raise ScreenError(f"screen(): query {query!r}: a str, like \"Li-*-O\", \"LiFePO4\" or \"mp-19017\"")
@@ -95,7 +100,7 @@ PATHS = ("model", "cache", "out")  # the other options are text
 
 
 def _checked(name: str, value):
-    """An option's value as run_settings takes it, or a one-line error naming the option."""
+    """An option's value as RunSettings takes it, or a one-line error naming the option."""
     if value is None:
         if RUN[name] is None:
             return None
@@ -158,7 +163,7 @@ def _from_source(candidate: pd.Series, run: dict):
     from screening.featurize import FeaturizerConfig
     from screening.formula import element_set
     from screening.query import parse_query
-    from workflows.funnel import is_hypothetical
+    from workflows.run.funnel import is_hypothetical
     from screening.sources import open_source
 
     source = open_source(run["source"], gnome=run["gnome"], rate=run["mp_rate"])

@@ -26,7 +26,7 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
     unless stop_at_bad (then the first one is a ScreenError).
     """
     if device not in DEVICES:
-        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
+        raise ScreenError(f"`device` {device}: choose {', '.join(DEVICES)}")
     ckpt = load_model(resolve_model_path(model))
     rows, graphs, bad = [], [], []
     files = structure_files(paths)

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from workflows.settings import RUN, RUN_PANELS
+from workflows.api import RUN
+from workflows.run.options import PANELS as RUN_PANELS
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
@@ -68,7 +69,7 @@ def test_submit_help_lists_the_run_options_it_accepts():
 
 
 def test_cli_defaults_are_the_settings_the_api_uses():
-    """One home for `screen run`'s defaults: the parsed defaults of the command are workflows/settings.RUN."""
+    """One home for `screen run`'s defaults: the parsed defaults of the command are RunSettings' (workflows/api.RUN)."""
     from cli import _run_params
 
     params = _run_params(["--query", "Li-*-O"])

@@ -72,7 +72,7 @@ def test_sub_systems_without_reference_phases_are_named_thin():
 
 
 def test_the_funnel_shift_moves_only_the_unrelaxed_candidates():
-    from workflows.funnel import unrelaxed_shift
+    from workflows.run.funnel import unrelaxed_shift
 
     refs = ReferencePhases(REFS.formula, REFS.formation_energy_per_atom, REFS.material_id)
     t = candidates()

@@ -37,7 +37,7 @@ def test_rank_reads_the_scales_from_the_model_manifest(tmp_path):
     """The manifest's stage_std reaches the ranking: a run passes ModelInfo.meta's to RankOptions."""
     from screening.ensemble import load_model
     from screening.model_info import default_model_path
-    from workflows import worker_model
+    from workflows.run import worker_model
 
     manifest = json.loads(default_model_path().read_text())
     base = default_model_path().parent

@@ -13,7 +13,7 @@ import pytest
 from screening.errors import ScreenError
 from tests.helpers import DATA
 from workflows.api import screen, structure
-from workflows.settings import RUN
+from workflows.api import RUN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,10 @@ def test_mistakes_raise_the_command_lines_one_line_errors_before_any_work(tmp_pa
     options = dict(dict(query="Li-Fe-O", cache=tmp_path / "c", out=tmp_path / "o"), **options)
     with pytest.raises(ScreenError) as e:
         screen(options.pop("query"), **options)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    from cli import as_flags
+
+    # the library names parameters (`top`); as the command line shows it, the same words as `screen run`'s
+    assert message in as_flags(str(e.value)) and "\n" not in str(e.value)
     assert not (tmp_path / "o" / "results.csv").exists()
 
 
@@ -125,14 +128,12 @@ def test_a_client_takes_the_place_of_the_cluster_options(tmp_path):
 
 
 def test_the_defaults_are_the_run_settings_own():
-    """workflows/settings.RUN (the CLI's and the API's defaults) gives the library's own defaults."""
-    import inspect
-
+    """RunSettings (the CLI's and the API's defaults) gives the library's own defaults."""
     from screening.rank import RankOptions
-    from workflows.screen_run import RunOptions, run_settings
+    from workflows.run.options import RunOptions, RunSettings
 
     # every option of the run has its default there, so screen() can fill in what a call leaves out
-    assert set(RUN) | {"query"} == set(inspect.signature(run_settings).parameters)
+    assert set(RUN) | {"query"} == {f.name for f in dataclasses.fields(RunSettings)}
 
     same = {"partition_size": "partition_size", "device": "device", "no_worker_timeout": "no_worker_timeout",
             "cache": "cache_dir", "out": "out_dir", "fmt": "output_format", "drop_flagged": "drop_flagged",

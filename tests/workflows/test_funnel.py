@@ -1,4 +1,4 @@
-"""The funnel (workflows/funnel.py) and reference coverage on an in-process Dask cluster: real
+"""The funnel (workflows/run/funnel.py) and reference coverage on an in-process Dask cluster: real
 substitution candidates, real CHGNet relaxations, real hulls, a real (tiny) two-member ensemble."""
 import gzip
 import json
@@ -12,7 +12,8 @@ from pymatgen.core import Structure
 from screening.featurize import featurize
 from screening.formula import element_set
 from tests.helpers import DATA, tiny_ensemble
-from workflows.screen_run import RunOptions, run_screening
+from workflows.run.options import RunOptions
+from workflows.run.pipeline import run_screening
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +110,7 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
 
 def test_relax_options_choose_the_funnel_only_for_hypothetical_sources():
     from screening.errors import ScreenError
-    from workflows.funnel import DEFAULT_TOP, RelaxPlan, relax_plan
+    from workflows.run.funnel import DEFAULT_TOP, RelaxPlan, relax_plan
 
     assert relax_plan(None, None, hypothetical=True) == RelaxPlan("top", DEFAULT_TOP)
     assert relax_plan(None, None, hypothetical=False) == RelaxPlan("none")  # known crystals: as today

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from workflows.html_report import write_report
+from workflows.run.html_report import write_report
 
 
 class Page(HTMLParser):
@@ -150,7 +150,8 @@ def rerun(default_run, tmp_path_factory):
 
     from screening.model_info import default_model_path
     from screening.rank import RankOptions
-    from workflows.screen_run import RunOptions, run_screening
+    from workflows.run.options import RunOptions
+from workflows.run.pipeline import run_screening
 
     _, out, cache = default_run
     again = tmp_path_factory.mktemp("rerun") / "out"

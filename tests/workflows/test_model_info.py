@@ -11,14 +11,14 @@ import pytest
 from screening.ensemble import load_model
 from screening.errors import ScreenError
 from screening.model_info import default_model_path
-from workflows import worker_model
+from workflows.run import worker_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not default_model_path().exists(), reason="no bundled model")
 def test_the_client_describes_the_shipped_model_without_importing_torch(tmp_path):
-    code = ("import sys, json; from workflows.worker_model import describe; "
+    code = ("import sys, json; from workflows.run.worker_model import describe; "
             f"info = describe({str(default_model_path())!r}, {str(tmp_path / 'cache')!r}); "
             "print(json.dumps([info.to_dict(), 'torch' in sys.modules]))")
     runs = [json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

@@ -9,7 +9,7 @@ from screening.sources.mp import MPSource
 from workflows.cluster import ClusterSpec, connect
 from workflows.mp import share_budget
 from screening.query import parse_query
-from workflows.screen_run import fetch_task
+from workflows.run.tasks import fetch_task
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def fetch_in_parallel(client, source):
     assert len(workers) == 4
     futures = [client.submit(fetch_task, source, parse_query(q), workers=[w], allow_other_workers=False, pure=False)
                for q, w in zip(QUERIES, workers)]
-    return {q: [c.id for c in cands] for q, cands in zip(QUERIES, client.gather(futures))}
+    return {q: [c.id for c in fetched.candidates] for q, fetched in zip(QUERIES, client.gather(futures))}
 
 
 def busiest_second(server):

@@ -10,9 +10,11 @@ from pymatgen.core import Composition
 from screening import kernels
 from screening.rank import RankOptions
 from tests.helpers import DATA, tiny_ensemble
-from workflows import allocator, worker_model
+from workflows import allocator
+from workflows.run import worker_model
 from workflows.cluster import ClusterSpec, connect
-from workflows.screen_run import RunOptions, run_screening
+from workflows.run.options import RunOptions
+from workflows.run.pipeline import run_screening
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from pymatgen.core import Lattice, Structure
 from screening.domain import Domain
 from screening.errors import ScreenError
 from tests.helpers import DATA, rocksalt
-from workflows.screen_run import RunOptions, run_screening
+from workflows.run.options import RunOptions
+from workflows.run.pipeline import run_screening
 
 NOT_CONVERGED = "relaxation did not converge"
 
@@ -148,12 +149,12 @@ def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatc
     import signal
 
     from cache.atomic import TMP_PREFIX
-    from workflows import screen_run
+    from workflows.run import outputs
 
     out = tmp_path / "o"
     opts = RunOptions(query="Na-Cl", out_dir=str(out))
     table, summary = small_set(5)
-    screen_run.write_outputs(table, table, summary, opts)
+    outputs.write_outputs(table, table, summary, opts)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(before) == {"results.csv", "report.html", "summary.json"}
 
@@ -164,13 +165,13 @@ def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatc
             signal.raise_signal(signal.SIGINT)
         return replace(src, dst)
 
-    monkeypatch.setattr(screen_run.os, "replace", interrupted)
+    monkeypatch.setattr(outputs.os, "replace", interrupted)
     # Python's own Ctrl-C handler: importing dask_jobqueue (other tests do) replaces it with sys.exit
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     table, summary = small_set(3)
     try:
         with pytest.raises(KeyboardInterrupt):
-            screen_run.write_outputs(table, table, summary, opts)
+            outputs.write_outputs(table, table, summary, opts)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     monkeypatch.undo()
@@ -225,7 +226,7 @@ def replace_keeping_size_and_time(path, other) -> None:
 
 
 def test_a_checkpoint_replaced_by_one_of_the_same_size_and_time_is_described_again(tmp_path):
-    from workflows import worker_model
+    from workflows.run import worker_model
 
     hash_a, hash_b = tiny_checkpoint(tmp_path / "a.pt", 0), tiny_checkpoint(tmp_path / "b.pt", 1)
     path = tmp_path / "model.pt"
@@ -242,8 +243,8 @@ def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
     from screening.ensemble import load_model
     from screening.featurize import FeaturizerConfig, featurize
     from screening.sources.local import LocalSource
-    from workflows.partitions import featurize_task
-    from workflows.screen_run import infer_task
+    from workflows.run.records import Fetched
+    from workflows.run.tasks import featurize_task, infer_task
 
     config = FeaturizerConfig()
     hash_a, hash_b = tiny_checkpoint(tmp_path / "a.pt", 0), tiny_checkpoint(tmp_path / "b.pt", 1)
@@ -254,7 +255,7 @@ def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
     candidates = LocalSource(DATA).fetch("Li-Fe-O")
     parts = [candidates[0:10], candidates[10:20], candidates[20:30]]
     cache = str(tmp_path / "c")
-    feats = [featurize_task(p, cache, config) for p in parts]
+    feats = [featurize_task(Fetched(p), cache, config) for p in parts]
 
     def infer(i, model_hash):
         return infer_task(feats[i], cache, str(path), "cpu", config, 20_000, model_hash, columns)
@@ -263,11 +264,11 @@ def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
     replace_keeping_size_and_time(path, tmp_path / "b.pt")
     got = infer(1, hash_b)["predictions"]  # the client described the new file: B
     mean, _ = load_model(tmp_path / "b.pt").predict_graphs([featurize(c.structure, config) for c in parts[1]])
-    keys = [row[5] for row in feats[1]["rows"]]
+    keys = feats[1].keys
     np.testing.assert_allclose(np.stack([got[k][:len(outputs)] for k in keys]), mean, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ScreenError, match=r"--model .*model.pt: the file changed after the run described it"):
+    with pytest.raises(ScreenError, match=r"`model` .*model.pt: the file changed after the run described it"):
         infer(2, hash_a)  # a description of A while the file holds B
-    keys = [row[5] for row in feats[2]["rows"]]
+    keys = feats[2].keys
     assert CacheDir(cache).predictions(hash_a, list(columns)).get_many(keys) == {}
 
 
@@ -278,7 +279,8 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
     from screening.featurize import FeaturizerConfig
     from screening.query import parse_query
     from screening.sources import open_source
-    from workflows.partitions import part_key, partition_task
+    from workflows.run.plan import part_key
+    from workflows.run.tasks import partition_task
 
     source, query, config, cache = open_source("mp", lazy=True), parse_query("Li-Fe-O"), FeaturizerConfig(), \
         str(tmp_path / "c")
@@ -298,10 +300,10 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
     mp_api_env.faults.clear()
     mp_api_env.fail("/materials/summary", "omit", times=1, with_param="material_ids")
     done = partition_task(source, query, part, description, cache, config)
-    assert sorted(row[2] for row in done["rows"]) == sorted(e[0] for e in part.entries)
+    assert sorted(row.id for row in done.rows) == sorted(e[0] for e in part.entries)
     assert len(remembered()["rows"]) == 32
     # the entries that did come the first time were kept, each whole, in the entry cache
-    assert (done["mp_fetched"], done["mp_cached"]) == (1, 31)
+    assert (done.counts.mp_fetched, done.counts.mp_cached) == (1, 31)
 
 
 def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, model_path, tmp_path):

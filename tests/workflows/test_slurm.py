@@ -74,7 +74,8 @@ def finished(slurm, job_id: str, timeout: float = 300) -> str:
 def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, local_run, model_path, tmp_path):  # noqa: F811
     from workflows.cluster import ClusterSpec, connect
     from workflows.provenance import where
-    from workflows.screen_run import RunOptions, run_screening
+    from workflows.run.options import RunOptions
+    from workflows.run.pipeline import run_screening
 
     spec = ClusterSpec(jobqueue="slurm", workers=2, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
                        log_dir=str(tmp_path / "out" / "logs"))

@@ -6,7 +6,7 @@ candidate with CHGNet costs seconds each, most of them on candidates nobody woul
 
     1. every candidate is predicted as generated (stage "unrelaxed") and ranked;
     2. the first K of that ranking (by the run's own criterion: P(stable) or E_hull) are relaxed
-       with CHGNet on the workers (screen_run.relax_task, through the relax cache);
+       with CHGNet on the workers (tasks.relax_task, through the relax cache);
     3. their relaxed structures are featurized and predicted (stage "relaxed") and all is ranked
        again: a relaxed candidate stands by its relaxed prediction, the rest keep the "unrelaxed"
        flag and that stage's error bar (screening/uncertainty.py), and their E_hull includes the
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -36,7 +36,9 @@ from cache.cache_dir import CacheDir
 from screening.errors import ScreenError
 from screening.relax import check_relaxer
 from screening.uncertainty import KNOWN, RELAXED, UNRELAXED
-from workflows.partitions import cache_columns, fetch_partition, featurize_task, slice_of
+from workflows.run.plan import slice_of
+from workflows.run.records import Fetched, Keyed, Row
+from workflows.run.tasks import featurize_task, fetch_partition_task, fetch_task, relax_task
 from workflows.watch import wait_all
 
 RELAXER = "chgnet"
@@ -71,13 +73,13 @@ def relax_plan(relax: Optional[str], relax_top: Optional[int], hypothetical: boo
     """What --relax / --relax-top ask for; by default the funnel for hypothetical candidates only
     (known crystals of a database are DFT-relaxed already)."""
     if relax is not None and relax not in MODES:
-        raise ScreenError(f"--relax {relax}: choose none, all or chgnet (the same as all); "
-                          f"--relax-top K relaxes the K most promising")
+        raise ScreenError(f"`relax` {relax}: choose none, all or chgnet (the same as all); "
+                          f"`relax_top` K relaxes the K most promising")
     if relax_top is not None:
         if relax_top < 0:
-            raise ScreenError(f"--relax-top {relax_top}: must be 0 or more")
+            raise ScreenError(f"`relax_top` {relax_top}: must be 0 or more")
         if relax is not None:
-            raise ScreenError(f"--relax-top {relax_top} and --relax {relax}: give one of them")
+            raise ScreenError(f"`relax_top` {relax_top} and `relax` {relax}: give one of them")
         plan = RelaxPlan("top", relax_top) if relax_top else RelaxPlan("none")
     elif relax in ("all", "chgnet"):
         plan = RelaxPlan("all")
@@ -102,27 +104,26 @@ def stage_of(source_name: str, relaxed: bool) -> str:
 
 # ---- tasks (run on workers) ----
 
-def pick_task(source, query, part, cache_dir, fetched, positions: List[int]) -> list:
+def pick_task(source, query, part, cache_dir, fetched: Optional[Fetched], positions: List[int]) -> Fetched:
     """The candidates at `positions` of a partition: of `fetched` (its slice of a whole fetch),
     else fetched now."""
     if fetched is None:
-        fetched, _ = fetch_partition(source, query, part, cache_dir)
-    return [fetched[i] for i in positions]
+        fetched = fetch_partition_task(source, query, part, cache_dir)
+    return Fetched([fetched.candidates[i] for i in positions])
 
 
-def funnel_relax_task(candidates: list, cache_dir, device: str) -> dict:
-    """screen_run.relax_task on these candidates, plus per candidate its relax cache key and
+def funnel_relax_task(picked: Fetched, cache_dir, device: str) -> dict:
+    """tasks.relax_task on these candidates, plus per candidate its relax cache key and
     whether the relaxed structure still matches the prototype (StructureMatcher)."""
     import warnings
 
     from cache.relax_cache import relax_key
     from screening.sources.substitution import _matcher
-    from workflows.screen_run import relax_task
 
-    out = relax_task(candidates, (0, len(candidates)), cache_dir, RELAXER, device, SETTINGS)
+    out = relax_task(picked, (0, len(picked)), cache_dir, RELAXER, device, SETTINGS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for before, after, info in zip(candidates, out["candidates"], out["relax"]):
+        for before, after, info in zip(picked.candidates, out["candidates"], out["relax"]):
             info["relax_key"] = relax_key(before.structure)
             if "relax_error" not in info:
                 info["relax_matches_prototype"] = bool(_matcher().fit(before.structure, after.structure))
@@ -132,8 +133,8 @@ def funnel_relax_task(candidates: list, cache_dir, device: str) -> dict:
 def relaxed_rows(relaxed: dict, cache_dir, featurizer) -> dict:
     """featurize_task on the relaxed candidates (those that relaxed), with their relax infos."""
     ok = [(c, info) for c, info in zip(relaxed["candidates"], relaxed["relax"]) if "relax_error" not in info]
-    out = featurize_task([c for c, _ in ok], cache_dir, featurizer)
-    return {"rows": out["rows"], "errors": out["errors"], "infos": [info for _, info in ok],
+    out = featurize_task(Fetched([c for c, _ in ok]), cache_dir, featurizer)
+    return {"rows": out.rows, "errors": out.errors, "infos": [info for _, info in ok],
             "failed": [(c.id, info) for c, info in zip(relaxed["candidates"], relaxed["relax"])
                        if "relax_error" in info]}
 
@@ -164,14 +165,14 @@ def pick(ranked: pd.DataFrame, top: int, where: Dict[str, Tuple[int, int]]) -> L
     return [Picked(i, k, *where[i]) for i, k in zip(rows["id"], rows["structure_key"])]
 
 
-def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], featurizer, model, gpu, wait: dict,
-              infer: Callable, progress: Optional[Callable] = None) -> FunnelResult:
-    """Relax the picked candidates (links from the cache where they are), featurize and predict them."""
+def relax_top(run, picked: List[Picked]) -> FunnelResult:
+    """Relax the picked candidates (links from the cache where they are), featurize and predict them.
+    `run`: the run's state (pipeline.Run)."""
     from screening.relax import Relaxer
 
     result = FunnelResult(picked=len(picked))
-    cache = CacheDir(opts.cache_dir).relaxed(Relaxer(RELAXER, **SETTINGS).version)
-    store = CacheDir(opts.cache_dir).graphs(featurizer) if picked else None
+    cache = CacheDir(run.opts.cache_dir).relaxed(Relaxer(RELAXER, **SETTINGS).version)
+    store = CacheDir(run.opts.cache_dir).graphs(run.featurizer) if picked else None
     todo = []
     for p in picked:
         link = cache.get_link(p.key)
@@ -181,57 +182,72 @@ def relax_top(client, opts, source, query, parts, whole, picked: List[Picked], f
         else:
             todo.append(p)
     if todo:
-        _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result)
+        _relax(run, todo, cache, result)
     keys = sorted({link["key"] for link in result.relaxed.values()})
     if keys:
-        if progress:
-            progress("infer_relaxed", 0, 1)
-        done = wait_all(client, [client.submit(infer, {"rows": [[None] * 5 + [k] for k in keys]}, opts.cache_dir,
-                                               str(opts.model), opts.device, featurizer, opts.max_atoms, model.hash,
-                                               cache_columns(model.outputs), resources=gpu, pure=False)], **wait)[0]
+        run.report("infer_relaxed", 0, 1)
+        keyed = Keyed([Row(None, "", "", "", {}, k, 0, 0.0, "") for k in keys])
+        done = wait_all(run.client, [run.infer(keyed)], **run.wait)[0]
         result.predictions, result.inferred = done["predictions"], done["inferred"]
-        if progress:
-            progress("infer_relaxed", 1, 1)
+        run.report("infer_relaxed", 1, 1)
     return result
 
 
-def _relax(client, opts, source, query, parts, whole, todo, featurizer, gpu, wait, progress, cache, result):
+def _relax(run, todo: List[Picked], cache, result: FunnelResult) -> None:
+    client, opts, source, query = run.client, run.opts, run.checked.source, run.checked.query
     by_part: Dict[int, List[Picked]] = {}
     for p in todo:
         by_part.setdefault(p.part, []).append(p)
-    if whole is None and not all(parts[i].fetchable() for i in by_part):
-        from workflows.screen_run import fetch_task  # a source that cannot split: fetch it whole again
-
-        whole = client.submit(fetch_task, source, query, pure=False)
+    whole = run.whole
+    if whole is None and not all(run.parts[i].fetchable() for i in by_part):
+        whole = client.submit(fetch_task, source, query, pure=False)  # a source that cannot split: fetch it again
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     size = max(1, min(10, math.ceil(len(todo) / (3 * workers))))  # chunks: every worker busy, progress moves
     chunks = []
     for i, items in by_part.items():
-        part = parts[i]
+        part = run.parts[i]
         fetched = None if whole is None or part.fetchable() else \
             client.submit(operator.getitem, whole, slice_of(part), pure=False)
         for start in range(0, len(items), size):
             picked = client.submit(pick_task, source, query, part, opts.cache_dir, fetched,
                                    [p.pos for p in items[start:start + size]], pure=False)
-            relaxed = client.submit(funnel_relax_task, picked, opts.cache_dir, opts.device, resources=gpu, pure=False)
+            relaxed = client.submit(funnel_relax_task, picked, opts.cache_dir, opts.device, resources=run.gpu,
+                                    pure=False)
             chunks.append((items[start:start + size],
-                           client.submit(relaxed_rows, relaxed, opts.cache_dir, featurizer, pure=False)))
-    if progress:
-        progress("relax", 0, len(chunks))
-    done = wait_all(client, [f for _, f in chunks], on_done=progress and (lambda d, n: progress("relax", d, n)),
-                    **wait)
+                           client.submit(relaxed_rows, relaxed, opts.cache_dir, run.featurizer, pure=False)))
+    run.report("relax", 0, len(chunks))
+    done = wait_all(client, [f for _, f in chunks], on_done=run.progress and (lambda d, n: run.report("relax", d, n)),
+                    **run.wait)
     for (items, _), out in zip(chunks, done):
-        by_id = {p.id: p for p in items}
-        for row, info in zip(out["rows"], out["infos"]):
-            c_id, key, isolated, density = row[2], row[5], row[6], row[7]
-            link = {"key": key, "isolated": isolated, "density": density,
-                    "info": {k: v for k, v in info.items() if k != "relax_cached"}}
-            cache.put_link(by_id[c_id].key, link)
-            result.relaxed[c_id] = link
-        for c_id, info in out["failed"]:
-            result.failed[c_id] = info["relax_error"]
-        for message in out["errors"]:  # relaxed, but the relaxed structure could not be featurized
-            result.failed.setdefault(message.split(":")[0], message)
+        _keep_links(items, out, cache, result)
+
+
+def _keep_links(items: List[Picked], out: dict, cache, result: FunnelResult) -> None:
+    by_id = {p.id: p for p in items}
+    for row, info in zip(out["rows"], out["infos"]):
+        link = {"key": row.key, "isolated": row.isolated, "density": row.density,
+                "info": {k: v for k, v in info.items() if k != "relax_cached"}}
+        cache.put_link(by_id[row.id].key, link)
+        result.relaxed[row.id] = link
+    for c_id, info in out["failed"]:
+        result.failed[c_id] = info["relax_error"]
+    for message in out["errors"]:  # relaxed, but the relaxed structure could not be featurized
+        result.failed.setdefault(message.split(":")[0], message)
+
+
+def relaxed_structures(opts, table: pd.DataFrame, result: FunnelResult) -> List[dict]:
+    """relaxed.jsonl.gz's lines for the funnel's relaxed candidates, read from the relax cache."""
+    from screening.relax import Relaxer
+
+    cache = CacheDir(opts.cache_dir).relaxed(Relaxer(RELAXER, **SETTINGS).version)
+    rows = table.set_index("id")
+    out = []
+    for c_id, link in result.relaxed.items():
+        hit = cache.get(link["info"]["relax_key"])
+        if hit is not None:
+            out.append({"source": rows.at[c_id, "source"], "id": c_id, "formula": rows.at[c_id, "formula"],
+                        "structure_key": link["key"], **link["info"], "structure": hit[0]})
+    return out
 
 
 def flags_of(info: dict) -> List[str]:

@@ -45,7 +45,7 @@ def get_model(path: str, device: str, expected_hash: Optional[str] = None):
             _loads += 1
         model = _models[key]
     if expected_hash is not None and model.hash != expected_hash:
-        raise ScreenError(f"--model {path}: the file changed after the run described it (its weights have hash "
+        raise ScreenError(f"`model` {path}: the file changed after the run described it (its weights have hash "
                           f"{model.short_hash}, the run expected {expected_hash[:12]}); nothing was predicted "
                           f"with it, run again")
     return model
