@@ -243,6 +243,8 @@ def _print_run(result, opts):
                       highlight=False, soft_wrap=True)
     if s.get("source_note"):
         console.print(s["source_note"], highlight=False)
+    if s.get("rejection_note"):
+        console.print(s["rejection_note"], highlight=False)
     if "mp_fetched" in s:
         console.print(f"Materials Project entries: {s['mp_fetched']} fetched in full, {s['mp_cached']} from the "
                       f"entry cache", highlight=False)
@@ -388,10 +390,10 @@ def status(
 @user_errors
 def predict(
     paths: List[Path] = typer.Argument(..., help="CIF/POSCAR files or directories of them."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
+    model: Optional[Path] = option(RunSettings, "model", "--model", "-m"),
     out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="CSV file to write; unreadable files "
                                                                           "are listed in <out>.bad.csv."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = option(RunSettings, "device"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Unreadable files are expected: list them, exit 0."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable file."),
 ):

@@ -382,7 +382,8 @@ def top25(ensemble, stage_std):
     below a known on-hull ground state of the same composition."""
     from screening.formula import element_set
     from screening.rank import p_stable
-    from screening.references import choose_reference, load_references
+    from screening.references import load_references
+    from workflows.run.hulls import choose_reference
     from screening.sources.substitution import SubstitutionSource
 
     s_u = stage_std.get("unrelaxed", {"scale": 1.0, "add": 0.0})

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,9 @@ RUNS = {"default": [], "local": ["--source", "local:../shared/data/mp_dev.csv.gz
 
 
 def fingerprint(results: Path) -> dict:
-    table = pd.read_csv(results, dtype={"id": str}, float_precision="round_trip")
+    with warnings.catch_warnings():  # round_trip: Python's own float parsing, exact (pandas 3 deprecates the name)
+        warnings.simplefilter("ignore")
+        table = pd.read_csv(results, dtype={"id": str}, float_precision="round_trip")
     preds = sorted(c for c in table.columns if c.startswith("pred_") and table[c].dtype.kind == "f")
     return {"rows": len(table), "ids": list(table["id"]),
             "pred": {c: digest([float(v).hex() for v in table[c].astype("float64")]) for c in preds}}

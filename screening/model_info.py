@@ -2,7 +2,7 @@
 
 `screen run`'s client never predicts; workers do. Yet importing torch and loading ten
 members cost the client ~200 MiB of memory and a second or two, most of a warm run's
-memory. `Ensemble.info()` makes a ModelInfo; workflows/worker_model.describe gets one in
+memory. `Ensemble.info()` makes a ModelInfo; workflows/run/worker_model.describe gets one in
 a short-lived process and caches it by the model files' sizes and times.
 
 Also torch-free, for the same reason: --device's choices, the default model's path and the
@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -52,17 +52,6 @@ DEVICES = ("auto", "cpu", "cuda")  # --device choices (screening/predict.py reso
 def default_model_path() -> Path:
     """The model that ships with the package: the ensemble of screening/models/default/ (its card: models/README.md)."""
     return Path(__file__).parent / "models" / "default" / "ensemble.json"
-
-
-def resolve_model_path(model: Optional[Path]) -> Path:
-    """--model, or the bundled default when none is given."""
-    if model is not None:
-        return Path(model)
-    path = default_model_path()
-    if not path.exists():
-        raise ScreenError("no --model given and no bundled model found at "
-                          f"{path}; train one with `screen train`")
-    return path
 
 
 ENSEMBLE_FORMAT = 1  # of an ensemble manifest (screening/ensemble.py)

@@ -36,18 +36,6 @@ def _csv_path(spec: Optional[str]) -> Optional[Path]:
     return None
 
 
-def choose_reference(reference: Optional[str], source: Optional[str]) -> Optional[str]:
-    if reference:
-        return reference
-    if _csv_path(source):
-        return source
-    if source == "mp":
-        return "mp"
-    if SHIPPED.exists():
-        return f"local:{SHIPPED}"
-    return None
-
-
 def check_reference(spec: str) -> None:
     """--reference names a source that opens (its file is there), before a run does any work."""
     try:

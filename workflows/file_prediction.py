@@ -6,7 +6,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from screening.model_info import resolve_model_path  # noqa: F401  (imported from here too)
 from screening.ensemble import load_model, prediction_columns
 from screening.errors import ScreenError
 from screening.featurize import featurize
@@ -14,6 +13,7 @@ from screening.properties import BAND_GAP, METAL_GAP_EV
 from cache.atomic import write_atomic
 from screening.predict import DEVICES, resolve_device
 from screening.rank import metal_class
+from workflows.models import resolve_model_path
 from screening.structures import read_structure, structure_files
 
 

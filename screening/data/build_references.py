@@ -45,10 +45,10 @@ def model_predictions(data: str, ids, model_path=None):
 
     from screening.ensemble import load_model
     from screening.featurize import featurize
-    from screening.model_info import resolve_model_path
+    from screening.model_info import default_model_path
     from screening.structures import structure_from_cif_text
 
-    model = load_model(resolve_model_path(model_path))
+    model = load_model(model_path or default_model_path())
     want = set(ids)
     cifs = {}
     for chunk in pd.read_csv(data, usecols=["material_id", "cif"], chunksize=4000):

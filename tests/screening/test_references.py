@@ -7,7 +7,8 @@ import pandas as pd
 
 from screening.formula import element_set
 from screening.rank import ReferencePhases, energy_above_hull
-from screening.references import SHIPPED, choose_reference, load_references
+from screening.references import SHIPPED, load_references
+from workflows.run.hulls import choose_reference
 from tests.helpers import DATA
 
 

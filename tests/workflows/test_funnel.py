@@ -116,9 +116,9 @@ def test_relax_options_choose_the_funnel_only_for_hypothetical_sources():
     assert relax_plan(None, None, hypothetical=False) == RelaxPlan("none")  # known crystals: as today
     assert relax_plan("chgnet", None, True) == relax_plan("all", None, False) == RelaxPlan("all")
     assert relax_plan(None, 5, False) == RelaxPlan("top", 5) and relax_plan(None, 0, True) == RelaxPlan("none")
-    for relax, top, message in (("mace", None, "--relax mace: choose none, all or chgnet"),
-                                ("all", 3, "--relax-top 3 and --relax all: give one of them"),
-                                (None, -1, "--relax-top -1: must be 0 or more")):
+    for relax, top, message in (("mace", None, "`relax` mace: choose none, all or chgnet"),
+                                ("all", 3, "`relax_top` 3 and `relax` all: give one of them"),
+                                (None, -1, "`relax_top` -1: must be 0 or more")):
         with pytest.raises(ScreenError, match=message):
             relax_plan(relax, top, True)
 
@@ -137,3 +137,14 @@ def test_bad_relax_options_are_one_line_errors_before_any_work(tmp_path, args, m
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(message), r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_the_prototypes_the_workers_rejected_reach_summary_json(client, ensemble, tmp_path):
+    """The substitution source rejects one Na-Cl prototype (Na and Cl closer than in any NaCl crystal,
+    tests/screening/test_prototypes.py) while a worker fetches: the count comes back to the client."""
+    r = run(client, tmp_path, ensemble, "o", relax="none")
+    written = json.loads(open(r.files["summary"]).read())
+    assert written["counts"]["prototypes_rejected"] == {"distance": 1, "distance_by_pair": {"Cl-Na": 1},
+                                                        "valence": 0}
+    assert written["rejection_note"] == "substitution: rejected before screening: 1 prototype with a too-short " \
+                                        "distance (Cl-Na 1)"

@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Tuple
 import pandas as pd
 
 from screening import anchors as anchoring
-from screening.references import SHIPPED, choose_reference, _csv_path
+from screening.references import SHIPPED, _csv_path
+from workflows.run.hulls import choose_reference
 from screening.uncertainty import STAGES
 
 THIN = "thin_references"  # flag: a sub-system of the candidate's system has no reference phase

@@ -10,18 +10,32 @@ shipped table, or the run's own CSV source): the file's hash is the version.
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from cache.cache_dir import CacheDir
 from screening.formula import formula_info
 from screening.rank import HullTable, ReferencePhases, reference_name, system_hull
-from screening.references import choose_reference, csv_note, csv_phase_count, csv_version, load_references
+from screening.references import SHIPPED, _csv_path, csv_note, csv_phase_count, csv_version, load_references
 from screening.sources import open_source
 from workflows import mp
 from workflows.allocator import reuse_freed_memory
 from workflows.watch import each_result, window_of
 
 HULL_CHUNK = 100  # systems per task: a few tenths of a second of hulls
+
+
+def choose_reference(reference: Optional[str], source: Optional[str]) -> Optional[str]:
+    """The reference phases of a run: `reference` if given, else the run's own CSV source, MP's for an mp
+    run, else the shipped table (None without one)."""
+    if reference:
+        return reference
+    if _csv_path(source):
+        return source
+    if source == "mp":
+        return "mp"
+    if SHIPPED.exists():
+        return f"local:{SHIPPED}"
+    return None
 
 
 def hull_task(references, jobs: List[tuple], cache_dir, version: str) -> Dict[str, dict]:

@@ -207,7 +207,7 @@ def checked(settings: RunSettings) -> Tuple[RunOptions, ClusterSpec]:
     from screening.rank import RankOptions
     from screening.sources.mp import DEFAULT_RATE
 
-    from screening.model_info import resolve_model_path
+    from workflows.models import resolve_model_path
 
     s = settings
     opts = RunOptions(

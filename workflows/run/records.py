@@ -13,30 +13,29 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 @dataclass
 class FetchCounts:
-    """What fetching did: MP entries fetched in full and served by the entry cache; prototypes the
-    substitution source rejected, by reason ({"valence": formulas, "distance": {"Br-O": n}})."""
+    """What fetching did: MP entries fetched in full and served by the entry cache; formulas and
+    prototypes the substitution source rejected (only rare or fractional oxidation states balance
+    them; a too-short distance, by element pair "Br-O")."""
     mp_fetched: int = 0
     mp_cached: int = 0
-    rejected: Dict[str, Any] = field(default_factory=dict)
+    rejected_valence: int = 0
+    rejected_distance: Dict[str, int] = field(default_factory=dict)
 
     def __add__(self, other: "FetchCounts") -> "FetchCounts":
-        rejected = dict(self.rejected)
-        for reason, n in other.rejected.items():
-            if isinstance(n, dict):
-                pairs = dict(rejected.get(reason, {}))
-                for pair, k in n.items():
-                    pairs[pair] = pairs.get(pair, 0) + k
-                rejected[reason] = dict(sorted(pairs.items()))
-            else:
-                rejected[reason] = rejected.get(reason, 0) + n
-        return FetchCounts(self.mp_fetched + other.mp_fetched, self.mp_cached + other.mp_cached, rejected)
+        distance = dict(self.rejected_distance)
+        for pair, n in other.rejected_distance.items():
+            distance[pair] = distance.get(pair, 0) + n
+        return FetchCounts(self.mp_fetched + other.mp_fetched, self.mp_cached + other.mp_cached,
+                           self.rejected_valence + other.rejected_valence, dict(sorted(distance.items())))
 
     def to_json(self) -> dict:
-        return {"mp_fetched": self.mp_fetched, "mp_cached": self.mp_cached, "rejected": self.rejected}
+        return {"mp_fetched": self.mp_fetched, "mp_cached": self.mp_cached,
+                "rejected_valence": self.rejected_valence, "rejected_distance": self.rejected_distance}
 
     @classmethod
     def from_json(cls, doc: dict) -> "FetchCounts":
-        return cls(doc.get("mp_fetched", 0), doc.get("mp_cached", 0), dict(doc.get("rejected", {})))
+        return cls(doc.get("mp_fetched", 0), doc.get("mp_cached", 0), doc.get("rejected_valence", 0),
+                   dict(doc.get("rejected_distance", {})))
 
 
 def total(counts) -> FetchCounts:

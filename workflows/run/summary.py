@@ -30,7 +30,7 @@ def run_summary(run, made, ranked, feat_results: list, infer_results: list, rela
         "featurized": n_featurized, "inferred": n_inferred,
         "structure_cache_hit": run.structure_hit, "parsed": sum(fr.parsed for fr in feat_results),
         **({"mp_fetched": counts.mp_fetched, "mp_cached": counts.mp_cached} if source.name == "mp" else {}),
-        **_rejections(counts.rejected),
+        **_rejections(counts),
         "graph_cache_hits": made.rows - n_featurized, "prediction_cache_hits": made.rows - n_inferred,
         "reference_phases": ranked.phases, "reference_note": ranked.reference_note, "partitions": len(run.parts),
         "model_members": ckpt.members,
@@ -54,19 +54,21 @@ def run_summary(run, made, ranked, feat_results: list, infer_results: list, rela
     }
 
 
-def _rejections(rejected: dict) -> dict:
+def _rejections(counts) -> dict:
     """What the substitution source rejected while the workers fetched: counts by reason, and a note."""
-    if not rejected:
+    distance, valence = counts.rejected_distance, counts.rejected_valence
+    n = sum(distance.values())
+    if not (n or valence):
         return {}
-    distance = rejected.get("distance", {})
-    valence = rejected.get("valence", 0)
-    by_pair = ", ".join(f"{pair} {n}" for pair, n in sorted(distance.items(), key=lambda kv: (-kv[1], kv[0])))
-    note = (f"rejected before screening: {sum(distance.values())} prototypes with a too-short distance"
-            + (f" ({by_pair})" if by_pair else "")
-            + f", {valence} formulas that only rare or fractional oxidation states balance")
-    return {"counts": {"prototypes_rejected": {"distance": sum(distance.values()), "distance_by_pair": distance,
-                                               "valence": valence}},
-            "rejection_note": note}
+    parts = []
+    if n:
+        pairs = ", ".join(f"{pair} {k}" for pair, k in sorted(distance.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts.append(f"{n} prototype{'s' * (n != 1)} with a too-short distance ({pairs})")
+    if valence:
+        parts.append(f"{valence} formula{'s' * (valence != 1)} that only rare or fractional oxidation states "
+                     f"balance")
+    return {"counts": {"prototypes_rejected": {"distance": n, "distance_by_pair": distance, "valence": valence}},
+            "rejection_note": "substitution: rejected before screening: " + "; ".join(parts)}
 
 
 def _relax_summary(plan, infos: List[dict]) -> dict:

@@ -22,10 +22,13 @@ from workflows.run.records import FetchCounts, Fetched, Keyed, Row
 RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so progress moves
 
 
-def rejected(source) -> dict:
+def fetch_counts(source) -> FetchCounts:
     """What the source's last fetch rejected (the substitution source's prototypes), by reason."""
-    counts = getattr(source, "rejection_counts", None)
-    return counts() if counts is not None else {}
+    rejection_counts = getattr(source, "rejection_counts", None)
+    if rejection_counts is None:
+        return FetchCounts()
+    rejected = rejection_counts()
+    return FetchCounts(rejected_valence=rejected["valence"], rejected_distance=dict(rejected["distance"]))
 
 
 def fetch_task(source, query) -> Fetched:
@@ -33,7 +36,7 @@ def fetch_task(source, query) -> Fetched:
     `query` is the parsed Query: parsed once, on the client, and shipped to the tasks as it is."""
     try:
         candidates = source.fetch(query)
-        return Fetched(candidates, FetchCounts(rejected=rejected(source)))
+        return Fetched(candidates, fetch_counts(source))
     finally:  # the request budget's leases go back before the task ends, not after the cluster closed
         settle_budgets(source)
 
