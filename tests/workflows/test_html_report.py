@@ -151,7 +151,7 @@ def rerun(default_run, tmp_path_factory):
     from screening.model_info import default_model_path
     from screening.rank import RankOptions
     from workflows.run.options import RunOptions
-from workflows.run.pipeline import run_screening
+    from workflows.run.pipeline import run_screening
 
     _, out, cache = default_run
     again = tmp_path_factory.mktemp("rerun") / "out"
