@@ -42,7 +42,7 @@ def kernel_paths(paths: Iterable[Optional[str]]) -> str:
 
 
 def run_provenance(client, model_hash: str, source_description: str, kernels: Iterable[Optional[str]] = ()) -> dict:
-    """kernels: each inference task's path (screen_run.infer_task)."""
+    """kernels: each inference task's path (workflows/run/tasks.infer_task)."""
     workers = client.run(where).values()
     return {
         "batch_job": batch_job(),

@@ -21,6 +21,7 @@ from workflows.watch import NO_WORKER_TIMEOUT_S
 if TYPE_CHECKING:
     from screening.model_info import ModelInfo
     from screening.query import Query
+    from screening.rank import RankOptions
     from screening.sources.base import Source
     from workflows.run.funnel import RelaxPlan
 
@@ -131,7 +132,7 @@ class RunOptions:
     partition_size: int = default("partition_size")
     max_atoms: int = 20_000
     output_format: str = default("fmt")
-    rank: Any = field(default_factory=lambda: _rank_options())  # screening.rank.RankOptions
+    rank: RankOptions = field(default_factory=lambda: _rank_options())
     drop_flagged: bool = default("drop_flagged")  # leave out candidates outside the model's domain
     no_worker_timeout: float = default("no_worker_timeout")  # fail when no Dask worker is alive this long
     relax: Optional[str] = default("relax")  # none | all | chgnet (= all); None: the funnel for hypothetical sources
