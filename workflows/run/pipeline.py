@@ -34,12 +34,12 @@ from workflows.run.options import Checked, RunOptions
 from workflows.run.outputs import write_outputs
 from workflows.run.plan import cache_columns, keep_plan, part_key, plan, slice_of, source_partitions, split_plan
 from workflows.run.records import FetchCounts, total
-from workflows.run.summary import run_summary
+from workflows.run.summary import changes_since, run_summary
 from workflows.run.table import assemble
 from workflows.run.tasks import (RELAX_CHUNK, fetch_partition_task, fetch_task, fetched_size, featurize_task,
                                  infer_task, joined_candidates, partition_task, relax_task)
-from workflows.watch import wait_all
 from workflows import mp
+from workflows.watch import wait_all
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -114,8 +114,6 @@ def run_screening(client, opts: RunOptions, progress: Progress = None,
         runs=1, structure_hits=int(run.structure_hit), structure_misses=int(not run.structure_hit),
         graph_hits=summary["graph_cache_hits"], graph_misses=summary["featurized"],
         prediction_hits=summary["prediction_cache_hits"], prediction_misses=summary["inferred"])
-    from workflows.run.summary import changes_since
-
     changes, summary["changes"] = changes_since(opts, ranked.shown, str(run.checked.query))
     files = write_outputs(ranked.shown, ranked.everything, summary, opts, made.relaxed_structures, changes)
     return RunResult(ranked.shown, summary, files)
