@@ -90,7 +90,7 @@ def user_errors(fn):
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own ways out
         except Exception as e:
-            from workflows.watch import disk_full, is_disk_full, write_log
+            from workflows.cluster.watch import disk_full, is_disk_full, write_log
 
             if is_disk_full(e):
                 err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
@@ -197,7 +197,7 @@ def run(
     opts, spec = run_settings(**options)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workflows.cluster import connect, dashboard_link
+    from workflows.cluster.connection import connect, dashboard_link
     from workflows.screen_run import run_screening, source_notes
 
     with connect(spec) as client:
@@ -303,9 +303,9 @@ def submit(
     """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
     --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
     The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
-    from workflows.batch import batch_job, check_begin, crontab_line, sbatch_delay
-    from workflows.batch import submit as submit_job
-    from workflows.campaign import read_campaign
+    from workflows.cluster.batch import batch_job, check_begin, crontab_line, sbatch_delay
+    from workflows.cluster.batch import submit as submit_job
+    from workflows.cluster.campaign import read_campaign
 
     from workflows.screen_run import run_settings
 
@@ -361,8 +361,8 @@ def status(
 ):
     """The batch jobs of a run folder (or campaign) and its latest results."""
     from workflows.report import print_table
-    from workflows.batch import jobs, latest_results, states
-    from workflows.campaign import read_campaign
+    from workflows.cluster.batch import jobs, latest_results, states
+    from workflows.cluster.campaign import read_campaign
 
     folders = None
     if campaign:
@@ -484,7 +484,7 @@ def train(
 
     from rich.progress import Progress
 
-    from workflows.training import train_model, train_settings
+    from workflows.train.training import train_model, train_settings
 
     if threads:
         import torch
@@ -541,7 +541,7 @@ def evaluate(
     """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
     from rich.table import Table
 
-    from workflows.training import evaluate_model
+    from workflows.train.training import evaluate_model
 
     metrics, where = evaluate_model(model, data, cache, split_name, out, limit, device)
     table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals, {metrics['members']} member(s))")
@@ -564,7 +564,7 @@ def ensemble(
     cache: Path = cache_option(),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
-    from workflows.training import write_ensemble
+    from workflows.train.training import write_ensemble
 
     if out.suffix != ".json":
         raise ScreenError(f"--out {out}: an ensemble file ends in .json")
@@ -579,7 +579,7 @@ def ensemble(
 @app.command()
 @user_errors
 def experiment(
-    spec_file: Path = typer.Argument(..., metavar="SPEC.yaml", help="Experiment spec (see workflows/paper.yaml)."),
+    spec_file: Path = typer.Argument(..., metavar="SPEC.yaml", help="Experiment spec (see workflows/train/paper.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run outputs (default: experiments/<spec name>)."),
     report: Optional[Path] = typer.Option(None, help="Markdown report to write (default: <out>/report.md)."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing; report the finished runs."),
@@ -593,10 +593,10 @@ def experiment(
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workflows.experiment_report import write_report
-    from workflows.experiment_spec import load_spec
-    from workflows.cluster import ClusterSpec
-    from workflows.experiments import collect, run_experiment, unfinished
+    from workflows.train.experiment_report import write_report
+    from workflows.train.experiment_spec import load_spec
+    from workflows.cluster.connection import ClusterSpec
+    from workflows.train.experiments import collect, run_experiment, unfinished
 
     spec = load_spec(spec_file)
     out = out or Path("experiments") / spec.name

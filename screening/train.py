@@ -2,7 +2,7 @@
 
 Readable in one sitting on purpose. Data is a `GraphSet` (screening/graphset.py):
 flat CSR arrays of graphs and a (n, n_tasks) target array with NaN for missing
-labels, as read from the graph store (workflows/training.py) or built in memory.
+labels, as read from the graph store (workflows/train/training.py) or built in memory.
 
 State that a resume needs is written every epoch: last.pt (the evaluated
 weights: the EMA when on), last.opt (everything a resume needs: optimizer,

@@ -21,7 +21,7 @@ class TrainConfig:
 
     The defaults are the recipe of the shipped model (screening/models/README.md
     gives the validation run behind each choice); `TrainConfig.paper()` is the
-    paper's recipe, which the experiments of workflows/paper.yaml use.
+    paper's recipe, which the experiments of workflows/train/paper.yaml use.
     """
     tasks: List[str]
     task_weights: Optional[List[float]] = None  # w_p of Eq. 6; default all 1

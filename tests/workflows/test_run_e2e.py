@@ -11,7 +11,7 @@ from screening import kernels
 from screening.rank import RankOptions
 from tests.helpers import DATA, tiny_ensemble
 from workflows import allocator, worker_model
-from workflows.cluster import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSpec, connect
 from workflows.screen_run import RunOptions, run_screening
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from screening.graphset import GraphSet
 from screening.model import MTCGCNN
 from screening.train import TrainConfig
 from tests.helpers import TASKS, mp_rows, mp_structures
-from workflows.training import load_training_data, train_model
+from workflows.train.training import load_training_data, train_model
 
 N = 48
 
@@ -131,7 +131,7 @@ def test_too_little_data_is_a_one_line_error(tmp_path, csv48):
 
 
 def test_evaluate_an_ensemble_on_its_members_shared_test_split(tmp_path, csv48):
-    from workflows.training import evaluate_model, write_ensemble
+    from workflows.train.training import evaluate_model, write_ensemble
 
     cache = tmp_path / "cache"
     for seed in (0, 1):

@@ -1,7 +1,7 @@
 """The experiment report: our numbers next to the paper's Tables 2-4 and Fig. 3c-d.
 
 Input is the list of finished runs' result.json contents (see
-workflows/experiment_spec.py); output is one Markdown file and its PNG plots.
+workflows/train/experiment_spec.py); output is one Markdown file and its PNG plots.
 Every number is a mean +- sample std over the seeds of runs that differ only
 in their seed, and the appendix lists each run's directory, so any cell can
 be traced back to the result.json files it came from. The verdicts on the
@@ -21,7 +21,7 @@ import pandas as pd
 
 from screening.atomic import write_atomic
 
-from workflows.experiment_spec import SHORT, TASKS
+from workflows.train.experiment_spec import SHORT, TASKS
 
 EF, EG, EFERMI = TASKS["Ef"], TASKS["Eg"], TASKS["EF"]
 E_SETS = {"E1": ("Ef", "Eg"), "E2": ("Ef", "EF"), "E3": ("Eg", "EF"), "E4": ("Ef", "Eg", "EF")}
