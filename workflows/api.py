@@ -48,7 +48,7 @@ def screen(query: str, *, client=None, progress: Optional[Callable[[str, int, in
     progress: called as progress(stage, done, total) while the run goes.
     """
     params = run_params(query, options, client is not None)
-    from workflows.cluster import connect
+    from workflows.cluster.connection import connect
     from workflows.screen_run import run_screening, run_settings, source_notes
 
     opts, spec = run_settings(**params)

@@ -37,7 +37,7 @@ from screening.errors import ScreenError
 from screening.relax import check_relaxer
 from screening.uncertainty import KNOWN, RELAXED, UNRELAXED
 from workflows.partitions import cache_columns, fetch_partition, featurize_task, slice_of
-from workflows.watch import wait_all
+from workflows.cluster.watch import wait_all
 
 RELAXER = "chgnet"
 # Candidates the default run relaxes: sized for the default `screen run --query "Li-*-O"` to take

@@ -52,7 +52,7 @@ from workflows.partitions import (cache_columns, featurize_task, fetch_partition
                                   prediction_cache, settle_budgets, slice_of, source_partitions, split_plan,
                                   total_fetch_counts)
 from workflows.provenance import run_provenance
-from workflows.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
+from workflows.cluster.watch import NO_WORKER_TIMEOUT_S, disk_full, is_disk_full, wait_all
 
 @dataclass
 class RunOptions:
@@ -684,7 +684,7 @@ def run_settings(query, exclude, source, reference, model, device, scheduler, jo
                ehull_max, gap_threshold, top, rank_by, stable_within, unrelaxed_std, drop_flagged, gnome, new_only, mp_rate,
                partition_size, no_worker_timeout, relax, runner, relax_top=None, anchor=False):
     """`screen run`'s options (and `screen submit`'s) as the run's and the cluster's settings, every one checked."""
-    from workflows.cluster import ClusterSpec
+    from workflows.cluster.connection import ClusterSpec
 
     exclude_list = [e.strip() for e in (exclude or "").split(",") if e.strip()]
     mp_rate = DEFAULT_RATE if mp_rate is None else mp_rate

@@ -3,8 +3,8 @@ so `screen --help` and every command start without loading the training stack.""
 from screening.settings import default_of, help_of  # noqa: F401  (cli.option reads fields through here)
 from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
 from screening.train_config import TrainConfig  # noqa: F401  (every training setting, defined once)
-from workflows.cluster import ClusterSpec
-from workflows.watch import NO_WORKER_TIMEOUT_S
+from workflows.cluster.connection import ClusterSpec
+from workflows.cluster.watch import NO_WORKER_TIMEOUT_S
 
 # `screen run`'s options (workflows/screen_run.run_settings' arguments) and their defaults: the
 # command line and the Python API (workflows/api.py) both take them from here. None: the run
