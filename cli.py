@@ -43,7 +43,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_show_versio
 
 # A setting's flag is its parameter name with dashes (partition_size -> --partition-size), except these.
 FLAGS = {"output_format": "--format", "fmt": "--format", "ema_decay": "--ema", "cache_dir": "--cache",
-         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory"}
+         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory",
+         "split_name": "--split", "task_weights": "--weights"}
 
 
 def flag_of(parameter: str) -> str:

@@ -36,17 +36,6 @@ from screening.train_config import SCHEDULES, TrainConfig  # noqa: F401  (TrainC
 from screening.weighting import make_weighting
 
 
-def split_indices(n: int, fractions: Sequence[float], seed: int):
-    """Seeded random train/val/test split (paper: 60/20/20)."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-        raise ScreenError(f"--split {list(fractions)}: need three fractions >= 0 summing to at most 1")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
-    return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
-
-
 def validation_score(true: np.ndarray, pred: np.ndarray, std: np.ndarray) -> float:
     """Mean over tasks of MAE / target std: one number that weighs tasks fairly (metal head aside)."""
     return float(np.mean([mae(true[:, k], pred[:, k]) / std[k] for k in range(true.shape[1])]))

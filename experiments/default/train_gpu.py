@@ -76,7 +76,7 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
     import torch
 
     from screening.train import TrainConfig, train
-    from workflows.train.training import read_split, split_positions
+    from screening.split import read_split, split_positions
 
     torch.set_num_threads(threads)
     ref = reference(root)
@@ -121,7 +121,7 @@ def speed(graphs_path: Path, root: Path, device: str) -> None:
 
     from screening.checkpoint import load_checkpoint
     from screening.predict import predict_set
-    from workflows.train.training import read_split, split_positions
+    from screening.split import read_split, split_positions
 
     ckpt = load_checkpoint(root / "member-0" / "best.pt")
     graphs = load_graphs(graphs_path, ckpt.featurizer)

@@ -28,6 +28,7 @@ from screening.dataset import read_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
+from screening.split import make_split, read_split, split_file_of, split_positions
 from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
 from screening.train_config import TrainConfig  # every training setting, defined once (cli.py's options: workflows/settings.py)
 from screening.structures import read_structure, structure_from_cif_text
@@ -115,38 +116,6 @@ def _featurize_table(data, tasks, featurizer, store: GraphStore, limit, sample,
     return TrainingTable(ids, keys, targets, list(tasks), skipped), made
 
 
-# ---- splits ----
-
-def make_split(graphs: GraphSet, fractions: Sequence[float], seed: int) -> Dict[str, List[str]]:
-    from screening.train import split_indices
-
-    parts = split_indices(len(graphs), fractions, seed)
-    return {name: [graphs.ids[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts)}
-
-
-def split_positions(graphs: GraphSet, ids: Sequence[str], where: str) -> np.ndarray:
-    """Positions of `ids` in graphs; an id the data lacks is an error (the split belongs to other data)."""
-    pos = {x: i for i, x in enumerate(graphs.ids)}
-    missing = [x for x in ids if x not in pos]
-    if missing:
-        raise ScreenError(f"{where}: {len(missing)} ids are not in the training data (first: {missing[0]}); "
-                          f"was the split made from another data file?")
-    return np.array([pos[x] for x in ids], dtype=np.int64)
-
-
-def read_split(path) -> dict:
-    path = Path(path)
-    try:
-        split = json.loads(path.read_text())
-        if not all(isinstance(split.get(k), list) for k in ("train", "val", "test")):
-            raise ValueError("needs train, val and test id lists")
-    except FileNotFoundError:
-        raise ScreenError(f"{path}: not found") from None
-    except ValueError as e:
-        raise ScreenError(f"{path}: not a split file ({e})") from None
-    return split
-
-
 # ---- the recipe ----
 
 def write_domain(out, train_set: GraphSet, data=None) -> None:
@@ -155,16 +124,13 @@ def write_domain(out, train_set: GraphSet, data=None) -> None:
     Densities come from the data's `volume` column (A^3 per cell, as in mp_dev.csv.gz) and
     the atoms of each graph; data without volumes gives a domain without a density range.
     """
-    from screening.domain import DOMAIN_FILE, Domain
+    from screening.domain import DOMAIN_FILE, Domain, densities
 
-    domain = Domain.from_atomic_numbers(train_set.atomic_numbers_of(i) for i in range(len(train_set)))
+    atoms = [train_set.atomic_numbers_of(i) for i in range(len(train_set))]
+    domain = Domain.from_atomic_numbers(atoms)
     volumes = _volumes(data, train_set.ids) if data is not None else None
     if volumes is not None:
-        from pymatgen.core.periodic_table import Element
-
-        mass = np.array([0.0] + [float(Element.from_Z(z).atomic_mass) for z in range(1, 95)])
-        grams = np.array([mass[train_set.atomic_numbers_of(i)].sum() for i in range(len(train_set))]) * 1.66054
-        domain.density_range = Domain.density_range_of(grams / volumes)  # amu/A^3 * 1.66054 = g/cm3
+        domain.density_range = Domain.density_range_of(densities(atoms, volumes))
     Path(out).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out) / DOMAIN_FILE, domain.to_json().encode())
 
@@ -333,15 +299,3 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     parity_plots(model.tasks, graphs.targets, mean[:, :n], out / "parity.png")
     return metrics, out
-
-
-def split_file_of(model) -> Path:
-    """split.json beside the checkpoint; for an ensemble, the members' shared split its manifest names."""
-    if "split" in model.meta:
-        f = Path(model.path).parent / model.meta["split"]
-    else:
-        f = Path(model.path).parent / "split.json"
-    if not f.exists():
-        raise ScreenError(f"{f}: not found, so the model's test crystals are unknown; "
-                          f"pass --split all to score every row of --data")
-    return f
