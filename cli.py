@@ -19,6 +19,7 @@ from rich.console import Console
 
 from screening.errors import ScreenError
 from workflows.settings import PANEL, RUN, RUN_PANELS
+from workflows.train.settings import FeaturizerConfig, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -60,7 +61,7 @@ def option(settings, name: str, *decls: str, **kwargs):
     """A typer option whose default and help come from the settings dataclass's field (screening/settings.py)."""
     from workflows.settings import default_of, help_of
 
-    kwargs.setdefault("help", help_of(settings, name))
+    kwargs.setdefault("help", as_flags(help_of(settings, name)))
     return typer.Option(default_of(settings, name), *decls, **kwargs)
 
 
@@ -437,12 +438,17 @@ def _floats(text: str, what: str) -> List[float]:
         raise ScreenError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
-def _train_defaults():
-    from workflows.settings import TASKS, TrainConfig
-    return TrainConfig(tasks=list(TASKS))
+def _words(text: str) -> List[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
-_TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined once there
+def _listed(settings, name: str, *decls: str):
+    """A list setting as one comma-separated option (--tasks a,b; --split 0.8,0.1,0.1), default and help from its field."""
+    from workflows.settings import default_of, help_of
+
+    value = default_of(settings, name)
+    return typer.Option(None if value is None else ",".join(map(str, value)), *decls,
+                        help=as_flags(help_of(settings, name)))
 
 
 @app.command()
@@ -450,30 +456,30 @@ _TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json (default runs/model, or the --resume checkpoint's directory)."),
-    tasks: str = typer.Option(",".join(_TRAIN.tasks), help="Comma-separated target columns."),
-    weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
-    weighting: str = typer.Option(_TRAIN.weighting, help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
-    loss: str = typer.Option(_TRAIN.loss, help="Per-task loss: mse (paper) | l1 | huber."),
-    metal_head: bool = typer.Option(_TRAIN.metal_head, "--metal-head/--no-metal-head", help="Also learn P(metal) by cross-entropy (needs band_gap)."),
-    split: str = typer.Option(",".join(map(str, _TRAIN.split)), help="train,val,test fractions."),
-    split_seed: int = typer.Option(_TRAIN.split_seed, help="Seed of the split (keep it when training ensemble members)."),
-    epochs: int = typer.Option(_TRAIN.epochs),
-    batch_size: int = typer.Option(_TRAIN.batch_size),
-    lr: float = typer.Option(_TRAIN.lr),
-    optimizer: str = typer.Option(_TRAIN.optimizer, help="adamw | adam"),
-    weight_decay: float = typer.Option(_TRAIN.weight_decay),
-    schedule: str = typer.Option(_TRAIN.schedule, help="cosine | step | none"),
-    warmup_epochs: float = typer.Option(_TRAIN.warmup_epochs, help="Linear learning-rate warm-up."),
-    ema: float = typer.Option(_TRAIN.ema_decay, help="Decay of the weights' moving average (0 = off)."),
-    bn_recompute: int = typer.Option(_TRAIN.bn_recompute, help="Training crystals used to re-estimate batch-norm statistics each epoch (0 = off)."),
-    patience: int = typer.Option(_TRAIN.patience, help="Early stopping: epochs without a better validation score."),
-    seed: int = typer.Option(_TRAIN.seed, help="Initialization and shuffling seed (differs between ensemble members)."),
-    atom_fea_len: int = typer.Option(_TRAIN.atom_fea_len),
-    n_conv: int = typer.Option(_TRAIN.n_conv),
-    h_fea_len: int = typer.Option(_TRAIN.h_fea_len),
-    n_h: int = typer.Option(_TRAIN.n_h),
-    cutoff: float = typer.Option(8.0, help="Neighbor cutoff (A)."),
-    max_neighbors: int = typer.Option(12),
+    tasks: str = _listed(TrainConfig, "tasks"),
+    task_weights: Optional[str] = _listed(TrainConfig, "task_weights", "--weights"),
+    weighting: str = option(TrainConfig, "weighting"),
+    loss: str = option(TrainConfig, "loss"),
+    metal_head: bool = option(TrainConfig, "metal_head", "--metal-head/--no-metal-head"),
+    split: str = _listed(TrainConfig, "split"),
+    split_seed: int = option(TrainConfig, "split_seed"),
+    epochs: int = option(TrainConfig, "epochs"),
+    batch_size: int = option(TrainConfig, "batch_size"),
+    lr: float = option(TrainConfig, "lr"),
+    optimizer: str = option(TrainConfig, "optimizer"),
+    weight_decay: float = option(TrainConfig, "weight_decay"),
+    schedule: str = option(TrainConfig, "schedule"),
+    warmup_epochs: float = option(TrainConfig, "warmup_epochs"),
+    ema_decay: float = option(TrainConfig, "ema_decay", "--ema"),
+    bn_recompute: int = option(TrainConfig, "bn_recompute"),
+    patience: int = option(TrainConfig, "patience"),
+    seed: int = option(TrainConfig, "seed"),
+    atom_fea_len: int = option(TrainConfig, "atom_fea_len"),
+    n_conv: int = option(TrainConfig, "n_conv"),
+    h_fea_len: int = option(TrainConfig, "h_fea_len"),
+    n_h: int = option(TrainConfig, "n_h"),
+    cutoff: float = option(FeaturizerConfig, "cutoff"),
+    max_neighbors: int = option(FeaturizerConfig, "max_neighbors"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
     cache: Path = cache_option(),
@@ -481,11 +487,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
 ):
     """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""
-    import shlex
-
-    from rich.progress import Progress
-
-    from workflows.train.training import train_model, train_settings
+    from workflows.train.training import train_settings
 
     if threads:
         import torch
@@ -493,15 +495,26 @@ def train(
     if resume and out and out.resolve() != resume.resolve().parent:
         raise ScreenError(f"--resume {resume} continues the run in {resume.parent}, not --out {out}")
     out = resume.parent if resume else (out or Path("runs/model"))
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     cfg, featurizer = train_settings(
-        cutoff=cutoff, max_neighbors=max_neighbors, device=device,
-        tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
-        weighting=weighting, loss=loss, metal_head=metal_head,
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-        ema_decay=ema, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
+        cutoff=cutoff, max_neighbors=max_neighbors, device=device, tasks=_words(tasks),
+        task_weights=_floats(task_weights, "--weights") if task_weights else None,
+        weighting=weighting, loss=loss, metal_head=metal_head, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+        ema_decay=ema_decay, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
         split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h)
+    best = _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume)
+    console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
+                  f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
+
+
+def _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume) -> dict:
+    """train_model with a featurizing bar, then a line for the data and split, then one per epoch."""
+    import shlex
+
+    from rich.progress import Progress
+
+    from workflows.train.training import TrainHooks, train_model
+
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("featurizing into the graph store", total=None)
 
@@ -520,12 +533,10 @@ def train(
             console.print(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val MAE {maes}{auc}  "
                           f"lr {row['lr']:.2e}  {row['seconds']:.0f}s", highlight=False)
 
-        best = train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume,
-                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-                           progress=lambda done, total: bar.update(job, completed=done, total=total),
+        hooks = TrainHooks(progress=lambda done, total: bar.update(job, completed=done, total=total),
                            on_ready=ready, on_epoch=show)
-    console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
-                  f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
+        return train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume, hooks=hooks,
+                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
 
 
 @app.command()

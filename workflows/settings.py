@@ -1,8 +1,6 @@
 """The settings `screen` shows as its options' defaults, importable without torch, Zarr or Dask,
 so `screen --help` and every command start without loading the training stack."""
 from screening.settings import default_of, help_of  # noqa: F401  (cli.option reads fields through here)
-from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
-from screening.train_config import TrainConfig  # noqa: F401  (every training setting, defined once)
 from workflows.cluster.connection import ClusterSpec
 from workflows.cluster.watch import NO_WORKER_TIMEOUT_S
 

@@ -29,8 +29,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
 from screening.split import make_split, read_split, split_file_of, split_positions
-from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
-from screening.train_config import TrainConfig  # every training setting, defined once (cli.py's options: workflows/settings.py)
+from screening.train_config import TrainConfig  # every training setting, defined once
 from screening.structures import read_structure, structure_from_cif_text
 
 _CHUNK = 2048  # rows per store unit when featurizing a data file
@@ -159,19 +158,27 @@ def train_settings(cutoff: float, max_neighbors: int, device: str = "auto", **se
             FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors))
 
 
+@dataclass
+class TrainHooks:
+    """What train_model reports as it goes: featurizing progress, the data and split before the
+    first epoch (`on_ready(data, split)`), and each epoch's row."""
+    progress: Progress = None
+    on_ready: Optional[Callable[[TrainingData, dict], None]] = None
+    on_epoch: Optional[Callable[[dict], None]] = None
+
+
 def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
-                resume: Optional[Path] = None, command: str = "", progress: Progress = None,
-                on_ready: Optional[Callable[[TrainingData, dict], None]] = None,
-                on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+                resume: Optional[Path] = None, command: str = "", hooks: Optional[TrainHooks] = None) -> dict:
     """Load (or featurize) the data, split it (or reuse the run's split.json on --resume), train.
 
-    Returns the best epoch's row. `on_ready(data, split)` is called before the first epoch.
+    Returns the best epoch's row.
     """
     from screening.train import train
 
+    hooks = hooks or TrainHooks()
     cfg.check()
     out = Path(out)
-    loaded = load_training_data(data, cfg.tasks, featurizer, cache_dir, limit, progress)
+    loaded = load_training_data(data, cfg.tasks, featurizer, cache_dir, limit, hooks.progress)
     split_file = out / "split.json"
     if resume and split_file.exists():
         split = read_split(split_file)
@@ -185,12 +192,12 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
     parts = {k: loaded.graphs.subset(split_positions(loaded.graphs, split[k], str(split_file)))
              for k in ("train", "val")}
     write_domain(out, parts["train"], data)
-    if on_ready:
-        on_ready(loaded, split)
+    if hooks.on_ready:
+        hooks.on_ready(loaded, split)
     meta = {"command": command, "data": str(data), "n_train": len(split["train"]),
             "n_val": len(split["val"]), "n_test": len(split["test"])}
     return train(parts["train"], parts["val"], cfg, out, featurizer,
-                 resume=str(resume) if resume else None, on_epoch=on_epoch, meta=meta)
+                 resume=str(resume) if resume else None, on_epoch=hooks.on_epoch, meta=meta)
 
 
 def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None, calibrate=None,
