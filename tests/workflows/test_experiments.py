@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from screening.errors import ScreenError
-from workflows.train.experiment_report import results_table, write_report
+from workflows.train.experiment_report import write_report
+from workflows.train.results import results_table
 from workflows.train.experiment_spec import RunSpec, TASKS, parse_spec, run_indices
 from workflows.train.experiments import load_pool, train_run
 from tests.helpers import DATA

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from cache.atomic import write_atomic
-from workflows.train.experiment_report import results_table
+from workflows.train.results import results_table
 from workflows.train.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
 from workflows.cluster.connection import ClusterSpec, connect
 from workflows.cluster.watch import as_finished, task_error
