@@ -19,6 +19,7 @@ from rich.console import Console
 
 from screening.errors import ScreenError
 from workflows.run.options import PANEL, PANELS, RunSettings
+from workflows.train.settings import FeaturizerConfig, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -43,7 +44,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_show_versio
 
 # A setting's flag is its parameter name with dashes (partition_size -> --partition-size), except these.
 FLAGS = {"output_format": "--format", "fmt": "--format", "ema_decay": "--ema", "cache_dir": "--cache",
-         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory"}
+         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory",
+         "split_name": "--split", "task_weights": "--weights"}
 
 
 def flag_of(parameter: str) -> str:
@@ -61,7 +63,7 @@ def option(settings, name: str, *decls: str, **kwargs):
 
     from dataclasses import MISSING
 
-    kwargs.setdefault("help", help_of(settings, name))
+    kwargs.setdefault("help", as_flags(help_of(settings, name)))
     default = default_of(settings, name)
     return typer.Option(... if default is MISSING else default, *decls, **kwargs)
 
@@ -92,7 +94,7 @@ def user_errors(fn):
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own ways out
         except Exception as e:
-            from workflows.watch import disk_full, is_disk_full, write_log
+            from workflows.cluster.watch import disk_full, is_disk_full, write_log
 
             if is_disk_full(e):
                 err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
@@ -185,7 +187,7 @@ def run(
     from workflows.run.options import checked
 
     opts, spec = checked(settings)
-    from workflows.cluster import connect, dashboard_link
+    from workflows.cluster.connection import connect, dashboard_link
 
     with connect(spec) as client:
         # (with --runner, only the client task gets here: the others ran their part inside connect)
@@ -300,9 +302,9 @@ def submit(
     """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
     --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
     The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
-    from workflows.batch import batch_job, check_begin, crontab_line, sbatch_delay
-    from workflows.batch import submit as submit_job
-    from workflows.campaign import read_campaign
+    from workflows.cluster.batch import batch_job, check_begin, crontab_line, sbatch_delay
+    from workflows.cluster.batch import submit as submit_job
+    from workflows.cluster.campaign import read_campaign
     from workflows.run.options import checked as checked_settings
 
     runs, name, batch, out = [list(ctx.args)], "screen", {}, None
@@ -357,8 +359,8 @@ def status(
 ):
     """The batch jobs of a run folder (or campaign) and its latest results."""
     from workflows.report import print_table
-    from workflows.batch import jobs, latest_results, states
-    from workflows.campaign import read_campaign
+    from workflows.cluster.batch import jobs, latest_results, states
+    from workflows.cluster.campaign import read_campaign
 
     folders = None
     if campaign:
@@ -432,12 +434,17 @@ def _floats(text: str, what: str) -> List[float]:
         raise ScreenError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
-def _train_defaults():
-    from workflows.settings import TASKS, TrainConfig
-    return TrainConfig(tasks=list(TASKS))
+def _words(text: str) -> List[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
-_TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined once there
+def _listed(settings, name: str, *decls: str):
+    """A list setting as one comma-separated option (--tasks a,b; --split 0.8,0.1,0.1), default and help from its field."""
+    from workflows.settings import default_of, help_of
+
+    value = default_of(settings, name)
+    return typer.Option(None if value is None else ",".join(map(str, value)), *decls,
+                        help=as_flags(help_of(settings, name)))
 
 
 @app.command()
@@ -445,30 +452,30 @@ _TRAIN = _train_defaults()  # `screen train` defaults are TrainConfig's, defined
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json (default runs/model, or the --resume checkpoint's directory)."),
-    tasks: str = typer.Option(",".join(_TRAIN.tasks), help="Comma-separated target columns."),
-    weights: Optional[str] = typer.Option(None, help="Per-task loss weights w_p (Eq. 6), comma-separated."),
-    weighting: str = typer.Option(_TRAIN.weighting, help="fixed (Eq. 6, --weights) | uncertainty (learned per-task weights, Kendall et al. 2018)."),
-    loss: str = typer.Option(_TRAIN.loss, help="Per-task loss: mse (paper) | l1 | huber."),
-    metal_head: bool = typer.Option(_TRAIN.metal_head, "--metal-head/--no-metal-head", help="Also learn P(metal) by cross-entropy (needs band_gap)."),
-    split: str = typer.Option(",".join(map(str, _TRAIN.split)), help="train,val,test fractions."),
-    split_seed: int = typer.Option(_TRAIN.split_seed, help="Seed of the split (keep it when training ensemble members)."),
-    epochs: int = typer.Option(_TRAIN.epochs),
-    batch_size: int = typer.Option(_TRAIN.batch_size),
-    lr: float = typer.Option(_TRAIN.lr),
-    optimizer: str = typer.Option(_TRAIN.optimizer, help="adamw | adam"),
-    weight_decay: float = typer.Option(_TRAIN.weight_decay),
-    schedule: str = typer.Option(_TRAIN.schedule, help="cosine | step | none"),
-    warmup_epochs: float = typer.Option(_TRAIN.warmup_epochs, help="Linear learning-rate warm-up."),
-    ema: float = typer.Option(_TRAIN.ema_decay, help="Decay of the weights' moving average (0 = off)."),
-    bn_recompute: int = typer.Option(_TRAIN.bn_recompute, help="Training crystals used to re-estimate batch-norm statistics each epoch (0 = off)."),
-    patience: int = typer.Option(_TRAIN.patience, help="Early stopping: epochs without a better validation score."),
-    seed: int = typer.Option(_TRAIN.seed, help="Initialization and shuffling seed (differs between ensemble members)."),
-    atom_fea_len: int = typer.Option(_TRAIN.atom_fea_len),
-    n_conv: int = typer.Option(_TRAIN.n_conv),
-    h_fea_len: int = typer.Option(_TRAIN.h_fea_len),
-    n_h: int = typer.Option(_TRAIN.n_h),
-    cutoff: float = typer.Option(8.0, help="Neighbor cutoff (A)."),
-    max_neighbors: int = typer.Option(12),
+    tasks: str = _listed(TrainConfig, "tasks"),
+    task_weights: Optional[str] = _listed(TrainConfig, "task_weights", "--weights"),
+    weighting: str = option(TrainConfig, "weighting"),
+    loss: str = option(TrainConfig, "loss"),
+    metal_head: bool = option(TrainConfig, "metal_head", "--metal-head/--no-metal-head"),
+    split: str = _listed(TrainConfig, "split"),
+    split_seed: int = option(TrainConfig, "split_seed"),
+    epochs: int = option(TrainConfig, "epochs"),
+    batch_size: int = option(TrainConfig, "batch_size"),
+    lr: float = option(TrainConfig, "lr"),
+    optimizer: str = option(TrainConfig, "optimizer"),
+    weight_decay: float = option(TrainConfig, "weight_decay"),
+    schedule: str = option(TrainConfig, "schedule"),
+    warmup_epochs: float = option(TrainConfig, "warmup_epochs"),
+    ema_decay: float = option(TrainConfig, "ema_decay", "--ema"),
+    bn_recompute: int = option(TrainConfig, "bn_recompute"),
+    patience: int = option(TrainConfig, "patience"),
+    seed: int = option(TrainConfig, "seed"),
+    atom_fea_len: int = option(TrainConfig, "atom_fea_len"),
+    n_conv: int = option(TrainConfig, "n_conv"),
+    h_fea_len: int = option(TrainConfig, "h_fea_len"),
+    n_h: int = option(TrainConfig, "n_h"),
+    cutoff: float = option(FeaturizerConfig, "cutoff"),
+    max_neighbors: int = option(FeaturizerConfig, "max_neighbors"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
     cache: Path = cache_option(),
@@ -476,11 +483,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
 ):
     """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""
-    import shlex
-
-    from rich.progress import Progress
-
-    from workflows.training import train_model, train_settings
+    from workflows.train.training import train_settings
 
     if threads:
         import torch
@@ -488,15 +491,26 @@ def train(
     if resume and out and out.resolve() != resume.resolve().parent:
         raise ScreenError(f"--resume {resume} continues the run in {resume.parent}, not --out {out}")
     out = resume.parent if resume else (out or Path("runs/model"))
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     cfg, featurizer = train_settings(
-        cutoff=cutoff, max_neighbors=max_neighbors, device=device,
-        tasks=task_list, task_weights=_floats(weights, "--weights") if weights else None,
-        weighting=weighting, loss=loss, metal_head=metal_head,
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-        ema_decay=ema, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
+        cutoff=cutoff, max_neighbors=max_neighbors, device=device, tasks=_words(tasks),
+        task_weights=_floats(task_weights, "--weights") if task_weights else None,
+        weighting=weighting, loss=loss, metal_head=metal_head, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+        ema_decay=ema_decay, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
         split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h)
+    best = _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume)
+    console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
+                  f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
+
+
+def _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume) -> dict:
+    """train_model with a featurizing bar, then a line for the data and split, then one per epoch."""
+    import shlex
+
+    from rich.progress import Progress
+
+    from workflows.train.training import TrainHooks, train_model
+
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("featurizing into the graph store", total=None)
 
@@ -515,12 +529,10 @@ def train(
             console.print(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val MAE {maes}{auc}  "
                           f"lr {row['lr']:.2e}  {row['seconds']:.0f}s", highlight=False)
 
-        best = train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume,
-                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-                           progress=lambda done, total: bar.update(job, completed=done, total=total),
+        hooks = TrainHooks(progress=lambda done, total: bar.update(job, completed=done, total=total),
                            on_ready=ready, on_epoch=show)
-    console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
-                  f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
+        return train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume, hooks=hooks,
+                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
 
 
 @app.command()
@@ -537,7 +549,7 @@ def evaluate(
     """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
     from rich.table import Table
 
-    from workflows.training import evaluate_model
+    from workflows.train.training import evaluate_model
 
     metrics, where = evaluate_model(model, data, cache, split_name, out, limit, device)
     table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals, {metrics['members']} member(s))")
@@ -560,7 +572,7 @@ def ensemble(
     cache: Path = cache_option(),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
-    from workflows.training import write_ensemble
+    from workflows.train.training import write_ensemble
 
     if out.suffix != ".json":
         raise ScreenError(f"--out {out}: an ensemble file ends in .json")
@@ -575,7 +587,7 @@ def ensemble(
 @app.command()
 @user_errors
 def experiment(
-    spec_file: Path = typer.Argument(..., metavar="SPEC.yaml", help="Experiment spec (see workflows/paper.yaml)."),
+    spec_file: Path = typer.Argument(..., metavar="SPEC.yaml", help="Experiment spec (see workflows/train/paper.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run outputs (default: experiments/<spec name>)."),
     report: Optional[Path] = typer.Option(None, help="Markdown report to write (default: <out>/report.md)."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing; report the finished runs."),
@@ -589,10 +601,10 @@ def experiment(
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workflows.experiment_report import write_report
-    from workflows.experiment_spec import load_spec
-    from workflows.cluster import ClusterSpec
-    from workflows.experiments import collect, run_experiment, unfinished
+    from workflows.train.experiment_report import write_report
+    from workflows.train.experiment_spec import load_spec
+    from workflows.cluster.connection import ClusterSpec
+    from workflows.train.experiments import collect, run_experiment, unfinished
 
     spec = load_spec(spec_file)
     out = out or Path("experiments") / spec.name

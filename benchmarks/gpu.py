@@ -34,7 +34,7 @@ DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
 def export(path: Path, data: Path = DATA) -> None:
     from screening.ensemble import load_model
     from screening.model_info import default_model_path
-    from workflows.training import load_training_data
+    from workflows.train.training import load_training_data
 
     model = load_model(default_model_path())
     graphs = load_training_data(str(data), list(model.tasks), model.featurizer, "screen-cache").graphs

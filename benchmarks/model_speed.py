@@ -108,7 +108,7 @@ def main():
     from screening.featurize import FeaturizerConfig
     from screening.model import MTCGCNN, ModelConfig
     from screening.predict import predict_set
-    from workflows.training import load_training_data
+    from workflows.train.training import load_training_data
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)

@@ -62,7 +62,7 @@ def main():
     args = ap.parse_args()
 
     from screening.ensemble import load_model
-    from workflows.training import read_split, split_file_of
+    from screening.split import read_split, split_file_of
 
     split = read_split(split_file_of(load_model(args.model)))
     df = pd.read_csv(DATA)

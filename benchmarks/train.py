@@ -31,7 +31,8 @@ from screening.featurize import FeaturizerConfig  # noqa: E402
 from screening.model import ConvLayer, MTCGCNN  # noqa: E402
 from screening.predict import predict_set  # noqa: E402
 from screening.train import EMA, TrainConfig  # noqa: E402
-from workflows.training import load_training_data, make_split, split_positions  # noqa: E402
+from screening.split import make_split, split_positions  # noqa: E402
+from workflows.train.training import load_training_data  # noqa: E402
 
 TASKS = ["formation_energy_per_atom", "band_gap", "efermi"]
 

@@ -4,7 +4,7 @@
 data (read_table, here) and for local screening sources (screening/sources/local.py).
 
 Each row has an id, the targets, and either CIF text (CSV) or a CIF path
-(directory). workflows/training.py featurizes them into the graph store once;
+(directory). workflows/train/training.py featurizes them into the graph store once;
 rows whose structure cannot be used (unparsable CIF, disorder, unknown
 element) are skipped and reported there, not fatal.
 """

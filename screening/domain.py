@@ -98,6 +98,22 @@ def density(structure) -> float:
     return float(weight * grams / (structure.volume * cm3))
 
 
+def densities(atomic_numbers: Iterable[np.ndarray], volumes) -> np.ndarray:
+    """Densities (g/cm3) of crystals given by their atoms' atomic numbers and cell volumes (A^3),
+    converted as `density` converts a structure's, so the domain's range and a candidate's density agree."""
+    grams, cm3 = _factors()
+    mass = _masses_by_z()
+    weights = np.array([mass[np.asarray(z)].sum() for z in atomic_numbers], dtype=float)
+    return weights * grams / (np.asarray(volumes, float) * cm3)
+
+
+@functools.lru_cache(1)
+def _masses_by_z() -> np.ndarray:
+    from pymatgen.core import Element
+
+    return np.array([0.0] + [_mass(Element.from_Z(z).symbol) for z in range(1, 119)])
+
+
 @functools.lru_cache(maxsize=None)
 def _mass(symbol: str) -> float:
     from pymatgen.core import Element

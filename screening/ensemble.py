@@ -169,7 +169,7 @@ def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> En
 
 
 def manifest(path, member_paths: Sequence, meta: Optional[dict] = None) -> bytes:
-    """The manifest text for these checkpoints, paths relative to `path` (written by workflows/training.py)."""
+    """The manifest text for these checkpoints, paths relative to `path` (written by workflows/train/training.py)."""
     base = Path(path).resolve().parent
     entries = []
     for p in member_paths:

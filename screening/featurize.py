@@ -27,6 +27,7 @@ import numpy as np
 from screening.elements import MAX_Z
 from screening.errors import ScreenError
 from screening.graph import CrystalGraph
+from screening.settings import setting
 from screening.structures import MIN_DISTANCE, check_distances
 
 FEATURIZER_VERSION = "1"
@@ -35,8 +36,8 @@ _DISTANCE_TIE_TOL = 1e-5  # A: images closer than this in distance count as tied
 
 @dataclass(frozen=True)
 class FeaturizerConfig:
-    cutoff: float = 8.0  # A
-    max_neighbors: int = 12
+    cutoff: float = setting(8.0, "Neighbor cutoff (A).")
+    max_neighbors: int = setting(12, "Neighbors per atom at most (the nearest inside the cutoff).")
     gaussian_step: float = 0.2  # A: spacing and width of the distance expansion
     version: str = FEATURIZER_VERSION
 

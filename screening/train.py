@@ -2,7 +2,7 @@
 
 Readable in one sitting on purpose. Data is a `GraphSet` (screening/graphset.py):
 flat CSR arrays of graphs and a (n, n_tasks) target array with NaN for missing
-labels, as read from the graph store (workflows/training.py) or built in memory.
+labels, as read from the graph store (workflows/train/training.py) or built in memory.
 
 State that a resume needs is written every epoch: last.pt (the evaluated
 weights: the EMA when on), last.opt (everything a resume needs: optimizer,
@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -34,17 +35,6 @@ from screening.model import GAP_TASK, MTCGCNN
 from screening.predict import predict_set
 from screening.train_config import SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig's home; imported from here too)
 from screening.weighting import make_weighting
-
-
-def split_indices(n: int, fractions: Sequence[float], seed: int):
-    """Seeded random train/val/test split (paper: 60/20/20)."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-        raise ScreenError(f"--split {list(fractions)}: need three fractions >= 0 summing to at most 1")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
-    return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + n_val + n_test]
 
 
 def validation_score(true: np.ndarray, pred: np.ndarray, std: np.ndarray) -> float:
@@ -91,6 +81,22 @@ class EMA:
         torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
 
 
+@dataclass
+class _Run:
+    """A training run's moving parts: what every step updates and what a resume restores."""
+    model: MTCGCNN  # the raw weights the optimizer moves
+    weighting: torch.nn.Module  # the per-task loss weights (learned ones are parameters too)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: Optional[EMA]
+    steps: int  # optimizer steps per epoch
+
+    @property
+    def evaluated(self) -> MTCGCNN:
+        """The weights validated and saved: the moving average when on."""
+        return self.ema.model if self.ema else self.model
+
+
 def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
           featurizer: FeaturizerConfig, resume: Optional[str] = None,
           on_epoch: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None) -> dict:
@@ -101,8 +107,38 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
                           f"{len(train_set)} and {len(val_set)} (more data, or another --split)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
+    run = _start(train_set, cfg, featurizer, device)
+    start_epoch, best, history = 0, {"score": float("inf")}, []
+    if resume:
+        start_epoch, best, history = _resume(resume, run, featurizer, device, cfg)
+    std = run.model.target_std.cpu().numpy()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        loss = _train_epoch(run, train_set, cfg, epoch, device)
+        if cfg.bn_recompute:
+            recompute_batch_norm(run.evaluated, train_set, cfg.bn_recompute, cfg.batch_size, cfg.seed, device)
+        row = {"epoch": epoch + 1, "train_loss": loss, "lr": run.opt.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0}
+        row.update(_validate(run, val_set, std, device))
+        history.append(row)
+        improved = row["score"] < best["score"] or "epoch" not in best  # a NaN first epoch is still the best so far
+        if improved:
+            best = dict(row)
+        state = {"epoch": epoch + 1, "best": best, "history": history, "train_config": cfg.to_dict(),
+                 **(meta or {})}
+        _save(run, out, featurizer, state, improved)
+        _write_metrics(out / "metrics.csv", history)
+        if on_epoch:
+            on_epoch(row)
+        if epoch + 1 - best.get("epoch", epoch + 1) >= cfg.patience:
+            break
+    return best
+
+
+def _start(train_set: GraphSet, cfg: TrainConfig, featurizer: FeaturizerConfig, device) -> _Run:
+    """A new model (seeded), its loss weighting, optimizer, schedule and moving average."""
+    torch.manual_seed(cfg.seed)
     model = MTCGCNN(cfg.model_config(featurizer))
     model.set_normalizer(train_set.targets)
     model.to(device)
@@ -120,62 +156,52 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
     steps = math.ceil(len(train_set) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    start_epoch, best, history = 0, {"score": float("inf")}, []
-    if resume:
-        start_epoch, best, history = _resume(resume, model, ema, weighting, opt, sched, featurizer, device, cfg)
+    return _Run(model, weighting, opt, sched, ema, steps)
 
-    evaluated = ema.model if ema else model
-    std = model.target_std.cpu().numpy()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
-        idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
-        for s in range(steps):
-            chunk = idx[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            if len(chunk) < 2:  # batch norm needs two crystals
-                continue
-            batch = train_set.batch(chunk).to(device)
-            loss = weighting(*model.task_losses(batch, cfg.loss))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema:
-                ema.update(model)
-            total += loss.detach().double() * len(chunk)
-            seen += len(chunk)
-        if cfg.bn_recompute:
-            recompute_batch_norm(evaluated, train_set, cfg.bn_recompute, cfg.batch_size, cfg.seed, device)
-        row = {"epoch": epoch + 1, "train_loss": total.item() / max(seen, 1),
-               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        pred = predict_set(evaluated, val_set, device=device)
-        row.update(validation_metrics(evaluated, val_set.targets, pred))
-        row["score"] = validation_score(val_set.targets, pred, std)
-        for task, w in zip(model.outputs, weighting.weights()):
-            row[f"weight_{task}"] = w
-        history.append(row)
-        improved = row["score"] < best["score"] or "epoch" not in best  # a NaN first epoch is still the best so far
-        if improved:
-            best = dict(row)
-        state = {"epoch": epoch + 1, "best": best, "history": history, "train_config": cfg.to_dict(),
-                 **(meta or {})}
-        # last.opt first: it alone holds everything a resume needs, so a kill between the
-        # writes below leaves a consistent state (metrics.csv is rewritten from the history).
-        extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "weighting": weighting.state_dict(), "evaluated": evaluated.state_dict(), "meta": state}
-        if ema:
-            extra.update(raw_model=model.state_dict(), ema_steps=ema.steps)
-        _atomic_torch_save(extra, out / "last.opt")
-        if improved:
-            save_checkpoint(out / "best.pt", evaluated, featurizer, state)
-        save_checkpoint(out / "last.pt", evaluated, featurizer, state)
-        _write_metrics(out / "metrics.csv", history)
-        if on_epoch:
-            on_epoch(row)
-        if epoch + 1 - best.get("epoch", epoch + 1) >= cfg.patience:
-            break
-    return best
+
+def _train_epoch(run: _Run, train_set: GraphSet, cfg: TrainConfig, epoch: int, device) -> float:
+    """One pass over the training set in the epoch's own seeded order; the mean training loss."""
+    run.model.train()
+    total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
+    idx = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
+    for s in range(run.steps):
+        chunk = idx[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        if len(chunk) < 2:  # batch norm needs two crystals
+            continue
+        batch = train_set.batch(chunk).to(device)
+        loss = run.weighting(*run.model.task_losses(batch, cfg.loss))
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        if run.ema:
+            run.ema.update(run.model)
+        total += loss.detach().double() * len(chunk)
+        seen += len(chunk)
+    return total.item() / max(seen, 1)
+
+
+def _validate(run: _Run, val_set: GraphSet, std: np.ndarray, device) -> dict:
+    """The evaluated weights' validation MAEs (and AUC), their score, and the loss weights."""
+    pred = predict_set(run.evaluated, val_set, device=device)
+    row = validation_metrics(run.evaluated, val_set.targets, pred)
+    row["score"] = validation_score(val_set.targets, pred, std)
+    for task, w in zip(run.model.outputs, run.weighting.weights()):
+        row[f"weight_{task}"] = w
+    return row
+
+
+def _save(run: _Run, out: Path, featurizer: FeaturizerConfig, state: dict, improved: bool) -> None:
+    # last.opt first: it alone holds everything a resume needs, so a kill between the
+    # writes below leaves a consistent state (metrics.csv is rewritten from the history).
+    extra = {"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+             "weighting": run.weighting.state_dict(), "evaluated": run.evaluated.state_dict(), "meta": state}
+    if run.ema:
+        extra.update(raw_model=run.model.state_dict(), ema_steps=run.ema.steps)
+    _atomic_torch_save(extra, out / "last.opt")
+    if improved:
+        save_checkpoint(out / "best.pt", run.evaluated, featurizer, state)
+    save_checkpoint(out / "last.pt", run.evaluated, featurizer, state)
 
 
 @torch.no_grad()
@@ -235,9 +261,10 @@ def _check_same_recipe(path, saved: Optional[dict], cfg: TrainConfig) -> None:
                           f"pass the run's own settings (see its checkpoint's train_config)")
 
 
-def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
+def _resume(path, run: _Run, featurizer, device, cfg):
     """Load the state of a run from its last.opt (and its checkpoint for the config checks)."""
     ckpt = load_checkpoint(path, expect_featurizer=featurizer)
+    model, ema = run.model, run.ema
     if ckpt.model.outputs != model.outputs:
         raise ScreenError(f"--resume {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
     _check_same_recipe(path, ckpt.meta.get("train_config"), cfg)
@@ -253,10 +280,10 @@ def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
         if ema:
             ema.model.load_state_dict(evaluated)
             ema.steps = int(extra.get("ema_steps", 0))
-        opt.load_state_dict(extra["optimizer"])
+        run.opt.load_state_dict(extra["optimizer"])
         if "weighting" in extra:
-            weighting.load_state_dict(extra["weighting"])
-        sched.load_state_dict(extra["scheduler"])
+            run.weighting.load_state_dict(extra["weighting"])
+        run.sched.load_state_dict(extra["scheduler"])
     except Exception as e:  # a damaged or foreign file: torch, zip and state-dict errors alike
         raise ScreenError(f"--resume {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
     model.to(device)

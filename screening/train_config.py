@@ -2,12 +2,13 @@
 line can show the defaults as its options without loading the training stack."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, List, Optional
 
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
-from screening.properties import METAL_GAP_EV
+from screening.properties import METAL_GAP_EV, TASKS
+from screening.settings import setting
 
 if TYPE_CHECKING:
     from screening.model import ModelConfig
@@ -17,35 +18,39 @@ SCHEDULES = ("cosine", "step", "none")  # the learning-rate schedules after warm
 
 @dataclass
 class TrainConfig:
-    """Every training setting, defined once; `screen train` options mirror these defaults.
+    """Every training setting, defined once: `screen train` builds its options from these fields
+    (default and help text), and the Python API takes the same defaults.
 
     The defaults are the recipe of the shipped model (screening/models/README.md
     gives the validation run behind each choice); `TrainConfig.paper()` is the
-    paper's recipe, which the experiments of workflows/paper.yaml use.
+    paper's recipe, which the experiments of workflows/train/paper.yaml use.
     """
-    tasks: List[str]
-    task_weights: Optional[List[float]] = None  # w_p of Eq. 6; default all 1
-    weighting: str = "fixed"  # fixed (Eq. 6) | uncertainty (learned, see screening/weighting.py)
-    loss: str = "l1"  # per-task loss: mse (paper) | l1 | huber; the metric is MAE
-    metal_head: bool = True  # P(metal) head trained by cross-entropy (needs band_gap)
-    epochs: int = 150
-    batch_size: int = 128  # crystals per step
-    lr: float = 0.005
-    optimizer: str = "adamw"  # adam (paper) | adamw (decoupled weight decay)
-    weight_decay: float = 0.01
-    schedule: str = "cosine"  # one of SCHEDULES
-    warmup_epochs: float = 2.0  # linear warm-up from lr/100 before the schedule
-    ema_decay: float = 0.999  # exponential moving average of the weights; 0 = off
-    bn_recompute: int = 4096  # training crystals whose pass re-estimates batch-norm statistics before validation; 0 = off
-    patience: int = 1000  # epochs without a better validation score before stopping
-    seed: int = 0  # initialization and shuffling: ensemble members differ only here
-    split: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test
-    split_seed: int = 0  # the split's own seed, so members of an ensemble share one split
-    atom_fea_len: int = 64
-    n_conv: int = 3
-    h_fea_len: int = 128
-    n_h: int = 1
-    device: str = "cpu"
+    tasks: List[str] = setting(help="Comma-separated target columns.", factory=lambda: list(TASKS))
+    task_weights: Optional[List[float]] = setting(None, "Per-task loss weights w_p (Eq. 6), comma-separated "
+                                                        "(default: all 1).")
+    weighting: str = setting("fixed", "fixed (Eq. 6, `task_weights`) | uncertainty (learned per-task weights, "
+                                      "Kendall et al. 2018; screening/weighting.py).")
+    loss: str = setting("l1", "Per-task loss: mse (paper) | l1 | huber; the metric is MAE.")
+    metal_head: bool = setting(True, "Also learn P(metal) by cross-entropy (needs band_gap).")
+    epochs: int = setting(150, "Training epochs.")
+    batch_size: int = setting(128, "Crystals per optimizer step.")
+    lr: float = setting(0.005, "Learning rate (after the warm-up).")
+    optimizer: str = setting("adamw", "adamw (decoupled weight decay) | adam (paper)")
+    weight_decay: float = setting(0.01, "Weight decay.")
+    schedule: str = setting("cosine", "cosine | step | none: the learning-rate schedule after the warm-up.")
+    warmup_epochs: float = setting(2.0, "Linear learning-rate warm-up from lr/100, in epochs.")
+    ema_decay: float = setting(0.999, "Decay of the weights' moving average (0 = off).")
+    bn_recompute: int = setting(4096, "Training crystals used to re-estimate batch-norm statistics each epoch "
+                                      "(0 = off).")
+    patience: int = setting(1000, "Early stopping: epochs without a better validation score.")
+    seed: int = setting(0, "Initialization and shuffling seed (differs between ensemble members).")
+    split: List[float] = setting(help="train,val,test fractions.", factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = setting(0, "Seed of the split (keep it when training ensemble members).")
+    atom_fea_len: int = setting(64, "Atom feature length.")
+    n_conv: int = setting(3, "Graph convolutions.")
+    h_fea_len: int = setting(128, "Hidden layer width of each task's head.")
+    n_h: int = setting(1, "Hidden layers of each task's head.")
+    device: str = setting("cpu", "cpu | cuda")
 
     @classmethod
     def paper(cls, **settings) -> "TrainConfig":

@@ -56,7 +56,7 @@ def tiny_ensemble(out: Path, meta=None) -> str:
     from screening.featurize import FeaturizerConfig, featurize
     from screening.graphset import GraphSet
     from screening.train import TrainConfig, train
-    from workflows.training import write_ensemble
+    from workflows.train.training import write_ensemble
 
     structures, targets = mp_structures(40)
     data = GraphSet.from_graphs([featurize(s) for s in structures], targets)

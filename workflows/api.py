@@ -52,7 +52,7 @@ def screen(query: str, *, client=None, progress: Optional[Callable[[str, int, in
     progress: called as progress(stage, done, total) while the run goes.
     """
     params = run_params(query, options, client is not None)
-    from workflows.cluster import connect
+    from workflows.cluster.connection import connect
     from workflows.run.options import checked
     from workflows.run.pipeline import run_screening, source_notes
 

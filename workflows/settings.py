@@ -2,5 +2,3 @@
 so `screen --help` and every command start without loading the training stack. `screen run`'s
 are workflows/run/options.RunSettings."""
 from screening.settings import default_of, help_of  # noqa: F401  (cli.option reads fields through here)
-from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
-from screening.train_config import TrainConfig  # noqa: F401  (every training setting, defined once)

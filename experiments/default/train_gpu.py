@@ -45,7 +45,7 @@ def reference(root: Path):
 
 
 def export(path: Path, root: Path) -> None:
-    from workflows.training import load_training_data
+    from workflows.train.training import load_training_data
 
     ref = reference(root)
     tasks = ref.meta["train_config"]["tasks"]
@@ -76,7 +76,7 @@ def train_member(k: int, graphs_path: Path, root: Path, device: str, deadline: f
     import torch
 
     from screening.train import TrainConfig, train
-    from workflows.training import read_split, split_positions
+    from screening.split import read_split, split_positions
 
     torch.set_num_threads(threads)
     ref = reference(root)
@@ -121,7 +121,7 @@ def speed(graphs_path: Path, root: Path, device: str) -> None:
 
     from screening.checkpoint import load_checkpoint
     from screening.predict import predict_set
-    from workflows.training import read_split, split_positions
+    from screening.split import read_split, split_positions
 
     ckpt = load_checkpoint(root / "member-0" / "best.pt")
     graphs = load_graphs(graphs_path, ckpt.featurizer)

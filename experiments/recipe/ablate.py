@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from screening.featurize import FeaturizerConfig  # noqa: E402
 from screening.train import TrainConfig, train  # noqa: E402
-from workflows.training import load_training_data, make_split, split_positions  # noqa: E402
+from screening.split import make_split, split_positions  # noqa: E402
+from workflows.train.training import load_training_data  # noqa: E402
 
 TASKS = ["formation_energy_per_atom", "band_gap", "efermi"]
 base = TrainConfig(tasks=TASKS, epochs=15, lr=0.005)  # AdamW, wd 0.01, warm-up 2, EMA 0.999, metal head, L1

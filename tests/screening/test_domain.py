@@ -46,3 +46,17 @@ def test_density_is_pymatgens_number_without_its_unit_objects():
     structures, _ = mp_structures(200)
     assert len(structures) == 200
     assert [density(s) for s in structures] == [float(s.density) for s in structures]  # the same floats
+
+
+def test_densities_from_atomic_numbers_match_the_structures_own():
+    """write_domain measures training densities from graphs (atomic numbers) and cell volumes; a
+    candidate's comes from its structure: one conversion, so the two agree to the last digit."""
+    from pymatgen.core import Lattice, Structure
+
+    from screening.domain import densities, density
+
+    crystals = [Structure(Lattice.cubic(4.2), ["Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                Structure(Lattice.hexagonal(3.1, 5.0), ["Fe", "Fe", "P"], [[0, 0, 0], [1 / 3, 2 / 3, 0.5], [0, 0, 0.5]])]
+    got = densities([[site.specie.Z for site in s] for s in crystals], [s.volume for s in crystals])
+    assert got.tolist() == [density(s) for s in crystals]
+    assert abs(got[0] - float(crystals[0].density)) < 1e-12

@@ -15,7 +15,7 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.model import MTCGCNN, ModelConfig
 from tests.helpers import TASKS, mp_structures
-from workflows.training import write_ensemble
+from workflows.train.training import write_ensemble
 
 
 @pytest.fixture(scope="module")

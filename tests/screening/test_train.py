@@ -5,7 +5,8 @@ import pytest
 from screening.featurize import FeaturizerConfig, featurize
 from screening.metrics import mae, nonmetal_auc, roc_auc, spearman
 from screening.graphset import GraphSet
-from screening.train import TrainConfig, split_indices, train
+from screening.split import split_indices
+from screening.train import TrainConfig, train
 from tests.helpers import TASKS, mp_structures
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from screening.errors import ScreenError
-from workflows.cluster import ClusterSpec, _jobqueue_cluster, connect
+from workflows.cluster.connection import ClusterSpec, _jobqueue_cluster, connect
 
 
 @pytest.mark.parametrize("kind, gpu_line", [("slurm", "#SBATCH --gres=gpu:1"), ("pbs", None)])

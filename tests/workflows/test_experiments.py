@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from cli import app
 from screening.errors import ScreenError
-from workflows.experiment_report import results_table, write_report
-from workflows.experiment_spec import RunSpec, TASKS, parse_spec, run_indices
-from workflows.experiments import load_pool, train_run
+from workflows.train.experiment_report import write_report
+from workflows.train.results import results_table
+from workflows.train.experiment_spec import RunSpec, TASKS, parse_spec, run_indices
+from workflows.train.experiments import load_pool, train_run
 from tests.helpers import DATA
 
 TINY = {"epochs": 2, "batch_size": 16, "atom_fea_len": 16, "n_conv": 1, "h_fea_len": 16}
@@ -78,8 +79,8 @@ def test_smaller_training_fractions_are_nested_and_leave_val_test_alone():
 
 @pytest.fixture(scope="module")
 def finished_experiment(tmp_path_factory):
-    from workflows.cluster import ClusterSpec
-    from workflows.experiments import run_experiment
+    from workflows.cluster.connection import ClusterSpec
+    from workflows.train.experiments import run_experiment
 
     out = tmp_path_factory.mktemp("experiment")
     spec = tiny_spec()
@@ -108,8 +109,8 @@ def test_runner_trains_every_run_once(finished_experiment):
 
 @pytest.mark.slow
 def test_runner_skips_finished_runs(finished_experiment):
-    from workflows.cluster import ClusterSpec
-    from workflows.experiments import run_experiment
+    from workflows.cluster.connection import ClusterSpec
+    from workflows.train.experiments import run_experiment
 
     spec, out, first, _ = finished_experiment
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
@@ -177,9 +178,9 @@ def test_cli_report_only_needs_finished_runs(tmp_path):
 
 
 def test_shipped_paper_spec_parses():
-    from workflows.experiment_spec import load_spec
+    from workflows.train.experiment_spec import load_spec
 
-    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "..", "workflows", "paper.yaml"))
+    spec = load_spec(os.path.join(os.path.dirname(__file__), "..", "..", "workflows", "train", "paper.yaml"))
     labels = {r.label for r in spec.runs}
     assert {"Ef", "Eg", "EF", "Ef+Eg", "Ef+EF", "Eg+EF", "Ef+Eg+EF"} <= labels
     assert {r.epochs for r in spec.runs} == {20}  # one epoch budget for every arm

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from cli import app
 from screening.errors import ScreenError
 from tests.helpers import DATA
-from workflows.cluster import ClusterSpec, connect
-from workflows.watch import each_result, wait_all
+from workflows.cluster.connection import ClusterSpec, connect
+from workflows.cluster.watch import each_result, wait_all
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -6,7 +6,7 @@ from bisect import bisect_left
 import pytest
 
 from screening.sources.mp import MPSource
-from workflows.cluster import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSpec, connect
 from workflows.mp import share_budget
 from screening.query import parse_query
 from workflows.run.tasks import fetch_task

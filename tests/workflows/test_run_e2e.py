@@ -12,7 +12,7 @@ from screening.rank import RankOptions
 from tests.helpers import DATA, tiny_ensemble
 from workflows import allocator
 from workflows.run import worker_model
-from workflows.cluster import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSpec, connect
 from workflows.run.options import RunOptions
 from workflows.run.pipeline import run_screening
 

@@ -72,7 +72,7 @@ def finished(slurm, job_id: str, timeout: float = 300) -> str:
 
 
 def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, local_run, model_path, tmp_path):  # noqa: F811
-    from workflows.cluster import ClusterSpec, connect
+    from workflows.cluster.connection import ClusterSpec, connect
     from workflows.provenance import where
     from workflows.run.options import RunOptions
     from workflows.run.pipeline import run_screening
@@ -103,7 +103,7 @@ def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, loca
 
 
 def test_workers_retire_before_the_walltime_and_new_jobs_replace_them(slurm, tmp_path):
-    from workflows.cluster import ClusterSpec, connect
+    from workflows.cluster.connection import ClusterSpec, connect
     from workflows.provenance import where
 
     spec = ClusterSpec(jobqueue="slurm", workers=1, memory_per_worker="1GiB", dashboard="127.0.0.1:0",

@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import DATA
-from workflows.batch import check_begin, crontab_line, entry_point, sbatch_delay
-from workflows.cluster import walltime_seconds
-from workflows.campaign import read_campaign
+from workflows.cluster.batch import check_begin, crontab_line, entry_point, sbatch_delay
+from workflows.cluster.connection import walltime_seconds
+from workflows.cluster.campaign import read_campaign
 
 runner = CliRunner()
 

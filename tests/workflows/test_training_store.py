@@ -12,7 +12,7 @@ from screening.graphset import GraphSet
 from screening.model import MTCGCNN
 from screening.train import TrainConfig
 from tests.helpers import TASKS, mp_rows, mp_structures
-from workflows.training import load_training_data, train_model
+from workflows.train.training import TrainHooks, load_training_data, train_model
 
 N = 48
 
@@ -75,7 +75,8 @@ def test_resume_from_committed_files_on_a_fresh_machine_continues_without_a_gap(
             for name in ("last.pt", "last.opt", "metrics.csv", "split.json"):
                 shutil.copy(tmp_path / "straight" / name, fresh / name)
 
-    train_model(csv48, tmp_path / "straight", small(), FeaturizerConfig(), tmp_path / "cache", on_epoch=snapshot)
+    train_model(csv48, tmp_path / "straight", small(), FeaturizerConfig(), tmp_path / "cache",
+                hooks=TrainHooks(on_epoch=snapshot))
     assert pd.read_csv(fresh / "metrics.csv").epoch.tolist() == [1, 2]
     # the fresh machine has a cold cache: it featurizes again, then continues at epoch 3
     train_model(csv48, fresh, small(), FeaturizerConfig(), tmp_path / "cold-cache", resume=fresh / "last.pt")
@@ -131,7 +132,7 @@ def test_too_little_data_is_a_one_line_error(tmp_path, csv48):
 
 
 def test_evaluate_an_ensemble_on_its_members_shared_test_split(tmp_path, csv48):
-    from workflows.training import evaluate_model, write_ensemble
+    from workflows.train.training import evaluate_model, write_ensemble
 
     cache = tmp_path / "cache"
     for seed in (0, 1):

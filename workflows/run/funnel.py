@@ -39,7 +39,7 @@ from screening.uncertainty import KNOWN, RELAXED, UNRELAXED
 from workflows.run.plan import slice_of
 from workflows.run.records import Fetched, Keyed, Row
 from workflows.run.tasks import featurize_task, fetch_partition_task, fetch_task, relax_task
-from workflows.watch import wait_all
+from workflows.cluster.watch import wait_all
 
 RELAXER = "chgnet"
 # Candidates the default run relaxes: sized for the default `screen run --query "Li-*-O"` to take

@@ -19,7 +19,7 @@ from screening.references import SHIPPED, _csv_path, csv_note, csv_phase_count, 
 from screening.sources import open_source
 from workflows import mp
 from workflows.allocator import reuse_freed_memory
-from workflows.watch import each_result, window_of
+from workflows.cluster.watch import each_result, window_of
 
 HULL_CHUNK = 100  # systems per task: a few tenths of a second of hulls
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from screening.errors import ScreenError
 from screening.settings import default_of, setting
-from workflows.cluster import ClusterSpec
-from workflows.watch import NO_WORKER_TIMEOUT_S
+from workflows.cluster.connection import ClusterSpec
+from workflows.cluster.watch import NO_WORKER_TIMEOUT_S
 
 if TYPE_CHECKING:
     from screening.model_info import ModelInfo

@@ -13,7 +13,7 @@ import pandas as pd
 
 from cache.atomic import TMP_PREFIX
 from screening.errors import ScreenError
-from workflows.watch import disk_full, is_disk_full
+from workflows.cluster.watch import disk_full, is_disk_full
 
 if TYPE_CHECKING:
     from workflows.run.options import RunOptions

@@ -39,7 +39,7 @@ from workflows.run.table import assemble
 from workflows.run.tasks import (RELAX_CHUNK, fetch_partition_task, fetch_task, fetched_size, featurize_task,
                                  infer_task, joined_candidates, partition_task, relax_task)
 from workflows import mp
-from workflows.watch import wait_all
+from workflows.cluster.watch import wait_all
 
 Progress = Optional[Callable[[str, int, int], None]]
 

@@ -3,7 +3,7 @@
 The job script is written to the run's folder (`<out>/screen.sbatch`), so it can be read and
 submitted again by hand. Inside the job, `srun` starts the same `screen run` command on every
 task with `--runner slurm`: task 0 becomes the Dask scheduler, task 1 the run itself, the rest
-workers (dask-jobqueue's SLURMRunner, workflows/cluster.py). Every submission is appended to
+workers (dask-jobqueue's SLURMRunner, workflows/cluster/connection.py). Every submission is appended to
 `<out>/jobs.csv`; the run records its job id in summary.json.
 
 A schedule (`every`) makes the job submit its next run first thing, `--begin=now+<every>`, so
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from screening.errors import ScreenError
-from workflows.cluster import check_word, export_lines, worker_environment
+from workflows.cluster.connection import check_word, export_lines, worker_environment
 
 SCRIPT = "screen.sbatch"
 JOBS = "jobs.csv"

@@ -211,7 +211,7 @@ def _check_run(run: RunSpec, split, where):
 
 def run_indices(n: int, split, run: RunSpec):
     """(train, val, test) pool indices of a run: the seed's split, training part cut to train_fraction."""
-    from screening.train import split_indices
+    from screening.split import split_indices
 
     train, val, test = split_indices(n, split, run.seed)
     return train[:int(round(run.train_fraction * n))], val, test

@@ -114,7 +114,7 @@ def walltime_seconds(text: str) -> Optional[int]:
 
 def code_root() -> Path:
     """The folder the screen packages were imported from (site-packages, or a source checkout)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]  # <root>/workflows/cluster/connection.py
 
 
 def worker_environment() -> Dict[str, str]:
@@ -186,7 +186,7 @@ def _start_local(spec: ClusterSpec, resources):
     return LocalCluster(n_workers=spec.workers, threads_per_worker=spec.threads_per_worker,
                         processes=True, memory_limit=spec.memory_per_worker,
                         dashboard_address=spec.dashboard_address(), resources=resources,
-                        # Task errors reach the user once, as one line (workflows/watch.py); at ERROR
+                        # Task errors reach the user once, as one line (workflows/cluster/watch.py); at ERROR
                         # each would also print Dask's multi-line "Compute Failed" block.
                         silence_logs=logging.CRITICAL)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from screening.errors import ScreenError
-from workflows.cluster import check_word
+from workflows.cluster.connection import check_word
 
 # campaign key -> `screen run` option; True for flags
 _TOP = {"query": "--query", "exclude": "--exclude", "source": "--source", "reference": "--reference",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,8 +28,8 @@ from screening.dataset import read_table
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
-from screening.properties import TASKS  # noqa: F401  (the default tasks of `screen train`)
-from screening.train_config import TrainConfig  # every training setting, defined once (cli.py's options: workflows/settings.py)
+from screening.split import make_split, read_split, split_file_of, split_positions
+from screening.train_config import TrainConfig  # every training setting, defined once
 from screening.structures import read_structure, structure_from_cif_text
 
 _CHUNK = 2048  # rows per store unit when featurizing a data file
@@ -115,38 +115,6 @@ def _featurize_table(data, tasks, featurizer, store: GraphStore, limit, sample,
     return TrainingTable(ids, keys, targets, list(tasks), skipped), made
 
 
-# ---- splits ----
-
-def make_split(graphs: GraphSet, fractions: Sequence[float], seed: int) -> Dict[str, List[str]]:
-    from screening.train import split_indices
-
-    parts = split_indices(len(graphs), fractions, seed)
-    return {name: [graphs.ids[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts)}
-
-
-def split_positions(graphs: GraphSet, ids: Sequence[str], where: str) -> np.ndarray:
-    """Positions of `ids` in graphs; an id the data lacks is an error (the split belongs to other data)."""
-    pos = {x: i for i, x in enumerate(graphs.ids)}
-    missing = [x for x in ids if x not in pos]
-    if missing:
-        raise ScreenError(f"{where}: {len(missing)} ids are not in the training data (first: {missing[0]}); "
-                          f"was the split made from another data file?")
-    return np.array([pos[x] for x in ids], dtype=np.int64)
-
-
-def read_split(path) -> dict:
-    path = Path(path)
-    try:
-        split = json.loads(path.read_text())
-        if not all(isinstance(split.get(k), list) for k in ("train", "val", "test")):
-            raise ValueError("needs train, val and test id lists")
-    except FileNotFoundError:
-        raise ScreenError(f"{path}: not found") from None
-    except ValueError as e:
-        raise ScreenError(f"{path}: not a split file ({e})") from None
-    return split
-
-
 # ---- the recipe ----
 
 def write_domain(out, train_set: GraphSet, data=None) -> None:
@@ -155,16 +123,13 @@ def write_domain(out, train_set: GraphSet, data=None) -> None:
     Densities come from the data's `volume` column (A^3 per cell, as in mp_dev.csv.gz) and
     the atoms of each graph; data without volumes gives a domain without a density range.
     """
-    from screening.domain import DOMAIN_FILE, Domain
+    from screening.domain import DOMAIN_FILE, Domain, densities
 
-    domain = Domain.from_atomic_numbers(train_set.atomic_numbers_of(i) for i in range(len(train_set)))
+    atoms = [train_set.atomic_numbers_of(i) for i in range(len(train_set))]
+    domain = Domain.from_atomic_numbers(atoms)
     volumes = _volumes(data, train_set.ids) if data is not None else None
     if volumes is not None:
-        from pymatgen.core.periodic_table import Element
-
-        mass = np.array([0.0] + [float(Element.from_Z(z).atomic_mass) for z in range(1, 95)])
-        grams = np.array([mass[train_set.atomic_numbers_of(i)].sum() for i in range(len(train_set))]) * 1.66054
-        domain.density_range = Domain.density_range_of(grams / volumes)  # amu/A^3 * 1.66054 = g/cm3
+        domain.density_range = Domain.density_range_of(densities(atoms, volumes))
     Path(out).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out) / DOMAIN_FILE, domain.to_json().encode())
 
@@ -193,19 +158,27 @@ def train_settings(cutoff: float, max_neighbors: int, device: str = "auto", **se
             FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors))
 
 
+@dataclass
+class TrainHooks:
+    """What train_model reports as it goes: featurizing progress, the data and split before the
+    first epoch (`on_ready(data, split)`), and each epoch's row."""
+    progress: Progress = None
+    on_ready: Optional[Callable[[TrainingData, dict], None]] = None
+    on_epoch: Optional[Callable[[dict], None]] = None
+
+
 def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
-                resume: Optional[Path] = None, command: str = "", progress: Progress = None,
-                on_ready: Optional[Callable[[TrainingData, dict], None]] = None,
-                on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+                resume: Optional[Path] = None, command: str = "", hooks: Optional[TrainHooks] = None) -> dict:
     """Load (or featurize) the data, split it (or reuse the run's split.json on --resume), train.
 
-    Returns the best epoch's row. `on_ready(data, split)` is called before the first epoch.
+    Returns the best epoch's row.
     """
     from screening.train import train
 
+    hooks = hooks or TrainHooks()
     cfg.check()
     out = Path(out)
-    loaded = load_training_data(data, cfg.tasks, featurizer, cache_dir, limit, progress)
+    loaded = load_training_data(data, cfg.tasks, featurizer, cache_dir, limit, hooks.progress)
     split_file = out / "split.json"
     if resume and split_file.exists():
         split = read_split(split_file)
@@ -219,12 +192,12 @@ def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: 
     parts = {k: loaded.graphs.subset(split_positions(loaded.graphs, split[k], str(split_file)))
              for k in ("train", "val")}
     write_domain(out, parts["train"], data)
-    if on_ready:
-        on_ready(loaded, split)
+    if hooks.on_ready:
+        hooks.on_ready(loaded, split)
     meta = {"command": command, "data": str(data), "n_train": len(split["train"]),
             "n_val": len(split["val"]), "n_test": len(split["test"])}
     return train(parts["train"], parts["val"], cfg, out, featurizer,
-                 resume=str(resume) if resume else None, on_epoch=on_epoch, meta=meta)
+                 resume=str(resume) if resume else None, on_epoch=hooks.on_epoch, meta=meta)
 
 
 def write_ensemble(path, member_paths: Sequence, meta: Optional[dict] = None, calibrate=None,
@@ -333,15 +306,3 @@ def evaluate_model(model_path, data, cache_dir, split_name: str = "test", out: O
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     parity_plots(model.tasks, graphs.targets, mean[:, :n], out / "parity.png")
     return metrics, out
-
-
-def split_file_of(model) -> Path:
-    """split.json beside the checkpoint; for an ensemble, the members' shared split its manifest names."""
-    if "split" in model.meta:
-        f = Path(model.path).parent / model.meta["split"]
-    else:
-        f = Path(model.path).parent / "split.json"
-    if not f.exists():
-        raise ScreenError(f"{f}: not found, so the model's test crystals are unknown; "
-                          f"pass --split all to score every row of --data")
-    return f

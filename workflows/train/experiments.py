@@ -1,7 +1,7 @@
 """The experiment task graph: one pool task, then one training task per unfinished run.
 
     pool (1 task)      read the data from the graph store (featurized into the
-                       cache on first use, workflows/training.py), draw the
+                       cache on first use, workflows/train/training.py), draw the
                        pool; Dask ships it to each worker that trains
     train (1/run)      `train_run` in the run's own directory; result.json
                        is written last, so a run with one is finished and
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from cache.atomic import write_atomic
-from workflows.experiment_report import results_table
-from workflows.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
-from workflows.cluster import ClusterSpec, connect
-from workflows.watch import as_finished, task_error
+from workflows.train.results import results_table
+from workflows.train.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
+from workflows.cluster.connection import ClusterSpec, connect
+from workflows.cluster.watch import as_finished, task_error
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ExperimentResult:
 def load_pool(spec: ExperimentSpec, cache_dir, featurizer=None):
     """The pool of crystals (all three targets) every run draws from, seeded by pool_seed; and skipped rows."""
     from screening.featurize import FeaturizerConfig
-    from workflows.training import load_training_data
+    from workflows.train.training import load_training_data
 
     sample = None if spec.pool is None else (spec.pool, spec.pool_seed)
     loaded = load_training_data(spec.data, list(TASKS.values()), featurizer or FeaturizerConfig(), cache_dir,

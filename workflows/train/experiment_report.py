@@ -1,27 +1,26 @@
 """The experiment report: our numbers next to the paper's Tables 2-4 and Fig. 3c-d.
 
 Input is the list of finished runs' result.json contents (see
-workflows/experiment_spec.py); output is one Markdown file and its PNG plots.
+workflows/train/experiment_spec.py); output is one Markdown file and its PNG plots.
 Every number is a mean +- sample std over the seeds of runs that differ only
 in their seed, and the appendix lists each run's directory, so any cell can
 be traced back to the result.json files it came from. The verdicts on the
-paper's claims are computed from the same numbers, never written by hand.
-
-Differences between two arms are paired by seed (both arms of a seed share
-the split), and called "clear" only when a two-sided paired t-test over the
-seeds rejects "no difference" at 5%; otherwise "within noise".
+paper's claims are computed from the same numbers, never written by hand
+(the statistics: workflows/train/results.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from screening.atomic import write_atomic
 
-from workflows.experiment_spec import SHORT, TASKS
+from workflows.train.experiment_spec import TASKS
+from workflows.train.results import (base_settings, by_seed, fmt, mean_std, paired, pct, results_table, seeds_text,
+                                     select, verdict)
 
 EF, EG, EFERMI = TASKS["Ef"], TASKS["Eg"], TASKS["EF"]
 E_SETS = {"E1": ("Ef", "Eg"), "E2": ("Ef", "EF"), "E3": ("Eg", "EF"), "E4": ("Ef", "Eg", "EF")}
@@ -43,85 +42,6 @@ PAPER_SWEEP = {  # Table 4
     ("single", "Ef"): [0.062, 0.052, 0.046, 0.043, 0.039], ("single", "Eg"): [0.424, 0.385, 0.356, 0.332, 0.323],
     ("E1", "Ef"): [0.062, 0.053, 0.049, 0.046, 0.043], ("E1", "Eg"): [0.388, 0.346, 0.326, 0.301, 0.290],
 }
-
-
-# ---- results -> one flat table ------------------------------------------------------------
-
-def results_table(results: List[dict]) -> pd.DataFrame:
-    """One row per finished run: its settings, test metrics (short task names) and learned weights."""
-    rows = []
-    for r in results:
-        run = dict(r["run"])
-        row = {"dir": r["dir"], "groups": "+".join(r.get("groups", [])),
-               "label": "+".join(SHORT.get(t, t) for t in run.pop("tasks")), **run,
-               "best_epoch": r["best_epoch"], "val_score": r["val_score"], "train_seconds": r["train_seconds"],
-               "n_train": r.get("n_train"), "n_val": r.get("n_val"), "n_test": r.get("n_test")}
-        row["task_weights"] = ",".join(map(str, run["task_weights"])) if run.get("task_weights") else ""
-        for k, v in r["test"].items():
-            for col, short in SHORT.items():
-                k = k.replace(col, short)
-            row[k] = v
-        row["spearman_Ef"] = row.pop("spearman_formation_energy", np.nan)
-        row["auc_nonmetal"] = row.get("auc_nonmetal", np.nan)
-        for col, w in r.get("weights_at_best", {}).items():
-            row[f"weight_{SHORT.get(col, col)}"] = w
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-SETTINGS = ["label", "weighting", "train_fraction", "epochs", "batch_size", "lr", "weight_decay", "schedule",
-            "patience", "atom_fea_len", "n_conv", "h_fea_len", "n_h", "task_weights"]
-
-
-def _base_settings(df: pd.DataFrame, group: str) -> dict:
-    """The shared settings of a group (e.g. epochs, model size) used to pick comparable runs."""
-    g = df[df.groups.str.split("+").apply(lambda gs: group in gs)]
-    keep = [c for c in SETTINGS if c not in ("label", "weighting", "train_fraction") and g[c].nunique() == 1]
-    return {c: g[c].iloc[0] for c in keep} if len(g) else {}
-
-
-def _select(df, base: dict, **where) -> pd.DataFrame:
-    m = np.ones(len(df), bool)
-    for k, v in {**base, **where}.items():
-        m &= np.asarray(np.isclose(df[k], v) if isinstance(v, float) else (df[k] == v))
-    return df[m].sort_values("seed")
-
-
-def _by_seed(rows: pd.DataFrame, col: str) -> pd.Series:
-    return rows.set_index("seed")[col].dropna() if col in rows else pd.Series(dtype=float)
-
-
-def _ms(values: Sequence[float]) -> Tuple[float, float, int]:
-    v = np.asarray(list(values), float)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
-
-
-def _fmt(mean, std, digits=4) -> str:
-    if not np.isfinite(mean):
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
-
-
-def _paired(a: pd.Series, b: pd.Series) -> Tuple[float, str, int]:
-    """Mean of (a - b) over shared seeds and whether it is clear of the seed-to-seed noise."""
-    seeds = sorted(set(a.index) & set(b.index))
-    if not seeds:
-        return float("nan"), "no data", 0
-    d = np.array([a[s] - b[s] for s in seeds])
-    if len(d) < 2:
-        return float(d.mean()), "one seed", 1
-    from scipy.stats import t as student_t
-
-    se = d.std(ddof=1) / np.sqrt(len(d))
-    critical = student_t.ppf(0.975, len(d) - 1)  # two-sided paired t-test at 5%
-    return float(d.mean()), ("clear" if abs(d.mean()) > critical * se else "within noise"), len(d)
-
-
-def _pct(new: float, old: float) -> str:
-    return f"{100 * (new - old) / old:+.1f}%" if np.isfinite(new) and np.isfinite(old) and old else "—"
 
 
 # ---- the report --------------------------------------------------------------------------
@@ -147,17 +67,17 @@ def _rel(target: Path, start: Path) -> str:
 class _Report:
     def __init__(self, spec, df: pd.DataFrame, runs_link: str):
         self.spec, self.df, self.runs_link = spec, df, runs_link
-        self.base = _base_settings(df, "single") if len(df) else {}
+        self.base = base_settings(df, "single") if len(df) else {}
         self.full = spec.split[0]
         self.claims: List[Tuple[str, str, str]] = []  # (claim, verdict, evidence)
 
     # one arm = runs differing only by seed
     def arm(self, label, weighting="fixed", fraction=None) -> pd.DataFrame:
-        return _select(self.df, self.base, label=label, weighting=weighting,
+        return select(self.df, self.base, label=label, weighting=weighting,
                        train_fraction=float(self.full if fraction is None else fraction))
 
     def mae(self, rows, task) -> pd.Series:
-        return _by_seed(rows, f"mae_{task}")
+        return by_seed(rows, f"mae_{task}")
 
     def avg_mae(self, rows, tasks) -> pd.Series:
         cols = [self.mae(rows, t) for t in tasks]
@@ -196,7 +116,7 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
   run of that seed: {int(n.n_train):,} train / {int(n.n_val):,} validation / {int(n.n_test):,} test crystals at the
   full training fraction. Smaller training fractions take the first part of the same training split, so the
   validation and test crystals never change.
-- **Seeds:** {", ".join(map(str, seeds))} ({_seeds(len(seeds))}; the paper used 5 random splits). Each cell below
+- **Seeds:** {", ".join(map(str, seeds))} ({seeds_text(len(seeds))}; the paper used 5 random splits). Each cell below
   is the mean ± sample standard deviation over seeds; a seed changes both the split and the initialisation.
 - **Training budget, the same for every arm:** {b.get('epochs')} epochs, batch {b.get('batch_size')}, Adam lr
   {b.get('lr')}, {b.get('schedule')} schedule, weight decay {b.get('weight_decay')}, no early stopping (the
@@ -221,8 +141,8 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                  "|---|---|---|---|---|---|---|---|"]
         single = {t: self.mae(self.arm(t), t) for t in TASKS}
         for t in TASKS:
-            cells = [_fmt(*_ms(single[t])[:2]) if u == t else "" for u in TASKS]
-            paper = [_fmt(*PAPER_SINGLE[t], 4 if t == "Ef" else 3) if u == t else "" for u in TASKS]
+            cells = [fmt(*mean_std(single[t])[:2]) if u == t else "" for u in TASKS]
+            paper = [fmt(*PAPER_SINGLE[t], 4 if t == "Ef" else 3) if u == t else "" for u in TASKS]
             lines.append(f"| single task (CGCNN) | {NAME[t]} | " + " | ".join(cells) + " | " + " | ".join(paper) + " |")
         for weighting in ("fixed", "uncertainty"):
             for e, ts in E_SETS.items():
@@ -235,9 +155,9 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                         cells.append("")
                         continue
                     m = self.mae(rows, u)
-                    mean, std, _ = _ms(m)
-                    cells.append(f"{_fmt(mean, std)} ({_pct(mean, _ms(single[u])[0])})")
-                paper = [_fmt(*PAPER_MT[e][u], 3) if u in ts and weighting == "fixed" else "" for u in TASKS]
+                    mean, std, _ = mean_std(m)
+                    cells.append(f"{fmt(mean, std)} ({pct(mean, mean_std(single[u])[0])})")
+                paper = [fmt(*PAPER_MT[e][u], 3) if u in ts and weighting == "fixed" else "" for u in TASKS]
                 name = "MT-CGCNN, fixed w" if weighting == "fixed" else "MT-CGCNN, learned w"
                 lines.append(f"| {name} | {e}: {'+'.join(NAME[t] for t in ts)} | " + " | ".join(cells)
                              + " | " + " | ".join(paper) + " |")
@@ -246,16 +166,16 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                               ("E2", "Ef", "degrades"), ("E4", "Ef", "degrades"), ("E3", "Eg", "improves"),
                               ("E3", "EF", "improves")):
             mt = self.mae(self.arm("+".join(E_SETS[e])), prop)
-            d, clear, n = _paired(mt, single[prop])
+            d, clear, n = paired(mt, single[prop])
             if not n:
                 continue
             holds = (d < 0) if verb == "improves" else (d > 0)
             pm, ps = PAPER_MT[e][prop][0], PAPER_SINGLE[prop][0]
             self.claims.append((f"{NAME[prop]} {verb} when trained with {e} ({'+'.join(NAME[t] for t in E_SETS[e])}) "
                                 f"instead of alone (paper: {ps:.3f} → {pm:.3f})",
-                                _verdict(holds, clear),
-                                f"MAE change {d:+.4f} {UNIT[prop]} ({_pct(_ms(mt)[0], _ms(single[prop])[0])}), "
-                                f"paired over {_seeds(n)}"))
+                                verdict(holds, clear),
+                                f"MAE change {d:+.4f} {UNIT[prop]} ({pct(mean_std(mt)[0], mean_std(single[prop])[0])}), "
+                                f"paired over {seeds_text(n)}"))
         return "\n".join(lines) + "\n"
 
     # ---- Table 2: average MAE ----
@@ -272,21 +192,21 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
             learned = self.avg_mae(self.arm("+".join(ts), "uncertainty"), ts)
             if not len(base) and not len(fixed):
                 continue
-            b = _ms(base)[0]
-            imp = lambda s: f"{-100 * (_ms(s)[0] - b) / b:+.1f}%" if len(s) and b else "—"
+            b = mean_std(base)[0]
+            imp = lambda s: f"{-100 * (mean_std(s)[0] - b) / b:+.1f}%" if len(s) and b else "—"
             p = PAPER_AVG[e]
-            lines.append(f"| {e} | {_fmt(*_ms(base)[:2])} | {_fmt(*_ms(fixed)[:2])} | {imp(fixed)} | "
-                         f"{_fmt(*_ms(learned)[:2])} | {imp(learned)} | {p[0]:.3f} | {p[1]:.3f} | +{p[2]}% |")
-            d, clear, n = _paired(fixed, base)
+            lines.append(f"| {e} | {fmt(*mean_std(base)[:2])} | {fmt(*mean_std(fixed)[:2])} | {imp(fixed)} | "
+                         f"{fmt(*mean_std(learned)[:2])} | {imp(learned)} | {p[0]:.3f} | {p[1]:.3f} | +{p[2]}% |")
+            d, clear, n = paired(fixed, base)
             if n:
                 self.claims.append((f"{e}: multi-task (fixed weights) has a lower average MAE than single-task "
-                                    f"(paper: +{p[2]}%)", _verdict(d < 0, clear),
-                                    f"average MAE change {d:+.4f} (improvement {imp(fixed)}), paired over {_seeds(n)}"))
-            d, clear, n = _paired(learned, fixed)
+                                    f"(paper: +{p[2]}%)", verdict(d < 0, clear),
+                                    f"average MAE change {d:+.4f} (improvement {imp(fixed)}), paired over {seeds_text(n)}"))
+            d, clear, n = paired(learned, fixed)
             if n:
                 self.claims.append((f"{e}: learned (uncertainty) weights give a lower average MAE than fixed "
-                                    "weights (not in the paper: its future work)", _verdict(d < 0, clear),
-                                    f"average MAE change {d:+.4f}, paired over {_seeds(n)}"))
+                                    "weights (not in the paper: its future work)", verdict(d < 0, clear),
+                                    f"average MAE change {d:+.4f}, paired over {seeds_text(n)}"))
         return "\n".join(lines) + "\n"
 
     # ---- Table 4: training-fraction sweep ----
@@ -308,18 +228,18 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                 vals = [self.mae(self.arm(label, fraction=f), prop) for f in fr]
                 series[(arm, prop)] = vals
                 lines.append(f"| {NAME[prop]} | {'single task' if arm == 'single' else 'MT (E1)'} | "
-                             + " | ".join(_fmt(*_ms(v)[:2]) for v in vals) + " |")
+                             + " | ".join(fmt(*mean_std(v)[:2]) for v in vals) + " |")
         avg = {}
         for arm in ("single", "E1"):
             avg[arm] = [pd.concat([series[(arm, "Ef")][i], series[(arm, "Eg")][i]], axis=1).dropna().mean(axis=1)
                         for i in range(len(fr))]
             lines.append(f"| average | {'single task' if arm == 'single' else 'MT (E1)'} | "
-                         + " | ".join(_fmt(*_ms(v)[:2]) for v in avg[arm]) + " |")
+                         + " | ".join(fmt(*mean_std(v)[:2]) for v in avg[arm]) + " |")
         for (arm, prop), vals in PAPER_SWEEP.items():
             cells = [f"{vals[PAPER_FRACTIONS.index(f)]:.3f}" if f in PAPER_FRACTIONS else "—" for f in fr]
             lines.append(f"| paper {NAME[prop]} | {'CGCNN' if arm == 'single' else 'MT-CGCNN'} | " + " | ".join(cells) + " |")
         # claims
-        wins = [(f, *_paired(avg["E1"][i], avg["single"][i])) for i, f in enumerate(fr)]
+        wins = [(f, *paired(avg["E1"][i], avg["single"][i])) for i, f in enumerate(fr)]
         ok = [w for w in wins if w[3]]
         if ok:
             n_better = sum(d < 0 for _, d, _, _ in ok)
@@ -327,16 +247,16 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
             # clear when every fraction's paired test is clear, whichever way it points
             all_clear = all(c == "clear" for _, _, c, _ in ok)
             self.claims.append(("MT-CGCNN (E1) beats single-task at every training fraction, on the average "
-                                "MAE of ΔEf and Eg (Table 4)", _verdict(n_better == len(ok), "clear" if all_clear else "within noise"),
+                                "MAE of ΔEf and Eg (Table 4)", verdict(n_better == len(ok), "clear" if all_clear else "within noise"),
                                 f"better at {n_better} of {len(ok)} fractions, clearly at {n_clear}; "
                                 + ", ".join(f"{100 * f:g}%: {d:+.4f}" for f, d, _, _ in ok)))
         if 0.5 in [round(f, 6) for f in fr] and self.full in fr:
             i50, i60 = [round(f, 6) for f in fr].index(0.5), fr.index(self.full)
-            d, clear, n = _paired(avg["E1"][i50], avg["single"][i60])
+            d, clear, n = paired(avg["E1"][i50], avg["single"][i60])
             if n:
                 self.claims.append(("MT-CGCNN with 50% training data beats single-task with 60% (average MAE of "
-                                    "ΔEf and Eg; paper: 0.174 vs 0.181)", _verdict(d < 0, clear),
-                                    f"{_ms(avg['E1'][i50])[0]:.4f} vs {_ms(avg['single'][i60])[0]:.4f}, paired over {_seeds(n)}"))
+                                    "ΔEf and Eg; paper: 0.174 vs 0.181)", verdict(d < 0, clear),
+                                    f"{mean_std(avg['E1'][i50])[0]:.4f} vs {mean_std(avg['single'][i60])[0]:.4f}, paired over {seeds_text(n)}"))
         return "\n".join(lines) + "\n"
 
     # ---- Fig. 3c-d ----
@@ -358,12 +278,12 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
         for name, (ylabel, arms, col) in curves.items():
             fig, ax = plt.subplots(figsize=(5, 3.6))
             for arm_name, label in arms:
-                stats = [_ms(_by_seed(self.arm(label, fraction=f), col)) for f in fr]
+                stats = [mean_std(by_seed(self.arm(label, fraction=f), col)) for f in fr]
                 table[(name, arm_name)] = stats
                 ax.errorbar([100 * f for f in fr], [s[0] for s in stats], yerr=[s[1] if np.isfinite(s[1]) else 0 for s in stats],
                             marker="o", capsize=3, label=arm_name)
             ax.set_title(f"Fig. 3{'c' if name == 'spearman' else 'd'} on our data: mean ± std over "
-                         f"{_seeds(self.df.seed.nunique())}", fontsize=9)
+                         f"{seeds_text(self.df.seed.nunique())}", fontsize=9)
             ax.set_xlabel("training data (% of pool)")
             ax.set_ylabel(ylabel)
             ax.legend()
@@ -378,7 +298,7 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                  f"| metric | model | {head} |", "|---|---|" + "---|" * len(fr)]
         for (name, arm_name), stats in table.items():
             lines.append(f"| {'Spearman ρ (ΔEf)' if name == 'spearman' else 'ROC-AUC'} | {arm_name} | "
-                         + " | ".join(_fmt(m, s) for m, s, _ in stats) + " |")
+                         + " | ".join(fmt(m, s) for m, s, _ in stats) + " |")
         lines.append("")
         lines += [f"![{p.stem}]({_rel(p, report_dir)})" for p in out]
         # claims of section 4.5
@@ -411,7 +331,7 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
             if not len(rows):
                 continue
             any_rows = True
-            cells = [_fmt(*_ms(_by_seed(rows, f"weight_{u}"))[:2], 3) if u in ts else "" for u in TASKS]
+            cells = [fmt(*mean_std(by_seed(rows, f"weight_{u}"))[:2], 3) if u in ts else "" for u in TASKS]
             lines.append(f"| {e} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n" if any_rows else ""
 
@@ -446,7 +366,7 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
         lines = ["## Which of the paper's claims hold on our data", "",
                  "Computed from the tables below. Differences are paired by seed (both arms of a seed share "
                  "the split). *clear*: a two-sided paired t-test over the seeds rejects \"no difference\" at 5%; "
-                 f"*within noise*: it does not. With {_seeds(self.df.seed.nunique())} only large, consistent "
+                 f"*within noise*: it does not. With {seeds_text(self.df.seed.nunique())} only large, consistent "
                  "differences can be clear; *holds in direction* says only which way the mean difference goes.", "", "| claim | verdict | evidence |", "|---|---|---|"]
         lines += [f"| {c} | **{v}** | {e} |" for c, v, e in self.claims]
         held = sum(v.startswith("holds") for _, v, _ in self.claims)
@@ -471,15 +391,3 @@ Generated by `{cmd}` from the run directories under [`{self.runs_link}`]({self.r
                          f"{f(r.get('mae_Ef'))} | {f(r.get('mae_Eg'))} | {f(r.get('mae_EF'))} | "
                          f"{f(r.get('spearman_Ef'))} | {f(r.get('auc_nonmetal'))} |")
         return "\n".join(lines) + "\n"
-
-
-def _seeds(n: int) -> str:
-    return f"{n} seed" if n == 1 else f"{n} seeds"
-
-
-def _verdict(holds: bool, clear: str) -> str:
-    if clear in ("one seed", "no data"):
-        return ("holds" if holds else "does not hold") + f" ({clear})"
-    if clear == "clear":
-        return "holds (clear)" if holds else "does not hold (clear)"
-    return "holds in direction, within noise" if holds else "does not hold, within noise"

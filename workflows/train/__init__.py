@@ -1,0 +1,1 @@
+"""Training, evaluation, ensembles and experiment grids (`screen train`, `evaluate`, `ensemble`, `experiment`)."""
