@@ -8,7 +8,7 @@ from screening.query import parse_query
 from screening.sources import open_source
 from screening.sources.mp import MPSource
 from tests.conftest import MP_TEST_KEY
-from tests.screening.sources.common import assert_same_structure
+from tests.screening.sources.common import assert_same_structure, summary_requests
 
 
 def test_mp_li_x_o_matches_local_with_paging(mp_api_env, local_li_x_o):
@@ -141,13 +141,6 @@ def test_mp_known_columns_are_the_servers_values(mp_api_env):
     status = ("dft_e_above_hull", "dft_is_stable", "experimental", "gnome")
     assert [known["mp-850062"][k] for k in status] == [0.0, True, True, False]  # LiNiO2 on the hull, ICSD
     assert [known["mp-770635"][k] for k in status] == [0.006044, False, False, False]  # LiNiO2, theoretical
-
-
-def summary_requests(server):
-    """(listings, full fetches) among the server's summary requests: a full one asks for structures."""
-    sent = [p for path, p in server.requests if path == "/materials/summary"]
-    full = [p for p in sent if "structure" in p.get("_fields", "").split(",")]
-    return [p for p in sent if p not in full], full
 
 
 def test_mp_partitions_equal_a_full_fetch_and_the_entry_cache_serves_them(mp_api_env, tmp_path):
