@@ -14,7 +14,7 @@ energy against the same reference phases.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, List, Optional
+from typing import Dict, FrozenSet, Iterable, List, Optional, Protocol, Tuple
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ GAP = "pred_band_gap"
 P_METAL = "pred_p_metal"  # from a model with the metal head (screening/model.py)
 DFT_FORMATION = "dft_formation_energy_per_atom"  # known value of a candidate from a source with DFT data
 DFT_E_HULL = "dft_e_above_hull"
-# What the MP source says of a crystal (screening/sources/mp.py); --new-only reads them.
+# What the MP source says of a crystal (screening/sources/mp.py); `new_only` reads them.
 DFT_STABLE, EXPERIMENTAL = "dft_is_stable", "experimental"
 # The known crystal a hypothetical candidate is anchored to (screening/anchors.py adds these columns).
 ANCHOR_ID, ANCHOR_DFT, ANCHOR_PRED, ANCHOR_ON_HULL = ("anchor_id", "anchor_dft_formation_energy_per_atom",
@@ -72,21 +72,28 @@ class RankOptions:
     def check(self) -> None:
         """One-line errors for settings that contradict themselves (the run checks them up front too)."""
         if self.gap_min is not None and self.gap_max is not None and self.gap_min > self.gap_max:
-            raise ScreenError(f"--gap-min {self.gap_min} is above --gap-max {self.gap_max}")
+            raise ScreenError(f"`gap_min` {self.gap_min} is above `gap_max` {self.gap_max}")
         if self.rank_by not in RANK_BY:
-            raise ScreenError(f"--rank-by {self.rank_by}: choose {' or '.join(RANK_BY)}")
+            raise ScreenError(f"`rank_by` {self.rank_by}: choose {' or '.join(RANK_BY)}")
         check_unrelaxed_std(self.unrelaxed_std)
 
 
 def check_unrelaxed_std(value: Optional[float]) -> None:
     """The structure error of unrelaxed candidates (a run's option, or a model manifest's figure)."""
     if value is not None and not 0 <= value < 10:
-        raise ScreenError(f"--unrelaxed-std {value}: need 0 <= eV/atom < 10")
+        raise ScreenError(f"`unrelaxed_std` {value}: need 0 <= eV/atom < 10")
 
 
 def reference_name(material_id, reduced_formula: str) -> str:
     """How a reference phase is named in hulls and caches: an id alone could name another crystal."""
     return f"{material_id}|{reduced_formula}"
+
+
+class HullEnergies(Protocol):
+    """What rank() asks of its reference phases; ReferencePhases and HullTable both answer it."""
+
+    def e_above_hull(self, formulas, predicted, known=None, ids=None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(predicted E_hull, known E_hull or None) of each candidate, as hull_energies defines them."""
 
 
 class ReferencePhases:
@@ -124,6 +131,10 @@ class ReferencePhases:
 
     def hull(self, system: FrozenSet[str]) -> Hull:
         return Hull(system, self.phases_within(system))
+
+    def e_above_hull(self, formulas, predicted, known=None, ids=None):
+        """HullEnergies: one hull per chemical system, built now (hull_energies)."""
+        return hull_energies(formulas, self, predicted, known, ids)
 
     def __len__(self):
         return sum(len(v) for v in self._by_system.values())
@@ -172,7 +183,7 @@ def hull_energies(formulas, references: ReferencePhases, predicted, known=None, 
             names.append(reference_name(i, composition(f).reduced_formula))
     table = HullTable({"-".join(sorted(s)): system_hull(references, s, fs, names)
                        for s, (fs, names) in groups.items()})
-    return table(formulas, predicted, known, ids)
+    return table.e_above_hull(formulas, predicted, known, ids)
 
 
 def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: Iterable[str],
@@ -230,7 +241,8 @@ class HullTable:
             self.on_hull.update(answer["on_hull"])
             self.references.update(answer["references"])
 
-    def __call__(self, formulas, predicted, known=None, ids=None):
+    def e_above_hull(self, formulas, predicted, known=None, ids=None):
+        """HullEnergies: read from the systems' answers (every formula must be among them)."""
         formulas = list(formulas)
         pred_out = np.full(len(formulas), np.nan)
         known_out = None if known is None else np.full(len(formulas), np.nan)
@@ -326,31 +338,28 @@ def _flag_below_known(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> None:
         t["flags"] = [("; ".join(filter(None, [f, BELOW_KNOWN])) if h else f) for f, h in zip(flags, hit)]
 
 
-def rank(table: pd.DataFrame, references, options: RankOptions = RankOptions()) -> pd.DataFrame:
-    """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep --top.
+def rank(table: pd.DataFrame, references: HullEnergies, options: RankOptions = RankOptions()) -> pd.DataFrame:
+    """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep `top`.
 
     E_hull is the candidate's formation energy minus the reference hull's energy at its
     composition, a fixed number, so the ensemble's std of dEf is exactly the std of E_hull.
     pred_p_stable = P(E_hull <= stable_within) for E_hull ~ Normal(mean, std); the default
     ranking puts the most probably stable first, so a confident near-hull candidate beats
     a far-below-hull one the members disagree on. `references`: ReferencePhases, or a HullTable
-    of the table's systems (the same numbers, without building phase diagrams).
+    of the table's systems (the same numbers, without building phase diagrams): both HullEnergies.
     """
     if FORMATION not in table.columns:
         raise ScreenError("ranking needs a model with the formation_energy_per_atom task")
     options.check()
     if options.new_only and not {DFT_STABLE, EXPERIMENTAL} <= set(table.columns):
-        raise ScreenError("--new-only: this source does not say which crystals are on its hull or known "
-                          "experimentally (the Materials Project does: --source mp)")
+        raise ScreenError("`new_only`: this source does not say which crystals are on its hull or known "
+                          "experimentally (the Materials Project does: `source` mp)")
     t = with_stages(table, options.anchor)
     ids = t["id"].tolist() if "id" in t.columns else None
     # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
     known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
     energy = hull_formation_energy(t, options.unrelaxed_shift)
-    if isinstance(references, HullTable):
-        t["pred_e_above_hull"], dft = references(t["formula"].tolist(), energy, known, ids)
-    else:
-        t["pred_e_above_hull"], dft = hull_energies(t["formula"].tolist(), references, energy, known, ids)
+    t["pred_e_above_hull"], dft = references.e_above_hull(t["formula"].tolist(), energy, known, ids)
     if dft is not None:
         t[DFT_E_HULL] = dft
     if options.new_only:  # unknown counts as known: a crystal is new only when the source says so

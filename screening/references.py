@@ -1,11 +1,11 @@
 """Reference phases for E_hull: known DFT formation energies of a chemical system and its sub-systems.
 
 Where they come from, first match wins:
-  1. `--reference SPEC` (any source spec: local:PATH, mp, ...);
+  1. the run's `reference` (any source spec: local:PATH, mp, ...);
   2. the run's own source, when it is a CSV (it holds every sub-system);
-  3. the Materials Project's own thermo data, when the run's source is mp: the
-     same database version as the candidates, in one request per run
-     (workflows cache it by database version);
+  3. the source's own thermo data (Source.thermo()), when the run's source is mp: the
+     Materials Project's, of the same database version as the candidates, in one request
+     per run (workflows cache it by database version);
   4. the table that ships with the package, `screening/data/references.csv.gz`: the phases on
      the hull of the project's MP data (17,167 entries; `python -m screening.data.build_references`
      rebuilds it), so an installed `screen` ranks against the same hull anywhere;
@@ -37,12 +37,12 @@ def _csv_path(spec: Optional[str]) -> Optional[Path]:
 
 
 def check_reference(spec: str) -> None:
-    """--reference names a source that opens (its file is there), before a run does any work."""
+    """`reference` names a source that opens (its file is there), before a run does any work."""
     try:
         open_source(spec, lazy=True)
-    except ScreenError as e:  # the source names itself as --source: say which option it was
+    except ScreenError as e:  # the source names itself as `source`: say which setting it was
         reason = str(e).split(": ", 1)[-1]
-        raise ScreenError(f"--reference {spec}: {reason}") from None
+        raise ScreenError(f"`reference` {spec}: {reason}") from None
 
 
 def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[ReferencePhases, str]:
@@ -55,13 +55,14 @@ def load_references(spec: Optional[str], systems: Iterable[frozenset]) -> Tuple[
         ids = df.material_id.astype(str) if "material_id" in df else None
         return ReferencePhases(df.formula, df.formation_energy_per_atom, ids), csv_note(spec)
     source = open_source(spec, lazy=True)
-    if hasattr(source, "fetch_thermo"):  # the Materials Project: its thermo data, one request
-        return from_thermo(source, source.fetch_thermo(subsystems(systems)), fetched=True)
+    thermo = source.thermo()
+    if thermo is not None:  # the source's own reference phases (the Materials Project's: one request)
+        return from_thermo(source, thermo.fetch(subsystems(systems)), fetched=True)
     formulas, energies, ids = [], [], []
     for sub in subsystems(systems):
         for c in source.fetch(parse_query(sub)):
             if c.problem is not None:  # a reference phase that cannot be read: the hull would lack it
-                raise ScreenError(f"--reference {spec}: {c.problem}")
+                raise ScreenError(f"`reference` {spec}: {c.problem}")
             formulas.append(c.formula)
             energies.append(c.known.get("formation_energy_per_atom", float("nan")))
             ids.append(c.id)
@@ -103,7 +104,7 @@ def subsystems(systems: Iterable[frozenset]) -> List[str]:
 
 
 def from_thermo(source, thermo: Dict[str, list], fetched: bool) -> Tuple[ReferencePhases, str]:
-    """(phases, note) from an MP source's fetch_thermo() answer ({system: [(id, formula, energy)]})."""
+    """(phases, note) from an MP source's thermo().fetch() answer ({system: [(id, formula, energy)]})."""
     from screening.sources.mp import FUNCTIONALS
 
     rows = [r for system in sorted(thermo) for r in thermo[system]]

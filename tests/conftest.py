@@ -3,7 +3,7 @@ import pytest
 
 from tests.helpers import DATA
 
-# ---- structure sources (tests/screening/test_sources.py) -------------------------------------------
+# ---- structure sources (tests/screening/sources/) ---------------------------------------------------
 
 MP_TEST_KEY = "0123456789abcdef0123456789abcdef"  # mp-api insists on 32 characters
 

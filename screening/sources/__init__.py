@@ -1,4 +1,4 @@
-"""Where candidate crystals come from, chosen by a `--source` string:
+"""Where candidate crystals come from, chosen by a source spec (a run's `source`):
 
     mp                    the Materials Project API (needs MP_API_KEY; MP_API_ENDPOINT
                           points it elsewhere)
@@ -11,9 +11,9 @@
     (none)                mp when MP_API_KEY is set, else substitution; the line
                           default_source_note() returns says which
 
-`gnome` (--gnome) adds the Materials Project's GNoME r2SCAN entries to what an mp
-source (or the mp templates of substitution:mp) fetches; `rate` is the mp
-source's request budget per second (--mp-rate).
+`gnome` adds the Materials Project's GNoME r2SCAN entries to what an mp source
+(or the mp templates of substitution:mp) fetches; `rate` is the mp source's
+request budget per second (the run's `mp_rate`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from screening.errors import ScreenError
-from screening.sources.base import KNOWN_PROPERTIES, Candidate, Source
+from screening.sources.base import KNOWN_PROPERTIES, Candidate, EntryStore, Source, Thermo
 
-__all__ = ["Candidate", "Source", "KNOWN_PROPERTIES", "open_source", "default_source_note", "mp_sources"]
+__all__ = ["Candidate", "Source", "Thermo", "EntryStore", "KNOWN_PROPERTIES", "open_source", "default_source_note",
+           "mp_sources"]
 
 _USAGE = "use mp, local:PATH, substitution or substitution:local:PATH"
 
@@ -34,7 +35,7 @@ def _has_key(environ: Optional[Mapping[str, str]]) -> bool:
 
 
 def default_source_note(spec: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The one line to print when no --source was given (None when one was)."""
+    """The one line to print when no source spec was given (None when one was)."""
     if spec:
         return None
     if _has_key(environ):
@@ -46,21 +47,20 @@ def default_source_note(spec: Optional[str], environ: Optional[Mapping[str, str]
 def open_source(spec: Optional[str] = None, *, lazy: bool = False,
                 environ: Optional[Mapping[str, str]] = None, gnome: bool = False,
                 rate: Optional[int] = None) -> Source:
-    """The Source a --source string names. lazy: local CSV candidates carry CIF text,
+    """The Source a source spec names. lazy: local CSV candidates carry CIF text,
     parsed on first `.structure` (cheap to ship to workers)."""
     if rate is not None and (int(rate) != rate or rate < 1):
-        raise ScreenError(f"--mp-rate {rate}: a whole number of requests per second, at least 1")
+        raise ScreenError(f"`mp_rate` {rate}: a whole number of requests per second, at least 1")
     source = _open(spec, lazy, environ, gnome, rate)
     if gnome and not mp_sources(source):
-        raise ScreenError(f"--gnome: only the Materials Project (--source mp) has GNoME entries; "
+        raise ScreenError(f"`gnome`: only the Materials Project (`source` mp) has GNoME entries; "
                           f"this run's source is {source.name}")
     return source
 
 
 def mp_sources(source: Source) -> list:
     """The Materials Project sources a source fetches from: itself, or substitution:mp's templates."""
-    base = getattr(source, "base", None)
-    return ([source] if source.name == "mp" else []) + (mp_sources(base) if base is not None else [])
+    return ([source] if source.name == "mp" else []) + (mp_sources(source.base) if source.base is not None else [])
 
 
 def _open(spec, lazy, environ, gnome, rate) -> Source:
@@ -78,15 +78,15 @@ def _open(spec, lazy, environ, gnome, rate) -> Source:
 
         path = text[len("local:"):]
         if not path:
-            raise ScreenError(f'--source "{spec}": local: needs a path, like local:data/mp_dev.csv.gz')
+            raise ScreenError(f'`source` "{spec}": local: needs a path, like local:data/mp_dev.csv.gz')
         return LocalSource(path, lazy=lazy)
     if text == "substitution" or text.startswith("substitution:"):
         from screening.sources.substitution import SubstitutionSource
 
         base_spec = text[len("substitution:"):] if ":" in text else ""
         if base_spec.startswith("substitution"):
-            raise ScreenError(f'--source "{spec}": substitution templates must come from mp or local:PATH')
+            raise ScreenError(f'`source` "{spec}": substitution templates must come from mp or local:PATH')
         base = _open(base_spec, lazy, environ, gnome, rate) if base_spec else None
         return SubstitutionSource(base=base)
     hint = f"; did you mean local:{text}?" if Path(text).expanduser().exists() else ""
-    raise ScreenError(f'--source "{spec}": unknown source ({_USAGE}){hint}')
+    raise ScreenError(f'`source` "{spec}": unknown source ({_USAGE}){hint}')

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple, Union
 
 from screening.properties import TASKS
 from screening.query import Query, parse_query
@@ -124,10 +124,49 @@ class Partition:
         return cls(doc["label"], tuple(doc["rows"]), tuple(tuple(e) for e in doc.get("entries", ())))
 
 
+class EntryStore(Protocol):
+    """Where a source keeps the database entries it fetched in full, by a text key that names the
+    entry and its version (workflows pass cache/entry_cache.py's EntryCache)."""
+
+    def get(self, key: str) -> Optional[dict]:
+        """The entry kept under `key`, or None."""
+
+    def put(self, key: str, doc: dict) -> None:
+        """Keep `doc` under `key`."""
+
+
+# A source's own reference phases, per explicit chemical system ("Li-O"): [(id, reduced formula,
+# DFT formation energy per atom)] (Thermo.fetch's answer).
+ThermoRows = Dict[str, List[Tuple[str, str, float]]]
+
+
+class Thermo(ABC):
+    """The DFT formation energies a source holds of every entry of a chemical system, fetched
+    system by system (the Materials Project's thermo data): reference phases from the source itself."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Stable one-line text naming the data the answers come from (a cache key)."""
+
+    @abstractmethod
+    def fetch(self, systems: Iterable[str]) -> ThermoRows:
+        """The entries of each explicit system, every system asked for a key (empty where none)."""
+
+
 class Source(ABC):
-    """Where candidates come from. `name` is what Candidate.source says."""
+    """Where candidates come from. `name` is what Candidate.source says.
+
+    What a source can do beyond fetch() and describe() is declared here with a default, so a
+    caller asks a source instead of probing it."""
 
     name: str = ""
+    # whether its candidates' known values say which crystals are on the source's own hull and
+    # which are known experimentally (dft_is_stable, experimental): what `new_only` reads
+    knows_stability: bool = False
+    # whether it makes its candidates (hypothetical crystals) rather than holding known ones
+    hypothetical: bool = False
+    # the source it draws known crystals from (substitution:mp's mp), or None
+    base: Optional["Source"] = None
 
     @abstractmethod
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:
@@ -137,14 +176,24 @@ class Source(ABC):
     def describe(self) -> str:
         """Stable one-line text naming the source and the version of its data (a cache key)."""
 
+    def fetch_systems(self, systems: Iterable[str]) -> List[Candidate]:
+        """Every crystal of the explicit chemical systems ("Fe-Li-O"); one fetch per system here,
+        in fewer look-ups where the source can (a CSV in one pass, MP a list of systems a request)."""
+        return [c for system in systems for c in self.fetch(parse_query(system))]
+
+    def thermo(self) -> Optional[Thermo]:
+        """The source's own reference phases, where it has them apart from its candidates; None here."""
+        return None
+
     def partitions(self, query: Query, size: int) -> Optional[List[Partition]]:
         """The query's candidates in parts of at most `size`, each matching crystal in exactly one,
         decided without fetching structures; None where the source cannot tell before it fetches
         (then one worker fetches everything and the list is split there)."""
         return None
 
-    def fetch_partition(self, query: Query, part: Partition) -> List[Candidate]:
-        """The candidates of one of partitions(query, ...)'s parts."""
+    def fetch_partition(self, query: Query, part: Partition, entries: Optional[EntryStore] = None) -> List[Candidate]:
+        """The candidates of one of partitions(query, ...)'s parts. `entries`: where a source that
+        lists database entries (MP) keeps and finds the ones it fetched in full; others ignore it."""
         raise NotImplementedError(f"{self.name} has no partitions")
 
     def entries_note(self) -> Optional[str]:

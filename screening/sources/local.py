@@ -1,4 +1,4 @@
-"""`--source local:PATH`: crystals from a CSV like mp_dev.csv.gz, a CGCNN-style
+"""`source` local:PATH: crystals from a CSV like mp_dev.csv.gz, a CGCNN-style
 directory (id_prop.csv + <id>.cif), a directory of CIF/POSCAR files, or one file.
 
 For the CSV, rows are chosen from the `formula` column alone: each distinct
@@ -17,7 +17,7 @@ from screening.dataset import read_crystal_csv, read_id_prop
 from screening.errors import ScreenError
 from screening.formula import formula_info, structure_info
 from screening.query import IDS, Query
-from screening.sources.base import Candidate, Partition, Source, as_query, known_properties
+from screening.sources.base import Candidate, EntryStore, Partition, Source, as_query, known_properties
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".gz")
 
@@ -27,7 +27,7 @@ class LocalSource(Source):
         """lazy: hand CSV candidates over as CIF text, parsed on first `.structure`."""
         self.path = Path(path).expanduser()
         if not self.path.exists():
-            raise ScreenError(f"--source local:{path}: no such file or directory")
+            raise ScreenError(f"`source` local:{path}: no such file or directory")
         self.path = self.path.resolve()
         self.name = f"local:{self.path}"
         self.lazy = lazy
@@ -142,7 +142,7 @@ class LocalSource(Source):
         return [Partition(f"rows {rows[i]}..{rows[min(i + size, len(rows)) - 1]} #{len(rows[i:i + size])}",
                           tuple(rows[i:i + size])) for i in range(0, len(rows), size)]
 
-    def fetch_partition(self, query: Query, part: Partition) -> List[Candidate]:
+    def fetch_partition(self, query: Query, part: Partition, entries: Optional[EntryStore] = None) -> List[Candidate]:
         df = _csv_table(str(self.path), self.describe())
         return self._candidates(df, part.rows, query.matches)
 

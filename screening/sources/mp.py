@@ -1,8 +1,9 @@
-"""`--source mp`: the Materials Project through the official mp-api client.
+"""`source` mp: the Materials Project through the official mp-api client (screening/sources/mp_client.py
+holds the HTTP side: retries, the request budget, completeness checks).
 
 One summary search per query: `chemsys` (wildcards passed as they are; the MP
 API reads `Li-*-O` as "three elements, Li and O among them", our meaning),
-`formula`, or `material_ids`, with `exclude_elements` for --exclude. Results
+`formula`, or `material_ids`, with `exclude_elements` for the query's exclusions. Results
 are checked against the query again on our side, so a server that filters
 more loosely cannot leak other systems in.
 
@@ -21,8 +22,8 @@ search for everything.
 Which entries: every search asks for `deprecated=False` (superseded entries are
 never screened, whatever the server's default) and leaves out the GNoME r2SCAN
 entries (batch "gnome_r2scan_statics": hypothetical structures computed with
-another functional, which mp-api includes by default) unless `gnome=True`
-(`--gnome`). Both are checked again on our side and stated by describe() (the
+another functional, which mp-api includes by default) unless `gnome=True`.
+Both are checked again on our side and stated by describe() (the
 cache key) and settings() (the run summary).
 
 What MP says of each material comes along in Candidate.known: formation
@@ -31,71 +32,36 @@ the material is on it (`dft_e_above_hull`, `dft_is_stable`, computed by MP with
 its compatibility scheme), whether it is known experimentally (`experimental`:
 not theoretical, or with ICSD ids) and whether it is a GNoME entry (`gnome`).
 
-fetch_thermo() gives the reference phases for MP runs: MP's own thermo data
+thermo() (MPThermo, fetch_thermo()) gives the reference phases for MP runs: MP's own thermo data
 (thermo type GGA_GGA+U_R2SCAN) of the same database, a list of chemical
 systems per request, with the same choice of entries.
 
 The key comes from MP_API_KEY; the endpoint from the `endpoint` argument,
 else MP_API_ENDPOINT, else mp-api's default (https://api.materialsproject.org/).
-mp_api is imported only when a search runs: it takes ~3 s to import.
-
-What the client does not do for us, done here:
-  - the heartbeat mp-api sends on start has no timeout, so we ask it first
-    with one (a server that never answers is a one-line error, not a hang);
-  - a request budget (screening/sources/budget.py): every try of every
-    request takes a lease, so all the workers fetching with one key stay
-    within `rate` requests per second together;
-  - retries: 429 as often as RATE_LIMITED_TRIES, waiting what Retry-After
-    says; 500, 502, 503, 504 and dropped connections with exponential backoff
-    (0.5 s doubling, at most 8 s a wait, 6 tries); then the server's own
-    message in one line;
-  - completeness: the first page of every search says how many documents
-    match (meta.total_doc); fewer received is an error, so a short answer is
-    never cached as if it were the whole system.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import time
-import warnings
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from screening.errors import ScreenError
 from screening.formula import formula_info, structure_info
 from screening.query import ALL, CHEMSYS, FORMULA, IDS, Query
-from screening.sources.base import (KNOWN_PROPERTIES, Candidate, Partition, Source, as_float, as_query,
-                                    known_properties)
-from screening.sources.budget import RequestBudget
+from screening.sources.base import (KNOWN_PROPERTIES, Candidate, EntryStore, Partition, Source, Thermo, ThermoRows,
+                                    as_float, as_query, known_properties)
+from screening.sources.mp_client import DEFAULT_RATE, TIMEOUT_S, MPClient
 
 FIELDS = ["material_id", "formula_pretty", "structure", *KNOWN_PROPERTIES,
           "energy_above_hull", "is_stable", "theoretical", "database_IDs", "deprecated", "builder_meta"]
 LIST_FIELDS = [f for f in FIELDS if f != "structure"] + ["last_updated"]  # partitions(): all but the structure
 ENTRY_FIELDS = ["material_id", "structure", "last_updated"]  # fetch_partition(): what the listing lacks
 IDS_PER_REQUEST = 100  # material_ids per request of fetch_partition (keeps the URL short)
-DEFAULT_ENDPOINT = "https://api.materialsproject.org/"
-TIMEOUT_S = 30  # per HTTP request
-RETRY_STATUS = (429, 500, 502, 503, 504)
-TRIES = 6  # of a request that meets a server fault (5xx, dropped connection)
-RATE_LIMITED_TRIES = 12  # of a request answered 429: slowing down is expected, so more patience
-MAX_WAIT_S = 60  # the longest Retry-After we follow
-DEFAULT_RATE = 10  # requests per second per key, all workers together (--mp-rate)
 GNOME_BATCH = "gnome_r2scan_statics"
 THERMO_TYPE = "GGA_GGA+U_R2SCAN"
 THERMO_FIELDS = ["material_id", "formula_pretty", "chemsys", "formation_energy_per_atom", "thermo_type",
                  "deprecated", "builder_meta"]
 FUNCTIONALS = (f"GGA/GGA+U energies mixed with r2SCAN ones where MP has them, by MP's compatibility scheme "
                f"(thermo type {THERMO_TYPE})")
-
-
-def _one_line(e: Exception) -> str:
-    """The error in one line, the server's own message first (mp-api puts it after the URL)."""
-    text = str(e)
-    if "with message:" in text:
-        head, message = text.split("with message:", 1)
-        code = head.split("status code", 1)[-1].split()[0] if "status code" in head else ""
-        text = f"HTTP {code}: {message}" if code else message
-    return " ".join(text.split())[:300] or type(e).__name__
 
 
 def is_experimental(theoretical, database_ids) -> Optional[bool]:
@@ -135,122 +101,28 @@ def _structure_dict(s) -> dict:
     return s if isinstance(s, dict) else s.as_dict()
 
 
-def _budgeted_adapter(source: "MPSource"):
-    """An HTTPAdapter whose every try takes a lease from the source's budget (read at each try, so a
-    budget swapped in later counts) and which retries itself (urllib3's retries would escape the budget)."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    class BudgetedAdapter(HTTPAdapter):
-        def send(self, request, **kwargs):
-            faults = limited = 0
-            while True:
-                with source.budget.lease():
-                    try:
-                        response = super().send(request, **kwargs)
-                    except (requests.ConnectionError, requests.Timeout):
-                        faults += 1
-                        if request.method != "GET" or faults >= TRIES:
-                            raise
-                        response = None
-                wait = None
-                if response is not None:
-                    if response.status_code not in RETRY_STATUS or request.method != "GET":
-                        return response
-                    if response.status_code == 429:
-                        limited += 1
-                        wait = _retry_after(response)
-                    else:
-                        faults += 1
-                    if faults >= TRIES or limited >= RATE_LIMITED_TRIES:
-                        return response  # mp-api reports the server's message
-                    response.close()
-                time.sleep(wait if wait is not None else min(source.backoff * 2 ** (faults + limited - 1), 8.0))
-
-    return BudgetedAdapter()
-
-
-def _retry_after(response) -> Optional[float]:
-    try:
-        return min(max(float(response.headers.get("Retry-After", "")), 0.0), MAX_WAIT_S)
-    except ValueError:
-        return None  # absent, or a date: back off as for a fault
-
-
 class MPSource(Source):
     name = "mp"
+    knows_stability = True  # dft_is_stable and experimental, in every candidate's known values
 
     def __init__(self, api_key: Optional[str] = None, endpoint: Optional[str] = None, chunk_size: int = 1000,
                  timeout: float = TIMEOUT_S, backoff: float = 0.5, gnome: bool = False, rate: int = DEFAULT_RATE):
-        self.api_key = api_key or os.environ.get("MP_API_KEY") or None
-        if not self.api_key:
-            raise ScreenError("--source mp: MP_API_KEY is not set; set MP_API_KEY to your Materials Project "
-                              "API key (https://materialsproject.org/api) or use --source local:PATH")
-        self.endpoint = endpoint or os.environ.get("MP_API_ENDPOINT") or None
-        self.chunk_size = chunk_size  # documents per request; the client pages with _skip
-        self.timeout = timeout
-        self.backoff = backoff  # seconds before the first retry, doubling
+        api_key = api_key or os.environ.get("MP_API_KEY") or None
+        if not api_key:
+            raise ScreenError("`source` mp: MP_API_KEY is not set; set MP_API_KEY to your Materials Project "
+                              "API key (https://materialsproject.org/api) or use `source` local:PATH")
+        self.client = MPClient(api_key, endpoint or os.environ.get("MP_API_ENDPOINT") or None, chunk_size,
+                               timeout, backoff, rate)
         self.gnome = gnome  # include GNoME r2SCAN entries
-        key_hash = hashlib.sha256(f"{self.api_key}|{self.endpoint or DEFAULT_ENDPOINT}".encode()).hexdigest()[:16]
-        self.budget = RequestBudget(rate, name=f"mp-{key_hash}")  # workflows may swap in a cluster-wide pool
-        self._rester = None
-        self._totals: List[int] = []  # meta.total_doc of each first page seen during a search
 
-    def _client(self):
-        if self._rester is None:
-            from mp_api.client import MPRester
-            from mp_api.client.core import MPRestError
+    @property
+    def budget(self):
+        """The request budget every request of this source draws from (workflows swap in a cluster-wide one)."""
+        return self.client.budget
 
-            self._probe()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    self._rester = MPRester(self.api_key, endpoint=self.endpoint, mute_progress_bars=True,
-                                            use_document_model=False)
-            except (MPRestError, OSError, ValueError) as e:
-                raise ScreenError(f"--source mp: cannot reach the Materials Project API at "
-                                  f"{self._endpoint_text()} ({_one_line(e)})") from None
-            self._harden(self._rester.session)
-        return self._rester
-
-    def _probe(self) -> None:
-        """GET /heartbeat with a timeout, before mp-api sends its own without one."""
-        import requests
-
-        url = (self.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/heartbeat"
-        try:
-            requests.get(url, timeout=self.timeout)
-        except requests.exceptions.Timeout:
-            raise ScreenError(f"--source mp: {self._endpoint_text()} did not answer within "
-                              f"{self.timeout:g} s") from None
-        except requests.exceptions.RequestException as e:
-            raise ScreenError(f"--source mp: cannot reach the Materials Project API at "
-                              f"{self._endpoint_text()} ({_one_line(e)})") from None
-
-    def _harden(self, session) -> None:
-        adapter = _budgeted_adapter(self)
-        for prefix in ("http://", "https://"):
-            session.mount(prefix, adapter)
-        session.hooks.setdefault("response", []).append(self._record_total)
-
-    def _record_total(self, response, *args, **kwargs):
-        """Remember meta.total_doc of a search's first page (the count the search must reach)."""
-        from urllib.parse import parse_qs, urlsplit
-
-        url = urlsplit(response.url)
-        if response.status_code != 200 or "/materials/" not in url.path or \
-                int(parse_qs(url.query).get("_skip", ["0"])[0] or 0) != 0:
-            return
-        try:
-            self._totals.append(int(response.json()["meta"]["total_doc"]))
-        except (ValueError, KeyError, TypeError):
-            pass  # mp-api reads the body itself and reports what is wrong with it
-
-    def __getstate__(self):  # the HTTP session stays behind; a copy opens its own
-        return {**self.__dict__, "_rester": None, "_totals": []}
-
-    def _endpoint_text(self) -> str:
-        return self.endpoint or "the default endpoint"
+    @budget.setter
+    def budget(self, budget) -> None:
+        self.client.budget = budget
 
     def search_arguments(self, query: Query) -> dict:
         """The keyword arguments for summary.search that answer this query."""
@@ -298,18 +170,20 @@ class MPSource(Source):
     def entry_key(self, material_id: str, last_updated: str) -> str:
         """What an entry's structure is kept under: the server, the material and its version (not
         db_version: an entry a new release left as it was is the same entry)."""
-        endpoint = (self.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        endpoint = self.client.url().rstrip("/")
         return f"mp:{endpoint} {material_id} last_updated={last_updated} fields={','.join(ENTRY_FIELDS)}"
 
-    def fetch_partition(self, query: Query, part: Partition, store=None) -> List[Candidate]:
-        """The candidates of one of partitions()'s parts. Structures come from `store` (an entry
-        cache: get(entry_key) -> {"structure": ...} or None, put(entry_key, doc)) where it holds the
-        entry at its listed last_updated; the others are fetched by material_ids and kept there.
-        Known values are the listing's."""
+    def fetch_partition(self, query: Query, part: Partition, entries: Optional[EntryStore] = None, *,
+                        store: Optional[EntryStore] = None) -> List[Candidate]:
+        """The candidates of one of partitions()'s parts. Structures come from `entries` (get(entry_key)
+        -> {"structure": ...} or None, put(entry_key, doc)) where it holds the entry at its listed
+        last_updated; the others are fetched by material_ids and kept there. Known values are the
+        listing's. (`store`: the earlier name of `entries`.)"""
         from mp_api.client.core.utils import validate_ids
         from pymatgen.core import Structure
 
         query = as_query(query)
+        store = entries if entries is not None else store
         structures = {}
         for mid, updated, _ in part.entries:
             doc = store.get(self.entry_key(mid, updated)) if store is not None and updated else None
@@ -331,7 +205,7 @@ class MPSource(Source):
                         store.put(self.entry_key(mid, str(d["last_updated"])), {"structure": structures[mid]})
             missing = [mid for mid in missing if mid not in structures]
         if missing:  # an answer that counts what it sends can still leave entries out: never a partial partition
-            raise ScreenError(f"--source mp: the server's answers lacked {len(missing)} of the entries of {query} "
+            raise ScreenError(f"`source` mp: the server's answers lacked {len(missing)} of the entries of {query} "
                               f"asked for, twice ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                               f"nothing of their partition was kept, try again")
         out = []
@@ -353,18 +227,22 @@ class MPSource(Source):
                                     chemsys=batch))
         return out
 
-    def fetch_thermo(self, systems: Iterable[str], per_request: int = 200) -> Dict[str, List[Tuple[str, str, float]]]:
+    def thermo(self) -> "MPThermo":
+        """MP's thermo data of the same database, with the same choice of entries."""
+        return MPThermo(self)
+
+    def fetch_thermo(self, systems: Iterable[str], per_request: int = 200) -> ThermoRows:
         """MP's thermo entries of each explicit chemical system ("Li-O"): {system: [(id, formula,
         formation energy per atom)]}, every system asked for a key (empty when MP has none).
         Thermo type THERMO_TYPE; deprecated entries left out, GNoME ones unless self.gnome
         (the thermo search has no such filters, so the documents are read for them)."""
         systems = sorted({"-".join(sorted(s.split("-"))) for s in systems})
-        out: Dict[str, List[Tuple[str, str, float]]] = {s: [] for s in systems}
+        out: ThermoRows = {s: [] for s in systems}
         for i in range(0, len(systems), per_request):
             batch = systems[i:i + per_request]
-            docs = self._documents(f"thermo data of {len(batch)} chemical systems",
-                                   lambda mpr: mpr.materials.thermo.search, chemsys=batch,
-                                   thermo_types=[THERMO_TYPE], fields=THERMO_FIELDS)
+            docs = self.client.documents(f"thermo data of {len(batch)} chemical systems",
+                                         lambda mpr: mpr.materials.thermo.search, chemsys=batch,
+                                         thermo_types=[THERMO_TYPE], fields=THERMO_FIELDS)
             for d in docs:
                 system = "-".join(sorted(str(d.get("chemsys") or "").split("-")))
                 e = d.get("formation_energy_per_atom")
@@ -374,36 +252,11 @@ class MPSource(Source):
                 out[system].append((str(d["material_id"]), str(d["formula_pretty"]), float(e)))
         return out
 
-    def _documents(self, what: str, endpoint: Callable, **kw) -> List[dict]:
-        """Every document of one search (`endpoint(rester)` is the search method), checked complete."""
-        from mp_api.client.core import MPRestError
-
-        mpr = self._client()
-        self._totals = []
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                docs = endpoint(mpr)(**kw, chunk_size=self.chunk_size)
-        except MPRestError as e:
-            raise ScreenError(f"--source mp: search for {what} failed ({_one_line(e)})") from None
-        except OSError as e:  # connection refused / reset / timed out after retries
-            raise ScreenError(f"--source mp: cannot reach {self._endpoint_text()} ({_one_line(e)})") from None
-        except ValueError as e:  # a body that is not the JSON it should be (cut off, say)
-            raise ScreenError(f"--source mp: search for {what} got a damaged answer from "
-                              f"{self._endpoint_text()} ({type(e).__name__}); try again") from None
-        docs = list(docs)
-        expected = sum(self._totals)
-        if len(docs) < expected:
-            raise ScreenError(f"--source mp: search for {what} received {len(docs)} of the {expected} documents "
-                              f"the server counted; nothing was kept, try again")
-        fields = kw.get("fields") or []
-        return [d if isinstance(d, dict) else {f: getattr(d, f, None) for f in fields} for d in docs]
-
     def _summary(self, what: str, fields: List[str], **kw) -> List[dict]:
         """Summary documents with `fields`: every search asks for no deprecated entries and for GNoME's
-        only with --gnome, and drops what a server that ignored those filters sent anyway."""
-        docs = self._documents(what, lambda mpr: mpr.materials.summary.search, **kw, fields=fields,
-                               deprecated=False, include_gnome=self.gnome)
+        only with `gnome`, and drops what a server that ignored those filters sent anyway."""
+        docs = self.client.documents(what, lambda mpr: mpr.materials.summary.search, **kw, fields=fields,
+                                     deprecated=False, include_gnome=self.gnome)
         return [d for d in docs if not (d.get("deprecated") or (is_gnome(d) and not self.gnome))]
 
     def _search(self, what: str, matches: Callable, **kw) -> List[Candidate]:
@@ -429,7 +282,8 @@ class MPSource(Source):
 
     def settings(self) -> dict:
         """The choices behind the fetched entries, for the run summary."""
-        return {"endpoint": self._client().endpoint, "db_version": self._client().db_version or "unknown",
+        endpoint, db_version = self.client.database()
+        return {"endpoint": endpoint, "db_version": db_version,
                 "deprecated": "excluded", "gnome": "included" if self.gnome else "excluded",
                 "request_budget": self.budget.describe()}
 
@@ -438,6 +292,19 @@ class MPSource(Source):
         return f"{self.describe()} thermo={THERMO_TYPE}"
 
     def describe(self) -> str:
-        db = self._client().db_version or "unknown"
-        return (f"mp:{self._client().endpoint} db_version={db} deprecated=excluded "
-                f"gnome={'included' if self.gnome else 'excluded'}")
+        endpoint, db_version = self.client.database()
+        gnome = "included" if self.gnome else "excluded"
+        return f"mp:{endpoint} db_version={db_version} deprecated=excluded gnome={gnome}"
+
+
+class MPThermo(Thermo):
+    """An MP source's thermo data (Source.thermo): fetch_thermo() and thermo_description()."""
+
+    def __init__(self, source: MPSource):
+        self.source = source
+
+    def describe(self) -> str:
+        return self.source.thermo_description()
+
+    def fetch(self, systems: Iterable[str]) -> ThermoRows:
+        return self.source.fetch_thermo(systems)

@@ -1,40 +1,27 @@
-"""`--source substitution`: hypothetical crystals made by swapping elements into
+"""`source` substitution: hypothetical crystals made by swapping elements into
 known structure types.
 
-Templates are the 288 prototypes of the AFLOW Library of Crystallographic
-Prototypes that pymatgen ships (pymatgen/analysis/prototypes/
-aflow_prototypes.json.gz; NaCl, CsCl, zincblende, perovskite, spinel, rutile,
-...), and optionally the known crystals of another source (see below).
+Templates are the AFLOW prototypes pymatgen ships and optionally the known
+crystals of another source (see below); screening/sources/prototypes.py holds
+them and the valence and geometry rules a candidate must pass.
 
 For every explicit chemical system the query covers (wildcards range over
 CANDIDATE_ELEMENTS), each template with that many elements is tried with every
 assignment of the system's elements to the template's elements. A try is kept
-when
-
-  * the new composition is charge-balanced: pymatgen's oxidation-state guesses
-    (Composition.oxi_state_guesses, ICSD-common states) find a solution, and
-  * that solution puts cations where the template has cations and anions where
-    it has anions (template signs from the template's own guess), so O does not
-    land on a metal site just because some exotic valence balances the sum.
-
-The oxidation states of that solution must also be whole numbers and common ones
-(COMMON_STATE_SHARE of the element's ICSD occurrences), so LiNd3O4 (Nd 2.33) is not
-made. Structures with the same reduced formula are then grouped with pymatgen's
-StructureMatcher and only the first of each group is kept, so no two candidates are
-the same crystal.
-
-Each kept structure gets a volume from data (predict_volume: the mean of per-element
-atomic volumes fitted on the training crystals, screening/data/geometry.json, and
-pymatgen's data-mined bond-length scaling, DLSVolumePredictor), and is rejected when
-two atoms sit closer than MIN_DISTANCE_FRACTION of the shortest distance of that
-element pair in the training crystals (too_short). What was rejected, and why, is in
-the source's `rejected` after each fetch (rejection_notes() words it).
+when the new composition is charge-balanced with whole, common oxidation states
+and with cations where the template has cations and anions where it has anions
+(so O does not land on a metal site just because some exotic valence balances
+the sum). Structures with the same reduced formula are then grouped with
+pymatgen's StructureMatcher and only the first of each group is kept, so no two
+candidates are the same crystal. Each kept structure gets a volume from data
+(predict_volume) and is rejected when two atoms sit too close (too_short). What
+was rejected, and why, is in the source's `rejected` after each fetch
+(rejection_notes() words it).
 
 With a base source (`substitution:local:PATH`, `substitution:mp`), known crystals
-serve as templates too, through single data-mined substitutions (Hautier et al.,
-Inorg. Chem. 2011; pymatgen's lambda.json): for a target system S, a known
-crystal of S with one element e replaced by one of e's SIMILAR most
-substitutable elements e' is taken with e' put back to e. Candidates that
+serve as templates too, through single data-mined substitutions: for a target
+system S, a known crystal of S with one element e replaced by one of e's SIMILAR
+most substitutable elements e' is taken with e' put back to e. Candidates that
 match a known crystal of the base source are dropped: they are not new.
 
 Candidate ids are "sub-<template>-<formula>-<n>", n counting the assignments of
@@ -43,20 +30,19 @@ that template that give that formula; they do not depend on the query.
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import itertools
-import json
 import math
-import os
-import re
 import warnings
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from screening.errors import ScreenError
 from screening.query import ALL, IDS, Query, is_element
 from screening.sources.base import Candidate, Source, as_query
+from screening.sources.prototypes import (GEOMETRY_FILE, Template, composition_volume, oxidation_guesses, plain_formula,
+                                          predict_volume, prototype_templates, sign_of, similar_elements, state_range,
+                                          state_signs, too_short, whole_and_common)
 
 VERSION = "2"
 
@@ -85,267 +71,11 @@ SIMILAR = 4            # substitutes per element when known crystals are templat
 MAX_TRIES = 2_000_000  # template x assignment x system tries before we ask for a narrower query
 
 
-def _pymatgen_dir() -> str:
-    import pymatgen.core  # pymatgen itself is a namespace package, with no __file__
-
-    return os.path.dirname(os.path.dirname(pymatgen.core.__file__))
-
-
-PROTOTYPE_FILE = os.path.join("analysis", "prototypes", "aflow_prototypes.json.gz")
-LAMBDA_FILE = os.path.join("core", "structure_prediction", "data", "lambda.json")
-
-
-# -- chemistry helpers (cached: the same formulas come up again and again) ----------
-
-@functools.lru_cache(maxsize=None)
-def _state_signs(el: str) -> frozenset:
-    """Signs (+1, -1) of the oxidation states pymatgen's guesser may give `el`."""
-    from pymatgen.core import Element
-
-    e = Element(el)
-    states = e.icsd_oxidation_states or e.common_oxidation_states
-    return frozenset((s > 0) - (s < 0) for s in states if s)
-
-
-@functools.lru_cache(maxsize=None)
-def _state_range(el: str, sign: int) -> Tuple[int, int]:
-    from pymatgen.core import Element
-
-    e = Element(el)
-    states = [s for s in (e.icsd_oxidation_states or e.common_oxidation_states) if (s > 0) - (s < 0) == sign]
-    return (min(states), max(states)) if states else (0, 0)
-
-
-@functools.lru_cache(maxsize=200_000)
-def oxidation_guesses(formula: str) -> Tuple[Dict[str, float], ...]:
-    """pymatgen's charge-balanced oxidation-state guesses for a reduced formula, best first."""
-    from pymatgen.core import Composition
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return tuple(Composition(formula).oxi_state_guesses(max_sites=-1))
-        except ValueError:
-            return ()
-
-
-# A state is common when it makes at least this share of the element's non-zero states in
-# pymatgen's ICSD occurrence counts (core/icsd_bv.yaml): Nd 3 (97 %) but not Nd 2 (3 %), Cu 1 and
-# 2 (50 % and 47 %), Bi 3 and 5 (91 %, 5.3 %).
-COMMON_STATE_SHARE = 0.05
-
-
-@functools.lru_cache(maxsize=None)
-def common_states(el: str) -> frozenset:
-    """The whole-number oxidation states candidates may give `el` (see COMMON_STATE_SHARE);
-    pymatgen's common_oxidation_states where the ICSD counts have none (Au, Pt, Os)."""
-    from pymatgen.core import Element
-
-    counts = _icsd_occurrence().get(el, {})
-    total = sum(n for state, n in counts.items() if state)
-    if total:
-        return frozenset(state for state, n in counts.items() if state and n >= COMMON_STATE_SHARE * total)
-    return frozenset(Element(el).common_oxidation_states)
-
-
-@functools.lru_cache(maxsize=1)
-def _icsd_occurrence() -> Dict[str, Dict[int, float]]:
-    from monty.serialization import loadfn
-
-    rows = loadfn(os.path.join(_pymatgen_dir(), "core", "icsd_bv.yaml"))["occurrence"]
-    out: Dict[str, Dict[int, float]] = defaultdict(dict)
-    for ion, n in rows.items():  # "Fe3+", "O2-", "Na+", "Fe0+"
-        m = re.match(r"^([A-Z][a-z]?)(\d*)([+-])$", ion)
-        if m:
-            out[m.group(1)][int(m.group(2) or 1) * (1 if m.group(3) == "+" else -1)] = float(n)
-    return dict(out)
-
-
-def whole_and_common(guess: Dict[str, float]) -> bool:
-    """Every element's (average) state is a whole number and one of its common states."""
-    return all(abs(v - round(v)) < 1e-6 and round(v) in common_states(el) for el, v in guess.items())
-
-
-# -- geometry learned from the training crystals (screening/data/geometry.json) -------
-
-MIN_DISTANCE_FRACTION = 0.85  # of the shortest distance of that pair in the training crystals
-MIN_SEEN = 5  # crystals with the pair needed to trust its shortest distance
-# Pairs seen in fewer crystals: this fraction of the sum of atomic radii. Over pairs seen in
-# 20+ training crystals the shortest distance is >= 0.82 of that sum in 95 % of them, so
-# 0.65 rejects only what is shorter than (about) MIN_DISTANCE_FRACTION of the rare extremes.
-RADII_FRACTION = 0.65
-GEOMETRY_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "geometry.json")
-
-
-@functools.lru_cache(maxsize=1)
-def geometry() -> dict:
-    with open(GEOMETRY_FILE) as fh:
-        return json.load(fh)
-
-
-@functools.lru_cache(maxsize=None)
-def shortest_allowed(a: str, b: str) -> float:
-    """The shortest a-b distance (A) a candidate may have."""
-    from pymatgen.core import Element
-
-    a, b = sorted((a, b))
-    seen = geometry()["shortest"].get(f"{a}-{b}")
-    if seen and seen[1] >= MIN_SEEN:
-        return MIN_DISTANCE_FRACTION * seen[0]
-    ra, rb = (Element(x).atomic_radius or Element(x).atomic_radius_calculated or 1.5 for x in (a, b))
-    return RADII_FRACTION * (float(ra) + float(rb))
-
-
-def too_short(structure) -> Optional[Tuple[str, float]]:
-    """("A-B", distance) of the pair furthest below its shortest allowed distance, or None."""
-    import numpy as np
-
-    els = sorted({site.specie.symbol for site in structure})
-    reach = max(shortest_allowed(a, b) for a in els for b in els)
-    centre, neighbour, _, dist = structure.get_neighbor_list(reach + 1e-6, exclude_self=True)
-    if not len(dist):
-        return None
-    symbols = np.array([site.specie.symbol for site in structure])
-    worst, ratio = None, 1.0
-    for c, n, d in zip(centre, neighbour, dist):
-        r = d / shortest_allowed(symbols[c], symbols[n])
-        if r < ratio:
-            worst, ratio = ("-".join(sorted((symbols[c], symbols[n]))), float(d)), r
-    return worst
-
-
-def composition_volume(comp) -> float:
-    """Sum of the fitted per-element atomic volumes (A^3) over the composition's atoms."""
-    from pymatgen.core import Element
-
-    table = geometry()["atom_volumes"]
-    total = 0.0
-    for el, n in comp.items():
-        el = el.symbol
-        if el in table:
-            v = table[el][0]
-        else:  # an element no training crystal has: its elemental solid's atomic volume
-            e = Element(el)
-            v = float(e.molar_volume) / 6.02214076e23 * 1e24 if e.molar_volume else 20.0
-        total += n * v
-    return total
-
-
-def predict_volume(structure) -> float:
-    """Cell volume (A^3) for a structure whose own volume means nothing (a renamed prototype).
-
-    The mean of two estimates whose errors largely cancel: per-element atomic volumes (blind to
-    the structure type) and DLSVolumePredictor (bond lengths of the structure's closest pair,
-    blind to everything else), started from the first. On 600 test-split crystals of
-    ../shared/data: median |error| 7.8 % and 7.2 % alone, 4.4 % for the mean
-    (python benchmarks/rediscovery.py volumes)."""
-    from pymatgen.analysis.structure_prediction.volume_predictor import DLSVolumePredictor
-
-    base = composition_volume(structure.composition)
-    s = structure.copy()
-    s.scale_lattice(base)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            dls = DLSVolumePredictor().predict(s)
-        except (ValueError, TypeError):  # no pair within its cutoff
-            dls = base
-    return 0.5 * (base + dls)
-
-
-def _sign(x: float) -> int:
-    return (x > 1e-8) - (x < -1e-8)
-
-
-def _plain_formula(comp) -> str:
-    """Reduced formula without brackets or spaces (LiAg2O2, not Li(AgO)2), for ids."""
-    text = comp.reduced_composition.formula.replace(" ", "")
-    return re.sub(r"(?<=[A-Za-z])1(?![0-9])", "", text)
-
-
-# -- templates ------------------------------------------------------------------------
-
-class Template:
-    """A structure to substitute into, with the sign of each element's oxidation state."""
-
-    __slots__ = ("name", "structure", "elements", "amounts", "signs", "shared")
-
-    def __init__(self, name: str, structure, guess: Dict[str, float], shared: bool = False):
-        self.name = name
-        self.structure = structure
-        comp = structure.composition.reduced_composition
-        self.amounts = {el.symbol: float(n) for el, n in comp.items()}
-        self.elements = tuple(sorted(self.amounts))
-        self.signs = {el: _sign(guess.get(el, 0.0)) for el in self.elements}
-        self.shared = shared  # a shipped prototype: its name means the same structure in every process
-
-
-@functools.lru_cache(maxsize=1)
-def prototype_templates() -> Tuple[Template, ...]:
-    """The AFLOW prototypes pymatgen ships, those with a charge-balanced guess.
-
-    Named by AFLOW label; a label the library uses for several prototypes
-    (AB_oP8_62_c_c: SnS, GeS, MnP, FeB) gets the prototype's formula added."""
-    from pymatgen.core import Structure
-
-    with gzip.open(os.path.join(_pymatgen_dir(), PROTOTYPE_FILE), "rt") as fh:
-        entries = json.load(fh)
-    labels = defaultdict(int)
-    for e in entries:
-        labels[e["tags"]["aflow"]] += 1
-    out, names = [], set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for e in entries:
-            s = Structure.from_dict(e["snl"])
-            if not s.is_ordered:
-                continue
-            guesses = oxidation_guesses(s.composition.reduced_formula)
-            if not guesses:
-                continue
-            name = e["tags"]["aflow"]
-            if labels[name] > 1:
-                name += "." + _plain_formula(s.composition)
-            while name in names:
-                name += "'"
-            names.add(name)
-            out.append(Template(name, s, guesses[0], shared=True))
-    # Of equivalent substitutions the first is kept: try high-symmetry, small cells
-    # first, so NaCl comes out as rocksalt (225) rather than a distorted variant.
-    return tuple(sorted(out, key=_symmetry_first))
-
-
-def _symmetry_first(t: Template):
-    """Sort key: space group number (high first), then sites in the Pearson cell."""
-    m = re.match(r"^[A-Z0-9]+_[amothrc][PCFIRAB](\d+)_(\d+)_", t.name)  # AB_cF8_225_a_b
-    sites, group = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    return (-group, sites, t.name)
-
-
-@functools.lru_cache(maxsize=1)
-def similar_elements(k: int = SIMILAR) -> Dict[str, Tuple[str, ...]]:
-    """For each element, the k other elements most often substituted for it (max lambda
-    over the element's ions in pymatgen's data-mined substitution table)."""
-    with open(os.path.join(_pymatgen_dir(), LAMBDA_FILE)) as fh:
-        rows = json.load(fh)
-    best: Dict[str, Dict[str, float]] = defaultdict(dict)
-    symbol = re.compile(r"^([A-Z][a-z]?)")
-    for a, b, lam in rows:
-        ma, mb = symbol.match(a), symbol.match(b)
-        if not (ma and mb):
-            continue
-        ea, eb = ma.group(1), mb.group(1)
-        if ea == eb or not (is_element(ea) and is_element(eb)):
-            continue
-        for x, y in ((ea, eb), (eb, ea)):
-            best[x][y] = max(best[x].get(y, -1e9), float(lam))
-    return {el: tuple(sorted(d, key=lambda y: (-d[y], y))[:k]) for el, d in best.items()}
-
-
 # -- the source -------------------------------------------------------------------------
 
 class SubstitutionSource(Source):
     name = "substitution"
+    hypothetical = True
 
     def __init__(self, base: Optional[Source] = None, elements: Sequence[str] = CANDIDATE_ELEMENTS,
                  similar: int = SIMILAR):
@@ -395,10 +125,10 @@ class SubstitutionSource(Source):
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:
         query = as_query(query)
         if query.kind == IDS:
-            raise ScreenError(f"--source {self.name}: material ids name known crystals; "
-                              f"use --source local:PATH or --source mp for {query}")
+            raise ScreenError(f"`source` {self.name}: material ids name known crystals; "
+                              f"use `source` local:PATH or `source` mp for {query}")
         if query.kind == ALL:
-            raise ScreenError(f"--source {self.name}: hypothetical crystals have no whole set to screen; "
+            raise ScreenError(f"`source` {self.name}: hypothetical crystals have no whole set to screen; "
                               f"name the chemical systems (Li-*-O, *-*-O)")
         self.rejected = {VALENCE: set(), DISTANCE: defaultdict(int)}
         templates = defaultdict(list)
@@ -409,7 +139,7 @@ class SubstitutionSource(Source):
         tries = len(systems) * len(templates[n]) * math.factorial(n or 1)
         if tries > MAX_TRIES:
             raise ScreenError(f"query {query}: {len(systems)} chemical systems x {len(templates[n])} prototypes "
-                              f"is too many substitutions; name more elements or use --exclude")
+                              f"is too many substitutions; name more elements or use `exclude`")
         made: List[_Made] = []  # in a fixed order: the first of equivalent structures is kept
         for system in systems:
             for t in templates[n]:
@@ -444,7 +174,7 @@ class SubstitutionSource(Source):
                         neighbours[frozenset(system) - {el} | {sub}].append((sub, el))
         if not neighbours:
             return
-        for c in fetch_systems(self.base, ["-".join(sorted(k)) for k in neighbours]):
+        for c in self.base.fetch_systems(["-".join(sorted(k)) for k in neighbours]):
             s = c.structure
             guesses = oxidation_guesses(c.formula)
             if not guesses or not s.is_ordered:
@@ -510,9 +240,9 @@ def _substitute(t: Template, mapping: Dict[str, str], rejected: Optional[dict] =
     for old, new in mapping.items():
         sign = t.signs[old]
         if sign:
-            if sign not in _state_signs(new):
+            if sign not in state_signs(new):
                 return None
-            a, b = _state_range(new, sign)
+            a, b = state_range(new, sign)
             lo += a * t.amounts[old]
             hi += b * t.amounts[old]
     if not lo <= 0 <= hi:
@@ -522,7 +252,7 @@ def _substitute(t: Template, mapping: Dict[str, str], rejected: Optional[dict] =
     comp = Composition({mapping[el]: n for el, n in t.amounts.items()})
     formula = comp.reduced_formula
     fitting = [g for g in oxidation_guesses(formula)
-               if all(t.signs[el] == 0 or _sign(g.get(mapping[el], 0.0)) == t.signs[el] for el in t.elements)]
+               if all(t.signs[el] == 0 or sign_of(g.get(mapping[el], 0.0)) == t.signs[el] for el in t.elements)]
     if not any(whole_and_common(g) for g in fitting):
         if fitting and rejected is not None:
             rejected[VALENCE].add(formula)
@@ -530,7 +260,7 @@ def _substitute(t: Template, mapping: Dict[str, str], rejected: Optional[dict] =
     s = t.structure.copy()
     s.replace_species({Element(old): Element(new) for old, new in mapping.items() if old != new})
     s.scale_lattice(composition_volume(comp) * len(s) / comp.num_atoms)  # predict_volume once kept
-    return _Made(t, mapping, formula, _plain_formula(comp), s)
+    return _Made(t, mapping, formula, plain_formula(comp), s)
 
 
 @functools.lru_cache(maxsize=1)
@@ -563,16 +293,3 @@ def _same(a: _Made, b: _Made, fits: Dict[tuple, bool]) -> bool:
         cache[key] = _matcher().fit(s, b.template.structure)
     return cache[key]
 
-
-def fetch_systems(source: Source, systems: Iterable[str]) -> List[Candidate]:
-    """Known crystals of several explicit chemical systems, in as few look-ups as the source allows."""
-    systems = list(systems)
-    batch = getattr(source, "fetch_systems", None)
-    if batch is not None:
-        return batch(systems)
-    from screening.query import parse_query
-
-    out = []
-    for s in systems:
-        out.extend(source.fetch(parse_query(s)))
-    return out

@@ -7,8 +7,9 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 import screening
-from screening.sources.substitution import (DISTANCE, VALENCE, SubstitutionSource, common_states, oxidation_guesses,
-                                            predict_volume, shortest_allowed, too_short, whole_and_common)
+from screening.sources.prototypes import (common_states, oxidation_guesses, predict_volume, shortest_allowed, too_short,
+                                          whole_and_common)
+from screening.sources.substitution import DISTANCE, VALENCE, SubstitutionSource
 from screening.structures import structure_from_cif_text
 from tests.helpers import DATA
 

@@ -3,7 +3,10 @@ import pandas as pd
 import pytest
 
 from screening.errors import ScreenError
-from screening.rank import RankOptions, ReferencePhases, energy_above_hull, rank
+from screening.rank import HullTable, RankOptions, ReferencePhases, energy_above_hull, rank, reference_name, system_hull
+from screening.formula import element_set
+from screening.hull import composition
+from tests.helpers import DATA
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def test_rank_sorts_classifies_and_filters(refs):
 
 
 def test_contradictory_gap_filters_are_an_error(refs):
-    with pytest.raises(ScreenError, match="--gap-min 2.0 is above --gap-max 1.0"):
+    with pytest.raises(ScreenError, match="`gap_min` 2.0 is above `gap_max` 1.0"):
         rank(table(), refs, RankOptions(gap_min=2.0, gap_max=1.0))
 
 
@@ -68,7 +71,7 @@ def test_ranking_by_p_stable_prefers_a_confident_candidate(refs):
     assert by_p.pred_p_stable.iloc[1] == pytest.approx(0.5596, abs=1e-3)  # z = 0.15
     by_mean = rank(t, refs, RankOptions(rank_by="e_above_hull"))
     assert by_mean.id.tolist()[:2] == ["b", "a"]
-    with pytest.raises(ScreenError, match="--rank-by"):
+    with pytest.raises(ScreenError, match="`rank_by` luck"):
         rank(t, refs, RankOptions(rank_by="luck"))
 
 
@@ -132,6 +135,35 @@ def test_new_only_keeps_what_the_source_calls_neither_stable_nor_known_and_its_e
     assert dict(zip(everything.id, everything.dft_e_above_hull.fillna(-1))) == \
         {"a": 0.123, "b": 0.0, "c": 0.456, "d": -1}  # not recomputed from the formation energies
     assert rank(t, refs, RankOptions(new_only=True)).id.tolist() == ["a"]
-    with pytest.raises(ScreenError, match="--new-only: this source does not say"):
+    with pytest.raises(ScreenError, match="`new_only`: this source does not say"):
         rank(table(), refs, RankOptions(new_only=True))
 
+
+
+def test_rank_gives_the_same_table_from_reference_phases_and_from_their_hull_table():
+    """rank() asks both for e_above_hull: the phases build hulls now, the table reads system_hull's
+    answers (as a run caches them); the ranked tables are the same, number for number."""
+    import re
+
+    df = pd.read_csv(DATA, usecols=["material_id", "formula", "formation_energy_per_atom"])
+    within = df.formula.map(lambda f: set(re.findall(r"[A-Z][a-z]?", f)) <= {"Li", "Fe", "Mn", "O"})
+    df = df[within].reset_index(drop=True)
+    refs = ReferencePhases(df.formula, df.formation_energy_per_atom, df.material_id)
+    rng = np.random.default_rng(0)
+    known = df[df.formula.map(lambda f: len(set(re.findall(r"[A-Z][a-z]?", f))) == 3)].head(40)
+    t = pd.DataFrame({"id": list(known.material_id) + ["new-1", "new-2"],
+                      "formula": list(known.formula) + ["Li2FeO3", "LiMnO2"],
+                      "dft_formation_energy_per_atom": list(known.formation_energy_per_atom) + [np.nan, np.nan]})
+    t["pred_formation_energy_per_atom"] = t.dft_formation_energy_per_atom.fillna(-1.8) + rng.normal(0, 0.05, len(t))
+    t["pred_formation_energy_per_atom_std"] = rng.uniform(0.01, 0.1, len(t))
+    t["pred_band_gap"] = rng.uniform(0, 3, len(t))
+    systems = {}  # as a run asks for them: per chemical system, its formulas and the names of its references
+    for f, i in zip(t.formula, t.id):
+        formulas, names = systems.setdefault(element_set(f), ([], []))
+        formulas.append(f)
+        names.append(reference_name(i, composition(f).reduced_formula))
+    table = HullTable({"-".join(sorted(s)): system_hull(refs, s, fs, names) for s, (fs, names) in systems.items()})
+    assert table.loo  # known crystals on the hull: the leave-one-out answers are read too
+    from_phases, from_table = rank(t, refs), rank(t, table)
+    assert len(from_phases) == len(t) and np.isfinite(from_phases.pred_e_above_hull).all()
+    pd.testing.assert_frame_equal(from_phases, from_table, check_exact=True)

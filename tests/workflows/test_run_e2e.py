@@ -199,7 +199,7 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, 
     from screening.ensemble import load_model
     from screening.sources.mp import MPSource
     from tests.conftest import new_release
-    from tests.screening.test_sources import summary_requests
+    from tests.screening.sources.common import summary_requests
 
     srv = fresh_mp_server
     client.run(lambda: __import__("os").environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"))

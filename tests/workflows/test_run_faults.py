@@ -293,7 +293,7 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
                                                       config.fingerprint())
 
     mp_api_env.fail("/materials/summary", "omit", times=None, with_param="material_ids")
-    with pytest.raises(ScreenError, match=r"^--source mp: the server's answers lacked 1 of the entries of Fe-Li-O "
+    with pytest.raises(ScreenError, match=r"^`source` mp: the server's answers lacked 1 of the entries of Fe-Li-O "
                                           r"asked for, twice \(mp-\d+\); nothing of their partition was kept"):
         partition_task(source, query, part, description, cache, config)
     assert remembered() is None
