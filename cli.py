@@ -43,7 +43,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_show_versio
 
 # A setting's flag is its parameter name with dashes (partition_size -> --partition-size), except these.
 FLAGS = {"output_format": "--format", "fmt": "--format", "ema_decay": "--ema", "cache_dir": "--cache",
-         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory"}
+         "out_dir": "--out", "threads_per_worker": "--threads", "memory_per_worker": "--memory",
+         "task_weights": "--weights"}
 
 
 def flag_of(parameter: str) -> str:
@@ -51,8 +52,12 @@ def flag_of(parameter: str) -> str:
 
 
 def as_flags(message: str) -> str:
-    """A library message names settings as `parameter` (screening/errors.py); the command line shows flags."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flag_of(m.group(1)), message)
+    """A library message names settings as `parameter` (screening/errors.py); the command line shows flags.
+    `name=False` names a switch turned off, which the command line spells --no-name."""
+    def flag(m):
+        name, off = m.group(1), m.group(2)
+        return "--no-" + flag_of(name)[2:] if off else flag_of(name)
+    return re.sub(r"`([a-z][a-z0-9_]*)(=False)?`", flag, message)
 
 
 def option(settings, name: str, *decls: str, **kwargs):

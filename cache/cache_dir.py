@@ -113,7 +113,7 @@ class CacheDir:
 
     def checked(self) -> "CacheDir":
         if not self.root.is_dir():
-            raise ScreenError(f"{self.root}: no cache directory here (set --cache or SCREEN_CACHE)")
+            raise ScreenError(f"{self.root}: no cache directory here (set `cache_dir` or SCREEN_CACHE)")
         return self
 
     def graph_stores(self) -> Iterator[GraphStore]:

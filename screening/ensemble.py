@@ -85,7 +85,7 @@ class Ensemble:
                 raise ScreenError(f"{self.path}: members {names[0]} and {name} use different featurizers "
                                   f"({_featurizer_text(first.featurizer, m.featurizer)} vs "
                                   f"{_featurizer_text(m.featurizer, first.featurizer)}); train them with one "
-                                  f"--cutoff and --max-neighbors")
+                                  f"`cutoff` and `max_neighbors`")
 
     def to(self, device) -> "Ensemble":
         for m in self.members:

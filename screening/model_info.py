@@ -60,7 +60,7 @@ def resolve_model_path(model: Optional[Path]) -> Path:
         return Path(model)
     path = default_model_path()
     if not path.exists():
-        raise ScreenError("no --model given and no bundled model found at "
+        raise ScreenError("no `model` given and no bundled model found at "
                           f"{path}; train one with `screen train`")
     return path
 
