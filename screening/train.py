@@ -39,7 +39,7 @@ from screening.weighting import make_weighting
 def split_indices(n: int, fractions: Sequence[float], seed: int):
     """Seeded random train/val/test split (paper: 60/20/20)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-        raise ScreenError(f"--split {list(fractions)}: need three fractions >= 0 summing to at most 1")
+        raise ScreenError(f"`split` {list(fractions)}: need three fractions >= 0 summing to at most 1")
     perm = np.random.default_rng(seed).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
@@ -65,7 +65,7 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
         return 0.1 if step >= int(total * 2 / 3) else 1.0
     if cfg.schedule == "none":
         return 1.0
-    raise ScreenError(f"--schedule {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
+    raise ScreenError(f"`schedule` {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
 
 
 class EMA:
@@ -98,7 +98,7 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
     cfg.check()
     if len(train_set) < 2 or len(val_set) < 1:
         raise ScreenError(f"training needs at least 2 training and 1 validation crystal, got "
-                          f"{len(train_set)} and {len(val_set)} (more data, or another --split)")
+                          f"{len(train_set)} and {len(val_set)} (more data, or another `split`)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -231,7 +231,7 @@ def _check_same_recipe(path, saved: Optional[dict], cfg: TrainConfig) -> None:
     changed = [f"{k} {saved.get(k, paper[k])!r} -> {v!r}" for k, v in now.items()
                if k not in _MAY_CHANGE_ON_RESUME and saved.get(k, paper[k]) != v]
     if changed:
-        raise ScreenError(f"--resume {path}: the run was trained with other settings ({'; '.join(changed)}); "
+        raise ScreenError(f"`resume` {path}: the run was trained with other settings ({'; '.join(changed)}); "
                           f"pass the run's own settings (see its checkpoint's train_config)")
 
 
@@ -239,11 +239,11 @@ def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
     """Load the state of a run from its last.opt (and its checkpoint for the config checks)."""
     ckpt = load_checkpoint(path, expect_featurizer=featurizer)
     if ckpt.model.outputs != model.outputs:
-        raise ScreenError(f"--resume {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
+        raise ScreenError(f"`resume` {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
     _check_same_recipe(path, ckpt.meta.get("train_config"), cfg)
     opt_file = Path(path).with_name("last.opt")
     if not opt_file.is_file():
-        raise ScreenError(f"--resume {path}: {opt_file.name} is missing beside it; without the optimizer "
+        raise ScreenError(f"`resume` {path}: {opt_file.name} is missing beside it; without the optimizer "
                           f"and schedule state the run cannot continue where it stopped")
     try:
         extra = torch.load(opt_file, map_location=device, weights_only=True)
@@ -258,7 +258,7 @@ def _resume(path, model, ema, weighting, opt, sched, featurizer, device, cfg):
             weighting.load_state_dict(extra["weighting"])
         sched.load_state_dict(extra["scheduler"])
     except Exception as e:  # a damaged or foreign file: torch, zip and state-dict errors alike
-        raise ScreenError(f"--resume {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
+        raise ScreenError(f"`resume` {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
     model.to(device)
     return int(meta.get("epoch", 0)), meta.get("best", {"score": float("inf")}), list(meta.get("history", []))
 
