@@ -64,8 +64,10 @@ def is_settings_command(fn) -> bool:
     def is_command(d):
         target = d.func if isinstance(d, ast.Call) else d
         return isinstance(target, ast.Attribute) and target.attr == "command"
-    defaults = fn.args.defaults + [d for d in fn.args.kw_defaults if d is not None]
-    return any(is_command(d) for d in fn.decorator_list) and not any(_called(d) == "Option" for d in defaults)
+    a = fn.args
+    given = a.defaults + [d for d in a.kw_defaults if d is not None]  # and Annotated[type, typer.Option(...)]:
+    given += [n for x in a.posonlyargs + a.args + a.kwonlyargs if x.annotation for n in ast.walk(x.annotation)]
+    return any(is_command(d) for d in fn.decorator_list) and not any(_called(d) == "Option" for d in given)
 
 
 def offenders(path: Path, root: Path = ROOT) -> dict:
@@ -98,11 +100,14 @@ def test_the_counts_are_the_rules(tmp_path):
               "@app.command()\ndef built(a=option(S, 'a'), b=1, c=2, d=3, e=4, f=5, g=6, h=7, i=8, j=9, k=cache_option()):\n"
               "    pass\n\n\n"
               "@app.command()\ndef by_hand(a=typer.Option(1), b=1, c=2, d=3, e=4, f=5, g=6, h=7, i=8, j=9, k=10):\n"
-              "    pass\n")
+              "    pass\n\n\n"
+              "@app.command()\ndef annotated(a: Annotated[int, typer.Option()], b=1, c=2, d=3, e=4, f=5, g=6, h=7, i=8, "
+              "j=9, k=10):\n    pass\n")
     path = tmp_path / "probe.py"
     path.write_text(source + "\n" * (401 - len(source.splitlines())))
     assert offenders(path, tmp_path) == {"probe.py": "401 lines", "probe.py::long": "61 lines, 0 parameters",
                                          "probe.py::A.many": "2 lines, 11 parameters",
-                                         "probe.py::by_hand": "2 lines, 11 parameters"}
+                                         "probe.py::by_hand": "2 lines, 11 parameters",
+                                         "probe.py::annotated": "2 lines, 11 parameters"}
     path.write_text(source)
     assert "probe.py" not in offenders(path, tmp_path)
