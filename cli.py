@@ -53,8 +53,12 @@ def flag_of(parameter: str) -> str:
 
 
 def as_flags(message: str) -> str:
-    """A library message names settings as `parameter` (screening/errors.py); the command line shows flags."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flag_of(m.group(1)), message)
+    """A library message names settings as `parameter` (screening/errors.py); the command line shows flags.
+    `name=False` names a switch turned off, which the command line spells --no-name."""
+    def flag(m):
+        name, off = m.group(1), m.group(2)
+        return "--no-" + flag_of(name)[2:] if off else flag_of(name)
+    return re.sub(r"`([a-z][a-z0-9_]*)(=False)?`", flag, message)
 
 
 def option(settings, name: str, *decls: str, **kwargs):
@@ -647,42 +651,16 @@ cache_app = typer.Typer(help="Inspect, check and clear the caches (graphs, struc
 app.add_typer(cache_app, name="cache")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
-
-
 @cache_app.command("info")
 @user_errors
 def cache_info(cache: Path = cache_option()):
     """Sizes, counts and hit rates."""
-    from rich.table import Table
+    from workflows.cache_admin import info_report
 
-    from workflows.cache_admin import summary
-
-    s = summary(cache)
-    table = Table(title=f"cache {cache}")
-    for col, justify in (("part", "left"), ("entries", "right"), ("size", "right"), ("detail", "left")):
-        table.add_column(col, justify=justify)
-    for g in s["graph_stores"]:
-        f = g["featurizer"]
-        table.add_row(g["name"], f"{g['crystals']} crystals", _mb(g["bytes"]),
-                      f"cutoff {f['cutoff']} A, {f['max_neighbors']} neighbors; {g['units']} units, "
-                      f"{g['atoms']} atoms, {g['edges']} edges")
-    table.add_row("structures", f"{s['structures']['entries']} lists", _mb(s["structures"]["bytes"]),
-                  "fetched candidate lists")
-    table.add_row("mp entries", f"{s['mp_entries']['entries']} entries", _mb(s["mp_entries"]["bytes"]),
-                  "Materials Project structures by material_id and last_updated")
-    p = s["predictions"]
-    table.add_row("predictions", f"{p['models']} models", _mb(p["bytes"]), f"{p['parts']} parts")
+    table, lines = info_report(cache)
     console.print(table)
-    for g in s["graph_stores"]:
-        console.print(f"{g['name']}: {g['duplicate_copies']} duplicate copies (not served), "
-                      f"{g['stale_items']} unpublished leftovers, {g['unreadable_manifests']} unreadable manifests",
-                      highlight=False)
-    for part, r in s["hit_rates"].items():
-        rate = f"{100 * r['rate']:.0f}%" if r["rate"] is not None else "n/a"
-        console.print(f"{part} cache: {r['hits']} hits, {r['misses']} misses ({rate}) over {s['runs']} runs",
-                      highlight=False)
+    for line in lines:
+        console.print(line, highlight=False)
 
 
 @cache_app.command("ls")
@@ -704,22 +682,13 @@ def cache_verify(cache: Path = cache_option(),
                  repair: bool = typer.Option(False, "--repair", help="Delete whatever is damaged (the next run "
                                                                      "re-makes it) and exit 0.")):
     """Check every published unit's checksums and counts; exit 1 with one line per problem."""
-    from workflows.cache_admin import verify
+    from workflows.cache_admin import verify_report
 
-    units, problems, leftovers = verify(cache, repair=repair)
-    if leftovers:
-        console.print(f"{leftovers} unpublished leftovers (interrupted or still-running writers; never "
-                      f"served; `screen cache clear --stale` removes them)", highlight=False)
-    for p in problems:
-        err_console.print(f"{'removed' if repair else 'problem'}: {p}", highlight=False, soft_wrap=True)
-    if repair:
-        console.print(f"repaired: {len(problems)} damaged items removed (re-made by the next run); "
-                      f"{units} units checked")
-        return
-    if problems:
-        err_console.print("`screen cache verify --repair` removes them", highlight=False)
+    lines, failed = verify_report(cache, repair)
+    for stream, line in lines:
+        (console if stream == "out" else err_console).print(line, highlight=False, soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
-    console.print(f"ok: {units} units verified")
 
 
 @cache_app.command("clear")

@@ -113,7 +113,7 @@ class CacheDir:
 
     def checked(self) -> "CacheDir":
         if not self.root.is_dir():
-            raise ScreenError(f"{self.root}: no cache directory here (set --cache or SCREEN_CACHE)")
+            raise ScreenError(f"{self.root}: no cache directory here (set `cache_dir` or SCREEN_CACHE)")
         return self
 
     def graph_stores(self) -> Iterator[GraphStore]:
@@ -202,7 +202,7 @@ class CacheDir:
         cache = self.checked().root
         foreign = sorted(p.name for p in cache.iterdir() if p.name not in PARTS and not p.name.startswith(TMP_PREFIX))
         if foreign:
-            # A mistyped --cache (say, a home directory) must not be wiped.
+            # A mistyped cache folder (say, a home directory) must not be wiped.
             raise ScreenError(f"{cache}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
                               f"which are not cache files; not removing it")
         if not (cache / MARKER).is_file():

@@ -20,98 +20,38 @@ There are no locks. Writers skip keys published before they start; crystals
 that concurrent writers both store end up in two units, and readers serve the
 copy in the first unit by name, so every key is served exactly once.
 
-Per unit (n crystals, N atoms, E edges):
-    atomic_numbers  uint8 (N)     neighbor_counts uint8 (N) (uint16 if needed; src is implicit)
-    dst             int32 (E)     distances       float32 (E)
-    atom_offsets    int64 (n+1)   edge_offsets    int64 (n+1)
-    targets         float32 (n, T), optional, NaN = missing; task names in the manifest
+A unit's arrays and manifest: cache/graph_units.py. Checking and housekeeping
+(verify, repair, stale leftovers): cache/graph_upkeep.py.
 
 Memory: streaming readers hold the graph data of one unit; random reads keep at
-most ~32 MB of decoded units. The key index (key -> unit, position; id -> key)
-takes ~250 bytes per stored crystal.
+most _DECODED_BYTES of decoded units. The key index (key -> unit, position;
+id -> key) holds an entry per stored crystal.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import time
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cache.atomic import fsync_file, newest_mtime, publish_once, sha256_file, write_atomic
+from cache.atomic import publish_once, sha256_file, write_atomic
+from cache.graph_units import CSR, DamagedUnit, Record, csr_arrays, read_manifest, write_unit
+from cache.graph_upkeep import StoreUpkeep
 from cache.keys import STORE_FORMAT
 from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig
 from screening.graph import CrystalGraph
 
-_CHUNK = 8192  # elements per chunk inside the one shard of each array (a random read decodes one or two)
-_CSR = ("atomic_numbers", "neighbor_counts", "dst", "distances", "atom_offsets", "edge_offsets")
+__all__ = ["GraphStore", "DamagedUnit", "Record"]
+
 _DECODED_BYTES = 32_000_000  # decoded units a reader keeps for repeated random reads (streaming holds one)
 _KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep open
 
 
-class DamagedUnit(ScreenError):
-    """A published unit whose files no longer match their manifest's sha256."""
-
-    def __init__(self, message: str, unit: Optional[str] = None):  # (message) first: pickles through Dask
-        super().__init__(message)
-        self.unit = unit
-
-
-@dataclass
-class Record:
-    key: str
-    id: str
-    graph: CrystalGraph
-    targets: Optional[np.ndarray] = None  # float32 (n_tasks,), NaN = missing
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def _write_array(group_path: Path, name: str, data: np.ndarray) -> None:
-    import zarr
-    from zarr.codecs import BloscCodec
-
-    chunks = (min(_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
-    shards = (-(-max(1, data.shape[0]) // chunks[0]) * chunks[0],) + data.shape[1:]  # whole array, whole chunks
-    zarr.create_array(store=str(group_path), name=name, data=data, chunks=chunks, shards=shards,
-                      compressors=[BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")])
-
-
-# Manifests this process has read and checked, by path, with the file's identity when read, so that
-# each task's store (a warm run opens one per partition: 133 manifests of 250 crystals each for
-# ../shared/data, 45 ms of parsing and checksums a task) reads a manifest again only if it changed.
-# Any write to a file gives it a new mtime, but within the clock's tick (milliseconds) a file
-# written twice may keep one: only manifests older than MANIFEST_SETTLED seconds are remembered.
-_MANIFESTS: Dict[str, Tuple[tuple, dict]] = {}
-MANIFEST_SETTLED = 2.0
-
-
-def _read_manifest(path: Path) -> dict:
-    st = path.stat()
-    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-    known = _MANIFESTS.get(str(path))
-    if known is not None and known[0] == identity:
-        return known[1]
-    m = json.loads(path.read_text())
-    body = {k: v for k, v in m.items() if k != "sha256"}
-    if m.get("sha256") != _digest(body):
-        raise ValueError("its own checksum does not match")
-    if time.time() - st.st_mtime > MANIFEST_SETTLED:
-        _MANIFESTS[str(path)] = (identity, m)
-    return m
-
-
-class GraphStore:
+class GraphStore(StoreUpkeep):
     """One store directory; get one with `GraphStore.open` (or `GraphStore.at` for a known path)."""
 
     def __init__(self, root: Path, featurizer: FeaturizerConfig):
@@ -164,7 +104,7 @@ class GraphStore:
             if unit in self._manifests:
                 continue
             try:
-                self._manifests[unit] = _read_manifest(path)
+                self._manifests[unit] = read_manifest(path)
                 self._unreadable.pop(unit, None)
             except (OSError, ValueError) as e:
                 # Not served: its crystals count as missing and get re-made; verify reports it.
@@ -220,48 +160,34 @@ class GraphStore:
         """
         if not len(keys) == len(ids) == len(graphs) or (targets is not None and len(targets) != len(keys)):
             raise ValueError("write: keys, ids, graphs (and targets) must have the same length")
-        self.refresh()
-        seen = set()
-        keep = []
-        for i, k in enumerate(keys):
-            if k not in seen and not (skip_published and self.contains(k)):
-                keep.append(i)
-                seen.add(k)
+        keep = self._to_write(keys, skip_published)
         if not keep:
             return None
-        keys = [str(keys[i]) for i in keep]
-        ids = [str(ids[i]) for i in keep]
         graphs = [graphs[i] for i in keep]
-        arrays = self._csr_arrays(graphs)
+        arrays = csr_arrays(graphs)
         if targets is not None:
             arrays["targets"] = np.asarray(targets, dtype=np.float32)[keep].reshape(len(keep), -1)
             task_names = list(task_names or [])
             if task_names and len(task_names) != arrays["targets"].shape[1]:
                 raise ValueError(f"write: {len(task_names)} task names for {arrays['targets'].shape[1]} targets")
+        final, body = write_unit(self.root, [str(keys[i]) for i in keep], [str(ids[i]) for i in keep], graphs,
+                                 arrays, task_names if targets is not None else None)
+        self._publish(final, body)
+        self.refresh()
+        return body["unit"]
 
-        unit = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
-        dirname = f"{unit}-{uuid.uuid4().hex[:8]}.zarr"
-        tmp = self.root / "tmp" / dirname
-        import zarr
+    def _to_write(self, keys: Sequence[str], skip_published: bool) -> List[int]:
+        """Positions of the keys to write: each key once, none published before (if skip_published)."""
+        self.refresh()
+        seen, keep = set(), []
+        for i, k in enumerate(keys):
+            if k not in seen and not (skip_published and self.contains(k)):
+                keep.append(i)
+                seen.add(k)
+        return keep
 
-        zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for name, data in arrays.items():
-            _write_array(tmp, name, data)
-        files = {}
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                fsync_file(p)
-                files[p.relative_to(tmp).as_posix()] = sha256_file(p)
-        final = self.root / "units" / dirname
-        os.rename(tmp, final)  # the name is ours alone, so this cannot collide
-        body = {"format": STORE_FORMAT, "unit": unit, "dir": dirname, "keys": keys, "ids": ids,
-                "atoms": [g.n_atoms for g in graphs], "edges": [g.n_edges for g in graphs],
-                # atoms without a neighbour, per crystal: a domain flag that warm runs read from here
-                "isolated": [int((g.neighbor_counts() == 0).sum()) for g in graphs],
-                "n_atoms": int(arrays["atom_offsets"][-1]), "n_edges": int(arrays["edge_offsets"][-1]),
-                "task_names": task_names if targets is not None else None, "files": files,
-                "written": time.time()}
-        body["sha256"] = _digest(body)
+    def _publish(self, final: Path, body: dict) -> None:
+        unit = body["unit"]
         manifest = self.root / "manifest" / f"{unit}.json"
         if not publish_once(manifest, json.dumps(body).encode()):
             self.refresh()
@@ -273,22 +199,6 @@ class GraphStore:
                 self._unreadable.pop(unit, None)
             else:
                 shutil.rmtree(final, ignore_errors=True)  # another writer published this very unit first
-        self.refresh()
-        return unit
-
-    @staticmethod
-    def _csr_arrays(graphs: Sequence[CrystalGraph]) -> Dict[str, np.ndarray]:
-        counts = np.concatenate([g.neighbor_counts() for g in graphs])
-        n_atoms = np.array([g.n_atoms for g in graphs], dtype=np.int64)
-        n_edges = np.array([g.n_edges for g in graphs], dtype=np.int64)
-        return {
-            "atomic_numbers": np.concatenate([g.atomic_numbers for g in graphs]).astype(np.uint8),
-            "neighbor_counts": counts.astype(np.uint8 if counts.max(initial=0) <= 255 else np.uint16),
-            "dst": np.concatenate([g.dst for g in graphs]).astype(np.int32),
-            "distances": np.concatenate([g.distances for g in graphs]).astype(np.float32),
-            "atom_offsets": np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
-            "edge_offsets": np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64),
-        }
 
     # ---- reading ----
     def _unit_path(self, unit: str) -> Path:
@@ -336,9 +246,9 @@ class GraphStore:
         """One crystal by key (or by id).
 
         The first read from a unit decodes only the chunks that hold the crystal; a second
-        read from the same unit decodes the whole unit (about four single reads' worth) and
-        keeps it, so reading many crystals of one unit (a partition's worth) is cheap while
-        reads scattered over a big store stay cheap too. Decoded units are bounded in bytes.
+        read from the same unit decodes the whole unit and keeps it, so reading many crystals
+        of one unit (a partition's worth) is cheap while reads scattered over a big store stay
+        cheap too. Decoded units are bounded in bytes.
         """
         unit, i = self.index()[self._key_of(key_or_id)]
         if unit in self._units or unit in self._handles:
@@ -389,7 +299,7 @@ class GraphStore:
             self._check_files(unit)
             data = self._load_unit(unit)
             n = len(data["atom_offsets"]) - 1
-            whole = GraphSet(*(data[name] for name in _CSR), targets=np.zeros((n, 0), np.float32),
+            whole = GraphSet(*(data[name] for name in CSR), targets=np.zeros((n, 0), np.float32),
                              ids=list(self._manifests[unit]["ids"]))
             positions, rows = zip(*by_unit[unit])
             parts.append(whole.subset(rows))
@@ -415,186 +325,6 @@ class GraphStore:
                                   f"manifest); run `screen cache verify`, then `screen cache clear`", unit)
         self._checked.add(unit)
 
-    def drop_damaged(self, keys: Optional[Sequence[str]] = None) -> int:
-        """Quarantine every damaged unit (of these keys, or all); returns how many."""
-        index = self.index()
-        units = sorted({index[k][0] for k in keys if k in index}) if keys is not None else sorted(self._manifests)
-        dropped = 0
-        for unit in units:
-            try:
-                self._check_files(unit)
-            except DamagedUnit:
-                self.quarantine(unit)
-                dropped += 1
-        return dropped
-
-    def quarantine(self, unit: str) -> None:
-        """Stop serving a damaged unit: its manifest is moved aside (kept as evidence), so its
-        crystals count as missing and the next writer of them makes a fresh unit."""
-        manifest = self.root / "manifest" / f"{unit}.json"
-        expected = self._manifests.get(unit, {}).get("sha256")
-        aside = manifest.with_name(f"{unit}.json.damaged-{uuid.uuid4().hex[:8]}")
-        try:
-            manifest.rename(aside)
-        except FileNotFoundError:
-            pass  # another reader moved it first
-        except OSError as e:
-            raise DamagedUnit(f"{self.root}: unit {unit} is damaged and cannot be set aside "
-                              f"({e.strerror}); run `screen cache clear`", unit) from None
-        else:
-            try:
-                moved = json.loads(aside.read_text()).get("sha256")
-            except (OSError, ValueError):
-                moved = None
-            if expected is not None and moved is not None and moved != expected:
-                # A writer re-published this unit since we read its manifest: that one is sound. Put it back.
-                publish_once(manifest, aside.read_bytes())
-                aside.unlink(missing_ok=True)
-        self._manifests.pop(unit, None)
-        self._units.pop(unit, None)
-        self._handles.pop(unit, None)
-        self.refresh()
-
-    # ---- checking and housekeeping ----
-    def verify(self, repair: bool = False) -> List[str]:
-        """Problems in published units (manifests, checksums, counts); empty when all is well.
-
-        With repair, what cannot be trusted is removed (damaged units and unreadable
-        manifests, with their files, and manifests that runs set aside): their crystals
-        count as missing, and the next run or training re-makes them.
-        """
-        self.refresh()
-        self.index()
-        problems, untrusted = [], set()
-        for unit, why in sorted(self._unreadable.items()):
-            problems.append(f"manifest {unit}.json: unreadable ({why})")
-            untrusted.add(unit)
-        for unit, m in sorted(self._manifests.items()):
-            bad = self._unit_problems(unit, m)
-            problems += [f"unit {unit}: {b}" for b in bad]
-            if bad:
-                untrusted.add(unit)
-        asides = sorted((self.root / "manifest").glob("*.json.damaged-*"))
-        problems += [f"manifest {a.name}: a damaged unit that a run set aside (its crystals were re-made)"
-                     for a in asides]
-        if repair:
-            for unit in sorted(untrusted):
-                if unit in self._manifests:
-                    self.quarantine(unit)
-                elif unit in self._unreadable:
-                    (self.root / "manifest" / f"{unit}.json").unlink(missing_ok=True)
-            for aside in asides:
-                untrusted.add(aside.name.split(".")[0])
-                aside.unlink(missing_ok=True)
-            for aside in (self.root / "manifest").glob("*.json.damaged-*"):  # the ones quarantine made just now
-                aside.unlink(missing_ok=True)
-            self._unreadable.clear()
-            self.refresh()
-            self.index()
-            served = {m["dir"] for m in self._manifests.values()}
-            for unit in untrusted:
-                for d in (self.root / "units").glob(f"{unit}-*.zarr"):
-                    if d.name not in served:  # a sound copy re-published meanwhile stays
-                        shutil.rmtree(d, ignore_errors=True)
-        return problems
-
-    def _unit_problems(self, unit: str, m: dict) -> List[str]:
-        udir = self._unit_path(unit)
-        bad = []
-        if not udir.is_dir():
-            return ["published but its directory is missing"]
-        for rel, digest in m["files"].items():
-            p = udir / rel
-            if not p.is_file():
-                bad.append(f"missing file {rel}")
-            elif sha256_file(p) != digest:
-                bad.append(f"checksum mismatch in {rel}")
-        if not bad:
-            try:
-                bad += _count_problems(m, self._load_unit(unit))
-            except Exception as e:  # anything zarr raises on a damaged unit is a finding, not a crash
-                bad.append(f"unreadable ({type(e).__name__}: {e})")
-            finally:
-                self._units.pop(unit, None)
-        return bad
-
-    def stale(self, min_age_s: float = 0.0) -> List[Path]:
-        """Unpublished leftovers (killed writers' units) untouched for min_age_s; never served.
-
-        A live writer's unit is unpublished too while it is written: pass a min_age_s
-        longer than a write takes before deleting what this returns while writers run.
-        """
-        self.refresh()
-        self.index()
-        kept = {m["dir"] for m in self._manifests.values()}
-        out = []
-        for p in sorted(list((self.root / "tmp").iterdir()) + list((self.root / "units").iterdir())):
-            # A unit whose manifest exists but is unreadable is evidence for verify, not garbage.
-            if p.name in kept or p.name.split("-")[0] in self._unreadable:
-                continue
-            try:
-                if time.time() - newest_mtime(p) >= min_age_s:
-                    out.append(p)
-            except FileNotFoundError:  # removed meanwhile
-                continue
-        return out
-
-    def clean_stale(self, min_age_s: float = 0.0) -> int:
-        items = self.stale(min_age_s)
-        for p in items:
-            shutil.rmtree(p, ignore_errors=True)
-        return len(items)
-
-    def info(self) -> dict:
-        ms = self.manifests()
-        copies = sum(len(m["keys"]) for m in ms.values())
-        size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        return {"path": str(self.root), "crystals": len(self), "units": len(ms),
-                "duplicate_copies": copies - len(self), "atoms": sum(m["n_atoms"] for m in ms.values()),
-                "edges": sum(m["n_edges"] for m in ms.values()), "bytes": size,
-                "unreadable_manifests": len(self._unreadable), "stale_items": len(self.stale()),
-                "featurizer": self.featurizer.to_dict()}
-
-    def entries(self) -> Iterator[dict]:
-        """id, key, unit, atoms, edges of every served crystal, from the manifests alone."""
-        index = self.index()
-        for unit in sorted(self._manifests):
-            m = self._manifests[unit]
-            for i, key in enumerate(m["keys"]):
-                if index[key] == (unit, i):
-                    yield {"id": m["ids"][i], "key": key, "unit": unit, "atoms": m["atoms"][i],
-                           "edges": m["edges"][i]}
-
 
 def _nbytes(units: dict) -> int:
     return sum(a.nbytes for data in units.values() for a in data.values())
-
-
-def _count_problems(m: dict, data: dict) -> List[str]:
-    """Disagreements between a unit's arrays and its manifest (which were checked separately)."""
-    n = len(m["keys"])
-    atoms, edges = np.asarray(m["atoms"], dtype=np.int64), np.asarray(m["edges"], dtype=np.int64)
-    ao, eo = data["atom_offsets"], data["edge_offsets"]
-    if sorted(data) != sorted(_CSR + (("targets",) if m["task_names"] is not None else ())):
-        return [f"arrays {sorted(data)} do not match the manifest"]
-    if not (len(m["ids"]) == len(atoms) == len(edges) == n and len(set(m["keys"])) == n):
-        return ["manifest lists differ in length or repeat a key"]
-    if not (len(ao) == len(eo) == n + 1 and np.array_equal(np.diff(ao), atoms)
-            and np.array_equal(np.diff(eo), edges)):
-        return ["offsets do not match the per-crystal counts in the manifest"]
-    out = []
-    if not (ao[-1] == len(data["atomic_numbers"]) == len(data["neighbor_counts"]) == m["n_atoms"]):
-        out.append("atom arrays do not match the atom count")
-    if not (eo[-1] == len(data["dst"]) == len(data["distances"]) == m["n_edges"]
-            == int(data["neighbor_counts"].sum())):
-        out.append("edge arrays do not match the edge count")
-    elif n and len(data["dst"]):
-        csum = np.concatenate([[0], np.cumsum(data["neighbor_counts"], dtype=np.int64)])
-        if not np.array_equal(csum[ao[1:]] - csum[ao[:-1]], edges):
-            out.append("neighbor counts do not add up to each crystal's edges")
-        per_edge = np.repeat(atoms, edges)  # atoms of the crystal each edge belongs to
-        if (data["dst"] < 0).any() or (data["dst"] >= per_edge).any():
-            out.append("a neighbor index points outside its crystal")
-    if "targets" in data and data["targets"].shape[0] != n:
-        out.append("targets do not have one row per crystal")
-    return out

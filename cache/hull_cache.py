@@ -37,8 +37,8 @@ class HullCache:
         return out
 
     def put(self, system: str, answer: dict) -> None:
-        # no fsync: a run writes one small entry per chemical system (16,683 for ../shared/data), and a
-        # damaged one is computed again (get_many)
+        # no fsync: a run writes one small entry per chemical system (a whole-database run, many
+        # thousands: an fsync each would dominate), and a damaged one is computed again (get_many)
         gz_json.write(self.dir / f"{system}.json.gz", answer, durable=False)
 
     def phases(self) -> Optional[int]:

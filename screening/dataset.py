@@ -48,7 +48,7 @@ def read_table(path, tasks: Sequence[str], limit: Optional[int] = None) -> Tuple
             raise ScreenError(f"{p}: directory has no id_prop.csv (CGCNN layout: id_prop.csv + <id>.cif)")
         df = read_id_prop(p, nrows=limit)
         if df.shape[1] - 1 < len(tasks):
-            raise ScreenError(f"{id_prop}: has {df.shape[1] - 1} target columns, --tasks names {len(tasks)}")
+            raise ScreenError(f"{id_prop}: has {df.shape[1] - 1} target columns, `tasks` names {len(tasks)}")
         df.columns = ["material_id"] + list(tasks) + [f"extra{i}" for i in range(df.shape[1] - 1 - len(tasks))]
         df["material_id"] = df["material_id"].astype(str)
         df["cif_path"] = [str(p / f"{i}.cif") for i in df.material_id]

@@ -9,8 +9,8 @@ file is a small JSON manifest next to (or above) its members:
      "std_scale": {"formation_energy_per_atom": 1.4, ...}}     (optional)
 
 Five members trained alike disagree less than they err: the raw member std is too
-small an error bar. `std_scale` (fitted on the validation split by `screen ensemble
---calibrate DATA`, see calibration_scale) multiplies each output's std so that 68 %
+small an error bar. `std_scale` (fitted on the validation split by calibration_scale,
+which `screen ensemble` runs when asked to calibrate) multiplies each output's std so that 68 %
 of validation errors fall within one std, as for a Gaussian.
 
 Paths are relative to the manifest; each member's content hash is checked on
@@ -85,7 +85,7 @@ class Ensemble:
                 raise ScreenError(f"{self.path}: members {names[0]} and {name} use different featurizers "
                                   f"({_featurizer_text(first.featurizer, m.featurizer)} vs "
                                   f"{_featurizer_text(m.featurizer, first.featurizer)}); train them with one "
-                                  f"--cutoff and --max-neighbors")
+                                  f"`cutoff` and `max_neighbors`")
 
     def to(self, device) -> "Ensemble":
         for m in self.members:

@@ -5,7 +5,7 @@ prints it as `error: <message>` and exits with status 2.
 
 A message names a setting by its parameter name in backticks (`partition_size`), never by a
 command-line flag: the library does not know how it is called. cli.py turns each backticked
-name into its flag (`--partition-size`) before printing; a Python caller reads the name it passed.
+name into its command-line flag (cli.flag_of) before printing; a Python caller reads the name it passed.
 """
 
 

@@ -5,7 +5,7 @@ members cost the client ~200 MiB of memory and a second or two, most of a warm r
 memory. `Ensemble.info()` makes a ModelInfo; workflows/run/worker_model.describe gets one in
 a short-lived process and caches it by the model files' sizes and times.
 
-Also torch-free, for the same reason: --device's choices, the default model's path and the
+Also torch-free, for the same reason: the `device` choices, the default model's path and the
 result columns made from a model's outputs.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ModelInfo:
                    int(d["members"]), dict(d["meta"]))
 
 
-DEVICES = ("auto", "cpu", "cuda")  # --device choices (screening/predict.py resolves them)
+DEVICES = ("auto", "cpu", "cuda")  # `device` choices (screening/predict.py resolves them)
 
 
 def default_model_path() -> Path:
@@ -58,7 +58,7 @@ ENSEMBLE_FORMAT = 1  # of an ensemble manifest (screening/ensemble.py)
 
 
 def model_file(path) -> Path:
-    """The file a --model path names: a checkpoint (.pt), an ensemble manifest (.json), or for a
+    """The file a `model` path names: a checkpoint (.pt), an ensemble manifest (.json), or for a
     directory its ensemble.json."""
     path = Path(path)
     return path / "ensemble.json" if path.is_dir() else path

@@ -36,12 +36,12 @@ def _atom_budget(max_atoms: int, device: torch.device) -> int:
 def resolve_device(device: str = "auto") -> torch.device:
     if device not in DEVICES:
         from screening.errors import ScreenError
-        raise ScreenError(f"--device {device}: choose {', '.join(DEVICES)}")
+        raise ScreenError(f"`device` {device}: choose {', '.join(DEVICES)}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         from screening.errors import ScreenError
-        raise ScreenError("--device cuda: no CUDA GPU is visible to this process")
+        raise ScreenError("`device` cuda: no CUDA GPU is visible to this process")
     return torch.device(device)
 
 

@@ -134,7 +134,7 @@ def parse_query(text: str, exclude: Sequence[str] = ()) -> Query:
         q = _parse_formula(s, where)
     clash = sorted(set(q.elements) & set(excluded))
     if clash:
-        raise ScreenError(f"{where}: --exclude {','.join(clash)} removes an element the query requires, "
+        raise ScreenError(f"{where}: `exclude` {','.join(clash)} removes an element the query requires, "
                           f"so nothing can match")
     return Query(q.kind, q.elements, q.wildcards, q.formula, q.ids, excluded)
 
@@ -153,7 +153,7 @@ def _parse_exclude(exclude) -> Tuple[str, ...]:
             if not part:
                 continue
             if not is_element(part):
-                raise _unknown_element(part, f'--exclude "{item}"')
+                raise _unknown_element(part, f'`exclude` "{item}"')
             out.add(part)
     return tuple(sorted(out))
 

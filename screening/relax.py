@@ -54,11 +54,11 @@ def check_relaxer(name: Optional[str]) -> None:
     if name is None:
         return
     if name not in RELAXERS:
-        raise ScreenError(f"--relax {name}: choose {' or '.join(RELAXERS)}")
+        raise ScreenError(f"`relax` {name}: choose {' or '.join(RELAXERS)}")
     from importlib.util import find_spec  # (not an import: chgnet takes seconds to import)
 
     if find_spec("ase") is None or find_spec("chgnet") is None:
-        raise ScreenError(f"--relax {name}: needs chgnet and ase, dependencies of screen "
+        raise ScreenError(f"`relax` {name}: needs chgnet and ase, dependencies of screen "
                           f"(pip install -e . installs them)")
 
 
@@ -96,7 +96,7 @@ class Relaxer:
         """The relaxed structure and what the relaxation did; a ScreenError if it cannot be done."""
         if len(structure) > self.max_atoms:
             raise ScreenError(f"{structure.composition.reduced_formula}: {len(structure)} atoms, more than the "
-                              f"{self.max_atoms} that --relax handles; left unrelaxed")
+                              f"{self.max_atoms} that relaxation handles; left unrelaxed")
         from ase.filters import FrechetCellFilter
         from ase.optimize import FIRE
         from pymatgen.core import Structure

@@ -55,7 +55,7 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
         return 0.1 if step >= int(total * 2 / 3) else 1.0
     if cfg.schedule == "none":
         return 1.0
-    raise ScreenError(f"--schedule {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
+    raise ScreenError(f"`schedule` {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
 
 
 class EMA:
@@ -104,7 +104,7 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
     cfg.check()
     if len(train_set) < 2 or len(val_set) < 1:
         raise ScreenError(f"training needs at least 2 training and 1 validation crystal, got "
-                          f"{len(train_set)} and {len(val_set)} (more data, or another --split)")
+                          f"{len(train_set)} and {len(val_set)} (more data, or another `split`)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
@@ -257,7 +257,7 @@ def _check_same_recipe(path, saved: Optional[dict], cfg: TrainConfig) -> None:
     changed = [f"{k} {saved.get(k, paper[k])!r} -> {v!r}" for k, v in now.items()
                if k not in _MAY_CHANGE_ON_RESUME and saved.get(k, paper[k]) != v]
     if changed:
-        raise ScreenError(f"--resume {path}: the run was trained with other settings ({'; '.join(changed)}); "
+        raise ScreenError(f"`resume` {path}: the run was trained with other settings ({'; '.join(changed)}); "
                           f"pass the run's own settings (see its checkpoint's train_config)")
 
 
@@ -266,11 +266,11 @@ def _resume(path, run: _Run, featurizer, device, cfg):
     ckpt = load_checkpoint(path, expect_featurizer=featurizer)
     model, ema = run.model, run.ema
     if ckpt.model.outputs != model.outputs:
-        raise ScreenError(f"--resume {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
+        raise ScreenError(f"`resume` {path}: checkpoint outputs {ckpt.model.outputs} differ from {model.outputs}")
     _check_same_recipe(path, ckpt.meta.get("train_config"), cfg)
     opt_file = Path(path).with_name("last.opt")
     if not opt_file.is_file():
-        raise ScreenError(f"--resume {path}: {opt_file.name} is missing beside it; without the optimizer "
+        raise ScreenError(f"`resume` {path}: {opt_file.name} is missing beside it; without the optimizer "
                           f"and schedule state the run cannot continue where it stopped")
     try:
         extra = torch.load(opt_file, map_location=device, weights_only=True)
@@ -285,7 +285,7 @@ def _resume(path, run: _Run, featurizer, device, cfg):
             run.weighting.load_state_dict(extra["weighting"])
         run.sched.load_state_dict(extra["scheduler"])
     except Exception as e:  # a damaged or foreign file: torch, zip and state-dict errors alike
-        raise ScreenError(f"--resume {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
+        raise ScreenError(f"`resume` {path}: {opt_file} is not a usable training state ({type(e).__name__})") from None
     model.to(device)
     return int(meta.get("epoch", 0)), meta.get("best", {"score": float("inf")}), list(meta.get("history", []))
 

@@ -70,18 +70,18 @@ class TrainConfig:
         from screening.model import GAP_TASK, LOSSES
 
         if self.loss not in LOSSES:
-            raise ScreenError(f"--loss {self.loss}: choose {', '.join(LOSSES)}")
+            raise ScreenError(f"`loss` {self.loss}: choose {', '.join(LOSSES)}")
         if self.optimizer not in ("adam", "adamw"):
-            raise ScreenError(f"--optimizer {self.optimizer}: choose adam or adamw")
+            raise ScreenError(f"`optimizer` {self.optimizer}: choose adam or adamw")
         if self.schedule not in SCHEDULES:
-            raise ScreenError(f"--schedule {self.schedule}: choose {', '.join(SCHEDULES)}")
+            raise ScreenError(f"`schedule` {self.schedule}: choose {', '.join(SCHEDULES)}")
         if self.metal_head and GAP_TASK not in self.tasks:
             raise ScreenError(f"the metal head needs the {GAP_TASK} task (its label is Eg < {METAL_GAP_EV} eV); "
-                              f"add it to --tasks or pass --no-metal-head")
+                              f"add it to `tasks` or pass `metal_head=False`")
         if not 0 <= self.ema_decay < 1:
-            raise ScreenError(f"--ema {self.ema_decay}: need 0 <= decay < 1 (0 turns it off)")
+            raise ScreenError(f"`ema_decay` {self.ema_decay}: need 0 <= decay < 1 (0 turns it off)")
         if self.epochs < 1 or self.batch_size < 2:
-            raise ScreenError("--epochs must be >= 1 and --batch-size >= 2")
+            raise ScreenError("`epochs` must be >= 1 and `batch_size` >= 2")
 
     def to_dict(self):
         return asdict(self)

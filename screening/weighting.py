@@ -57,10 +57,10 @@ def make_weighting(kind: str, n_tasks: int, weights: Optional[Sequence[float]] =
     if kind == "fixed":
         w = list(weights) if weights else [1.0] * n_tasks
         if len(w) != n_tasks:
-            raise ScreenError(f"--weights: {len(w)} weights for {n_tasks} tasks")
+            raise ScreenError(f"`task_weights`: {len(w)} weights for {n_tasks} tasks")
         return FixedWeighting(w)
     if kind == "uncertainty":
         if weights:
-            raise ScreenError("--weights: fixed weights cannot be combined with --weighting uncertainty")
+            raise ScreenError("`task_weights`: fixed weights cannot be combined with `weighting` uncertainty")
         return UncertaintyWeighting(n_tasks)
-    raise ScreenError(f"--weighting {kind}: choose {' or '.join(WEIGHTINGS)}")
+    raise ScreenError(f"`weighting` {kind}: choose {' or '.join(WEIGHTINGS)}")

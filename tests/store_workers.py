@@ -37,7 +37,7 @@ def pause_at(point: str, flag: str) -> None:
     arrays: half the arrays of the unit written (the 4th of its array writes is about to start);
     publish: the unit's folder renamed into units/, its manifest not yet written.
     """
-    import cache.graph_store as gs
+    import cache.graph_units as gs
 
     def hold():
         Path(flag).write_text(point)

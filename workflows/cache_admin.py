@@ -1,7 +1,8 @@
 """`screen cache`: what a cache directory holds, whether it is sound, and cleaning it up.
 
 Thin on purpose: cache/cache_dir.py's CacheDir owns the layout and does the work;
-this is the door the CLI goes through (cli.py imports workflows only).
+this is the door the CLI goes through (cli.py imports workflows only), and it words
+what the commands print, so cli.py only prints it.
 """
 from __future__ import annotations
 
@@ -33,6 +34,54 @@ def verify(cache, repair: bool) -> Tuple[int, List[str], int]:
     """(units checked, problems (removed with repair), unpublished leftovers)."""
     units, problems = CacheDir(cache).verify(repair=repair)
     return units, problems, len(CacheDir(cache).stale())
+
+
+Lines = List[Tuple[str, str]]  # ("out" or "err", text), in the order they are printed
+
+
+def verify_report(cache, repair: bool) -> Tuple[Lines, bool]:
+    """`screen cache verify`'s lines, and whether it found problems it left in place."""
+    units, problems, leftovers = verify(cache, repair=repair)
+    lines = [("out", f"{leftovers} unpublished leftovers (interrupted or still-running writers; never "
+                     f"served; `screen cache clear --stale` removes them)")] if leftovers else []
+    lines += [("err", f"{'removed' if repair else 'problem'}: {p}") for p in problems]
+    if repair:
+        return lines + [("out", f"repaired: {len(problems)} damaged items removed (re-made by the next run); "
+                                f"{units} units checked")], False
+    if problems:
+        return lines + [("err", "`screen cache verify --repair` removes them")], True
+    return lines + [("out", f"ok: {units} units verified")], False
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def info_report(cache):
+    """`screen cache info`: a table of sizes and counts, then lines of leftovers and hit rates."""
+    from rich.table import Table
+
+    s = summary(cache)
+    table = Table(title=f"cache {cache}")
+    for col, justify in (("part", "left"), ("entries", "right"), ("size", "right"), ("detail", "left")):
+        table.add_column(col, justify=justify)
+    for g in s["graph_stores"]:
+        f = g["featurizer"]
+        table.add_row(g["name"], f"{g['crystals']} crystals", _mb(g["bytes"]),
+                      f"cutoff {f['cutoff']} A, {f['max_neighbors']} neighbors; {g['units']} units, "
+                      f"{g['atoms']} atoms, {g['edges']} edges")
+    table.add_row("structures", f"{s['structures']['entries']} lists", _mb(s["structures"]["bytes"]),
+                  "fetched candidate lists")
+    table.add_row("mp entries", f"{s['mp_entries']['entries']} entries", _mb(s["mp_entries"]["bytes"]),
+                  "Materials Project structures by material_id and last_updated")
+    p = s["predictions"]
+    table.add_row("predictions", f"{p['models']} models", _mb(p["bytes"]), f"{p['parts']} parts")
+    lines = [f"{g['name']}: {g['duplicate_copies']} duplicate copies (not served), {g['stale_items']} "
+             f"unpublished leftovers, {g['unreadable_manifests']} unreadable manifests" for g in s["graph_stores"]]
+    for part, r in s["hit_rates"].items():
+        rate = f"{100 * r['rate']:.0f}%" if r["rate"] is not None else "n/a"
+        lines.append(f"{part} cache: {r['hits']} hits, {r['misses']} misses ({rate}) over {s['runs']} runs")
+    return table, lines
 
 
 def clear_stale(cache, min_age_s: float) -> int:

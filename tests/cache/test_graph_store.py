@@ -160,13 +160,13 @@ def test_damaged_manifest_is_not_served_and_is_reported(tmp_path):
 def test_a_remembered_manifest_is_read_again_once_it_changes(tmp_path, monkeypatch):
     """A process remembers the manifests it checked (a warm run opens a store per partition), and
     reads one again when the file changes: a forged manifest is still refused, not served from memory."""
-    import cache.graph_store as graph_store
+    import cache.graph_units as graph_units
 
     write_range(str(tmp_path), 0, 40, 20)
-    monkeypatch.setattr(graph_store, "MANIFEST_SETTLED", -1.0)  # remember even a manifest written just now
+    monkeypatch.setattr(graph_units, "MANIFEST_SETTLED", -1.0)  # remember even a manifest written just now
     assert len(GraphStore.open(tmp_path, CFG)) == 40
     checks = []
-    monkeypatch.setattr(graph_store, "_digest", lambda obj, real=graph_store._digest: checks.append(1) or real(obj))
+    monkeypatch.setattr(graph_units, "_digest", lambda obj, real=graph_units._digest: checks.append(1) or real(obj))
     assert len(GraphStore.open(tmp_path, CFG)) == 40 and checks == []  # from memory: no manifest parsed again
     manifest = sorted((tmp_path / f"featurizer-{CFG.fingerprint()}" / "manifest").glob("*.json"))[0]
     m = json.loads(manifest.read_text())
@@ -254,7 +254,7 @@ def test_atoms_without_neighbours_come_from_the_manifest_and_old_manifests_fall_
     assert json.loads(manifest.read_text())["isolated"] == [1, 0]
     assert store.isolated_atoms("k-lonely") == 1 and store.isolated_atoms("k-full") == 0
     # a manifest written before the count was recorded: the graph is read instead
-    from cache.graph_store import _digest
+    from cache.graph_units import _digest
 
     m = json.loads(manifest.read_text())
     del m["isolated"], m["sha256"]

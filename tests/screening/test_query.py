@@ -98,8 +98,8 @@ def test_exclude():
 
 @pytest.mark.parametrize("query, exclude, fragment", [
     ("Li-*-O", ["Xx"], 'unknown element "Xx"'),
-    ("Li-*-O", ["O"], "--exclude O removes an element the query requires"),
-    ("LiFePO4", ["Fe"], "--exclude Fe removes"),
+    ("Li-*-O", ["O"], "`exclude` O removes an element the query requires"),
+    ("LiFePO4", ["Fe"], "`exclude` Fe removes"),
 ])
 def test_bad_exclude(query, exclude, fragment):
     with pytest.raises(ScreenError, match=fragment.replace("(", r"\(")) as e:

@@ -42,7 +42,7 @@ def test_relax_lowers_the_energy_and_moves_the_lattice_back(originals):
 
 
 def test_unknown_relaxer_is_one_line():
-    with pytest.raises(ScreenError, match=r"^--relax mace: choose chgnet$"):
+    with pytest.raises(ScreenError, match=r"^`relax` mace: choose chgnet$"):
         check_relaxer("mace")
 
 

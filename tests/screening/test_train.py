@@ -76,7 +76,7 @@ def test_a_misspelled_schedule_is_one_line_before_any_data_is_read(tmp_path):
     from cli import app
     from screening.errors import ScreenError
 
-    with pytest.raises(ScreenError, match=r"^--schedule cosin: choose cosine, step, none$"):
+    with pytest.raises(ScreenError, match=r"^`schedule` cosin: choose cosine, step, none$"):
         tiny_config(schedule="cosin").check()
     r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "no-such.csv"), "--schedule", "Step",
                                  "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")])

@@ -121,9 +121,9 @@ def test_fixed_weights_do_not_learn(tmp_path, data32):
 
 
 @pytest.mark.parametrize("kind, weights, message", [
-    ("dynamic", None, "--weighting dynamic: choose fixed or uncertainty"),
+    ("dynamic", None, "`weighting` dynamic: choose fixed or uncertainty"),
     ("uncertainty", [1.0, 2.0], "cannot be combined"),
-    ("fixed", [1.0], "--weights: 1 weights for 2 tasks"),
+    ("fixed", [1.0], "`task_weights`: 1 weights for 2 tasks"),
 ])
 def test_bad_weighting_options(kind, weights, message):
     with pytest.raises(ScreenError, match=message):
