@@ -12,8 +12,8 @@ the library is built in a temporary folder for this process only; where no folde
 executing a mapped file (a noexec /tmp) it is loaded from memory (Linux's memfd).
 
 The flags pin what the compiler would otherwise choose: -ffp-contract=off (no fused multiply-add
-where the source has a product and a sum: clang's default contracts them, and that changes 2 in
-5 outputs in the last bit), no fast-math, C99. With these, every compiler and instruction set
+where the source has a product and a sum: clang's default contracts them, and that changes
+outputs in the last bit), no fast-math, C99. With these, every compiler and instruction set
 performs the same IEEE operations, so predictions are the same bit for bit (tests/screening/
 test_kernels.py compares the builds this machine can make). This module imports neither torch
 nor the compiled library's users: the client of `screen run` checks SCREEN_KERNEL with it.

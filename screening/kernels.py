@@ -2,22 +2,23 @@
 
 Why: on a CPU, torch spends most of a member's inference on the (E, 2A) edge rows:
 the product u W_u, two gathers and an add to build h, then sigmoid, softplus (an exp
-and a log1p, ~3.8 ns an element here), a product and the sum over neighbours, each
-a pass over memory. kernels.c does all of it in one pass per atom, multiplies each
-edge's Gaussian row only where it is not ~0, and vectorizes exp as a polynomial.
-ConvLayer._forward_inference calls `gated_sum`. The result equals torch's to float32
-rounding: exp within 1.1 ulps, softplus's log1p within 2.6, Gaussians below e^-30
+and a log1p each), a product and the sum over neighbours, each a pass over memory.
+kernels.c does all of it in one pass per atom, multiplies each edge's Gaussian row only
+where it is not ~0, and vectorizes exp as a polynomial. FusedOps.inference calls
+`gated_sum`. The result equals torch's to float32 rounding: exp within 1.1 ulps, softplus's log1p within 2.6, Gaussians below e^-30
 of an edge's peak left out, and sums taken in another order.
 
 Training cannot fuse the product (batch norm needs the whole of h first), but `gate_sum`
 takes h after it: the messages and their sum in one pass, their gradient in one more,
-where torch's ops make eight passes and keep four (E, A) tensors (ConvLayer._aggregate).
+where torch's ops make eight passes and keep four (E, A) tensors (FusedOps.autograd).
 
 Which path a process takes is decided once, by `backend()`, on its first use: the C loops where
 kernels.c builds and loads (SCREEN_KERNEL=auto, the default; =c insists, =torch never builds;
 screening/kernel_build.py compiles it once per machine into a cache), else torch's ops, with one
-warning saying why. Where the C path cannot take a call -- a GPU tensor, edges not grouped by atom,
-an index out of range -- `gated_sum` and `gate_sum` return None and the model uses torch's ops.
+warning saying why. The model asks `ops(device)` for that path (FusedOps or TorchOps); tensors on
+any other device take torch's ops. Where the C loops cannot take a call -- edges not grouped by atom,
+an index out of range, several torch threads in training -- `gated_sum` and `gate_sum` return None
+and FusedOps uses torch's ops for that call.
 """
 from __future__ import annotations
 
@@ -65,13 +66,16 @@ class _Library:
         self.lock = threading.Lock()
         self.backend: Optional[Backend] = None
         self.lib = None
+        self.cpu: Optional[TorchOps] = None  # the path CPU tensors take: FusedOps with the library, else TorchOps
         self.pool = None
 
     def get(self):
         if self.backend is None:
             with self.lock:
                 if self.backend is None:
-                    self.lib, self.backend = _decide()
+                    self.lib, backend = _decide()
+                    self.cpu = FusedOps() if self.lib is not None else TORCH
+                    self.backend = backend  # last: another thread reads `cpu` once it sees a backend
         return self.lib
 
     def threads(self, n: int) -> ThreadPoolExecutor:
@@ -113,9 +117,13 @@ def backend() -> Backend:
     return _library.backend
 
 
-def available() -> bool:
-    """Whether this process's model uses the C kernel (decides, as backend())."""
-    return _library.get() is not None
+def ops(device) -> "TorchOps":
+    """The path the model's edge work takes for tensors on `device`: on a CPU the one this process
+    chose (decided once, on first use, as backend()), on any other device torch's ops."""
+    if torch.device(device).type != "cpu":
+        return TORCH
+    _library.get()
+    return _library.cpu
 
 
 def inference_path(device) -> str:
@@ -217,13 +225,67 @@ def gate_sum(h: torch.Tensor, src: torch.Tensor, n_atoms: int, k=None) -> Option
             or h.shape[0] != src.numel() or _library.get() is None:
         return None
     if torch.get_num_threads() > 1:  # torch's OpenMP ops share several threads better than the loop's
-        return None                  # split (1,000 crystals, 2 threads: 968 vs 894/s; 1 thread: 570 vs 646/s)
+        return None                  # split of atoms (benchmarks/model_speed.py measures both)
     start = _offsets(src, n_atoms, k)
     if start is None:
         return None
     return _GateSum.apply(h.contiguous(), start)
 
 
-def eager_gated_sum(gate, core, src, n_atoms: int, k=None) -> torch.Tensor:
-    """torch's ops for what `gated_sum` computes, from the two halves of h + p[src] + q[dst] (overwritten)."""
-    return neighbour_sum(gate.sigmoid_().mul_(F.softplus(core)), src, n_atoms, k)
+def edge_rows(v, u, src, dst, k, w_i, b, w_j, w_u):
+    """h = v_i W_i + v_j W_j + u_ij W_u + b for every edge (E, rows of the maps).
+
+    index_select, not v[dst]: its backward is one index_add_, several times faster on
+    CPU than the accumulating index_put_ that fancy indexing uses. Then addmm_ and add_
+    add u W_u and v_i W_i into the gathered rows in place: no new edge-sized tensor, and
+    none of these ops needs its output for the backward pass (but see the view below).
+    """
+    h = F.linear(v, w_j).index_select(0, dst).addmm_(u, w_u.T)
+    if k:  # atom i's edges are rows i*k ... i*k + k-1: broadcast v_i W_i rather than gather it
+        rows, p = h.view(-1, k, h.shape[1]), F.linear(v, w_i, b)[:, None]
+        # out of place under autograd: in place on a view of h, its backward copies all of h's gradient
+        return (rows + p if torch.is_grad_enabled() else rows.add_(p)).view(-1, h.shape[1])
+    return h.add_(F.linear(v, w_i, b).index_select(0, src))
+
+
+class TorchOps:
+    """The edge messages' sum in torch's ops: on every device, and on a CPU without the C kernel."""
+
+    fused = False
+
+    def inference(self, v, u, src, dst, k, band, maps) -> torch.Tensor:
+        """(N, A) from the atom vectors and the linear maps (W_i, b, W_j, W_u), without autograd.
+
+        The gate and core halves of h are built as two contiguous (E, A) tensors and transformed
+        in place, so the edge work allocates 2 edge tensors instead of 4: fresh edge-sized tensors
+        come from the allocator as new pages, whose faults on a CPU cost about as much as the
+        arithmetic, and a strided half of one (E, 2A) tensor is slower to transform than a
+        contiguous one. band is the fused kernel's only."""
+        w_i, b, w_j, w_u = maps
+        a = w_i.shape[0] // 2
+        gate, core = (edge_rows(v, u, src, dst, k, w_i[rows], b[rows], w_j[rows], w_u[rows])
+                      for rows in (slice(0, a), slice(a, 2 * a)))
+        return neighbour_sum(gate.sigmoid_().mul_(F.softplus(core)), src, v.shape[0], k)
+
+    def autograd(self, h, src, n_atoms: int, k=None) -> torch.Tensor:
+        """(N, A) from the edge rows h (E, 2A), with autograd (training)."""
+        gate, core = h.chunk(2, dim=1)
+        return neighbour_sum(torch.sigmoid(gate) * F.softplus(core), src, n_atoms, k)
+
+
+class FusedOps(TorchOps):
+    """The C loops of kernels.c (CPU tensors); a call they cannot take (module doc) goes to torch's ops."""
+
+    fused = True
+
+    def inference(self, v, u, src, dst, k, band, maps) -> torch.Tensor:
+        w_i, b, w_j, w_u = maps
+        summed = gated_sum(u, w_u, F.linear(v, w_i, b), F.linear(v, w_j), src, dst, k, band)
+        return summed if summed is not None else super().inference(v, u, src, dst, k, band, maps)
+
+    def autograd(self, h, src, n_atoms: int, k=None) -> torch.Tensor:
+        summed = gate_sum(h, src, n_atoms, k)
+        return summed if summed is not None else super().autograd(h, src, n_atoms, k)
+
+
+TORCH = TorchOps()

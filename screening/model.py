@@ -68,8 +68,8 @@ class GaussianExpansion(nn.Module):
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         # Most (edge, center) pairs lie far apart: exponents down to -1600 whose float32
-        # results are subnormal or 0, which CPU exp computes ~10x slower than normal ones.
-        # Clamped at -80 (exp = 2e-35, zero for every later sum) the expansion is that much faster.
+        # results are subnormal or 0, which CPU exp computes far slower than normal ones.
+        # Clamped at -80 (exp = 2e-35, zero for every later sum) every result is normal.
         return torch.exp((-((d[:, None] - self.centers) ** 2) / self.step**2).clamp_(min=-80.0))
 
     @property
@@ -115,39 +115,22 @@ class ConvLayer(nn.Module):
 
     def forward(self, v, u, src, dst, k=None, band=None):
         """k: every atom's number of edges if all atoms have the same (see neighbors_per_atom), else None.
-        band: GaussianExpansion.band_starts of the distances, when u is that expansion (inference only)."""
+        band: GaussianExpansion.band_starts of the distances, when u is that expansion (inference only).
+
+        The edge messages' path is chosen once per process for CPU tensors (kernels.ops: the C
+        kernel where it builds, else torch's ops) and is torch's ops on any other device. What
+        varies per call is the tensors' device and whether autograd is on: without it (eval mode,
+        no grad) the batch norm folds into the maps and the rows of h need no backward."""
         maps = self.linear_maps()
         if _inferring(self):
-            return self._forward_inference(v, u, src, dst, k, band, *maps)
-        h = _edge_rows(v, u, src, dst, k, *maps)
+            return self._update(v, kernels.ops(v.device).inference(v, u, src, dst, k, band, maps))
+        h = kernels.edge_rows(v, u, src, dst, k, *maps)
         if self.training:
             h = self.bn_edge(h)
         return self._aggregate(v, h, src, k)
 
-    def _forward_inference(self, v, u, src, dst, k, band, w_i, b, w_j, w_u):
-        """`forward` without autograd: on a CPU the edge messages come from one fused loop
-        (screening.kernels, equal to float32 rounding), else from torch's ops in place.
-
-        In torch's ops the gate and core halves of h are built as two contiguous (E, A)
-        tensors and transformed in place, so the edge work allocates 2 edge tensors
-        instead of 4. Fresh edge-sized tensors come from the allocator as new pages,
-        and on a CPU their page faults cost about as much as the arithmetic; a strided
-        half of one (E, 2A) tensor is also slower to transform than a contiguous one.
-        """
-        if v.device.type == "cpu" and kernels.available():
-            summed = kernels.gated_sum(u, w_u, F.linear(v, w_i, b), F.linear(v, w_j), src, dst, k, band)
-            if summed is not None:
-                return self._update(v, summed)
-        gate, core = (_edge_rows(v, u, src, dst, k, w_i[rows], b[rows], w_j[rows], w_u[rows])
-                      for rows in (slice(0, self.atom_len), slice(self.atom_len, 2 * self.atom_len)))
-        return self._update(v, kernels.eager_gated_sum(gate, core, src, v.shape[0], k))
-
     def _aggregate(self, v, h, src, k=None):
-        summed = kernels.gate_sum(h, src, v.shape[0], k)  # on a CPU: one C loop each way (screening/kernels.c)
-        if summed is None:
-            gate, core = h.chunk(2, dim=1)
-            summed = kernels.neighbour_sum(torch.sigmoid(gate) * F.softplus(core), src, v.shape[0], k)
-        return self._update(v, summed)
+        return self._update(v, kernels.ops(v.device).autograd(h, src, v.shape[0], k))
 
     def _update(self, v, summed):
         return F.softplus(v + self.bn_sum(summed))
@@ -156,22 +139,6 @@ class ConvLayer(nn.Module):
 def _inferring(module: nn.Module) -> bool:
     """Eval mode without autograd: the inference paths (batch norm folded, the fused kernel) apply."""
     return not (module.training or torch.is_grad_enabled())
-
-
-def _edge_rows(v, u, src, dst, k, w_i, b, w_j, w_u):
-    """h = v_i W_i + v_j W_j + u_ij W_u + b for every edge (E, rows of the maps).
-
-    index_select, not v[dst]: its backward is one index_add_, several times faster on
-    CPU than the accumulating index_put_ that fancy indexing uses. Then addmm_ and add_
-    add u W_u and v_i W_i into the gathered rows in place: no new edge-sized tensor, and
-    none of these ops needs its output for the backward pass (but see the view below).
-    """
-    h = F.linear(v, w_j).index_select(0, dst).addmm_(u, w_u.T)
-    if k:  # atom i's edges are rows i*k ... i*k + k-1: broadcast v_i W_i rather than gather it
-        rows, p = h.view(-1, k, h.shape[1]), F.linear(v, w_i, b)[:, None]
-        # out of place under autograd: in place on a view of h, its backward copies all of h's gradient
-        return (rows + p if torch.is_grad_enabled() else rows.add_(p)).view(-1, h.shape[1])
-    return h.add_(F.linear(v, w_i, b).index_select(0, src))
 
 
 def neighbors_per_atom(src: torch.Tensor, n_atoms: int):
@@ -240,7 +207,7 @@ class MTCGCNN(nn.Module):
         u = batch.shared(("expansion", *grid), lambda: e(batch.distances))
         k = batch.shared("neighbors_per_atom", lambda: neighbors_per_atom(batch.src, v.shape[0]))
         band = None
-        if _inferring(self) and v.device.type == "cpu":  # the fused kernel's
+        if _inferring(self) and kernels.ops(v.device).fused:  # only the fused kernel uses it
             band = batch.shared(("band", *grid), lambda: e.band_starts(batch.distances))
         for conv in self.convs:
             v = conv(v, u, batch.src, batch.dst, k, band)

@@ -13,15 +13,12 @@ from screening.graph import CrystalGraph
 from screening.model import MTCGCNN
 from screening.model_info import DEVICES  # (its home: torch-free, for the run's option checks)
 
-# On a CPU, batches in torch's ops beyond ~1,000 atoms get slower per crystal, not
-# faster: their (E, 2A) edge buffers (12 edges per atom) outgrow the caches and come
-# back from the allocator as fresh pages; at 20,000 atoms the page faults cost as much
-# as the arithmetic (1,000 crystals, 1 thread: 2.1 s at 20,000 atoms, 0.73 s at 1,000).
-# The fused kernel (screening.kernels) makes no edge buffers beyond the expansion, so
-# its batches may be bigger: on 2 threads, where the kernel splits a batch's atoms
-# between them, 2,000 atoms are 1.1x faster than 1,000 (8,000: 1.25x); on one thread
-# they are all as fast. 8,000 raised the peak memory of `screen run --query all`
-# (2 workers) from 1,991 to 2,243 MiB, so 2,000 it is.
+# On a CPU, batches in torch's ops get slower per crystal, not faster, once their
+# (E, 2A) edge buffers (12 edges per atom) outgrow the caches: they come back from the
+# allocator as fresh pages, whose faults cost as much as the arithmetic. The fused kernel
+# (screening.kernels) makes no edge buffers beyond the expansion, so its batches may be
+# bigger, up to where a worker's peak memory, not its speed, sets the limit
+# (docs/model_speed.md has the measurements behind both caps).
 # A GPU wants the big batches, so the caps are for the CPU only.
 CPU_MAX_ATOMS = 1_000
 FUSED_CPU_MAX_ATOMS = 2_000
@@ -30,7 +27,7 @@ FUSED_CPU_MAX_ATOMS = 2_000
 def _atom_budget(max_atoms: int, device: torch.device) -> int:
     if device.type != "cpu":
         return max_atoms
-    return min(max_atoms, FUSED_CPU_MAX_ATOMS if kernels.available() else CPU_MAX_ATOMS)
+    return min(max_atoms, FUSED_CPU_MAX_ATOMS if kernels.ops(device).fused else CPU_MAX_ATOMS)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -75,8 +72,7 @@ def _predict(models, n: int, sizes, make_batch, max_atoms: int, device) -> List[
 
     With the fused kernel on a CPU of T > 1 torch threads, T batches run at once, each on one
     thread: a batch's small torch ops (the linear layers, batch norm, pooling) gain little from
-    torch's threads, whose spinning also slows the kernel's second thread (1,000 crystals, 2
-    threads: 2,650/s with both splitting each batch, 4,400/s side by side). Same numbers either way."""
+    torch's threads, whose spinning also slows the kernel's second thread. Same numbers either way."""
     device = torch.device(device)
     for model in models:
         model.eval()
@@ -91,7 +87,7 @@ def _predict(models, n: int, sizes, make_batch, max_atoms: int, device) -> List[
             out[idx] = model.predict(batch).float().cpu().numpy()
 
     torch_threads = torch.get_num_threads()
-    threads = min(torch_threads, len(chunks)) if device.type == "cpu" and kernels.available() else 1
+    threads = min(torch_threads, len(chunks)) if kernels.ops(device).fused else 1
     if threads <= 1:
         for idx in chunks:
             run(idx)

@@ -1,7 +1,44 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the `slow` marker's switch."""
+import os
+
 import pytest
 
 from tests.helpers import DATA
+
+SLOW_ENV = "SCREEN_TEST_SLOW"
+
+
+# ---- `slow`: end-to-end runs, skipped unless asked for (.ci/run asks: CI runs everything) ----------
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help=f"also run the tests marked slow (end-to-end runs on real clusters); {SLOW_ENV}=1 does the same")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or os.environ.get(SLOW_ENV, "").strip() not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason=f"slow: run with --slow or {SLOW_ENV}=1 (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# ---- Dask clusters ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def inprocess_client():
+    """A Dask client on an in-process cluster (LocalCluster(processes=False): two one-thread workers in
+    this process), one per test module, for tests of what a run computes (tables, ranks, flags,
+    ensembles): it starts at once and its workers share this process's imports. Tests of what happens
+    per worker process (a model loaded once per process, a worker's environment, a worker that dies)
+    start a process cluster of their own (workflows.cluster.connection.connect)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
 
 # ---- structure sources (tests/screening/sources/) ---------------------------------------------------
 
@@ -133,6 +170,17 @@ def slurm():
         finally:
             cluster.stop()
             shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def data32():
+    """The first 32 crystals of the shared data as a GraphSet, with their TASKS targets."""
+    from screening.featurize import featurize
+    from screening.graphset import GraphSet
+    from tests.helpers import mp_structures
+
+    structures, targets = mp_structures(32)
+    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
 
 
 # ---- a tiny trained model (2 epochs on 40 crystals), for runs that need one but not its accuracy ----

@@ -5,23 +5,11 @@ from typer.testing import CliRunner
 
 from cli import app
 from screening.checkpoint import load_checkpoint
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import featurize
 from screening.predict import predict_graphs
-from screening.graphset import GraphSet
-from screening.train import TrainConfig, train
 from tests.helpers import TASKS, mp_rows, mp_structures
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    structures, targets = mp_structures(24)
-    data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
-    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=12, atom_fea_len=16,
-                                  h_fea_len=16, n_conv=1), out, FeaturizerConfig())
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +22,13 @@ def cif_dir(tmp_path_factory):
     return d
 
 
-def test_predict_directory_writes_csv_matching_direct_predictions(tmp_path, tiny_model, cif_dir):
+def test_predict_directory_writes_csv_matching_direct_predictions(tmp_path, model_path, cif_dir):
     out = tmp_path / "p.csv"
-    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(tiny_model), "--out", str(out), "--device", "cpu"])
+    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(model_path), "--out", str(out), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out)
     assert len(table) == 7 and set(table.pred_class) <= {"metal", "non-metal"}
-    ckpt = load_checkpoint(tiny_model)
+    ckpt = load_checkpoint(model_path)
     structures, _ = mp_structures(6)
     direct = predict_graphs(ckpt.model, [featurize(s) for s in structures])
     by_file = table.set_index(table.file.str.rsplit("/", n=1).str[-1])
@@ -52,7 +40,7 @@ def test_predict_directory_writes_csv_matching_direct_predictions(tmp_path, tiny
     assert "pred_formation_energy_per_atom" in r.output or "structures" in r.output
 
 
-def test_predict_folder_with_bad_files_predicts_the_rest_lists_the_bad_and_exits_1(tmp_path, tiny_model):
+def test_predict_folder_with_bad_files_predicts_the_rest_lists_the_bad_and_exits_1(tmp_path, model_path):
     folder = tmp_path / "many"
     folder.mkdir()
     rows = mp_rows(3)
@@ -61,7 +49,7 @@ def test_predict_folder_with_bad_files_predicts_the_rest_lists_the_bad_and_exits
     (folder / "zz_broken.cif").write_text("data_broken\n_cell_length_a x\n")
     (folder / "zz_empty.cif").write_text("")
     out = tmp_path / "p.csv"
-    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out)])
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(model_path), "--out", str(out)])
     assert r.exit_code == 1, r.output
     assert "zz_broken.cif: could not parse CIF" in r.output and "2 of 5 files unreadable" in r.output
     assert "Traceback" not in r.output
@@ -70,23 +58,23 @@ def test_predict_folder_with_bad_files_predicts_the_rest_lists_the_bad_and_exits
     bad = pd.read_csv(tmp_path / "p.bad.csv")
     assert sorted(bad.file.str.rsplit("/", n=1).str[-1]) == ["zz_broken.cif", "zz_empty.cif"]
     # --skip-bad: the same files and lists, exit 0
-    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out), "--skip-bad"])
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(model_path), "--out", str(out), "--skip-bad"])
     assert r.exit_code == 0 and len(pd.read_csv(out)) == 3 and len(pd.read_csv(tmp_path / "p.bad.csv")) == 2
     # --strict: the first bad file stops the run in one line, nothing written
-    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(tmp_path / "s.csv"),
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(model_path), "--out", str(tmp_path / "s.csv"),
                             "--strict"])
     assert r.exit_code == 2 and "zz_broken.cif: could not parse CIF" in r.output
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1 and not (tmp_path / "s.csv").exists()
     # only good files: exit 0, and a stale list of bad files from the earlier run is gone
     for name in ("zz_broken.cif", "zz_empty.cif"):
         (folder / name).unlink()
-    r = runner.invoke(app, ["predict", str(folder), "--model", str(tiny_model), "--out", str(out)])
+    r = runner.invoke(app, ["predict", str(folder), "--model", str(model_path), "--out", str(out)])
     assert r.exit_code == 0 and not (tmp_path / "p.bad.csv").exists()
 
 
-def test_predict_unwritable_out_fails_before_any_work(tmp_path, tiny_model, cif_dir):
+def test_predict_unwritable_out_fails_before_any_work(tmp_path, model_path, cif_dir):
     (tmp_path / "taken").write_text("a file")
-    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(tiny_model), "--out",
+    r = runner.invoke(app, ["predict", str(cif_dir), "--model", str(model_path), "--out",
                             str(tmp_path / "taken" / "p.csv")])
     assert r.exit_code == 2 and "--out" in r.output and "cannot write there" in r.output
 

@@ -1,15 +1,18 @@
 """The model that ships in screening/models/: loads, matches the default featurizer, predicts sensibly."""
 import json
 
-import pytest
-
 from screening.checkpoint import default_model_path
 from screening.ensemble import load_model
 from screening.featurize import FeaturizerConfig, featurize
 from screening.metrics import mae
 from tests.helpers import TASKS, mp_rows, mp_structures
 
-pytestmark = pytest.mark.skipif(not default_model_path().exists(), reason="no bundled model yet")
+
+def test_the_bundled_model_ships():
+    """It is part of the package (pyproject's package-data): its absence is a failure, not a skip."""
+    path = default_model_path()
+    assert path.is_file(), f"{path}: the bundled model is missing"
+    assert {"ensemble.json", "split.json"} <= {p.name for p in path.parent.iterdir()}
 
 
 def test_bundled_model_is_an_ensemble_with_its_card_and_default_featurizer():

@@ -211,6 +211,23 @@ def test_screen_kernel_chooses_the_path_and_refuses_anything_else(monkeypatch, t
     assert not (tmp_path / "cache").exists()  # torch: nothing built, no compiler asked
 
 
+@pytest.mark.parametrize("kernel", ["c", "torch"], indirect=True)
+def test_the_model_path_is_chosen_once_per_process(monkeypatch, kernel):
+    """ops(device) is the process's one decision for CPU tensors (asked again, SCREEN_KERNEL is not
+    read again) and torch's ops on any other device; the model's convolution takes that path."""
+    chosen = kernels.ops("cpu")
+    assert chosen.fused == (kernel.name == "c") and type(chosen) is (kernels.FusedOps if chosen.fused else kernels.TorchOps)
+    monkeypatch.setenv("SCREEN_KERNEL", "neither")  # read again, it would be a ScreenError
+    assert kernels.ops(torch.device("cpu")) is chosen and kernels.backend() is kernel
+    assert kernels.ops("meta") is kernels.TORCH and not kernels.TORCH.fused
+    calls = []
+    monkeypatch.setattr(kernels, "gated_sum", lambda *a: calls.append(1) or None)  # None: torch's ops take it
+    src, dst, d = graph(20)
+    with torch.no_grad():
+        ConvLayer(8, 41).eval()(torch.randn(20, 8), GaussianExpansion(8.0, 0.2)(d), src, dst, 12)
+    assert calls == ([1] if chosen.fused else [])
+
+
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false", None])
 def test_without_a_compiler_auto_warns_once_and_uses_torch_and_c_refuses(monkeypatch, caplog, tmp_path, compiler):
     """No C compiler: $CC that is not there, one that fails, or none on PATH (an empty PATH)."""

@@ -135,7 +135,6 @@ def textbook_embedding(model, batch):
     return pooled / torch.bincount(batch.crystal, minlength=batch.n_crystals)[:, None]
 
 
-@pytest.mark.skipif(not default_model_path().exists(), reason="no bundled model")
 def test_shipped_ensemble_predicts_as_the_textbook_model(kernel, monkeypatch):
     """The fast paths (folded batch norm, reshape sums, clamped expansion) change no prediction
     of the shipped members beyond float32 rounding, on 300 real crystals."""

@@ -2,18 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerConfig
 from screening.metrics import mae, nonmetal_auc, roc_auc, spearman
-from screening.graphset import GraphSet
 from screening.split import split_indices
 from screening.train import TrainConfig, train
-from tests.helpers import TASKS, mp_structures
-
-
-@pytest.fixture(scope="module")
-def data32():
-    structures, targets = mp_structures(32)
-    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
+from tests.helpers import TASKS
 
 
 def tiny_config(**kw):

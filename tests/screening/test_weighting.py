@@ -15,12 +15,6 @@ from tests.reference import masked_multitask_mse, per_task_mse
 
 
 @pytest.fixture(scope="module")
-def data32():
-    structures, targets = mp_structures(32)
-    return GraphSet.from_graphs([featurize(s) for s in structures], targets)
-
-
-@pytest.fixture(scope="module")
 def data400():
     structures, targets = mp_structures(400)
     return GraphSet.from_graphs([featurize(s) for s in structures], targets)

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from dask.distributed import Client, LocalCluster
 from pymatgen.core import Structure
 
 from screening.featurize import featurize
@@ -22,10 +21,8 @@ STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, 
 
 
 @pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        yield c
+def client(inprocess_client):
+    return inprocess_client
 
 
 @pytest.fixture(scope="module")

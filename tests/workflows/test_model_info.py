@@ -16,7 +16,6 @@ from workflows.run import worker_model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not default_model_path().exists(), reason="no bundled model")
 def test_the_client_describes_the_shipped_model_without_importing_torch(tmp_path):
     code = ("import sys, json; from workflows.run.worker_model import describe; "
             f"info = describe({str(default_model_path())!r}, {str(tmp_path / 'cache')!r}); "

@@ -1,4 +1,5 @@
-"""End-to-end screening runs on a real LocalCluster (processes, dashboard on)."""
+"""End-to-end screening runs on real Dask clusters: an in-process one (tests/conftest.py) for what a run
+computes, worker processes (dashboard on) where what happens per process is tested."""
 import json
 import urllib.request
 
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client():
+def process_client():
+    """Two worker processes, dashboard on: the model is loaded once per process, allocator per process."""
     with connect(ClusterSpec(workers=2, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
         yield c
 
@@ -33,7 +35,8 @@ def li_x_o_ids():
     return set(df.material_id[mask])
 
 
-def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
+def test_local_li_x_o_run_then_cached_rerun(process_client, model_path, tmp_path):
+    client = process_client
     opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), partition_size=150)
     dashboard_status = []
@@ -88,22 +91,38 @@ def test_local_li_x_o_run_then_cached_rerun(client, model_path, tmp_path):
     assert cold["partitions"] > warm["partitions"] >= 0 and cold["inference"] > warm["inference"] >= 0
 
 
-def test_filters_and_top(client, model_path, tmp_path):
-    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"),
-                      rank=RankOptions(nonmetal=True, top=5))
-    t = run_screening(client, opts).table
-    assert len(t) <= 5 and (t.pred_class == "non-metal").all() and (t.pred_band_gap >= 0.025).all()
+def test_filters_and_top(inprocess_client, tmp_path):
+    """--nonmetal keeps exactly the non-metals of the unfiltered table, --top 5 the first five of those.
+    The bundled ensemble: its P(metal) finds both classes among Li-X-O (the tiny test model calls all
+    of them non-metals)."""
+    from dataclasses import replace
+
+    from screening.checkpoint import default_model_path
+
+    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=str(default_model_path()), device="cpu",
+                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+    every = run_screening(inprocess_client, opts).table
+    nonmetal = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"),
+                                                       rank=RankOptions(nonmetal=True))).table
+    top = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o3"),
+                                                  rank=RankOptions(nonmetal=True, top=5))).table
+    metal = every.pred_p_metal >= 0.5
+    assert metal.sum() > 5 and (~metal).sum() > 5
+    assert (every.pred_class == np.where(metal, "metal", "non-metal")).all()
+    assert nonmetal.id.tolist() == every.id[~metal].tolist()  # in the same order: E_hull ascending
+    assert (nonmetal.pred_class == "non-metal").all() and (nonmetal.pred_p_metal < 0.5).all()
+    assert top.id.tolist() == nonmetal.id.head(5).tolist() and top["rank"].tolist() == [1, 2, 3, 4, 5]
+    for column in ("pred_e_above_hull", "pred_band_gap", "pred_p_metal"):
+        np.testing.assert_array_equal(top[column], nonmetal[column].head(5))
 
 
-def test_mp_source_through_real_client_matches_local_source(mp_api_env, model_path, tmp_path):
-    """The real mp-api client, pointed at the local MP test server, on workers started with its env."""
+def test_mp_source_through_real_client_matches_local_source(inprocess_client, mp_api_env, model_path, tmp_path):
+    """The real mp-api client, pointed at the local MP test server, on the cluster's workers."""
     common = dict(query="Li-*-O", model=model_path, device="cpu", partition_size=200)
-    with connect(ClusterSpec(workers=1, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
-        via_mp = run_screening(c, RunOptions(source="mp", cache_dir=str(tmp_path / "c1"),
-                                             out_dir=str(tmp_path / "o1"), **common)).table
-        via_local = run_screening(c, RunOptions(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
-                                                out_dir=str(tmp_path / "o2"), **common)).table
+    via_mp = run_screening(inprocess_client, RunOptions(source="mp", cache_dir=str(tmp_path / "c1"),
+                                                        out_dir=str(tmp_path / "o1"), **common)).table
+    via_local = run_screening(inprocess_client, RunOptions(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
+                                                           out_dir=str(tmp_path / "o2"), **common)).table
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
     assert (via_mp.source == "mp").all()
     assert set(via_mp.id) == set(via_local.id) == li_x_o_ids()
@@ -115,7 +134,8 @@ def test_mp_source_through_real_client_matches_local_source(mp_api_env, model_pa
 
 
 def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env, model_path, tmp_path, monkeypatch):
-    """Workers started without MP_API_KEY / MP_API_ENDPOINT (another machine's shell) still fetch."""
+    """Workers started without MP_API_KEY / MP_API_ENDPOINT (another machine's shell) still fetch: worker
+    processes of their own, whose environment is not this process's."""
     env = {k: v for k, v in __import__("os").environ.items() if k in ("MP_API_KEY", "MP_API_ENDPOINT")}
     for k in env:
         monkeypatch.delenv(k)
@@ -129,18 +149,17 @@ def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env,
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
 
 
-def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, mp_api_env, model_path, tmp_path):
+def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(inprocess_client, mp_api_env, model_path, tmp_path):
     """Li-Ni-O on the test server: 15 current entries, a deprecated twin, a GNoME twin."""
     from dataclasses import replace
 
-    client.run(lambda: __import__("os").environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"))
     data = mp_api_env.data
     docs = {data.ids[r]: data.document(r) for r in data.by_chemsys["Li-Ni-O"]}
     kind = {data.ids[r]: data.kind[r] for r in data.by_chemsys["Li-Ni-O"]}
     current = {i for i, k in kind.items() if k == "mp"}
     opts = RunOptions(query="Li-Ni-O", source="mp", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
-    first = run_screening(client, opts)
+    first = run_screening(inprocess_client, opts)
     t = first.table.set_index("id")
     assert set(t.index) == current and len(current) == 15
     for i, row in t.iterrows():  # MP's own values, not recomputed
@@ -163,7 +182,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     # --new-only: LiNiO2 on the hull with an ICSD id goes, the theoretical LiNiO2 above it stays;
     # the reference phases come from the cache, the candidates from the structure cache
     mp_api_env.requests.clear()
-    new = run_screening(client, replace(opts, out_dir=str(tmp_path / "o2"), rank=RankOptions(new_only=True)))
+    new = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"), rank=RankOptions(new_only=True)))
     expected = {i for i in current if not docs[i]["is_stable"] and docs[i]["theoretical"]
                 and "icsd" not in docs[i]["database_IDs"]}
     assert set(new.table.id) == expected and "mp-770635" in expected and "mp-850062" not in expected
@@ -178,7 +197,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
                "db_version 2025_01_01_fake" in line for line in lines)
 
     # --gnome: the GNoME entry joins, is marked, and the run says so; its own reference cache entry
-    g = run_screening(client, replace(opts, gnome=True, out_dir=str(tmp_path / "o3")))
+    g = run_screening(inprocess_client, replace(opts, gnome=True, out_dir=str(tmp_path / "o3")))
     assert set(g.table.id) == current | {i for i, k in kind.items() if k == "gnome"}
     assert g.table.set_index("id").gnome.to_dict()["mp-3121027"] is True and int(g.table.gnome.sum()) == 1
     assert g.summary["source_settings"]["gnome"] == "included"
@@ -189,7 +208,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(client, m
     assert open(g.files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, model_path, tmp_path):
+def test_mp_rerun_fetches_only_new_and_changed_entries(inprocess_client, fresh_mp_server, model_path, tmp_path):
     """Fe-Li-O (32 entries, partitions of 10): a new release that changed nothing fetches no structure;
     one with 10 new entries and one changed fetches those 11; each table is a cold run's, and the
     candidates are those of one full (non-incremental) fetch."""
@@ -202,7 +221,6 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, 
     from tests.screening.sources.common import summary_requests
 
     srv = fresh_mp_server
-    client.run(lambda: __import__("os").environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost"))
     opts = RunOptions(query="Li-Fe-O", source="mp", model=model_path, device="cpu", partition_size=10,
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
 
@@ -211,7 +229,7 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(client, fresh_mp_server, 
 
     def run(out, **changes):
         srv.requests.clear()
-        return run_screening(client, replace(opts, out_dir=str(tmp_path / out), **changes))
+        return run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / out), **changes))
 
     first = run("o1")
     assert len(first.table) == 32 and first.summary["partitions"] == 4
@@ -260,10 +278,10 @@ def printed_run(result, opts):
     return out.get().splitlines()
 
 
-def test_substitution_run_is_charge_balanced_unique_and_in_system(client, model_path, tmp_path):
+def test_substitution_run_is_charge_balanced_unique_and_in_system(inprocess_client, model_path, tmp_path):
     opts = RunOptions(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), relax="none")
-    t = run_screening(client, opts).table
+    t = run_screening(inprocess_client, opts).table
     assert len(t) > 10 and t.id.is_unique and t.structure_key.is_unique
     for formula in t.formula.unique():
         comp = Composition(formula)
@@ -278,10 +296,10 @@ def ensemble_path(tmp_path_factory):
     return tiny_ensemble(tmp_path_factory.mktemp("ensemble"))
 
 
-def test_ensemble_run_carries_the_std_everywhere(client, ensemble_path, tmp_path):
+def test_ensemble_run_carries_the_std_everywhere(inprocess_client, ensemble_path, tmp_path):
     opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=ensemble_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
-    first = run_screening(client, opts)
+    first = run_screening(inprocess_client, opts)
     t = first.table
     for col in ("pred_formation_energy_per_atom", "pred_band_gap", "pred_efermi", "pred_p_metal"):
         assert (t[f"{col}_std"] > 0).all(), col
@@ -291,12 +309,12 @@ def test_ensemble_run_carries_the_std_everywhere(client, ensemble_path, tmp_path
     saved = pd.read_csv(first.files["results"])
     assert {"pred_e_above_hull_std", "pred_band_gap_std", "pred_p_metal"} <= set(saved.columns)
     # the std comes back from the prediction cache unchanged
-    second = run_screening(client, opts)
+    second = run_screening(inprocess_client, opts)
     assert second.summary["inferred"] == 0
     pd.testing.assert_frame_equal(second.table, t)
 
 
-def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(client, model_path, tmp_path):
+def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(inprocess_client, model_path, tmp_path):
     import shutil
 
     from screening.domain import Domain
@@ -308,7 +326,7 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(c
     (tmp_path / "domain.json").write_text(Domain(5000, counts).to_json())
     common = dict(query="Li-*-O", source=f"local:{DATA}", model=str(tmp_path / "model.pt"), device="cpu",
                   cache_dir=str(tmp_path / "cache"))
-    first = run_screening(client, RunOptions(out_dir=str(tmp_path / "o1"), **common))
+    first = run_screening(inprocess_client, RunOptions(out_dir=str(tmp_path / "o1"), **common))
     t = first.table
     has_co = t.formula.map(lambda f: "Co" in {e.symbol for e in Composition(f).elements})
     assert has_co.any() and t["flags"][has_co].str.contains("Co in 0 training crystals").all()
@@ -319,20 +337,20 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(c
     domain_flags = t["flags"].str.replace("thin_references", "").str.strip("; ")
     assert plain.any() and (domain_flags[plain] == "").all()
     assert first.summary["flagged"] == int((domain_flags != "").sum())
-    kept = run_screening(client, RunOptions(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
+    kept = run_screening(inprocess_client, RunOptions(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
     assert set(kept.id) == set(t.id[domain_flags == ""])
 
 
-def test_a_flipped_byte_in_the_graph_store_is_remade_not_served(client, model_path, tmp_path):
+def test_a_flipped_byte_in_the_graph_store_is_remade_not_served(inprocess_client, model_path, tmp_path):
     opts = RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
-    first = run_screening(client, opts).table
+    first = run_screening(inprocess_client, opts).table
     shard = sorted((tmp_path / "cache" / "graphs").rglob("units/*.zarr/distances/c/0"))[0]
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     shard.write_bytes(bytes(raw))
     shutil_rmtree(tmp_path / "cache" / "predictions")  # so the damaged graphs would be read for inference
-    second = run_screening(client, opts)
+    second = run_screening(inprocess_client, opts)
     assert second.summary["featurized"] > 0
     pd.testing.assert_frame_equal(second.table, first)
 
