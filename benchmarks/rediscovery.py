@@ -19,8 +19,11 @@ Built from ../shared/data without the bundled model's training crystals:
             E_hull against the hull of every crystal of ../shared/data except the candidate's twins
             (so neither the hull nor the anchor holds the answer). Stable: true E_hull <= 0.
             The E_hull std of each stage is hypot(scale x model std, add) (the manifest's stage_std);
-            (scale, add) are fitted on the matched systems of one half (by a hash of the system name)
-            and their coverage reported on the other half. --write-manifest stores them in
+            (scale, add) are fitted on all rows (screening/uncertainty.fit_stage_std), and checked by
+            cross-validation: fitted on 4 of 5 folds of chemical systems, scored on the fifth, pooled
+            (the figures to trust). Beside them: a Student-t P(stable), the anchored estimate shrunk
+            toward the direct one, and the funnel's unrelaxed_shift, each out of fold too.
+            --write-manifest stores them in
             screening/models/default/ensemble.json under "stage_std" (no other key changes).
             Then the top 25 of Li-*-O, Na-*-O and Mg-*-O (unrelaxed, ranked by P(stable) with the
             fitted unrelaxed sigma) and how many are predicted >= 0.1 eV/atom below a known on-hull
@@ -69,10 +72,6 @@ def load_data():
     part = {i: k for k in ("train", "val", "test") for i in split[k]}
     df["split"] = df.material_id.map(part).fillna("none")
     return df
-
-
-def _hash_half(system: str) -> int:
-    return int(hashlib.sha256(system.encode()).hexdigest(), 16) % 2
 
 
 # -- generate -------------------------------------------------------------------------------
@@ -200,14 +199,14 @@ def roc_auc(truth, score) -> float:
     return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def scores(pred_ef, true_ef, pred_eh, true_eh, sigma) -> dict:
+def scores(pred_ef, true_ef, pred_eh, true_eh, sigma, df=None) -> dict:
     from scipy.stats import spearmanr
 
-    from screening.rank import p_stable
+    from screening.uncertainty import probability_below
 
     err = np.abs(pred_eh - true_eh)
     stable = true_eh <= 0
-    p = p_stable(pred_eh, sigma)
+    p = probability_below(pred_eh, sigma, 0.0, df)
     return {"n": len(err), "dEf MAE": float(np.mean(np.abs(pred_ef - true_ef))), "E_hull MAE": float(err.mean()),
             "Spearman": float(spearmanr(pred_eh, true_eh)[0]) if len(err) > 2 else float("nan"),
             "within 1σ": float(np.mean(err <= sigma)), "within 2σ": float(np.mean(err <= 2 * sigma)),
@@ -217,30 +216,131 @@ def scores(pred_ef, true_ef, pred_eh, true_eh, sigma) -> dict:
             "stable": int(stable.sum())}
 
 
-def fit_sigma(model_std, err, pred_eh, true_eh):
-    """(scale, add) for σ = hypot(scale x model_std, add): the lowest Brier score of P(stable) among those
-    covering 62-74 % of |err| within 1σ and >= 91 % within 2σ (a margin inside the 60-75 % and 90 % aimed
-    at); else among those meeting 60-75 % and 90 % exactly; else the nearest to 68.27 % and 90 %."""
-    from screening.rank import p_stable
+# -- calibration -----------------------------------------------------------------------------
 
-    stable = true_eh <= 0
-    tiers, fallback = [None, None], None
-    for scale in np.arange(0.0, 6.01, 0.1):
-        for add in np.arange(0.0, 0.5001, 0.005):
-            if scale == 0 and add == 0:
-                continue
-            sigma = np.hypot(scale * model_std, add)
-            c1, c2 = np.mean(err <= sigma), np.mean(err <= 2 * sigma)
-            brier = np.mean((p_stable(pred_eh, sigma) - stable) ** 2)
-            point = (brier, round(float(scale), 3), round(float(add), 4))
-            for k, (lo, hi, two) in enumerate(((0.62, 0.74, 0.91), (0.60, 0.75, 0.90))):
-                if lo <= c1 <= hi and c2 >= two and (tiers[k] is None or point < tiers[k]):
-                    tiers[k] = point
-            miss = (abs(c1 - 0.6827) + 3 * max(0.0, 0.90 - c2), brier)
-            if fallback is None or miss < fallback[0]:
-                fallback = (miss, point[1], point[2])
-    best = tiers[0] or tiers[1] or fallback
-    return best[1:]
+FOLDS = 5  # folds of the cross-validation, grouped by chemical system
+STUDENT_DF = (2, 5)  # the heavier-tailed P(stable) shapes compared with the Normal
+SHRINK = np.round(np.arange(0.0, 1.001, 0.1), 2)  # weights of the anchored estimate tried
+
+
+def stage_rows(rows: pd.DataFrame) -> dict:
+    """{stage: one frame per scored set of rows, with pred (ΔEf), std (model std), system, dft, true_eh,
+    hull, direct (the unanchored ΔEf of the same candidate), unrelaxed (its ΔEf as generated)}. The anchored stage pools the anchored
+    estimates from the unrelaxed and from the relaxed prediction: a run anchors both, and the manifest
+    holds one anchored entry for them."""
+    def pick(pred, std, direct, part):
+        ok = rows[pred].notna()
+        t = rows[ok]
+        return pd.DataFrame({"id": t.id, "system": t.system, "pred": t[pred], "std": t[std], "dft": t.dft,
+                             "true_eh": t.true_eh, "hull": t.hull, "direct": t[direct], "unrelaxed": t.pred_u, "part": part})
+    return {"unrelaxed": pick("pred_u", "std_u", "pred_u", "unrelaxed"),
+            "relaxed": pick("pred_r", "std_r", "pred_r", "relaxed"),
+            "anchored": pd.concat([pick("pred_a", "std_u", "pred_u", "from unrelaxed"),
+                                   pick("pred_ar", "std_r", "pred_r", "from relaxed")], ignore_index=True)}
+
+
+def _eh(t: pd.DataFrame, column: str = "pred") -> np.ndarray:
+    return (t[column] - t.hull).to_numpy(float)
+
+
+def _line(stage, label, t, pred_ef, sigma, df=None) -> dict:
+    return {"stage": stage, "σ": label, **scores(pred_ef, t.dft.to_numpy(), pred_ef - t.hull.to_numpy(),
+                                                  t.true_eh.to_numpy(), sigma, df)}
+
+
+def shrunk_out_of_fold(t: pd.DataFrame, folds: np.ndarray):
+    """The anchored estimate shrunk toward the direct one, direct + w x (anchored - direct), with w and
+    σ's terms fitted on the other folds: per w, σ by fit_stage_std, then the w whose fit has the lowest
+    in-fold Brier among those meeting the lines (else the lowest Brier). (ΔEf, σ, [w per fold])."""
+    from screening.uncertainty import fit_stage_std, probability_below
+
+    pred, sigma, weights = np.full(len(t), np.nan), np.full(len(t), np.nan), []
+    for f in np.unique(folds):
+        held, fit = folds == f, t[folds != f]
+        best = None
+        for w in SHRINK:
+            ef = fit.direct.to_numpy() + w * (fit.pred.to_numpy() - fit.direct.to_numpy())
+            eh, true = ef - fit.hull.to_numpy(), fit.true_eh.to_numpy()
+            scale, add = fit_stage_std(fit["std"], eh, true)
+            s = np.hypot(scale * fit["std"].to_numpy(), add)
+            err = np.abs(eh - true)
+            meets = 0.60 <= np.mean(err <= s) <= 0.75 and np.mean(err <= 2 * s) >= 0.90
+            key = (not meets, float(np.mean((probability_below(eh, s) - (true <= 0)) ** 2)))
+            if best is None or key < best[0]:
+                best = (key, w, scale, add)
+        _, w, scale, add = best
+        h = t[held]
+        pred[held] = h.direct.to_numpy() + w * (h.pred.to_numpy() - h.direct.to_numpy())
+        sigma[held] = np.hypot(scale * h["std"].to_numpy(), add)
+        weights.append(float(w))
+    return pred, sigma, weights
+
+
+def shifted_out_of_fold(unrelaxed: pd.DataFrame, relaxed: pd.DataFrame, folds: np.ndarray):
+    """The funnel's unrelaxed_shift (workflows/funnel.py: the median change relaxing made to the relaxed
+    candidates' ΔEf, at least 0, added to the unrelaxed ones) measured out of fold: the shift from the
+    relaxed rows of the other folds, σ's terms refitted with it there. (ΔEf, σ, [shift per fold])."""
+    from screening.uncertainty import fit_stage_std
+
+    fold_of = dict(zip(unrelaxed.id, folds))
+    rfolds = relaxed.id.map(fold_of).to_numpy()
+    change = (relaxed.pred - relaxed.unrelaxed).to_numpy()
+    pred, sigma, shifts = np.full(len(unrelaxed), np.nan), np.full(len(unrelaxed), np.nan), []
+    for f in np.unique(folds):
+        held = folds == f
+        shift = max(float(np.median(change[rfolds != f])), 0.0)
+        fit = unrelaxed[~held]
+        scale, add = fit_stage_std(fit["std"], _eh(fit) + shift, fit.true_eh)
+        pred[held] = unrelaxed.pred.to_numpy()[held] + shift
+        sigma[held] = np.hypot(scale * unrelaxed["std"].to_numpy()[held], add)
+        shifts.append(round(shift, 3))
+    return pred, sigma, shifts
+
+
+def calibrate(rows: pd.DataFrame, manifest: dict):
+    """(table of scores, stage_std fitted on all rows, out-of-fold figures per stage)."""
+    from screening.uncertainty import fit_stage_std, grouped_folds, out_of_fold_std
+
+    sets = stage_rows(rows)
+    today = manifest.get("stage_std") or {}
+    # one assignment of systems to folds for every stage, so that a stage's held-out fold is the same
+    # systems as another's
+    fold_of = dict(zip(rows.system, grouped_folds(rows.system, FOLDS)))
+    table, fitted, oof = [], {}, {}
+    for stage, t in sets.items():
+        folds = t.system.map(fold_of).to_numpy()
+        std, pred, eh, true = t["std"].to_numpy(), t.pred.to_numpy(), _eh(t), t.true_eh.to_numpy()
+        if stage in today:
+            s, a = today[stage]["scale"], today[stage]["add"]
+            table.append(_line(stage, f"manifest before ({s:g}, {a:g}), in-sample", t, pred, np.hypot(s * std, a)))
+        fitted[stage] = fit_stage_std(std, eh, true)
+        s, a = fitted[stage]
+        table.append(_line(stage, f"fitted on all ({s:g}, {a:g}), in-sample", t, pred, np.hypot(s * std, a)))
+        sigma, terms = out_of_fold_std(std, eh, true, folds)
+        label = f"out-of-fold, {FOLDS} folds by system: " + " ".join(f"({s:g}, {a:g})" for s, a in terms)
+        table.append(_line(stage, label, t, pred, sigma))
+        oof[stage] = {k: round(v, 3) if isinstance(v, float) else v for k, v in table[-1].items()
+                      if k in ("n", "within 1σ", "within 2σ", "Brier", "ROC-AUC", "E_hull MAE")}
+        if t.part.nunique() > 1:
+            for part in t.part.unique():
+                m = (t.part == part).to_numpy()
+                table.append(_line(f"{stage} ({part})", "out-of-fold, as above", t[m], pred[m], sigma[m]))
+        for df in STUDENT_DF:
+            sigma_t, terms = out_of_fold_std(std, eh, true, folds, df)
+            table.append(_line(stage, f"Student-t {df} dof, out-of-fold", t, pred, sigma_t, df))
+        if stage == "anchored":
+            ef, sig, weights = shrunk_out_of_fold(t, folds)
+            table.append(_line(stage, f"shrunk toward direct, out-of-fold: w {weights}", t, ef, sig))
+        if stage == "unrelaxed":
+            ef, sig, shifts = shifted_out_of_fold(t, sets["relaxed"], folds)
+            table.append(_line(stage, f"+ funnel's unrelaxed_shift, out-of-fold: {shifts}", t, ef, sig))
+    # the same crystals under another stage's out-of-fold σ, to compare stages row for row
+    for stage, other in (("unrelaxed", "relaxed"), ("unrelaxed", "anchored"), ("relaxed", "anchored")):
+        t = sets[stage]
+        sigma, _ = out_of_fold_std(t["std"], _eh(t), t.true_eh, t.system.map(fold_of).to_numpy())
+        m = t.id.isin(sets[other].id).to_numpy()
+        table.append(_line(f"{stage}, {other} rows", "out-of-fold", t[m], t.pred.to_numpy()[m], sigma[m]))
+    return pd.DataFrame(table), fitted, oof
 
 
 def evaluate(args):
@@ -321,58 +421,28 @@ def evaluate(args):
         log(f"  after CHGNet relaxation: median |error| {np.median(np.abs(rv)):.1f} %, mean signed {np.mean(rv):+.1f} %;"
             f" CHGNet energy change median {np.median(rows.relax_energy_change[have]):+.3f} eV/atom")
 
-    # (pred column, std column, the stage_std key its σ uses, rows: those where this column is known);
-    # the "... rows" lines score a stage on the rows of another, to compare them on the same crystals
-    stage_cols = {"unrelaxed": ("pred_u", "std_u", "unrelaxed", "pred_u"),
-                  "relaxed": ("pred_r", "std_r", "relaxed", "pred_r"),
-                  "unrelaxed, relaxed rows": ("pred_u", "std_u", "unrelaxed", "pred_r"),
-                  "anchored": ("pred_a", "std_u", "anchored", "pred_a"),
-                  "unrelaxed, anchored rows": ("pred_u", "std_u", "unrelaxed", "pred_a"),
-                  "anchored (relaxed)": ("pred_ar", "std_r", "anchored", "pred_ar"),
-                  "relaxed, anchored rows": ("pred_r", "std_r", "relaxed", "pred_ar")}
-    half = rows.system.map(_hash_half).to_numpy()
-    old = {"unrelaxed": (1.0, float(manifest.get("unrelaxed_std", 0.0)))}
-    fitted = {}
-    table = []
-    for stage, (pc, sc, key, rows_of) in stage_cols.items():
-        ok = rows[rows_of].notna().to_numpy()
-        if ok.sum() < 4:
-            log(f"\n{stage}: {ok.sum()} rows, not scored")
-            continue
-        t = rows[ok]
-        h = half[ok]
-        pred_eh = (t[pc] - t.hull).to_numpy()
-        err = np.abs(pred_eh - t.true_eh.to_numpy())
-        if stage == key:
-            fitted[key] = {"A": fit_sigma(t[sc].to_numpy()[h == 0], err[h == 0], pred_eh[h == 0], t.true_eh.to_numpy()[h == 0]),
-                           "all": fit_sigma(t[sc].to_numpy(), err, pred_eh, t.true_eh.to_numpy())}
-        for label, (scale, add) in (("today's σ", old.get(key, (1.0, 0.0))),
-                                    ("σ fitted on half A", fitted[key]["A"]),
-                                    ("σ fitted on all", fitted[key]["all"])):
-            sigma = np.hypot(scale * t[sc].to_numpy(), add)
-            for part, m in (("all", np.ones(len(t), bool)), ("half A", h == 0), ("half B", h == 1)):
-                if part != "all" and (label != "σ fitted on half A" or rows_of != pc):
-                    continue  # the held-out half only for the fit itself; comparisons on all rows
-                if m.sum() < 4:
-                    continue
-                s = scores(t[pc].to_numpy()[m], t.dft.to_numpy()[m], pred_eh[m], t.true_eh.to_numpy()[m], sigma[m])
-                table.append({"stage": stage, "σ": f"{label} ({scale:g}, {add:g})", "rows": part, **s})
-    out = pd.DataFrame(table)
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
-        log("\nσ = hypot(scale x model std, add) as (scale, add); E_hull in eV/atom; stable: true E_hull <= 0\n")
-        log(out.to_string(index=False))
+    table, fitted, oof = calibrate(rows, manifest)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 80,
+                           "display.float_format", "{:.3f}".format):
+        log("\nσ = hypot(scale x model std, add) as (scale, add); E_hull in eV/atom; stable: true E_hull <= 0;"
+            " P(stable) Normal unless said")
+        log(f"out-of-fold: σ's terms fitted on {FOLDS - 1} of {FOLDS} folds (every row of a chemical system in "
+            f"one fold), scored on the fold held out, pooled\n")
+        log(table.to_string(index=False))
 
-    stage_std = {k: {"scale": v["all"][0], "add": v["all"][1]} for k, v in fitted.items()}
+    stage_std = {k: {"scale": s, "add": a} for k, (s, a) in fitted.items()}
     stage_std["fitted_on"] = (f"benchmarks/rediscovery.py: {len(rows)} substitution prototypes matching test-split "
                               f"crystals of ../shared/data ({len(info['systems'])} sampled test-split systems; "
-                              f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, CHGNet)")
+                              f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, CHGNet); fitted on all, "
+                              f"checked by {FOLDS}-fold cross-validation grouped by chemical system")
+    stage_std["out_of_fold"] = oof
     log("\nstage_std (fitted on all matched rows): " + json.dumps(stage_std, ensure_ascii=False))
     if args.write_manifest:
         text = (MODEL / "ensemble.json").read_text()
         m = json.loads(text)
         m["stage_std"] = stage_std
         (MODEL / "ensemble.json").write_text(json.dumps(m, indent=1, ensure_ascii=False))
-        log(f"wrote stage_std into {MODEL / 'ensemble.json'}")
+        log(f"wrote stage_std into {(MODEL / 'ensemble.json').relative_to(ROOT)}")
     top25(ensemble, stage_std)
     rows.drop(columns=["cif"]).to_csv(WORK / "rows.csv", index=False)
 

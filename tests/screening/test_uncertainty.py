@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from screening.rank import RankOptions, ReferencePhases, rank
-from screening.uncertainty import stage_std
+from screening.uncertainty import fit_stage_std, grouped_folds, out_of_fold_std, stage_std, stage_terms
 
 STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, "add": 0.03},
              "anchored": {"scale": 1.2, "add": 0.05}, "fitted_on": "a test"}
@@ -58,3 +58,85 @@ def test_rank_reads_the_scales_from_the_model_manifest(tmp_path):
     assert out.pred_e_above_hull_std.to_dict() == pytest.approx(
         {"a": 0.05, "b": np.hypot(0.1, 0.1), "c": np.hypot(0.075, 0.03)})
     assert out.pred_e_above_hull.to_dict() == pytest.approx({"a": 0.1, "b": 0.1, "c": 0.1})
+
+
+# -- calibration (fit_stage_std, grouped_folds, out_of_fold_std) ----------------------------------------
+
+def test_grouped_folds_put_every_system_in_one_fold_whatever_the_row_order():
+    rng = np.random.default_rng(0)
+    systems = [f"A{i}-O" for i in rng.integers(0, 60, 400)]
+    folds = grouped_folds(systems, 5)
+    by_system = pd.Series(folds).groupby(pd.Series(systems)).nunique()
+    assert (by_system == 1).all()
+    counts = np.bincount([f for f in dict(zip(systems, folds)).values()], minlength=5)
+    assert counts.max() - counts.min() <= 1  # systems dealt evenly
+    order = rng.permutation(len(systems))
+    again = grouped_folds([systems[i] for i in order], 5)
+    assert (again == folds[order]).all()
+
+
+def heavy_tailed(n, seed, scale=2.0, add=0.05, df=5):
+    """Model stds, and errors of a Student-t (df) whose scale is hypot(scale x std, add)."""
+    rng = np.random.default_rng(seed)
+    std = rng.uniform(0.02, 0.15, n)
+    width = np.hypot(scale * std, add)
+    true = rng.normal(0.0, 0.3, n)
+    return std, true + width * rng.standard_t(df, n), true, width
+
+
+def coverage(std, pred, true, terms):
+    sigma = np.hypot(terms[0] * std, terms[1])
+    err = np.abs(pred - true)
+    return np.mean(err <= sigma), np.mean(err <= 2 * sigma)
+
+
+def test_the_fit_widens_sigma_past_the_true_width_for_heavy_tails_and_meets_the_lines_on_new_data():
+    # t with 5 dof: 92 % of |t| lies within 2.19 and 68 % within 1.10, so the first window (64-72 % within
+    # 1σ, >= 92 % within 2σ) holds from about 1.10 to 1.18 times the true width, not at the width itself
+    std, pred, true, width = heavy_tailed(600, 1)
+    assert coverage(std, pred, true, (2.0, 0.05))[1] < 0.92
+    terms = fit_stage_std(std, pred, true)
+    c1, c2 = coverage(std, pred, true, terms)
+    assert 0.64 <= c1 <= 0.72 and c2 >= 0.92
+    assert 1.0 < np.median(np.hypot(terms[0] * std, terms[1]) / width) < 1.35
+    std2, pred2, true2, _ = heavy_tailed(3000, 2)  # the same distribution, rows the fit never saw
+    c1, c2 = coverage(std2, pred2, true2, terms)
+    assert 0.60 <= c1 <= 0.75 and c2 >= 0.90
+
+
+def test_the_fit_takes_the_lowest_brier_score_inside_the_window():
+    from screening.uncertainty import ADDS, SCALES, probability_below
+
+    std, pred, true, _ = heavy_tailed(300, 3)
+    best = fit_stage_std(std, pred, true)
+    brier = {}
+    for s in SCALES[::5]:
+        for a in ADDS[::5]:
+            c1, c2 = coverage(std, pred, true, (s, a))
+            if (s or a) and 0.64 <= c1 <= 0.72 and c2 >= 0.92:
+                brier[(s, a)] = np.mean((probability_below(pred, np.hypot(s * std, a)) - (true <= 0)) ** 2)
+    assert brier  # the coarse grid has points inside the window
+    p = probability_below(pred, np.hypot(best[0] * std, best[1]))
+    assert np.mean((p - (true <= 0)) ** 2) <= min(brier.values()) + 1e-12
+
+
+def test_out_of_fold_sigma_comes_from_the_other_folds_only():
+    std, pred, true, _ = heavy_tailed(200, 4)
+    pred[:40] = true[:40] + 5 * (pred[:40] - true[:40])  # fold 0 much worse than the rest
+    folds = np.repeat(np.arange(5), 40)
+    sigma, terms = out_of_fold_std(std, pred, true, folds)
+    for f in range(5):
+        held = folds == f
+        assert terms[f] == fit_stage_std(std[~held], pred[~held], true[~held])
+        assert sigma[held] == pytest.approx(np.hypot(terms[f][0] * std[held], terms[f][1]))
+    assert coverage(std[:40], pred[:40], true[:40], terms[0])[0] < 0.5  # it did not see fold 0's errors
+
+
+def test_the_shipped_manifest_holds_every_stage_fitted_and_cross_validated():
+    from screening.model_info import default_model_path
+
+    entry = json.loads(default_model_path().read_text())["stage_std"]
+    for stage in ("unrelaxed", "relaxed", "anchored"):
+        assert stage_terms(stage, stage == "anchored", entry) == (entry[stage]["scale"], entry[stage]["add"])
+        assert set(entry["out_of_fold"][stage]) >= {"within 1σ", "within 2σ", "Brier", "n"}
+    assert "cross-validation grouped by chemical system" in entry["fitted_on"]
