@@ -1,4 +1,4 @@
-"""Relaxation before prediction: the funnel's (workflows/run/funnel.py) and `screen run --relax all`.
+"""Relaxation before prediction: the funnel's (workflows/run/funnel.py) and a run with `relax` "all".
 
 Why: MT-CGCNN learned from DFT-relaxed crystals. A substitution candidate is a prototype
 with a rescaled lattice, never relaxed, so the model extrapolates on it and its predicted

@@ -11,19 +11,8 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 400, 60, 10
 # Today's offenders, which other changes of issue 28 are shrinking. This set must end empty; an entry
 # that no longer offends fails the test, so it shrinks as that work lands.
 PENDING = {
-    "cli.py",
-    "cli.py::run",
-    "cli.py::train",
-    "screening/sources/mp.py",
-    "screening/sources/substitution.py",
-    "screening/train.py::train",
-    "workflows/experiment_report.py",
-    "workflows/funnel.py::relax_top",
-    "workflows/funnel.py::_relax",
-    "workflows/screen_run.py",
-    "workflows/screen_run.py::run_screening",
-    "workflows/screen_run.py::run_settings",
-    "workflows/training.py::train_model",
+    "cli.py",  # 720 lines: its commands still print their own tables and progress
+    "cli.py::train",  # data, out, resume, limit, device, threads are typed in cli.py, not settings yet
 }
 
 
