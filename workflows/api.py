@@ -163,13 +163,12 @@ def _from_source(candidate: pd.Series, run: dict):
     from screening.featurize import FeaturizerConfig
     from screening.formula import element_set
     from screening.query import parse_query
-    from workflows.run.funnel import is_hypothetical
     from screening.sources import open_source
 
     source = open_source(run["source"], gnome=run["gnome"], rate=run["mp_rate"])
     c_id, formula = str(candidate["id"]), str(candidate["formula"])
     # a hypothetical crystal is made again with its chemical system's; a known one is asked for by id
-    query = "-".join(sorted(element_set(formula))) if is_hypothetical(source.name) else c_id
+    query = "-".join(sorted(element_set(formula))) if source.hypothetical else c_id
     found = [c for c in source.fetch(parse_query(query)) if str(c.id) == c_id]
     if not found:
         raise ScreenError(f"structure(): {c_id} ({formula}) is no longer in {source.name}")

@@ -168,6 +168,10 @@ class Source(ABC):
     # the source it draws known crystals from (substitution:mp's mp), or None
     base: Optional["Source"] = None
 
+    def rejection_counts(self) -> dict:
+        """What the last fetch rejected, by reason: {"valence": formulas, "distance": {"Br-O": n}} (none here)."""
+        return {"valence": 0, "distance": {}}
+
     @abstractmethod
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:
         """Every candidate matching the query, each once."""

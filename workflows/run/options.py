@@ -156,7 +156,7 @@ class RunOptions:
 
         query = parse_query(self.query, self.exclude)
         source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
-        if self.rank.new_only and source.name != "mp":
+        if self.rank.new_only and not source.knows_stability:
             raise ScreenError(f"`new_only`: the source {source.name} does not say which crystals are on "
                               f"its hull or known experimentally (the Materials Project does: `source` mp)")
         if self.partition_size < 1:
@@ -169,7 +169,7 @@ class RunOptions:
         kernel_build.mode()  # SCREEN_KERNEL, which the workers inherit: checked here, not after the fetch
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"`fmt` {self.output_format}: choose csv or parquet")
-        relax = funnel.relax_plan(self.relax, self.relax_top, funnel.is_hypothetical(source.name))
+        relax = funnel.relax_plan(self.relax, self.relax_top, source.hypothetical)
         if not self.no_worker_timeout > 0:
             raise ScreenError(f"`no_worker_timeout` {self.no_worker_timeout:g}: must be more than 0 seconds")
         if self.reference:  # a reference file that is not there fails now, not after the inference

@@ -24,10 +24,7 @@ RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so p
 
 def fetch_counts(source) -> FetchCounts:
     """What the source's last fetch rejected (the substitution source's prototypes), by reason."""
-    rejection_counts = getattr(source, "rejection_counts", None)
-    if rejection_counts is None:
-        return FetchCounts()
-    rejected = rejection_counts()
+    rejected = source.rejection_counts()
     return FetchCounts(rejected_valence=rejected["valence"], rejected_distance=dict(rejected["distance"]))
 
 
