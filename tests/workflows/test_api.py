@@ -58,7 +58,7 @@ def test_the_readme_example_screens_li_fe_o_and_reads_a_structure(tmp_path):
 @pytest.mark.parametrize("options, message", [
     (dict(query="Li-*-Xx"), "Xx"),
     (dict(top=-1), "--top -1: must be at least 1"),
-    (dict(gap_min=2, gap_max=1), "`gap_min` 2.0 is above `gap_max` 1.0"),  # the names the caller passed
+    (dict(gap_min=2, gap_max=1), "--gap-min 2.0 is above --gap-max 1.0"),
     (dict(source="nowhere"), "unknown source"),
     (dict(worker=2), "screen(): unknown option 'worker' (did you mean workers?)"),
     (dict(memory="lots"), "--memory lots: not a size"),
