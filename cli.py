@@ -18,8 +18,9 @@ import typer.main
 from rich.console import Console
 
 from screening.errors import ScreenError
-from workflows.run.options import PANEL, PANELS, RunSettings
-from workflows.train.settings import FeaturizerConfig, TrainConfig
+from workflows.cluster.submit import REJECTS, run_option_names
+from workflows.run.options import PANEL, RunSettings
+from workflows.train.settings import FeaturizerConfig, TrainConfig, TrainRunSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -61,15 +62,23 @@ def as_flags(message: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)(=False)?`", flag, message)
 
 
-def option(settings, name: str, *decls: str, **kwargs):
-    """A typer option whose default and help come from the settings dataclass's field (screening/settings.py)."""
+def option(settings, name: str, *decls: str, shown=None, **kwargs):
+    """A typer option whose default and help come from the settings dataclass's field (screening/settings.py).
+    `shown(default)` is the default as the option takes it (a list as one comma-separated text: `comma`)."""
     from workflows.settings import default_of, help_of
 
     from dataclasses import MISSING
 
     kwargs.setdefault("help", as_flags(help_of(settings, name)))
     default = default_of(settings, name)
+    if shown and default not in (None, MISSING):
+        default = shown(default)
     return typer.Option(... if default is MISSING else default, *decls, **kwargs)
+
+
+def comma(values) -> str:
+    """A list setting as one option's text (--tasks a,b; --split 0.8,0.1,0.1)."""
+    return ",".join(map(str, values))
 
 
 def cache_option(**kwargs):
@@ -113,29 +122,6 @@ def user_errors(fn):
         finally:
             _error_log.reset(token)
     return wrapper
-
-
-_STAGES = {"fetch": "fetching candidates", "relax": "relaxing candidates (chunks)",
-           "infer": "screening partitions", "infer_relaxed": "predicting the relaxed candidates"}
-
-
-def _progress_lines():
-    """Progress for output that is not a terminal (a log, CI, a batch job): a line when a stage
-    starts, then at most one every 10 s, and the last one."""
-    import time
-
-    t0, last, fetching = time.time(), [0.0], [False]
-
-    def show(stage: str, done: int, total: int) -> None:
-        now = time.time()
-        if stage == "fetch":  # a run may announce its fetch more than once (a plan, then the fetch)
-            if not fetching[0]:
-                console.print(_STAGES[stage], highlight=False)
-            fetching[0] = True
-        elif done in (0, total) or now - last[0] >= 10:
-            console.print(f"{_STAGES.get(stage, stage)}: {done}/{total} ({now - t0:.0f} s)", highlight=False)
-            last[0] = now
-    return show
 
 
 def _run_option(name: str, *decls: str, **kwargs):
@@ -192,105 +178,18 @@ def run(
 
     opts, spec = checked(settings)
     from workflows.cluster.connection import connect, dashboard_link
+    from workflows.run.terminal import print_run, screen_showing_progress
 
     with connect(spec) as client:
         # (with --runner, only the client task gets here: the others ran their part inside connect)
         console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        result = _screen(client, opts)
-    _print_run(result, opts)
-
-
-def _screen(client, opts):
-    """The run on `client`, with its progress: a bar on a terminal, lines in a log."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from workflows.run.pipeline import run_screening, source_notes
-
-    for note in source_notes(opts):
-        console.print(note, highlight=False)
-    if not console.is_terminal:
-        return run_screening(client, opts, progress=_progress_lines())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        job = bar.add_task("screening partitions", total=None)
-        return run_screening(client, opts, progress=lambda stage, d, n: bar.update(
-            job, description=_STAGES.get(stage, stage), completed=d, total=n))
-
-
-_RUN_COLUMNS = {  # result column -> short terminal header
-    "rank": "#", "formula": "formula", "id": "id", "pred_p_stable": "P(stable)", "pred_e_above_hull": "E_hull",
-    "dft_e_above_hull": "DFT E_hull", "known": "known", "stage": "stage", "pred_band_gap": "Eg",
-    "pred_class": "class", "pred_p_metal": "P(metal)", "pred_formation_energy_per_atom": "dEf", "pred_efermi": "EF",
-    "dft_formation_energy_per_atom": "DFT dEf", "dft_band_gap": "DFT Eg",
-    "flags": "flags"}
-
-
-def _print_run(result, opts):
-    from workflows.report import class_note, known_status, print_table, shown_class, with_error_bars
-
-    s = result.summary
-    shown = with_error_bars(result.table.drop(columns=["pred_p_metal_std"], errors="ignore"))
-    status = known_status(result.table)
-    if status is not None:
-        shown["known"] = status
-    if "pred_class" in shown:
-        shown["pred_class"] = shown_class(result.table, opts.rank.gap_threshold)
-    shown = shown[[c for c in _RUN_COLUMNS if c in shown.columns]].rename(columns=_RUN_COLUMNS)
-    print_table(console, shown, max_rows=25,  # the query as typed (Li-*-O), not as parsed (Li-O-*)
-                title=f"{opts.query}: {s['ranked']} of {s['candidates']} candidates, {s['ranked_by']} "
-                      f"(E_hull, dEf in eV/atom; Eg, EF in eV; predicted unless DFT)")
-    if "pred_class" in result.table:
-        console.print(class_note(result.table.head(25), opts.rank.gap_threshold), highlight=False)
-    console.print(f"featurized {s['featurized']}, inferred {s['inferred']} "
-                  f"(cache hits: {s['graph_cache_hits']} graphs, {s['prediction_cache_hits']} predictions); "
-                  f"{s['unusable']} unusable; {s['wall_seconds']:.1f}s", highlight=False)
-    if s["unusable"]:  # refused inputs (unreadable, atoms on top of each other): named, never predicted
-        console.print(f"not screened: {s['unusable']} unusable candidates; first: {s['unusable_first'][0]}",
-                      highlight=False, soft_wrap=True)
-    if s.get("source_note"):
-        console.print(s["source_note"], highlight=False)
-    if s.get("rejection_note"):
-        console.print(s["rejection_note"], highlight=False)
-    if "mp_fetched" in s:
-        console.print(f"Materials Project entries: {s['mp_fetched']} fetched in full, {s['mp_cached']} from the "
-                      f"entry cache", highlight=False)
-    console.print(s["reference_note"], highlight=False)
-    console.print(s["uncertainty_note"], highlight=False)
-    console.print(s["domain_note"], highlight=False)
-    if s.get("relax"):
-        console.print(s["relax_note"], highlight=False)
-    for note in ("anchor_note", "thin_note"):
-        if s.get(note):
-            console.print(s[note], highlight=False)
-    console.print(f"changes since the previous run: {s['changes']['note']}", highlight=False)
-    for name, path in result.files.items():
-        console.print(f"{name}: {path}", highlight=False)
-
-
-def _run_option_names(leave_out=()) -> str:
-    """`screen run`'s options by help panel, one line each (for `screen submit --help`)."""
-    import inspect
-
-    params = inspect.signature(run).parameters
-    lines = []
-    for panel, names in PANELS.items():
-        shown = []
-        for name in names:
-            if name in leave_out:
-                continue
-            decls = [d for d in params[name].default.param_decls if d.startswith("--")]
-            shown.append(decls[0] if decls else "--" + name.replace("_", "-"))
-        if shown:
-            lines.append(f"{panel}: {', '.join(shown)}")
-    return "\n\n".join(lines)
-
-
-_SUBMIT_REJECTS = ("scheduler", "jobqueue", "runner")  # the job starts its own cluster
+        result = screen_showing_progress(console, client, opts)
+    print_run(console, result, opts)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              epilog="[bold]screen run options it accepts[/bold] (as `screen run --help` describes them):\n\n"
-                    + _run_option_names(_SUBMIT_REJECTS))
+                    + run_option_names(run, REJECTS))
 @user_errors
 def submit(
     ctx: typer.Context,
@@ -306,42 +205,9 @@ def submit(
     """Submit a whole screening run as one Slurm batch job, with any `screen run` options (--query,
     --source, ..., --workers, --threads, --memory, --queue, --account, --walltime) or a campaign file.
     The job script is written to the run's --out folder; `screen status --out DIR` follows the job."""
-    from workflows.cluster.batch import batch_job, check_begin, crontab_line, sbatch_delay
-    from workflows.cluster.batch import submit as submit_job
-    from workflows.cluster.campaign import read_campaign
-    from workflows.run.options import checked as checked_settings
+    from workflows.cluster.submit import submit_runs
 
-    runs, name, batch, out = [list(ctx.args)], "screen", {}, None
-    if campaign:
-        c = read_campaign(campaign, check_files=True)
-        runs, name, batch, out = [args + list(ctx.args) for _, args in c.runs], c.name, c.batch, c.out
-        every = every or c.every
-    if begin is not None:  # before the run options: their check describes the model (seconds)
-        check_begin(begin)
-    if every is not None:
-        sbatch_delay(every)
-    checked = []
-    for args in runs:  # every run option checked before anything is submitted
-        params = _run_params(args)
-        for option in _SUBMIT_REJECTS:
-            if params[option]:
-                raise ScreenError(f"`{option}`: screen submit runs its own Dask cluster inside the job; leave it out")
-        checked.append(checked_settings(RunSettings(**params)))
-    opts, spec = checked[0]
-    out = out or Path(opts.out_dir)
-    job = batch_job(runs, out, spec, name=name, every=every, batch=batch, gpus=gpus, overcommit=overcommit)
-    job_id = submit_job(job, begin=begin, dry_run=dry_run)
-    console.print(f"job script: {job.script_path}" + (f" ({len(runs)} queries, one after another)" if len(runs) > 1 else ""),
-                  highlight=False)
-    if job_id:
-        console.print(f"submitted batch job {job_id}", highlight=False)
-        console.print(f"follow it: screen status --{'campaign ' + str(campaign) if campaign else 'out ' + str(out)}",
-                      highlight=False)
-    if every:
-        line = crontab_line(every, job.script_path)
-        console.print(f"schedule: every {every}, each run submits the next (sbatch --begin)", highlight=False)
-        if line:
-            console.print(f"or from cron (scrontab) instead: {line}", highlight=False, soft_wrap=True)
+    submit_runs(console, _run_params, ctx.args, campaign, gpus, overcommit, begin, every, dry_run)
 
 
 def _run_params(args: List[str]) -> dict:
@@ -362,34 +228,9 @@ def status(
     campaign: Optional[Path] = typer.Option(None, "--campaign", help="A campaign file (its out folder)."),
 ):
     """The batch jobs of a run folder (or campaign) and its latest results."""
-    from workflows.report import print_table
-    from workflows.cluster.batch import jobs, latest_results, states
-    from workflows.cluster.campaign import read_campaign
+    from workflows.cluster.submit import show_status
 
-    folders = None
-    if campaign:
-        c = read_campaign(campaign)
-        out, folders = c.out, [(q, Path(_run_params(args)["out"])) for q, args in c.runs]
-    if out is None:
-        raise ScreenError("screen status: give --out DIR or --campaign FILE")
-    submitted = jobs(out)
-    if not submitted:
-        raise ScreenError(f"--out {out}: no batch job was submitted for this folder (no {out}/jobs.csv)")
-    try:
-        known = states([j["job_id"] for j in submitted])
-    except ScreenError as e:  # no Slurm here (another machine, or it is down): the results still show
-        console.print(f"job states unknown: {e}", highlight=False)
-        known = {}
-    import pandas as pd
-
-    rows = [{"job": j["job_id"], "submitted": j["submitted"], "begin": j["begin"],
-             "state": known.get(j["job_id"], {}).get("state", "ended, or unknown to Slurm"),
-             "start": known.get(j["job_id"], {}).get("start", ""),
-             "reason": known.get(j["job_id"], {}).get("reason", "")} for j in submitted]
-    print_table(console, pd.DataFrame(rows), title=f"batch jobs of {out}")
-    for query, folder in folders or [(None, out)]:
-        for line in latest_results(folder, f" of {query}" if query and len(folders) > 1 else ""):
-            console.print(line, highlight=False, soft_wrap=True)
+    show_status(console, _run_params, out, campaign)
 
 
 @app.command()
@@ -431,37 +272,17 @@ def predict(
         raise typer.Exit(1)
 
 
-def _floats(text: str, what: str) -> List[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ScreenError(f"{what} {text!r}: expected comma-separated numbers") from None
-
-
-def _words(text: str) -> List[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _listed(settings, name: str, *decls: str):
-    """A list setting as one comma-separated option (--tasks a,b; --split 0.8,0.1,0.1), default and help from its field."""
-    from workflows.settings import default_of, help_of
-
-    value = default_of(settings, name)
-    return typer.Option(None if value is None else ",".join(map(str, value)), *decls,
-                        help=as_flags(help_of(settings, name)))
-
-
 @app.command()
 @user_errors
 def train(
-    data: Path = typer.Option(..., "--data", "-d", help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json (default runs/model, or the --resume checkpoint's directory)."),
-    tasks: str = _listed(TrainConfig, "tasks"),
-    task_weights: Optional[str] = _listed(TrainConfig, "task_weights", "--weights"),
+    data: Path = option(TrainRunSettings, "data", "--data", "-d"),
+    out: Optional[Path] = option(TrainRunSettings, "out", "--out", "-o"),
+    tasks: str = option(TrainConfig, "tasks", shown=comma),
+    task_weights: Optional[str] = option(TrainConfig, "task_weights", "--weights", shown=comma),
     weighting: str = option(TrainConfig, "weighting"),
     loss: str = option(TrainConfig, "loss"),
     metal_head: bool = option(TrainConfig, "metal_head", "--metal-head/--no-metal-head"),
-    split: str = _listed(TrainConfig, "split"),
+    split: str = option(TrainConfig, "split", shown=comma),
     split_seed: int = option(TrainConfig, "split_seed"),
     epochs: int = option(TrainConfig, "epochs"),
     batch_size: int = option(TrainConfig, "batch_size"),
@@ -480,63 +301,18 @@ def train(
     n_h: int = option(TrainConfig, "n_h"),
     cutoff: float = option(FeaturizerConfig, "cutoff"),
     max_neighbors: int = option(FeaturizerConfig, "max_neighbors"),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N rows."),
-    resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.pt."),
+    limit: Optional[int] = option(TrainRunSettings, "limit"),
+    resume: Optional[Path] = option(TrainRunSettings, "resume"),
     cache: Path = cache_option(),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 gives bit-identical reruns)."),
+    device: str = option(TrainRunSettings, "device"),
+    threads: Optional[int] = option(TrainRunSettings, "threads"),
 ):
     """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""
-    from workflows.train.training import train_settings
+    from workflows.train.settings import train_settings
+    from workflows.train.terminal import train_showing_progress
 
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-    if resume and out and out.resolve() != resume.resolve().parent:
-        raise ScreenError(f"--resume {resume} continues the run in {resume.parent}, not --out {out}")
-    out = resume.parent if resume else (out or Path("runs/model"))
-    cfg, featurizer = train_settings(
-        cutoff=cutoff, max_neighbors=max_neighbors, device=device, tasks=_words(tasks),
-        task_weights=_floats(task_weights, "--weights") if task_weights else None,
-        weighting=weighting, loss=loss, metal_head=metal_head, epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-        ema_decay=ema_decay, bn_recompute=bn_recompute, patience=patience, seed=seed, split=_floats(split, "--split"),
-        split_seed=split_seed, atom_fea_len=atom_fea_len, n_conv=n_conv, h_fea_len=h_fea_len, n_h=n_h)
-    best = _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume)
-    console.print(f"best epoch {best['epoch']} (score {best['score']:.4f}); "
-                  f"checkpoints in {out}; evaluate with: screen evaluate --model {out / 'best.pt'} --data {data}")
-
-
-def _train_showing_progress(data, out, cfg, featurizer, cache, limit, resume) -> dict:
-    """train_model with a featurizing bar, then a line for the data and split, then one per epoch."""
-    import shlex
-
-    from rich.progress import Progress
-
-    from workflows.train.training import TrainHooks, train_model
-
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task("featurizing into the graph store", total=None)
-
-        def ready(loaded, split):
-            bar.stop()
-            console.print(f"{len(loaded.graphs)} crystals from {data}"
-                          + (f" ({loaded.featurized} featurized now, stored in {cache})" if loaded.featurized
-                             else f" (graph store in {cache})")
-                          + (f"; skipped {len(loaded.skipped)} (first: {loaded.skipped[0]})" if loaded.skipped else ""))
-            console.print(f"split (seed {cfg.split_seed}): {len(split['train'])} train / {len(split['val'])} val / "
-                          f"{len(split['test'])} test; device {cfg.device}")
-
-        def show(row):
-            maes = "  ".join(f"{k[8:]} {v:.4f}" for k, v in row.items() if k.startswith("val_mae_"))
-            auc = f"  AUC {row['val_auc_metal']:.4f}" if "val_auc_metal" in row else ""
-            console.print(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4f}  val MAE {maes}{auc}  "
-                          f"lr {row['lr']:.2e}  {row['seconds']:.0f}s", highlight=False)
-
-        hooks = TrainHooks(progress=lambda done, total: bar.update(job, completed=done, total=total),
-                           on_ready=ready, on_epoch=show)
-        return train_model(data, out, cfg, featurizer, cache, limit=limit, resume=resume, hooks=hooks,
-                           command="screen train " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    run, cfg, featurizer = train_settings(dict(locals()))
+    train_showing_progress(console, run, cfg, featurizer, cache)
 
 
 @app.command()
@@ -551,18 +327,11 @@ def evaluate(
     device: str = typer.Option("auto"),
 ):
     """MAE per task, Spearman rho of dEf, metal/non-metal ROC-AUC, ensemble calibration, parity plots."""
-    from rich.table import Table
-
+    from workflows.train.terminal import metrics_table
     from workflows.train.training import evaluate_model
 
     metrics, where = evaluate_model(model, data, cache, split_name, out, limit, device)
-    table = Table(title=f"{model} on {split_name} split ({metrics['n']} crystals, {metrics['members']} member(s))")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        if isinstance(v, float) and not k.startswith("member"):
-            table.add_row(k, f"{v:.4f}")
-    console.print(table)
+    console.print(metrics_table(metrics, model, split_name))
     console.print(f"wrote {where / 'metrics.json'} and {where / 'parity.png'}")
 
 
@@ -603,46 +372,12 @@ def experiment(
     cache: Path = cache_option(),
 ):
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from workflows.train.experiment_report import write_report
-    from workflows.train.experiment_spec import load_spec
     from workflows.cluster.connection import ClusterSpec
-    from workflows.train.experiments import collect, run_experiment, unfinished
+    from workflows.train.terminal import experiment_showing_progress
 
-    spec = load_spec(spec_file)
-    out = out or Path("experiments") / spec.name
-    report = report or out / "report.md"
-    if report_only:
-        results = collect(spec, out)
-        if not results:
-            raise ScreenError(f"{out}: no finished runs of {spec_file} to report")
-    else:
-        todo = unfinished(spec, out)
-        console.print(f"{spec_file}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} finished, "
-                      f"{len(todo)} to train; outputs in {out}")
-        cluster = ClusterSpec(scheduler=scheduler, workers=workers, threads_per_worker=threads,
-                              dashboard=dashboard, gpus_per_worker=1 if device.startswith("cuda") else 0)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as bar:
-            job = bar.add_task("training runs", total=len(todo))
-
-            def done(name, result):
-                if result is None:
-                    bar.console.print(f"[red]failed[/red] {name}")
-                else:
-                    maes = "  ".join(f"{k[4:]} {v:.4f}" for k, v in result["test"].items() if k.startswith("mae_"))
-                    bar.console.print(f"{name}: test MAE {maes}  ({result['train_seconds']:.0f}s)", highlight=False)
-                bar.advance(job)
-
-            res = run_experiment(spec, out, cluster, cache, device=device, on_done=done,
-                                 on_connect=lambda link: bar.console.print(f"dashboard: {link}"))
-        results = res.results
-        if res.failed:
-            console.print(f"[red]{len(res.failed)} run(s) failed[/red]; first: {res.failed[0]}")
-    path = write_report(spec, results, report, out,
-                        command=f"screen experiment {spec_file} --out {out} --report {report} --report-only")
-    console.print(f"{len(results)} finished runs; wrote {out / 'runs.csv'} and {path}")
+    cluster = ClusterSpec(scheduler=scheduler, workers=workers, threads_per_worker=threads, dashboard=dashboard,
+                          gpus_per_worker=1 if device.startswith("cuda") else 0)
+    experiment_showing_progress(console, spec_file, out, report, report_only, cluster, cache, device)
 
 
 # --- screen cache (cache/ package) ---

@@ -272,9 +272,10 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(inprocess_client, fresh_m
 
 def printed_run(result, opts):
     import cli
+    from workflows.run.terminal import print_run
 
     with cli.console.capture() as out:
-        cli._print_run(result, opts)
+        print_run(cli.console, result, opts)
     return out.get().splitlines()
 
 

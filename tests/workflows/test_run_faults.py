@@ -308,6 +308,7 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
 
 def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, model_path, tmp_path):
     import cli
+    from workflows.run.terminal import print_run
 
     folder = crystal_folder(tmp_path / "in", {"NaCl": rocksalt(), "KCl": rocksalt(6.29, ("K", "Cl"))})
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a CIF\n")
@@ -320,6 +321,6 @@ def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, mo
     assert sorted(p.split(":")[0] for p in r.summary["unusable_first"]) == [str(folder / "broken.cif"),
                                                                             str(folder / "empty.cif")]
     with cli.console.capture() as printed:
-        cli._print_run(r, opts)
+        print_run(cli.console, r, opts)
     assert f"not screened: 2 unusable candidates; first: {r.summary['unusable_first'][0]}" in \
         " ".join(printed.get().split())

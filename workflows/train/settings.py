@@ -1,4 +1,55 @@
 """The training settings `screen train` builds its options from, importable without torch, so
 `screen --help` and `screen train --help` start without loading the training stack."""
-from screening.featurize import FeaturizerConfig  # noqa: F401  (--cutoff, --max-neighbors)
-from screening.train_config import TrainConfig  # noqa: F401  (every training setting, defined once)
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from screening.errors import ScreenError
+from screening.featurize import FeaturizerConfig  # (`cutoff`, `max_neighbors`)
+from screening.settings import setting
+from screening.train_config import TrainConfig  # every training setting, defined once
+
+
+@dataclass
+class TrainRunSettings:
+    """What `screen train` learns from, where it writes and how it runs here (TrainConfig is the recipe)."""
+    data: Path = setting(help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs).")
+    out: Optional[Path] = setting(None, "Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json "
+                                        "(default runs/model, or the `resume` checkpoint's directory).")
+    limit: Optional[int] = setting(None, "Use only the first N rows.")
+    resume: Optional[Path] = setting(None, "Continue from a run's last.pt.")
+    device: str = setting("auto", "auto | cpu | cuda")
+    threads: Optional[int] = setting(None, "CPU threads for torch (1 gives bit-identical reruns).")
+
+
+def train_settings(options: dict) -> Tuple[TrainRunSettings, TrainConfig, FeaturizerConfig]:
+    """`screen train`'s options, by name (the list settings comma-separated), as the run, its recipe
+    and its featurizer: the run directory chosen (runs/model, or the resumed run's), device "auto" resolved."""
+    from screening.predict import resolve_device
+
+    def picked(cls, leave_out=()):
+        return {f.name: options[f.name] for f in fields(cls) if f.name in options and f.name not in leave_out}
+
+    run = TrainRunSettings(**picked(TrainRunSettings))
+    if run.resume and run.out and run.out.resolve() != run.resume.resolve().parent:
+        raise ScreenError(f"`resume` {run.resume} continues the run in {run.resume.parent}, not `out` {run.out}")
+    run = replace(run, out=run.resume.parent if run.resume else (run.out or Path("runs/model")))
+    weights = options["task_weights"]
+    recipe = {**picked(TrainConfig, ("device",)), "tasks": _words(options["tasks"]),
+              "task_weights": _floats(weights, "task_weights") if weights else None,
+              "split": _floats(options["split"], "split")}
+    return (run, TrainConfig(**recipe, device=str(resolve_device(run.device))),
+            FeaturizerConfig(**picked(FeaturizerConfig)))
+
+
+def _floats(text: str, name: str) -> List[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ScreenError(f"`{name}` {text!r}: expected comma-separated numbers") from None
+
+
+def _words(text: str) -> List[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -29,7 +29,6 @@ from screening.errors import ScreenError
 from screening.featurize import FeaturizerConfig, featurize
 from screening.graphset import GraphSet
 from screening.split import make_split, read_split, split_file_of, split_positions
-from screening.train_config import TrainConfig  # every training setting, defined once
 from screening.structures import read_structure, structure_from_cif_text
 
 _CHUNK = 2048  # rows per store unit when featurizing a data file
@@ -148,14 +147,6 @@ def _volumes(data, ids) -> Optional[np.ndarray]:
         return None
     by_id = dict(zip(df.material_id.astype(str), df.volume.astype(float)))
     return np.array([by_id.get(i, np.nan) for i in ids])
-
-
-def train_settings(cutoff: float, max_neighbors: int, device: str = "auto", **settings) -> Tuple[TrainConfig, FeaturizerConfig]:
-    """`screen train`'s options as the run's TrainConfig and featurizer (device "auto" resolved here)."""
-    from screening.predict import resolve_device
-
-    return (TrainConfig(**settings, device=str(resolve_device(device))),
-            FeaturizerConfig(cutoff=cutoff, max_neighbors=max_neighbors))
 
 
 @dataclass
