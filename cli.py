@@ -9,6 +9,7 @@ import re
 import sys
 import tempfile
 from contextvars import ContextVar
+from dataclasses import MISSING
 from pathlib import Path
 from typing import List, Optional
 
@@ -67,13 +68,11 @@ def option(settings, name: str, *decls: str, shown=None, **kwargs):
     `shown(default)` is the default as the option takes it (a list as one comma-separated text: `comma`)."""
     from workflows.settings import default_of, help_of
 
-    from dataclasses import MISSING
-
     kwargs.setdefault("help", as_flags(help_of(settings, name)))
     default = default_of(settings, name)
-    if shown and default not in (None, MISSING):
-        default = shown(default)
-    return typer.Option(... if default is MISSING else default, *decls, **kwargs)
+    if default is MISSING:
+        return typer.Option(..., *decls, **kwargs)
+    return typer.Option(shown(default) if shown and default is not None else default, *decls, **kwargs)
 
 
 def comma(values) -> str:
@@ -107,18 +106,11 @@ def user_errors(fn):
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # typer's own ways out
         except Exception as e:
-            from workflows.cluster.watch import disk_full, is_disk_full, write_log
+            from workflows.cluster.watch import unexpected
 
-            if is_disk_full(e):
-                err_console.print(f"[red]error:[/red] {disk_full(e)}", highlight=False, soft_wrap=True)
-                raise typer.Exit(2)
-
-            where = write_log(_error_log.get(), e)
-            message = " ".join(str(e).split())[:300]
-            err_console.print(f"[red]error:[/red] unexpected {type(e).__name__}: {message}"
-                              + (f" (traceback in {where}; please report it)" if where else ""),
-                              highlight=False, soft_wrap=True)
-            raise typer.Exit(3)
+            line, code = unexpected(e, _error_log.get())
+            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code)
         finally:
             _error_log.reset(token)
     return wrapper
@@ -174,17 +166,9 @@ def run(
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
     _error_log.set(out / "error.log")  # (RunOptions.error_log) from the first check on, for this command
     settings = RunSettings(**dict(locals()))
-    from workflows.run.options import checked
+    from workflows.run.terminal import run_showing_progress
 
-    opts, spec = checked(settings)
-    from workflows.cluster.connection import connect, dashboard_link
-    from workflows.run.terminal import print_run, screen_showing_progress
-
-    with connect(spec) as client:
-        # (with --runner, only the client task gets here: the others ran their part inside connect)
-        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
-        result = screen_showing_progress(console, client, opts)
-    print_run(console, result, opts)
+    run_showing_progress(console, settings)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -246,29 +230,9 @@ def predict(
 ):
     """Predict properties of crystal structure files. Every readable file is predicted; unreadable
     ones are listed (and the exit status is 1 unless --skip-bad)."""
-    from rich.progress import Progress
+    from workflows.file_prediction import predict_showing_progress
 
-    from workflows.file_prediction import bad_list_path, predict_files, write_predictions
-    from workflows.report import print_table, with_error_bars
-    from workflows.run.options import check_writable
-
-    bad_list = bad_list_path(out)
-    check_writable("out", out.parent)  # an unwritable --out fails now, not after the work
-    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
-        job = bar.add_task("reading and featurizing", total=None)
-        table, bad = predict_files(paths, model, device=device, stop_at_bad=strict,
-                                   progress=lambda d, n: bar.update(job, completed=d, total=n))
-    write_predictions(out, table, bad)
-    print_table(console, with_error_bars(table), title=f"{len(table)} structures")
-    console.print(f"wrote {out}", highlight=False)
-    if not bad:
-        return
-    for _, why in bad[:10]:
-        err_console.print(f"[yellow]unreadable:[/yellow] {why}", highlight=False, soft_wrap=True)
-    more = f" ({len(bad) - 10} more)" if len(bad) > 10 else ""
-    err_console.print(f"{len(bad)} of {len(bad) + len(table)} files unreadable{more}: listed in {bad_list}",
-                      highlight=False)
-    if not skip_bad:
+    if predict_showing_progress(console, err_console, paths, model, out, device, strict) and not skip_bad:
         raise typer.Exit(1)
 
 
@@ -345,16 +309,9 @@ def ensemble(
     cache: Path = cache_option(),
 ):
     """Combine checkpoints into an ensemble: predictions are the member mean, the error bar their std."""
-    from workflows.train.training import write_ensemble
+    from workflows.train.terminal import ensemble_showing
 
-    if out.suffix != ".json":
-        raise ScreenError(f"--out {out}: an ensemble file ends in .json")
-    meta = {"unrelaxed_std": unrelaxed_std} if unrelaxed_std is not None else None
-    ens = write_ensemble(out, members, meta=meta, calibrate=calibrate, cache_dir=cache)
-    scale = ens.meta.get("std_scale")
-    console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}"
-                  + (f"; std scaled by {', '.join(f'{t} {s:g}' for t, s in scale.items())} "
-                     f"(fitted on the validation split)" if scale else ""))
+    ensemble_showing(console, out, members, calibrate, unrelaxed_std, cache)
 
 
 @app.command()
@@ -390,25 +347,18 @@ app.add_typer(cache_app, name="cache")
 @user_errors
 def cache_info(cache: Path = cache_option()):
     """Sizes, counts and hit rates."""
-    from workflows.cache_admin import info_report
+    from workflows.cache_admin import show_info
 
-    table, lines = info_report(cache)
-    console.print(table)
-    for line in lines:
-        console.print(line, highlight=False)
+    show_info(console, cache)
 
 
 @cache_app.command("ls")
 @user_errors
 def cache_ls(cache: Path = cache_option(), limit: int = typer.Option(20, help="Rows to show.")):
     """List stored crystals (id, key, atoms, edges)."""
-    from workflows.cache_admin import listing
-    from workflows.report import print_table
+    from workflows.cache_admin import show_listing
 
-    table, total = listing(cache, limit)
-    print_table(console, table, title=f"{total} crystals", max_rows=limit)
-    if total > len(table):
-        console.print(f"... {total - len(table)} more (--limit)", highlight=False)
+    show_listing(console, cache, limit)
 
 
 @cache_app.command("verify")
@@ -417,12 +367,9 @@ def cache_verify(cache: Path = cache_option(),
                  repair: bool = typer.Option(False, "--repair", help="Delete whatever is damaged (the next run "
                                                                      "re-makes it) and exit 0.")):
     """Check every published unit's checksums and counts; exit 1 with one line per problem."""
-    from workflows.cache_admin import verify_report
+    from workflows.cache_admin import show_verify
 
-    lines, failed = verify_report(cache, repair)
-    for stream, line in lines:
-        (console if stream == "out" else err_console).print(line, highlight=False, soft_wrap=True)
-    if failed:
+    if show_verify(console, err_console, cache, repair):
         raise typer.Exit(1)
 
 
@@ -434,17 +381,10 @@ def cache_clear(cache: Path = cache_option(),
                                                            "seconds (a running writer's unit is unpublished too)."),
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")):
     """Remove the cache (or only its stale leftovers)."""
-    from workflows.cache_admin import check, clear, clear_stale
+    from workflows.cache_admin import clear_showing
 
-    check(cache)
-    if stale:
-        console.print(f"removed {clear_stale(cache, min_age)} stale items")
-        return
-    if not yes and not typer.confirm(f"remove everything under {cache}?"):
+    if not clear_showing(console, cache, stale, min_age, confirm=None if yes else typer.confirm):
         raise typer.Exit(1)
-    clear(cache)
-    console.print(f"removed {cache}")
-# --- end screen cache ---
 
 
 def main():  # pragma: no cover

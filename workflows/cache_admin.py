@@ -2,7 +2,7 @@
 
 Thin on purpose: cache/cache_dir.py's CacheDir owns the layout and does the work;
 this is the door the CLI goes through (cli.py imports workflows only), and it words
-what the commands print, so cli.py only prints it.
+what the commands print, on the consoles cli.py passes.
 """
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ from cache.cache_dir import CacheDir
 
 def summary(cache) -> dict:
     return CacheDir(cache).summary()
+
+
+def show_listing(console, cache, limit: int) -> None:
+    """`screen cache ls`: the first `limit` stored crystals, and how many more there are."""
+    from workflows.report import print_table
+
+    table, total = listing(cache, limit)
+    print_table(console, table, title=f"{total} crystals", max_rows=limit)
+    if total > len(table):
+        console.print(f"... {total - len(table)} more (--limit)", highlight=False)
 
 
 def listing(cache, limit: int) -> Tuple[pd.DataFrame, int]:
@@ -53,6 +63,21 @@ def verify_report(cache, repair: bool) -> Tuple[Lines, bool]:
     return lines + [("out", f"ok: {units} units verified")], False
 
 
+def show_verify(console, err_console, cache, repair: bool) -> bool:
+    """`screen cache verify`, its problems on `err_console`; whether it found problems it left in place."""
+    lines, failed = verify_report(cache, repair)
+    for stream, line in lines:
+        (console if stream == "out" else err_console).print(line, highlight=False, soft_wrap=True)
+    return failed
+
+
+def show_info(console, cache) -> None:
+    table, lines = info_report(cache)
+    console.print(table)
+    for line in lines:
+        console.print(line, highlight=False)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
@@ -82,6 +107,20 @@ def info_report(cache):
         rate = f"{100 * r['rate']:.0f}%" if r["rate"] is not None else "n/a"
         lines.append(f"{part} cache: {r['hits']} hits, {r['misses']} misses ({rate}) over {s['runs']} runs")
     return table, lines
+
+
+def clear_showing(console, cache, stale: bool, min_age_s: float, confirm=None) -> bool:
+    """`screen cache clear`: the stale leftovers only, or (if `confirm(question)` agrees, or there is
+    no one to ask) everything. Whether anything was cleared as asked."""
+    check(cache)
+    if stale:
+        console.print(f"removed {clear_stale(cache, min_age_s)} stale items")
+        return True
+    if confirm and not confirm(f"remove everything under {cache}?"):
+        return False
+    clear(cache)
+    console.print(f"removed {cache}")
+    return True
 
 
 def clear_stale(cache, min_age_s: float) -> int:

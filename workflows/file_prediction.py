@@ -65,3 +65,30 @@ def write_predictions(out: Path, table: pd.DataFrame, bad: List[Tuple[str, str]]
         write_atomic(bad_list_path(out), pd.DataFrame(bad, columns=["file", "problem"]).to_csv(index=False).encode())
     else:
         bad_list_path(out).unlink(missing_ok=True)  # a list from an earlier run would describe other files
+
+
+def predict_showing_progress(console, err_console, paths: Sequence, model: Optional[Path], out: Path, device: str,
+                             stop_at_bad: bool) -> int:
+    """`screen predict`: the table to `out` and the terminal, a bar on `err_console` while it reads,
+    and the unreadable files named there. Returns how many were unreadable."""
+    from rich.progress import Progress
+
+    from workflows.report import print_table, with_error_bars
+    from workflows.run.options import check_writable
+
+    bad_list = bad_list_path(out)
+    check_writable("out", out.parent)  # an unwritable `out` fails now, not after the work
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        job = bar.add_task("reading and featurizing", total=None)
+        table, bad = predict_files(paths, model, device=device, stop_at_bad=stop_at_bad,
+                                   progress=lambda d, n: bar.update(job, completed=d, total=n))
+    write_predictions(out, table, bad)
+    print_table(console, with_error_bars(table), title=f"{len(table)} structures")
+    console.print(f"wrote {out}", highlight=False)
+    for _, why in bad[:10]:
+        err_console.print(f"[yellow]unreadable:[/yellow] {why}", highlight=False, soft_wrap=True)
+    if bad:
+        more = f" ({len(bad) - 10} more)" if len(bad) > 10 else ""
+        err_console.print(f"{len(bad)} of {len(bad) + len(table)} files unreadable{more}: listed in {bad_list}",
+                          highlight=False)
+    return len(bad)

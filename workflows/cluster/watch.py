@@ -17,7 +17,7 @@ import errno
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from screening.errors import ScreenError
 
@@ -154,6 +154,16 @@ def write_log(log: Path, exc: BaseException, tb=None) -> Optional[Path]:
         return log
     except OSError:
         return None
+
+
+def unexpected(exc: BaseException, log: Path) -> Tuple[str, int]:
+    """What the user reads of an error `screen` did not expect, and the exit status: a full disk is
+    theirs to fix (2); anything else is a bug (3), its traceback appended to `log` for the report."""
+    if is_disk_full(exc):
+        return disk_full(exc), 2
+    where = write_log(log, exc)
+    return (f"unexpected {type(exc).__name__}: {_short(exc)}"
+            + (f" (traceback in {where}; please report it)" if where else "")), 3
 
 
 def _short(exc: BaseException) -> str:

@@ -31,6 +31,19 @@ def progress_lines(console):
     return show
 
 
+def run_showing_progress(console, settings) -> None:
+    """`screen run`: check the settings, connect to the cluster, screen with progress, print the results."""
+    from workflows.cluster.connection import connect, dashboard_link
+    from workflows.run.options import checked
+
+    opts, spec = checked(settings)
+    with connect(spec) as client:
+        # (with `runner`, only the client task gets here: the others ran their part inside connect)
+        console.print(f"dask dashboard: {dashboard_link(client)}", highlight=False)
+        result = screen_showing_progress(console, client, opts)
+    print_run(console, result, opts)
+
+
 def screen_showing_progress(console, client, opts):
     """The run on `client`, with its progress: a bar on a terminal, lines in a log."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -57,6 +57,21 @@ def metrics_table(metrics: dict, model, split_name: str):
     return table
 
 
+def ensemble_showing(console, out, members, calibrate, unrelaxed_std, cache) -> None:
+    """`screen ensemble`: write the ensemble file and say what it holds (and how its std was scaled)."""
+    from screening.errors import ScreenError
+    from workflows.train.training import write_ensemble
+
+    if out.suffix != ".json":
+        raise ScreenError(f"`out` {out}: an ensemble file ends in .json")
+    meta = {"unrelaxed_std": unrelaxed_std} if unrelaxed_std is not None else None
+    ens = write_ensemble(out, members, meta=meta, calibrate=calibrate, cache_dir=cache)
+    scale = ens.meta.get("std_scale")
+    console.print(f"wrote {out}: {len(ens.members)} members, outputs {', '.join(ens.outputs)}, hash {ens.short_hash}"
+                  + (f"; std scaled by {', '.join(f'{t} {s:g}' for t, s in scale.items())} "
+                     f"(fitted on the validation split)" if scale else ""))
+
+
 def experiment_showing_progress(console, spec_file, out, report, report_only: bool, cluster, cache, device: str):
     """Train the experiment's unfinished runs on `cluster` (a bar, a line per finished run), or none
     with `report_only`; then report every finished run (runs.csv and the markdown report)."""
