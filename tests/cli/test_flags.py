@@ -22,6 +22,8 @@ def test_an_option_takes_its_default_and_help_from_the_settings_field():
     assert (size.default, size.help) == (3, "How many.")
     assert (names.default, names.help, names.param_decls) == (["a"], "Which ones.", ("--name",))
     assert default_of(_Example, "names") is not default_of(_Example, "names")  # a fresh list each time
+    assert cli.option(_Example, "names", shown=cli.comma).default == "a"  # a list as one comma-separated option
+    assert cli.comma([0.8, 0.1, 0.1]) == "0.8,0.1,0.1"
     assert help_of(_Example, "size") == "How many."
 
 
@@ -44,8 +46,30 @@ def test_screen_train_options_are_the_training_settings():
         assert (params[f.name].default, params[f.name].help) == (shown, cli.as_flags(help_of(cls, f.name)))
         assert help_of(cls, f.name), f"{cls.__name__}.{f.name} has no help text"
     assert params["tasks"].default == "formation_energy_per_atom,band_gap,efermi"
+    from workflows.train.settings import TrainRunSettings  # what it learns from, where it writes, how it runs
+    for f in fields(TrainRunSettings):
+        default = default_of(TrainRunSettings, f.name)
+        assert params[f.name].help == cli.as_flags(help_of(TrainRunSettings, f.name)) and params[f.name].help
+        assert params[f.name].required if f.name == "data" else params[f.name].default == default
+    assert "or the --resume checkpoint's directory" in params["out"].help and params["device"].default == "auto"
     assert (params["ema_decay"].opts, params["task_weights"].opts) == (["--ema"], ["--weights"])
     assert "`" not in params["weighting"].help and "--weights" in params["weighting"].help
+
+
+def test_screen_train_names_its_flags_in_its_errors(tmp_path):
+    """train_settings names parameters (`task_weights`, `resume`); the user reads --weights, --resume, --out."""
+    from typer.testing import CliRunner
+
+    def error(*args):
+        r = CliRunner().invoke(cli.app, ["train", "--data", str(tmp_path / "x.csv"), *args])
+        assert r.exit_code == 2, r.output
+        return " ".join(r.output.split())
+
+    assert error("--weights", "1,a") == "error: --weights '1,a': expected comma-separated numbers"
+    assert error("--split", "0.8,x") == "error: --split '0.8,x': expected comma-separated numbers"
+    resume, elsewhere = tmp_path / "run" / "last.pt", tmp_path / "elsewhere"
+    assert error("--resume", str(resume), "--out", str(elsewhere)) == \
+        f"error: --resume {resume} continues the run in {resume.parent}, not --out {elsewhere}"
 
 
 def _raised(call) -> str:

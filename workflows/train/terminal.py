@@ -1,10 +1,12 @@
-"""What `screen train`, `screen evaluate` and `screen experiment` show on the terminal while they
+"""What `screen train`, `evaluate`, `ensemble` and `experiment` show on the terminal while they
 work and when they end."""
 from __future__ import annotations
 
 import shlex
 import sys
 from pathlib import Path
+
+from screening.errors import ScreenError
 
 
 def train_showing_progress(console, run, cfg, featurizer, cache) -> None:
@@ -59,7 +61,6 @@ def metrics_table(metrics: dict, model, split_name: str):
 
 def ensemble_showing(console, out, members, calibrate, unrelaxed_std, cache) -> None:
     """`screen ensemble`: write the ensemble file and say what it holds (and how its std was scaled)."""
-    from screening.errors import ScreenError
     from workflows.train.training import write_ensemble
 
     if out.suffix != ".json":
@@ -77,7 +78,6 @@ def experiment_showing_progress(console, spec_file, out, report, report_only: bo
     with `report_only`; then report every finished run (runs.csv and the markdown report)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from screening.errors import ScreenError
     from workflows.train.experiment_report import write_report
     from workflows.train.experiment_spec import load_spec
     from workflows.train.experiments import collect, run_experiment, unfinished
