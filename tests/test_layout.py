@@ -42,10 +42,6 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 # Flags that are not `screen`'s: a C compiler's, and the build scripts' own argparse command lines.
 NOT_SCREENS = {"screening/kernel_build.py": {"--version"}, "screening/data/build_geometry.py": {"--data"},
                "screening/data/build_references.py": {"--data", "--model"}}
-# Files another change of issue 28 converts (the sources' messages); this set must end empty. An entry
-# that no longer names a flag fails the test, so the set shrinks as that work lands.
-# Left: two notes (not errors) the run prints and writes to summary.json, whose text tests hold.
-PENDING_FLAGS = {"screening/sources/__init__.py", "screening/sources/mp.py"}
 
 
 def flags_named(path: Path) -> set:
@@ -57,6 +53,5 @@ def flags_named(path: Path) -> set:
 def test_the_domain_library_names_parameters_not_flags():
     named = {str(p.relative_to(ROOT)): flags_named(p) for p in (ROOT / "screening").rglob("*.py")}
     offenders = {f: sorted(flags - NOT_SCREENS.get(f, set())) for f, flags in named.items()
-                 if f not in PENDING_FLAGS and flags - NOT_SCREENS.get(f, set())}
+                 if flags - NOT_SCREENS.get(f, set())}
     assert offenders == {}, "name the parameter in backticks instead (`partition_size`, not --partition-size)"
-    assert sorted(f for f in PENDING_FLAGS if not named.get(f)) == [], "converted: drop it from PENDING_FLAGS"

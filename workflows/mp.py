@@ -14,7 +14,7 @@ are fetched in one request (a list of systems), then kept.
 """
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 from cache.cache_dir import CacheDir
 from screening.rank import ReferencePhases
@@ -32,6 +32,17 @@ def share_budget(client, source: Source) -> None:
         pool = Semaphore(max_leases=budget.rate, name=f"screen-{budget.name}-{budget.rate}-per-s",
                          scheduler_rpc=client.scheduler, loop=client.loop)
         mp.budget = RequestBudget(budget.rate, budget.name, pool=pool)
+
+
+def entries_note(source: Source) -> Optional[str]:
+    """Which MP entries the run screens, in one line (no network); None for a source without MP entries.
+    The source knows which it leaves out; the note also says which option brings GNoME's in."""
+    mps = mp_sources(source)
+    if not mps:
+        return None
+    gnome = ("GNoME r2SCAN entries included (--gnome; hypothetical, another functional; see the gnome column)"
+             if mps[0].gnome else "GNoME r2SCAN entries left out (--gnome includes them)")
+    return f"Materials Project entries: deprecated ones left out; {gnome}"
 
 
 def thermo_references(source, systems: Iterable[frozenset], cache_dir) -> Tuple[ReferencePhases, str]:

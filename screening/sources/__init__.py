@@ -8,8 +8,7 @@
                           structure prototypes pymatgen ships
     substitution:SPEC     the same, plus known crystals of SPEC (mp or local:PATH)
                           as templates
-    (none)                mp when MP_API_KEY is set, else substitution; the line
-                          default_source_note() returns says which
+    (none)                mp when MP_API_KEY is set, else substitution
 
 `gnome` adds the Materials Project's GNoME r2SCAN entries to what an mp source
 (or the mp templates of substitution:mp) fetches; `rate` is the mp source's
@@ -24,24 +23,13 @@ from typing import Mapping, Optional
 from screening.errors import ScreenError
 from screening.sources.base import KNOWN_PROPERTIES, Candidate, EntryStore, Source, Thermo
 
-__all__ = ["Candidate", "Source", "Thermo", "EntryStore", "KNOWN_PROPERTIES", "open_source", "default_source_note",
-           "mp_sources"]
+__all__ = ["Candidate", "Source", "Thermo", "EntryStore", "KNOWN_PROPERTIES", "open_source", "mp_sources"]
 
 _USAGE = "use mp, local:PATH, substitution or substitution:local:PATH"
 
 
 def _has_key(environ: Optional[Mapping[str, str]]) -> bool:
     return bool((os.environ if environ is None else environ).get("MP_API_KEY"))
-
-
-def default_source_note(spec: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The one line to print when no source spec was given (None when one was)."""
-    if spec:
-        return None
-    if _has_key(environ):
-        return "no --source given: using the Materials Project API (MP_API_KEY is set)"
-    return ("no --source given and MP_API_KEY not set: using hypothetical substitution candidates "
-            "(element substitution into pymatgen's structure prototypes)")
 
 
 def open_source(spec: Optional[str] = None, *, lazy: bool = False,

@@ -200,10 +200,6 @@ class Source(ABC):
         lists database entries (MP) keeps and finds the ones it fetched in full; others ignore it."""
         raise NotImplementedError(f"{self.name} has no partitions")
 
-    def entries_note(self) -> Optional[str]:
-        """Which of the source's entries a run includes, in one line, where there is a choice (no network)."""
-        return None
-
     def settings(self) -> Dict[str, Any]:
         """The choices behind the fetched entries (database version, entries left out), for the run summary."""
         return {}

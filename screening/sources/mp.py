@@ -274,12 +274,6 @@ class MPSource(Source):
             out.append(Candidate(self.name, mid, formula, s, known=_known(d)))
         return out
 
-    def entries_note(self) -> str:
-        """Which entries a run includes, in one line (no network)."""
-        gnome = ("GNoME r2SCAN entries included (--gnome; hypothetical, another functional; see the gnome column)"
-                 if self.gnome else "GNoME r2SCAN entries left out (--gnome includes them)")
-        return f"Materials Project entries: deprecated ones left out; {gnome}"
-
     def settings(self) -> dict:
         """The choices behind the fetched entries, for the run summary."""
         endpoint, db_version = self.client.database()

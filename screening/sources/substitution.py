@@ -104,9 +104,6 @@ class SubstitutionSource(Source):
         """The same as plain numbers: {"valence": formulas, "distance": {"Br-O": candidates}}."""
         return {VALENCE: len(self.rejected[VALENCE]), DISTANCE: dict(sorted(self.rejected[DISTANCE].items()))}
 
-    def entries_note(self) -> Optional[str]:
-        return None if self.base is None else self.base.entries_note()
-
     def settings(self) -> dict:
         return {} if self.base is None else {"templates": self.base.settings()}
 

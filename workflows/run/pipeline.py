@@ -245,9 +245,17 @@ def _wants_gpu(client, device: str) -> bool:
     return has_gpu_workers
 
 
-def source_notes(opts: RunOptions) -> List[str]:
-    """What a person should know about the source before the run: the default's nature, the MP entry count."""
-    from screening.sources import default_source_note
+# What a run without --source screens (screening/sources chooses: mp with MP_API_KEY, else substitution).
+DEFAULT_SOURCE_NOTES = {
+    "mp": "no --source given: using the Materials Project API (MP_API_KEY is set)",
+    "substitution": ("no --source given and MP_API_KEY not set: using hypothetical substitution candidates "
+                     "(element substitution into pymatgen's structure prototypes)")}
 
-    notes = [default_source_note(opts.source), opts.checked().source.entries_note()]
+
+def source_notes(opts: RunOptions) -> List[str]:
+    """What a person should know about the source before the run: the default's nature, the MP entries."""
+    from workflows.mp import entries_note
+
+    source = opts.checked().source
+    notes = [None if opts.source else DEFAULT_SOURCE_NOTES[source.name], entries_note(source)]
     return [n for n in notes if n]

@@ -10,6 +10,7 @@ from typing import List, Optional
 import pandas as pd
 
 from screening.uncertainty import describe as describe_stage_std
+from workflows.mp import entries_note
 from workflows.provenance import run_provenance
 from workflows.run import funnel, hull_checks
 from workflows.run.records import total
@@ -144,7 +145,7 @@ def _uncertainty_note(model, unrelaxed_std: float = 0.0) -> str:
 
 def _source_note(source, table: pd.DataFrame) -> Optional[str]:
     """Which entries the run screened, in one line, where the source has a choice (MP: with its database version)."""
-    note = source.entries_note()
+    note = entries_note(source)
     if note is None:
         return None
     settings = source.settings()

@@ -5,7 +5,7 @@ import pytest
 
 from screening.errors import ScreenError
 from screening.query import parse_query
-from screening.sources import Candidate, Source, default_source_note, mp_sources, open_source
+from screening.sources import Candidate, Source, mp_sources, open_source
 from screening.sources.base import Partition
 from screening.sources.local import LocalSource
 from screening.sources.mp import MPSource
@@ -21,9 +21,6 @@ def test_open_source_specs_and_errors(monkeypatch, tmp_path):
     assert isinstance(open_source(None), SubstitutionSource)
     assert isinstance(open_source("substitution"), SubstitutionSource)
     assert open_source(f"substitution:local:{DATA}").base.path == DATA.resolve()
-    note = default_source_note(None)
-    assert "MP_API_KEY not set" in note and "substitution" in note and "\n" not in note
-    assert default_source_note("mp") is None
     for spec, fragment in [("local:/no/such/file.csv", "no such file or directory"),
                            ("local:", "needs a path"),
                            ("mpx", "unknown source"),
@@ -35,8 +32,7 @@ def test_open_source_specs_and_errors(monkeypatch, tmp_path):
             open_source(spec)
         assert "\n" not in str(e.value)
     monkeypatch.setenv("MP_API_KEY", MP_TEST_KEY)
-    assert isinstance(open_source(None), MPSource)
-    assert "MP_API_KEY is set" in default_source_note("")
+    assert isinstance(open_source(None), MPSource) and isinstance(open_source(""), MPSource)
 
 
 def test_candidate_pickles_and_needs_a_structure():
@@ -88,7 +84,7 @@ def test_a_minimal_source_gets_the_declared_capabilities_and_their_defaults():
     assert source.partitions(parse_query("Na-Cl"), 10) is None  # it cannot split before it fetches
     with pytest.raises(NotImplementedError, match="listed has no partitions"):
         source.fetch_partition(parse_query("Na-Cl"), Partition("rows 1..1 #1", (1,)), entries=None)
-    assert (source.entries_note(), source.settings()) == (None, {})
+    assert source.settings() == {}
     # fetch_systems falls back to one fetch per system
     assert [c.id for c in source.fetch_systems(["Cl-Na", "Br-K", "Li-O"])] == ["1", "3"]
     assert source.asked == ["Cl-Na", "Br-K", "Li-O"]

@@ -120,8 +120,6 @@ def test_mp_deprecated_and_gnome_entries_only_when_asked(mp_api_env):
     assert {c.id for c in got if c.known["gnome"]} == gnome
     assert all(c.known["experimental"] is False for c in got if c.id in gnome)  # hypothetical structures
     assert with_gnome.describe().endswith("deprecated=excluded gnome=included")
-    assert "GNoME r2SCAN entries included" in with_gnome.entries_note()
-    assert "GNoME r2SCAN entries left out (--gnome includes them)" in MPSource().entries_note()
     sent = [p for path, p in mp_api_env.requests if path == "/materials/summary"]
     assert [(p["deprecated"], p.get("batch_id_not_eq")) for p in sent] == \
         [("False", "gnome_r2scan_statics")] * 2 + [("False", None)]
