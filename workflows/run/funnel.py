@@ -92,14 +92,11 @@ def relax_plan(relax: Optional[str], relax_top: Optional[int], hypothetical: boo
     return plan
 
 
-def is_hypothetical(source_name: str) -> bool:
-    return source_name.split(":")[0] == "substitution"
-
-
-def stage_of(source_name: str, relaxed: bool) -> str:
+def stage_of(hypothetical: bool, relaxed: bool) -> str:
+    """A candidate's stage: relaxed, or as its source gives it (Source.hypothetical: made, not known)."""
     if relaxed:
         return RELAXED
-    return UNRELAXED if is_hypothetical(source_name) else KNOWN
+    return UNRELAXED if hypothetical else KNOWN
 
 
 # ---- tasks (run on workers) ----

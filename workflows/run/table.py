@@ -39,6 +39,7 @@ def assemble(run, feat_results: List[Keyed], infer_results: List[dict], relax_re
         raise ScreenError(f"`query` {opts.query}: no candidates found in {run.description}")
     made = Made(None, Domain.read(domain_path(opts.model)), [], n_candidates, 0, 0)
     relaxed_all = run.checked.relax.mode == "all"
+    hypothetical = run.checked.source.hypothetical  # every row's candidate comes from this source
     provenance = {"model_hash": ckpt.short_hash,
                   "featurizer": f"v{run.featurizer.version}-{run.featurizer.fingerprint()}"}
     rows = []
@@ -48,7 +49,8 @@ def assemble(run, feat_results: List[Keyed], infer_results: List[dict], relax_re
             rc, info = rx[r.i]
             made.system_of[r.formula] = r.system
             made.where[r.id] = (p, r.i)  # for the funnel, which fetches the candidates it relaxes again
-            row = _row(r, info, made.domain, relaxed_all, ir["predictions"][r.key], ckpt.outputs)
+            stage = funnel.stage_of(hypothetical, relaxed=relaxed_all and "relax_error" not in info)
+            row = _row(r, info, stage, made.domain, relaxed_all, ir["predictions"][r.key], ckpt.outputs)
             if relaxed_all and "relax_error" not in info:
                 made.relaxed_structures.append({"source": r.source, "id": r.id, "formula": r.formula,
                                                 "structure_key": r.key, **info, "structure": rc.structure.as_dict()})
@@ -68,11 +70,9 @@ def assemble(run, feat_results: List[Keyed], infer_results: List[dict], relax_re
     return made
 
 
-def _row(r: Row, info: dict, domain: Optional[Domain], relaxed_all: bool, values, outputs) -> dict:
+def _row(r: Row, info: dict, stage: str, domain: Optional[Domain], relaxed_all: bool, values, outputs) -> dict:
     """One candidate's row: what it is, its stage and flags, its relax columns, predictions and known values."""
-    row = {"source": r.source, "id": r.id, "formula": r.formula}
-    stage = funnel.stage_of(r.source, relaxed=relaxed_all and "relax_error" not in info)
-    row["stage"] = stage
+    row = {"source": r.source, "id": r.id, "formula": r.formula, "stage": stage}
     flags = [UNRELAXED] * (stage == funnel.UNRELAXED) if domain is None else domain.flags(
         r.system.split("-"), r.isolated, unrelaxed=stage == funnel.UNRELAXED, density=r.density)
     flags += funnel.flags_of(info)
