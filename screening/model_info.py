@@ -49,6 +49,13 @@ class ModelInfo:
 DEVICES = ("auto", "cpu", "cuda")  # `device` choices (screening/predict.py resolves them)
 
 
+def check_device(device: str) -> str:
+    """`device` if it is one of DEVICES, else the one-line error (before anything loads torch)."""
+    if device not in DEVICES:
+        raise ScreenError(f"`device` {device}: choose {', '.join(DEVICES)}")
+    return device
+
+
 def default_model_path() -> Path:
     """The model that ships with the package: the ensemble of screening/models/default/ (its card: models/README.md)."""
     return Path(__file__).parent / "models" / "default" / "ensemble.json"

@@ -11,7 +11,7 @@ from screening import kernels
 from screening.batch import atom_budget_chunks, collate
 from screening.graph import CrystalGraph
 from screening.model import MTCGCNN
-from screening.model_info import DEVICES  # (its home: torch-free, for the run's option checks)
+from screening.model_info import check_device  # (its home: torch-free, for the run's option checks)
 
 # On a CPU, batches in torch's ops get slower per crystal, not faster, once their
 # (E, 2A) edge buffers (12 edges per atom) outgrow the caches: they come back from the
@@ -31,10 +31,7 @@ def _atom_budget(max_atoms: int, device: torch.device) -> int:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    if device not in DEVICES:
-        from screening.errors import ScreenError
-        raise ScreenError(f"`device` {device}: choose {', '.join(DEVICES)}")
-    if device == "auto":
+    if check_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         from screening.errors import ScreenError

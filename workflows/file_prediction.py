@@ -11,7 +11,8 @@ from screening.errors import ScreenError
 from screening.featurize import featurize
 from screening.properties import BAND_GAP, METAL_GAP_EV
 from cache.atomic import write_atomic
-from screening.predict import DEVICES, resolve_device
+from screening.model_info import check_device
+from screening.predict import resolve_device
 from screening.rank import metal_class
 from workflows.models import resolve_model_path
 from screening.structures import read_structure, structure_files
@@ -25,8 +26,7 @@ def predict_files(paths: Sequence, model: Optional[Path] = None, device: str = "
     In a folder of thousands of files a few bad ones are expected: they are listed, not fatal,
     unless stop_at_bad (then the first one is a ScreenError).
     """
-    if device not in DEVICES:
-        raise ScreenError(f"`device` {device}: choose {', '.join(DEVICES)}")
+    check_device(device)  # before the model loads
     ckpt = load_model(resolve_model_path(model))
     rows, graphs, bad = [], [], []
     files = structure_files(paths)

@@ -46,3 +46,19 @@ def test_a_changed_model_file_is_described_again_and_a_damaged_one_fails_in_one_
         worker_model.describe(copy, cache)
     with pytest.raises(ScreenError):
         worker_model.describe(tmp_path / "missing.pt", cache)
+
+
+def test_every_command_refuses_an_unknown_device_in_the_same_words_before_loading_a_model(tmp_path):
+    """`screen run`'s check, `screen predict`'s and the workers' resolve_device: one message (model_info.check_device)."""
+    from screening.predict import resolve_device
+    from workflows.file_prediction import predict_files
+    from workflows.run.options import RunOptions
+
+    calls = [lambda: resolve_device("tpu"), lambda: predict_files([tmp_path], tmp_path / "no-model", device="tpu"),
+             lambda: RunOptions(query="Li-*-O", device="tpu", model=str(tmp_path / "no-model"),
+                                cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")).check()]
+    for call in calls:
+        with pytest.raises(ScreenError) as e:
+            call()
+        assert str(e.value) == "`device` tpu: choose auto, cpu, cuda"
+    assert str(resolve_device("cpu")) == "cpu"

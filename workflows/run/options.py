@@ -148,7 +148,7 @@ class RunOptions:
         """Every option, before a cluster starts or anything is fetched: one line per mistake.
         What it parsed and opened is kept, so the run uses it instead of doing it again."""
         from screening import kernel_build
-        from screening.model_info import DEVICES
+        from screening.model_info import check_device
         from screening.query import parse_query
         from screening.references import check_reference
         from screening.sources import open_source
@@ -164,8 +164,7 @@ class RunOptions:
         if self.rank.top is not None and self.rank.top < 1:
             raise ScreenError(f"`top` {self.rank.top}: must be at least 1")
         self.rank.check()
-        if self.device not in DEVICES:
-            raise ScreenError(f"`device` {self.device}: choose {', '.join(DEVICES)}")
+        check_device(self.device)
         kernel_build.mode()  # SCREEN_KERNEL, which the workers inherit: checked here, not after the fetch
         if self.output_format not in ("csv", "parquet"):
             raise ScreenError(f"`fmt` {self.output_format}: choose csv or parquet")
