@@ -89,8 +89,8 @@ class Domain:
 
 
 def density(structure) -> float:
-    """pymatgen's Structure.density (g/cm3), the same float, 30x faster: without the unit objects
-    that cost ~0.5 ms of each crystal's featurizing."""
+    """pymatgen's Structure.density (g/cm3), the same float, without the unit objects that
+    made it a noticeable part of each crystal's featurizing (docs/run_speed.md)."""
     grams, cm3 = _factors()
     weight = 0
     for el, amount in structure.composition.items():

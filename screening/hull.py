@@ -2,12 +2,12 @@
 without its Python objects.
 
 Ranking needs, per chemical system, the hull energy at a few compositions. pymatgen's
-PhaseDiagram spends ~9 ms per system on Composition and Entry objects around one qhull call
-(the 16,683 systems of ../shared/data took ~150 s of CPU). Hull repeats what PhaseDiagram does
-with plain numbers: the same points in the same order to qhull (so the same facets), the
-same barycentric test to find a composition's facet, the same sum over its vertices. So it
-gives pymatgen's numbers (tests/screening/test_hull.py holds it to PhaseDiagram on systems
-of ../shared/data) in a tenth of the time.
+PhaseDiagram spends most of its time per system on Composition and Entry objects around one
+qhull call. Hull repeats what PhaseDiagram does with plain numbers: the same points in the same
+order to qhull (so the same facets), the same barycentric test to find a composition's facet,
+the same sum over its vertices. So it gives pymatgen's numbers (tests/screening/test_hull.py
+holds it to PhaseDiagram on systems of ../shared/data) in a fraction of the time
+(docs/run_speed.md).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ CHGNet only: its weights ship inside its own wheel, so nothing is downloaded at 
 
 Recipe: ASE FIRE on a FrechetCellFilter (positions and cell together), until every force
 and stress component is below fmax = 0.05 eV/A, at most 500 steps. One structure at a time
-per process (a lock): CHGNet's memory grows with the cell (a 64-atom batch peaked near 9 GB),
+per process (a lock): CHGNet's memory grows quickly with the cell (docs/run_speed.md),
 and a crystal above MAX_ATOMS is not relaxed at all (reported, and left flagged unrelaxed).
 """
 from __future__ import annotations

@@ -22,7 +22,8 @@ def structure_from_cif_text(text: str, name: str):
 
     The common case, a P1 CIF listing every site (what pymatgen and the Materials Project
     write), takes a fast path: gemmi's compiled reader plus the few steps of pymatgen's
-    parser that change a P1 structure, ~7x faster. Anything else falls back to pymatgen.
+    parser that change a P1 structure, several times faster (docs/run_speed.md). Anything else
+    falls back to pymatgen.
     tests/screening/test_structures.py checks the two agree on thousands of crystals of ../shared/data.
     """
     fast = fast_p1_cif(text)

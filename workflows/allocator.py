@@ -4,11 +4,11 @@ Dask starts each worker process with MALLOC_TRIM_THRESHOLD_=65536 (its nanny's
 pre-spawn environment, against freed memory that looks leaked). Setting that also
 pins glibc's mmap threshold at 128 KiB, so every edge-sized tensor of a model's
 batch (megabytes, several per convolution) becomes a fresh mmap whose pages fault
-in on first touch. Ensemble inference in such a worker ran 2.1x slower than with
-the thresholds below (1,500 crystals, 10 members, 1 thread: 31 s against 14.5 s).
+in on first touch, and those faults can cost more than the arithmetic
+(docs/run_speed.md).
 
 The tasks that allocate heavily call it first: inference, featurizing and the phase
-diagrams of the hull stage (pymatgen's many small arrays: 23 % faster there).
+diagrams of the hull stage (pymatgen's many small arrays).
 
 With them, blocks up to MMAP_MB come from the heap and are reused; the heap
 returns its free top to the OS once it exceeds TRIM_MB, so a worker keeps at

@@ -1,7 +1,7 @@
 """Hull energies of a run's candidates: per chemical system, cached per version of the reference
 data, and the missing ones computed on the workers in parallel.
 
-A system's hull (screening/hull.py, ~1.7 ms; pymatgen's PhaseDiagram took ~9) is the slow part
+A system's hull (screening/hull.py) is the slow part
 of ranking: one per chemical system, and one more per known crystal on its hull. screening.rank.system_hull
 turns it into plain numbers that HullTable reads back exactly, so a warm run builds no
 hull and does not even read the reference phases when they come from a CSV (the
@@ -72,8 +72,8 @@ def hulls(client, opts, source, members: Dict[str, List[tuple]], wait: dict) -> 
         cache.put_phases(count)
     if todo:
         # The phases go to each worker once: a CSV's spec (each worker reads the file: the client never
-        # holds them), else scattered. As an argument of every task they were unpickled by the
-        # scheduler too, which kept them: ~0.7 MB per task, 280 MB in the CLI for the whole of ../shared/data.
+        # holds them), else scattered. Not as an argument of every task: the scheduler would unpickle
+        # and keep a copy per task (docs/run_speed.md).
         shared = spec if references is None else \
             client.scatter(references.subset(frozenset(s.split("-")) for s in todo), broadcast=True, hash=False)
 

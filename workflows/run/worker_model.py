@@ -7,8 +7,8 @@ reuse it. `load_count()` lets tests check that it really happens once.
 
 `describe(path, cache_dir)` gives the client a ModelInfo (screening/model_info.py): from
 the cache, keyed by the sizes and modification times of the model's files, or made in a
-short-lived child process. The client of `screen run` never imports torch, which held
-~200 MiB of a run's memory there (and took a second or two to import).
+short-lived child process. The client of `screen run` never imports torch, which would be
+most of a warm run's memory there, and a slow import (screening/model_info.py).
 """
 from __future__ import annotations
 
