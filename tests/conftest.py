@@ -40,6 +40,13 @@ def inprocess_client():
         yield client
 
 
+@pytest.fixture(scope="module")
+def inprocess_run(inprocess_client):
+    """`screen run`'s cluster option for the in-process cluster (--scheduler, as a user names a running
+    cluster): for CLI runs whose test is about what the run writes or says, not its worker processes."""
+    return ["--scheduler", inprocess_client.scheduler.address]
+
+
 # ---- structure sources (tests/screening/sources/) ---------------------------------------------------
 
 MP_TEST_KEY = "0123456789abcdef0123456789abcdef"  # mp-api insists on 32 characters
@@ -205,7 +212,8 @@ def model_path(tmp_path_factory):
 def default_run(tmp_path_factory):
     """`screen run` with its defaults (substitution candidates without an MP key, the bundled ensemble)
     on a small system typed in another order than the parsed query's (Fe-Li-O): its terminal output,
-    --out and --cache folders. One run for the terminal output's tests and report.html's."""
+    --out and --cache folders. One run for the terminal output's tests and report.html's. (A worker
+    process: its CHGNet relaxations on an in-process cluster ran minutes longer, not shorter.)"""
     from typer.testing import CliRunner
 
     from cli import app

@@ -34,13 +34,13 @@ def test_predict_lists_atoms_on_top_of_each_other_as_bad_and_predicts_the_rest(t
                              f"0.5 A any two atoms of a crystal keep; check the file"
 
 
-def test_relax_on_overlapping_atoms_is_one_line_and_no_prediction(tmp_path, model_path):
+def test_relax_on_overlapping_atoms_is_one_line_and_no_prediction(tmp_path, model_path, inprocess_run):
     pytest.importorskip("chgnet")
     folder = tmp_path / "in"
     folder.mkdir()
     na_cl_on_top(0.1).to(filename=str(folder / "close.cif"))
     r = runner.invoke(app, ["run", "--query", "Na-Cl", "--source", f"local:{folder}", "--relax", "chgnet",
-                            "--model", model_path, "--workers", "1", "--dashboard", ":0",
+                            "--model", model_path, *inprocess_run,
                             "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2, r.output
     errors = [line for line in lines_of(r.output) if line.startswith("error")]

@@ -46,7 +46,7 @@ def test_unknown_relaxer_is_one_line():
         check_relaxer("mace")
 
 
-def test_run_with_relax_writes_relaxed_structures_and_caches_them(originals, tmp_path):
+def test_run_with_relax_writes_relaxed_structures_and_caches_them(originals, tmp_path, inprocess_run):
     from pymatgen.core import Structure
 
     from cache.keys import structure_key
@@ -58,8 +58,8 @@ def test_run_with_relax_writes_relaxed_structures_and_caches_them(originals, tmp
     rows["cif"] = [distort(structures[m], seed=i).to(fmt="cif") for i, m in enumerate(IDS)]
     data = tmp_path / "distorted.csv"
     rows.to_csv(data, index=False)
-    args = ["run", "--query", ",".join(IDS), "--source", f"local:{data}", "--relax", "chgnet",
-            "--workers", "1", "--dashboard", ":0", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    args = ["run", "--query", ",".join(IDS), "--source", f"local:{data}", "--relax", "chgnet", *inprocess_run,
+            "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "relaxation (chgnet, FIRE, fmax 0.05 eV/A): 3 relaxed (3 converged, 0 from the cache)" in r.output

@@ -1,5 +1,6 @@
 """Lost workers, killed workers, worker-side errors, full disks and half-written outputs: one line each,
-never a hang, a traceback or a mixed set of outputs. Real LocalClusters, real processes, real tmpfs."""
+never a hang, a traceback or a mixed set of outputs. Real LocalClusters: worker processes where a
+worker dies or prints, the in-process cluster where the test is about outputs and caches; real tmpfs."""
 import errno
 import json
 import os
@@ -177,15 +178,15 @@ def test_a_worker_side_error_prints_one_line_without_dasks_compute_failed_block(
     assert any("material_ids" in p for p in asked)  # a worker's fetch got the 401, after the client's listing
 
 
-def run_cli(tmp_path, out, *extra):
-    return runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model",
-                               extra[0], "--workers", "1", "--dashboard", ":0", "--cache", str(tmp_path / "c"),
-                               "--out", str(out), *extra[1:]])
+def run_cli(tmp_path, out, cluster, model, *extra):
+    """`screen run` on `cluster` (inprocess_run: these tests are about outputs and caches, not workers)."""
+    return runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model,
+                               *cluster, "--cache", str(tmp_path / "c"), "--out", str(out), *extra])
 
 
-def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, model_path):  # noqa: F811
+def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, model_path, inprocess_run):  # noqa: F811
     out = tmp_path / "o"
-    r = run_cli(tmp_path, out, model_path, "--top", "5")
+    r = run_cli(tmp_path, out, inprocess_run, model_path, "--top", "5")
     assert r.exit_code == 0, r.output
     assert "screening partitions: 1/1" in r.output  # progress lines in non-terminal output
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -194,7 +195,7 @@ def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, mod
     (out / "hull_vs_gap.png").unlink()
     (out / "hull_vs_gap.png").mkdir()
     (out / "hull_vs_gap.png" / "keep.txt").write_text("mine")
-    r = run_cli(tmp_path, out, model_path, "--top", "3")
+    r = run_cli(tmp_path, out, inprocess_run, model_path, "--top", "3")
     assert r.exit_code == 2 and "the previous results were kept" in r.output, r.output
     assert (out / "results.csv").read_bytes() == before["results.csv"]
     assert (out / "summary.json").read_bytes() == before["summary.json"]
@@ -203,7 +204,7 @@ def test_outputs_are_one_set_a_failed_write_keeps_the_previous_set(tmp_path, mod
     # a parquet run replaces the csv set: no results.csv of another run is left beside it
     (out / "hull_vs_gap.png" / "keep.txt").unlink()
     (out / "hull_vs_gap.png").rmdir()
-    r = run_cli(tmp_path, out, model_path, "--top", "3", "--format", "parquet")
+    r = run_cli(tmp_path, out, inprocess_run, model_path, "--top", "3", "--format", "parquet")
     assert r.exit_code == 0, r.output
     # (changes.csv: what changed since the csv run)
     assert sorted(p.name for p in out.iterdir()) == ["changes.csv", "hull_vs_gap.png", "report.html", "results.parquet",
@@ -234,11 +235,11 @@ def fill(path: Path, leave: int) -> Path:
     return filler
 
 
-def test_a_full_disk_under_cache_is_one_line_and_leaves_only_what_clear_stale_finds(tmp_path, model_path):  # noqa: F811
+def test_a_full_disk_under_cache_is_one_line_and_leaves_only_what_clear_stale_finds(tmp_path, model_path,  # noqa: F811
+                                                                                     inprocess_run):
     def run():
         return runner.invoke(app, ["run", "--query", "Li-Fe-O", "--source", f"local:{DATA}", "--model", model_path,
-                                   "--workers", "1", "--dashboard", ":0", "--cache", str(cache),
-                                   "--out", str(tmp_path / "o")])
+                                   *inprocess_run, "--cache", str(cache), "--out", str(tmp_path / "o")])
 
     with tiny_disk(tmp_path / "disk") as disk:
         cache = disk / "cache"
@@ -268,14 +269,15 @@ def test_a_full_disk_under_cache_is_one_line_and_leaves_only_what_clear_stale_fi
                                       expected.drop(columns="rank", errors="ignore"))
 
 
-def test_a_full_disk_under_out_is_one_line_and_keeps_the_previous_results(tmp_path, model_path):  # noqa: F811
+def test_a_full_disk_under_out_is_one_line_and_keeps_the_previous_results(tmp_path, model_path,  # noqa: F811
+                                                                          inprocess_run):
     with tiny_disk(tmp_path / "disk") as disk:
         out = disk / "o"
-        r = run_cli(tmp_path, out, model_path)
+        r = run_cli(tmp_path, out, inprocess_run, model_path)
         assert r.exit_code == 0, r.output
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         fill(disk, 4_000)
-        r = run_cli(tmp_path, out, model_path, "--top", "2")
+        r = run_cli(tmp_path, out, inprocess_run, model_path, "--top", "2")
         assert r.exit_code == 2, r.output
         assert f"--out {out}: no space left on device" in r.output and "previous results were kept" in r.output
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before

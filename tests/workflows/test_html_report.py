@@ -141,12 +141,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def rerun(default_run, tmp_path_factory):
+def rerun(default_run, tmp_path_factory, inprocess_client):
     """The default run's folder copied elsewhere and run again there keeping the top 5 (on the same
     cache, so quickly), so that its page has changes to show."""
     import shutil
-
-    from distributed import Client, LocalCluster
 
     from screening.model_info import default_model_path
     from screening.rank import RankOptions
@@ -158,9 +156,7 @@ def rerun(default_run, tmp_path_factory):
     shutil.copytree(out, again)
     opts = RunOptions(query="O-Li-Fe", source="substitution", model=str(default_model_path()), device="cpu",
                       cache_dir=str(cache), out_dir=str(again), rank=RankOptions(top=5))
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        run_screening(client, opts)
+    run_screening(inprocess_client, opts)
     return again
 
 
