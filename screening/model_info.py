@@ -2,8 +2,8 @@
 
 `screen run`'s client never predicts; workers do. Yet importing torch and loading ten
 members would be most of a warm run's memory on the client, and a slow start
-(docs/run_speed.md). `Ensemble.info()` makes a ModelInfo; workflows/run/worker_model.describe gets one in
-a short-lived process and caches it by the model files' sizes and times.
+(docs/run_speed.md). `Ensemble.info()` makes a ModelInfo; workflows/run/worker_model.describe
+gets one in a short-lived process and caches it by the model files' sizes and times.
 
 Also torch-free, for the same reason: the `device` choices, the default model's path and the
 result columns made from a model's outputs.

@@ -49,7 +49,8 @@ def test_a_changed_model_file_is_described_again_and_a_damaged_one_fails_in_one_
 
 
 def test_every_command_refuses_an_unknown_device_in_the_same_words_before_loading_a_model(tmp_path):
-    """`screen run`'s check, `screen predict`'s and the workers' resolve_device: one message (model_info.check_device)."""
+    """`screen run`'s check, `screen predict`'s and the workers' resolve_device: one message
+    (model_info.check_device)."""
     from screening.predict import resolve_device
     from workflows.file_prediction import predict_files
     from workflows.run.options import RunOptions
