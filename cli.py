@@ -21,7 +21,7 @@ from rich.console import Console
 from screening.errors import ScreenError
 from workflows.cluster.submit import REJECTS, run_option_names
 from workflows.run.options import PANEL, RunSettings
-from workflows.train.settings import FeaturizerConfig, TrainConfig, TrainRunSettings
+from workflows.train.settings import FeaturizerSettings, TrainSettings, TrainRunSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="High-throughput materials screening with MT-CGCNN.")
@@ -164,7 +164,7 @@ def run(
     runner: Optional[str] = option(RunSettings, "runner", hidden=True),
 ):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
-    _error_log.set(out / "error.log")  # (RunOptions.error_log) from the first check on, for this command
+    _error_log.set(out / "error.log")  # (PipelineSettings.error_log) from the first check on, for this command
     settings = RunSettings(**dict(locals()))
     from workflows.run.terminal import run_showing_progress
 
@@ -241,30 +241,30 @@ def predict(
 def train(
     data: Path = option(TrainRunSettings, "data", "--data", "-d"),
     out: Optional[Path] = option(TrainRunSettings, "out", "--out", "-o"),
-    tasks: str = option(TrainConfig, "tasks", shown=comma),
-    task_weights: Optional[str] = option(TrainConfig, "task_weights", "--weights", shown=comma),
-    weighting: str = option(TrainConfig, "weighting"),
-    loss: str = option(TrainConfig, "loss"),
-    metal_head: bool = option(TrainConfig, "metal_head", "--metal-head/--no-metal-head"),
-    split: str = option(TrainConfig, "split", shown=comma),
-    split_seed: int = option(TrainConfig, "split_seed"),
-    epochs: int = option(TrainConfig, "epochs"),
-    batch_size: int = option(TrainConfig, "batch_size"),
-    lr: float = option(TrainConfig, "lr"),
-    optimizer: str = option(TrainConfig, "optimizer"),
-    weight_decay: float = option(TrainConfig, "weight_decay"),
-    schedule: str = option(TrainConfig, "schedule"),
-    warmup_epochs: float = option(TrainConfig, "warmup_epochs"),
-    ema_decay: float = option(TrainConfig, "ema_decay", "--ema"),
-    bn_recompute: int = option(TrainConfig, "bn_recompute"),
-    patience: int = option(TrainConfig, "patience"),
-    seed: int = option(TrainConfig, "seed"),
-    atom_fea_len: int = option(TrainConfig, "atom_fea_len"),
-    n_conv: int = option(TrainConfig, "n_conv"),
-    h_fea_len: int = option(TrainConfig, "h_fea_len"),
-    n_h: int = option(TrainConfig, "n_h"),
-    cutoff: float = option(FeaturizerConfig, "cutoff"),
-    max_neighbors: int = option(FeaturizerConfig, "max_neighbors"),
+    tasks: str = option(TrainSettings, "tasks", shown=comma),
+    task_weights: Optional[str] = option(TrainSettings, "task_weights", "--weights", shown=comma),
+    weighting: str = option(TrainSettings, "weighting"),
+    loss: str = option(TrainSettings, "loss"),
+    metal_head: bool = option(TrainSettings, "metal_head", "--metal-head/--no-metal-head"),
+    split: str = option(TrainSettings, "split", shown=comma),
+    split_seed: int = option(TrainSettings, "split_seed"),
+    epochs: int = option(TrainSettings, "epochs"),
+    batch_size: int = option(TrainSettings, "batch_size"),
+    lr: float = option(TrainSettings, "lr"),
+    optimizer: str = option(TrainSettings, "optimizer"),
+    weight_decay: float = option(TrainSettings, "weight_decay"),
+    schedule: str = option(TrainSettings, "schedule"),
+    warmup_epochs: float = option(TrainSettings, "warmup_epochs"),
+    ema_decay: float = option(TrainSettings, "ema_decay", "--ema"),
+    bn_recompute: int = option(TrainSettings, "bn_recompute"),
+    patience: int = option(TrainSettings, "patience"),
+    seed: int = option(TrainSettings, "seed"),
+    atom_fea_len: int = option(TrainSettings, "atom_fea_len"),
+    n_conv: int = option(TrainSettings, "n_conv"),
+    h_fea_len: int = option(TrainSettings, "h_fea_len"),
+    n_h: int = option(TrainSettings, "n_h"),
+    cutoff: float = option(FeaturizerSettings, "cutoff"),
+    max_neighbors: int = option(FeaturizerSettings, "max_neighbors"),
     limit: Optional[int] = option(TrainRunSettings, "limit"),
     resume: Optional[Path] = option(TrainRunSettings, "resume"),
     cache: Path = cache_option(),
@@ -329,10 +329,10 @@ def experiment(
     cache: Path = cache_option(),
 ):
     """Run a grid of training runs (task sets x seeds x training fractions x settings) and report them."""
-    from workflows.cluster.connection import ClusterSpec
+    from workflows.cluster.connection import ClusterSettings
     from workflows.train.terminal import experiment_showing_progress
 
-    cluster = ClusterSpec(scheduler=scheduler, workers=workers, threads_per_worker=threads, dashboard=dashboard,
+    cluster = ClusterSettings(scheduler=scheduler, workers=workers, threads_per_worker=threads, dashboard=dashboard,
                           gpus_per_worker=1 if device.startswith("cuda") else 0)
     experiment_showing_progress(console, spec_file, out, report, report_only, cluster, cache, device)
 

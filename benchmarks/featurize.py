@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from screening.elements import atom_feature_table
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.structures import structure_from_cif_text
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mp_dev.csv.gz")
@@ -71,7 +71,7 @@ def main():
     atom_feature_table()  # build the table outside the timings
     cif_rate, structures = rate(lambda r: structure_from_cif_text(r[1], r[0]),
                                 list(zip(df.material_id, df.cif)))
-    config = FeaturizerConfig()
+    config = FeaturizerSettings()
     screen_rate, graphs = rate(lambda s: featurize(s, config), structures)
     base_rate, _ = rate(cgcnn_style, structures)
     n_atoms = sum(g.n_atoms for g in graphs)

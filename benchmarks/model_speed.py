@@ -105,8 +105,8 @@ def seconds(fn) -> float:
 
 def main():
     from screening.elements import atom_feature_table
-    from screening.featurize import FeaturizerConfig
-    from screening.model import MTCGCNN, ModelConfig
+    from screening.featurize import FeaturizerSettings
+    from screening.model import MTCGCNN, ModelSettings
     from screening.predict import predict_set
     from workflows.train.training import load_training_data
 
@@ -117,7 +117,7 @@ def main():
     ap.add_argument("--cache", default=str(ROOT / "screen-cache"))
     args = ap.parse_args()
 
-    loaded = load_training_data(DATA, TASKS, FeaturizerConfig(), args.cache)
+    loaded = load_training_data(DATA, TASKS, FeaturizerSettings(), args.cache)
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(loaded.graphs), size=args.n, replace=False))
     data = loaded.graphs.subset(pick)
@@ -131,7 +131,7 @@ def main():
     print(f"{len(data)} crystals ({int(data.n_atoms.sum())} atoms), batches of {args.batch}; "
           f"kernel: {kernels.backend()}")
 
-    ours = MTCGCNN(ModelConfig(tasks=TASKS, metal_head=False))
+    ours = MTCGCNN(ModelSettings(tasks=TASKS, metal_head=False))
     base = Baseline()
 
     def infer_ours():

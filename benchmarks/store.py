@@ -25,7 +25,7 @@ import torch
 from cache.graph_store import GraphStore
 from cache.keys import structure_key
 from screening.elements import atom_feature_table
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.structures import structure_from_cif_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_dev.csv.gz"
@@ -59,7 +59,7 @@ def main():
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     df = pd.read_csv(DATA, nrows=args.n)
-    cfg = FeaturizerConfig()
+    cfg = FeaturizerSettings()
     structures = [structure_from_cif_text(c, i) for c, i in zip(df.cif, df.material_id)]
     graphs = [featurize(s, cfg) for s in structures]
     keys = [structure_key(s, cfg) for s in structures]

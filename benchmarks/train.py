@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from screening.batch import collate  # noqa: E402
-from screening.featurize import FeaturizerConfig  # noqa: E402
+from screening.featurize import FeaturizerSettings  # noqa: E402
 from screening.model import ConvLayer, MTCGCNN  # noqa: E402
 from screening.predict import predict_set  # noqa: E402
-from screening.train import EMA, TrainConfig  # noqa: E402
+from screening.train import EMA, TrainSettings  # noqa: E402
 from screening.split import make_split, split_positions  # noqa: E402
 from workflows.train.training import load_training_data  # noqa: E402
 
@@ -43,9 +43,9 @@ def fancy_index_forward(self, v, u, src, dst, k=None):  # the convolution as it 
 
 
 def epoch_seconds(train_set, val_set, graphs_list, fraction: float, baseline: bool) -> float:
-    cfg = TrainConfig(tasks=TASKS)
+    cfg = TrainSettings(tasks=TASKS)
     torch.manual_seed(0)
-    model = MTCGCNN(cfg.model_config(FeaturizerConfig()))
+    model = MTCGCNN(cfg.model_config(FeaturizerSettings()))
     model.set_normalizer(train_set.targets)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
@@ -86,7 +86,7 @@ def main():
     ap.add_argument("--fraction", type=float, default=1.0, help="share of an epoch to time (then scaled)")
     args = ap.parse_args()
 
-    data = load_training_data(args.data, TASKS, FeaturizerConfig(), args.cache).graphs
+    data = load_training_data(args.data, TASKS, FeaturizerSettings(), args.cache).graphs
     split = make_split(data, [0.8, 0.1, 0.1], 0)
     train_set = data.subset(split_positions(data, split["train"], "split"))
     val_set = data.subset(split_positions(data, split["val"], "split"))

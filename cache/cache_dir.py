@@ -35,7 +35,7 @@ from cache.prediction_cache import PredictionCache, verify_predictions
 from cache.reference_cache import ReferenceCache
 from cache.structure_cache import StructureCache
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 
 MARKER = "CACHEDIR.TAG"
 # The Cache Directory Tagging Specification's signature (https://bford.info/cachedir/): backup tools skip the folder.
@@ -74,7 +74,7 @@ class CacheDir:
             write_atomic(self.root / MARKER, _MARKER_TEXT.encode())
         return self
 
-    def graphs(self, featurizer: FeaturizerConfig) -> GraphStore:
+    def graphs(self, featurizer: FeaturizerSettings) -> GraphStore:
         return GraphStore.open(self.root / GRAPHS, featurizer)
 
     def structures(self) -> StructureCache:

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from cache.atomic import sha256_file, write_atomic
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 
 FORMAT = 1
 
@@ -35,7 +35,7 @@ class TrainingTable:
     skipped: List[str]  # one message per row that could not be featurized
 
 
-def table_digest(data, tasks: Sequence[str], rows, featurizer: FeaturizerConfig) -> str:
+def table_digest(data, tasks: Sequence[str], rows, featurizer: FeaturizerSettings) -> str:
     """`rows` says which rows were taken (any JSON value: a limit, a sample's size and seed)."""
     data = Path(data)
     source = data / "id_prop.csv" if data.is_dir() else data

@@ -42,7 +42,7 @@ from cache.graph_units import CSR, DamagedUnit, Record, csr_arrays, read_manifes
 from cache.graph_upkeep import StoreUpkeep
 from cache.keys import STORE_FORMAT
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.graph import CrystalGraph
 
 __all__ = ["GraphStore", "DamagedUnit", "Record"]
@@ -54,7 +54,7 @@ _KEEP_HANDLES = 256  # units whose Zarr handles and offsets random reads keep op
 class GraphStore(StoreUpkeep):
     """One store directory; get one with `GraphStore.open` (or `GraphStore.at` for a known path)."""
 
-    def __init__(self, root: Path, featurizer: FeaturizerConfig):
+    def __init__(self, root: Path, featurizer: FeaturizerSettings):
         self.root = Path(root)
         self.featurizer = featurizer
         self._manifests: Dict[str, dict] = {}  # unit -> manifest, published and readable
@@ -67,7 +67,7 @@ class GraphStore(StoreUpkeep):
 
     # ---- opening ----
     @classmethod
-    def open(cls, parent, featurizer: FeaturizerConfig) -> "GraphStore":
+    def open(cls, parent, featurizer: FeaturizerSettings) -> "GraphStore":
         """The store of graphs made with `featurizer` under `parent`, created if new."""
         root = Path(parent) / f"featurizer-{featurizer.fingerprint()}"
         for sub in ("units", "manifest", "tmp"):
@@ -77,7 +77,7 @@ class GraphStore(StoreUpkeep):
         return cls.at(root, featurizer)
 
     @classmethod
-    def at(cls, root, featurizer: Optional[FeaturizerConfig] = None) -> "GraphStore":
+    def at(cls, root, featurizer: Optional[FeaturizerSettings] = None) -> "GraphStore":
         """An existing store directory; its featurizer is read from store.json (and must match if given)."""
         root = Path(root)
         try:
@@ -87,7 +87,7 @@ class GraphStore(StoreUpkeep):
         if meta.get("format") != STORE_FORMAT:
             raise ScreenError(f"{root}: graph store format {meta.get('format')} is not {STORE_FORMAT}; "
                               f"clear the cache (screen cache clear)")
-        stored = FeaturizerConfig.from_dict(meta["featurizer"])
+        stored = FeaturizerSettings.from_dict(meta["featurizer"])
         if featurizer is not None and stored != featurizer:
             raise ScreenError(f"{root}: graph store was built with featurizer {stored.to_dict()}, "
                               f"not {featurizer.to_dict()}")

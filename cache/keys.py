@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 
 STORE_FORMAT = 2  # bump when the graph store layout or key recipe changes
 TOLERANCE = 1e-4  # fractional coordinates (unitless) and lattice (A) are rounded to this
@@ -46,7 +46,7 @@ def canonical_structure(structure, tol: float = TOLERANCE) -> str:
     return json.dumps({"tol": tol, "lattice": lattice.tolist(), "sites": sites}, separators=(",", ":"))
 
 
-def structure_key(structure, featurizer: FeaturizerConfig, tol: float = TOLERANCE) -> str:
+def structure_key(structure, featurizer: FeaturizerSettings, tol: float = TOLERANCE) -> str:
     """Key of the graph `featurizer` makes of `structure` (32 hex digits)."""
     return _sha(f"{STORE_FORMAT}|{featurizer.fingerprint()}|{canonical_structure(structure, tol)}")
 

@@ -18,8 +18,8 @@ import torch
 from screening.atomic import write_atomic
 from screening.errors import ScreenError
 from screening.model_info import default_model_path  # noqa: F401  (its home; imported from here too)
-from screening.featurize import FeaturizerConfig
-from screening.model import MTCGCNN, ModelConfig
+from screening.featurize import FeaturizerSettings
+from screening.model import MTCGCNN, ModelSettings
 
 CHECKPOINT_FORMAT = 1
 
@@ -39,7 +39,7 @@ def _content_hash(model_config: dict, featurizer: dict, state: dict) -> str:
 @dataclass
 class Checkpoint:
     model: MTCGCNN
-    featurizer: FeaturizerConfig
+    featurizer: FeaturizerSettings
     hash: str
     meta: dict = field(default_factory=dict)  # training info: epoch, metrics, command, ...
 
@@ -48,7 +48,7 @@ class Checkpoint:
         return self.hash[:12]
 
 
-def save_checkpoint(path, model: MTCGCNN, featurizer: FeaturizerConfig, meta: Optional[dict] = None) -> str:
+def save_checkpoint(path, model: MTCGCNN, featurizer: FeaturizerSettings, meta: Optional[dict] = None) -> str:
     """Write atomically (temp file + rename); returns the content hash."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     model_config = model.config.to_dict()
@@ -74,7 +74,7 @@ def torch_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
-def load_checkpoint(path, expect_featurizer: Optional[FeaturizerConfig] = None,
+def load_checkpoint(path, expect_featurizer: Optional[FeaturizerSettings] = None,
                     map_location="cpu") -> Checkpoint:
     path = Path(path)
     if not path.is_file():
@@ -83,8 +83,8 @@ def load_checkpoint(path, expect_featurizer: Optional[FeaturizerConfig] = None,
         payload = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("unknown layout")
-        config = ModelConfig(**payload["model_config"])
-        featurizer = FeaturizerConfig.from_dict(payload["featurizer"])
+        config = ModelSettings(**payload["model_config"])
+        featurizer = FeaturizerSettings.from_dict(payload["featurizer"])
         state = payload["state_dict"]
         digest = _content_hash(payload["model_config"], payload["featurizer"], state)
     except ScreenError:

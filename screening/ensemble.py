@@ -30,7 +30,7 @@ import numpy as np
 
 from screening.checkpoint import Checkpoint, load_checkpoint
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.model_info import (ENSEMBLE_FORMAT, ModelInfo, NON_NEGATIVE, ensemble_hash,  # noqa: F401  (their home)
                                   model_file, prediction_columns, read_manifest)
 
@@ -43,7 +43,7 @@ class Ensemble:
     meta: dict = field(default_factory=dict)
 
     @property
-    def featurizer(self) -> FeaturizerConfig:
+    def featurizer(self) -> FeaturizerSettings:
         return self.members[0].featurizer
 
     @property
@@ -121,7 +121,7 @@ class Ensemble:
         return stack.mean(axis=0).astype(np.float32), std.astype(np.float32)
 
 
-def _featurizer_text(f: FeaturizerConfig, other: FeaturizerConfig) -> str:
+def _featurizer_text(f: FeaturizerSettings, other: FeaturizerSettings) -> str:
     """A featurizer's cutoff and neighbour count, and whatever else differs from `other`."""
     text = f"cutoff {f.cutoff:g} A, {f.max_neighbors} neighbours"
     if f.gaussian_step != other.gaussian_step:
@@ -150,7 +150,7 @@ def _device(member: Checkpoint):
     return next(member.model.parameters()).device
 
 
-def load_model(path, expect_featurizer: Optional[FeaturizerConfig] = None) -> Ensemble:
+def load_model(path, expect_featurizer: Optional[FeaturizerSettings] = None) -> Ensemble:
     """A checkpoint (.pt), an ensemble manifest (.json), or a directory holding ensemble.json."""
     path = model_file(path)
     if path.suffix != ".json":

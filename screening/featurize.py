@@ -35,7 +35,7 @@ _DISTANCE_TIE_TOL = 1e-5  # A: images closer than this in distance count as tied
 
 
 @dataclass(frozen=True)
-class FeaturizerConfig:
+class FeaturizerSettings:
     cutoff: float = setting(8.0, "Neighbor cutoff (A).")
     max_neighbors: int = setting(12, "Neighbors per atom at most (the nearest inside the cutoff).")
     gaussian_step: float = 0.2  # A: spacing and width of the distance expansion
@@ -53,7 +53,7 @@ class FeaturizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeaturizerConfig":
+    def from_dict(cls, d: dict) -> "FeaturizerSettings":
         return cls(**d)
 
     def fingerprint(self) -> str:
@@ -84,7 +84,7 @@ def check_structure(structure, name: str) -> None:
         )
 
 
-def featurize(structure, config: FeaturizerConfig = FeaturizerConfig(), name: str = "structure") -> CrystalGraph:
+def featurize(structure, config: FeaturizerSettings = FeaturizerSettings(), name: str = "structure") -> CrystalGraph:
     """Build the crystal graph of one ordered structure."""
     check_structure(structure, name)
     z = np.fromiter((site.specie.Z for site in structure), dtype=np.uint8, count=len(structure))

@@ -8,7 +8,7 @@
     heads       y_p = f_p(v_G)                       (Eq 5), one MLP per task
     loss        L = 1/|P| sum_p w_p L_p             (Eqs 6-7), NaN targets masked
 
-Beyond the paper (ModelConfig.metal_head): a classification head beside the
+Beyond the paper (ModelSettings.metal_head): a classification head beside the
 regression heads gives P(metal) (Eg < 0.025 eV) by binary cross-entropy, so
 the metal / non-metal class is a probability rather than a thresholded Eg.
 The per-task loss may be MSE (the paper), L1 or Huber (`task_losses`).
@@ -43,7 +43,7 @@ LOSSES = ("mse", "l1", "huber")
 
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
     tasks: List[str]
     atom_fea_len: int = 64  # length of the learned atom vector v_i
     n_conv: int = 3
@@ -163,7 +163,7 @@ def _head(in_len: int, hidden: int, n_hidden: int) -> nn.Sequential:
 
 
 class MTCGCNN(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelSettings):
         super().__init__()
         self.config = config
         self.register_buffer("atom_features", torch.from_numpy(atom_feature_table()), persistent=False)

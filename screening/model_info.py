@@ -19,7 +19,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.properties import BAND_GAP
 
 
@@ -28,7 +28,7 @@ class ModelInfo:
     path: str  # the manifest or checkpoint it describes
     hash: str  # Ensemble.hash: the identity in prediction caches and provenance
     outputs: Tuple[str, ...]  # prediction columns, in order (MTCGCNN.outputs)
-    featurizer: FeaturizerConfig
+    featurizer: FeaturizerSettings
     members: int  # 1 for a single checkpoint
     meta: dict = field(default_factory=dict)  # the ensemble manifest's other fields (std_scale, unrelaxed_std)
 
@@ -42,7 +42,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
-        return cls(str(d["path"]), str(d["hash"]), tuple(d["outputs"]), FeaturizerConfig.from_dict(d["featurizer"]),
+        return cls(str(d["path"]), str(d["hash"]), tuple(d["outputs"]), FeaturizerSettings.from_dict(d["featurizer"]),
                    int(d["members"]), dict(d["meta"]))
 
 

@@ -43,7 +43,7 @@ RANK_BY = ("p_stable", "e_above_hull")
 
 
 @dataclass
-class RankOptions:
+class RankSettings:
     rank_by: str = "p_stable"  # p_stable: most probably stable first; e_above_hull: lowest mean first
     stable_within: float = 0.0  # eV/atom: "stable" means E_hull <= this
     gap_threshold: float = METAL_GAP_EV
@@ -313,7 +313,7 @@ def with_stages(table: pd.DataFrame, anchor: bool = False) -> pd.DataFrame:
 def hull_formation_energy(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> np.ndarray:
     """The ΔEf that E_hull is measured with: the model's, or for an anchored candidate the
     bias-cancelled DFT ΔEf(known crystal) + [pred ΔEf(candidate) - pred ΔEf(known crystal)];
-    plus `unrelaxed_shift` for unrelaxed candidates (RankOptions)."""
+    plus `unrelaxed_shift` for unrelaxed candidates (RankSettings)."""
     energy = t[FORMATION].to_numpy(float)
     if t["anchored"].any():
         anchored = t[ANCHOR_DFT].to_numpy(float) + t["pred_de_vs_known"].to_numpy(float)
@@ -338,7 +338,7 @@ def _flag_below_known(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> None:
         t["flags"] = [("; ".join(filter(None, [f, BELOW_KNOWN])) if h else f) for f, h in zip(flags, hit)]
 
 
-def rank(table: pd.DataFrame, references: HullEnergies, options: RankOptions = RankOptions()) -> pd.DataFrame:
+def rank(table: pd.DataFrame, references: HullEnergies, options: RankSettings = RankSettings()) -> pd.DataFrame:
     """Add pred_e_above_hull, its std, pred_p_stable and pred_class; filter, sort, keep `top`.
 
     E_hull is the candidate's formation energy minus the reference hull's energy at its

@@ -28,12 +28,12 @@ import torch
 from screening.atomic import write_atomic
 from screening.checkpoint import load_checkpoint, save_checkpoint, torch_bytes
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.graphset import GraphSet
 from screening.metrics import mae, nonmetal_auc
 from screening.model import GAP_TASK, MTCGCNN
 from screening.predict import predict_set
-from screening.train_config import SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig's home; imported from here too)
+from screening.train_config import SCHEDULES, TrainSettings  # noqa: F401  (TrainSettings's home; imported from here too)
 from screening.weighting import make_weighting
 
 
@@ -42,7 +42,7 @@ def validation_score(true: np.ndarray, pred: np.ndarray, std: np.ndarray) -> flo
     return float(np.mean([mae(true[:, k], pred[:, k]) / std[k] for k in range(true.shape[1])]))
 
 
-def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+def lr_factor(step: int, cfg: TrainSettings, steps_per_epoch: int) -> float:
     """Multiplier of cfg.lr at an optimizer step: linear warm-up, then the schedule."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
@@ -55,7 +55,7 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
         return 0.1 if step >= int(total * 2 / 3) else 1.0
     if cfg.schedule == "none":
         return 1.0
-    raise ScreenError(f"`schedule` {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainConfig.check refuses it first
+    raise ScreenError(f"`schedule` {cfg.schedule}: choose {', '.join(SCHEDULES)}")  # TrainSettings.check refuses it first
 
 
 class EMA:
@@ -97,8 +97,8 @@ class _Run:
         return self.ema.model if self.ema else self.model
 
 
-def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
-          featurizer: FeaturizerConfig, resume: Optional[str] = None,
+def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainSettings, out_dir,
+          featurizer: FeaturizerSettings, resume: Optional[str] = None,
           on_epoch: Optional[Callable[[dict], None]] = None, meta: Optional[dict] = None) -> dict:
     """Train; write best.pt, last.pt, last.opt and metrics.csv to out_dir. Returns the best epoch's row."""
     cfg.check()
@@ -136,7 +136,7 @@ def train(train_set: GraphSet, val_set: GraphSet, cfg: TrainConfig, out_dir,
     return best
 
 
-def _start(train_set: GraphSet, cfg: TrainConfig, featurizer: FeaturizerConfig, device) -> _Run:
+def _start(train_set: GraphSet, cfg: TrainSettings, featurizer: FeaturizerSettings, device) -> _Run:
     """A new model (seeded), its loss weighting, optimizer, schedule and moving average."""
     torch.manual_seed(cfg.seed)
     model = MTCGCNN(cfg.model_config(featurizer))
@@ -159,7 +159,7 @@ def _start(train_set: GraphSet, cfg: TrainConfig, featurizer: FeaturizerConfig, 
     return _Run(model, weighting, opt, sched, ema, steps)
 
 
-def _train_epoch(run: _Run, train_set: GraphSet, cfg: TrainConfig, epoch: int, device) -> float:
+def _train_epoch(run: _Run, train_set: GraphSet, cfg: TrainSettings, epoch: int, device) -> float:
     """One pass over the training set in the epoch's own seeded order; the mean training loss."""
     run.model.train()
     total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
@@ -191,7 +191,7 @@ def _validate(run: _Run, val_set: GraphSet, std: np.ndarray, device) -> dict:
     return row
 
 
-def _save(run: _Run, out: Path, featurizer: FeaturizerConfig, state: dict, improved: bool) -> None:
+def _save(run: _Run, out: Path, featurizer: FeaturizerSettings, state: dict, improved: bool) -> None:
     # last.opt first: it alone holds everything a resume needs, so a kill between the
     # writes below leaves a consistent state (metrics.csv is rewritten from the history).
     extra = {"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
@@ -247,13 +247,13 @@ def _atomic_torch_save(obj, path: Path) -> None:
 _MAY_CHANGE_ON_RESUME = ("epochs", "patience", "device", "bn_recompute")
 
 
-def _check_same_recipe(path, saved: Optional[dict], cfg: TrainConfig) -> None:
+def _check_same_recipe(path, saved: Optional[dict], cfg: TrainSettings) -> None:
     """A resumed run must keep its recipe; a changed default must not silently alter it."""
     if not saved:
         return
     now = cfg.to_dict()
     # Settings added after the run started count as their paper values (how older runs trained).
-    paper = TrainConfig.paper(tasks=cfg.tasks).to_dict()
+    paper = TrainSettings.paper(tasks=cfg.tasks).to_dict()
     changed = [f"{k} {saved.get(k, paper[k])!r} -> {v!r}" for k, v in now.items()
                if k not in _MAY_CHANGE_ON_RESUME and saved.get(k, paper[k]) != v]
     if changed:

@@ -1,4 +1,4 @@
-"""Every training setting, defined once (TrainConfig), in a module without torch, so the command
+"""Every training setting, defined once (TrainSettings), in a module without torch, so the command
 line can show the defaults as its options without loading the training stack."""
 from __future__ import annotations
 
@@ -6,23 +6,23 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, List, Optional
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.properties import METAL_GAP_EV, TASKS
 from screening.settings import setting
 
 if TYPE_CHECKING:
-    from screening.model import ModelConfig
+    from screening.model import ModelSettings
 
 SCHEDULES = ("cosine", "step", "none")  # the learning-rate schedules after warm-up (screening/train.py lr_factor)
 
 
 @dataclass
-class TrainConfig:
+class TrainSettings:
     """Every training setting, defined once: `screen train` builds its options from these fields
     (default and help text), and the Python API takes the same defaults.
 
     The defaults are the recipe of the shipped model (screening/models/README.md
-    gives the validation run behind each choice); `TrainConfig.paper()` is the
+    gives the validation run behind each choice); `TrainSettings.paper()` is the
     paper's recipe, which the experiments of workflows/train/paper.yaml use.
     """
     tasks: List[str] = setting(help="Comma-separated target columns.", factory=lambda: list(TASKS))
@@ -53,16 +53,16 @@ class TrainConfig:
     device: str = setting("cpu", "cpu | cuda")
 
     @classmethod
-    def paper(cls, **settings) -> "TrainConfig":
+    def paper(cls, **settings) -> "TrainSettings":
         """The MT-CGCNN paper's recipe (MSE, Adam, no EMA, no metal head, 60/20/20), then `settings`."""
         base = dict(loss="mse", optimizer="adam", weight_decay=0.0, warmup_epochs=0.0, ema_decay=0.0,
                     bn_recompute=0, metal_head=False, split=[0.6, 0.2, 0.2])
         return cls(**{**base, **settings})
 
-    def model_config(self, featurizer: FeaturizerConfig) -> "ModelConfig":
-        from screening.model import ModelConfig
+    def model_config(self, featurizer: FeaturizerSettings) -> "ModelSettings":
+        from screening.model import ModelSettings
 
-        return ModelConfig(list(self.tasks), self.atom_fea_len, self.n_conv, self.h_fea_len, self.n_h,
+        return ModelSettings(list(self.tasks), self.atom_fea_len, self.n_conv, self.h_fea_len, self.n_h,
                            featurizer.cutoff, featurizer.gaussian_step, metal_head=self.metal_head)
 
     def check(self) -> None:

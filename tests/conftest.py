@@ -193,16 +193,16 @@ def data32():
 # ---- a tiny trained model (2 epochs on 40 crystals), for runs that need one but not its accuracy ----
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory):
-    from screening.featurize import FeaturizerConfig, featurize
+    from screening.featurize import FeaturizerSettings, featurize
     from screening.graphset import GraphSet
-    from screening.train import TrainConfig, train
+    from screening.train import TrainSettings, train
     from tests.helpers import TASKS, mp_structures
 
     out = tmp_path_factory.mktemp("model")
     structures, targets = mp_structures(40)
     data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
-    train(data, data, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                  n_conv=1), out, FeaturizerConfig())
+    train(data, data, TrainSettings.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                  n_conv=1), out, FeaturizerSettings())
     return str(out / "best.pt")
 
 

@@ -39,10 +39,10 @@ def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
     import torch
 
     from screening.batch import collate
-    from screening.model import MTCGCNN, ModelConfig
+    from screening.model import MTCGCNN, ModelSettings
 
     torch.manual_seed(seed)
-    model = MTCGCNN(ModelConfig(list(tasks)))
+    model = MTCGCNN(ModelSettings(list(tasks)))
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -53,14 +53,14 @@ def warmed_model(graphs, seed=0, tasks=("a", "b", "c")):
 
 def tiny_ensemble(out: Path, meta=None) -> str:
     """Two tiny members of the default recipe (with the metal head) on one split, seeds 0 and 1, as one ensemble."""
-    from screening.featurize import FeaturizerConfig, featurize
+    from screening.featurize import FeaturizerSettings, featurize
     from screening.graphset import GraphSet
-    from screening.train import TrainConfig, train
+    from screening.train import TrainSettings, train
     from workflows.train.training import write_ensemble
 
     structures, targets = mp_structures(40)
     data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
     for seed in (0, 1):
-        train(data, data, TrainConfig(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerConfig())
+        train(data, data, TrainSettings(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
+                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerSettings())
     return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"], meta=meta).path)

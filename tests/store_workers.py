@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.graph_store import GraphStore
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.graph import CrystalGraph
 
 
@@ -23,7 +23,7 @@ def synthetic_graph(i: int) -> CrystalGraph:
 
 def write_range(parent: str, start: int, stop: int, unit_size: int, barrier=None) -> None:
     """Store crystals start..stop-1 under `parent` in units of unit_size (after `barrier`, if given)."""
-    store = GraphStore.open(parent, FeaturizerConfig())
+    store = GraphStore.open(parent, FeaturizerSettings())
     if barrier is not None:
         barrier.wait(60)  # every writer starts writing at the same moment
     for a in range(start, stop, unit_size):

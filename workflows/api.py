@@ -160,7 +160,7 @@ def _relaxed(out: Path, key: str):
 
 def _from_source(candidate: pd.Series, run: dict):
     from cache.keys import structure_key
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
     from screening.formula import element_set
     from screening.query import parse_query
     from screening.sources import open_source
@@ -173,7 +173,7 @@ def _from_source(candidate: pd.Series, run: dict):
     if not found:
         raise ScreenError(f"structure(): {c_id} ({formula}) is no longer in {source.name}")
     s = found[0].structure
-    featurizer = FeaturizerConfig.from_dict(run["summary"]["featurizer"])
+    featurizer = FeaturizerSettings.from_dict(run["summary"]["featurizer"])
     if structure_key(s, featurizer) != candidate["structure_key"]:
         raise ScreenError(f"structure(): {c_id} ({formula}) in {source.name} is not the structure that was "
                           f"screened (another structure key): the source changed since the run")

@@ -13,12 +13,12 @@ import pytest
 from cache.graph_store import GraphStore
 from cache.keys import structure_key
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from tests.helpers import mp_structures
 from tests.store_workers import synthetic_graph, write_range
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = FeaturizerConfig()
+CFG = FeaturizerSettings()
 
 
 def keys_of(r):
@@ -55,11 +55,11 @@ def test_round_trip_is_bit_identical(tmp_path):
 def test_other_featurizer_is_a_separate_store_and_a_miss(tmp_path):
     a = GraphStore.open(tmp_path, CFG)
     a.write(["k1"], ["x"], [synthetic_graph(1)])
-    b = GraphStore.open(tmp_path, FeaturizerConfig(cutoff=6.0))
+    b = GraphStore.open(tmp_path, FeaturizerSettings(cutoff=6.0))
     assert b.root != a.root and len(b) == 0 and not b.contains("k1")
     assert GraphStore.at(a.root).featurizer == CFG and len(GraphStore.at(a.root)) == 1
     with pytest.raises(ScreenError, match="built with featurizer"):
-        GraphStore.at(a.root, FeaturizerConfig(cutoff=6.0))
+        GraphStore.at(a.root, FeaturizerSettings(cutoff=6.0))
 
 
 def test_overlapping_units_serve_each_crystal_once(tmp_path):
@@ -207,8 +207,8 @@ def test_a_truncated_manifest_does_not_block_its_unit_for_good(tmp_path):
 MEMORY_SCRIPT = """
 import sys, psutil
 from cache.graph_store import GraphStore
-from screening.featurize import FeaturizerConfig
-store = GraphStore.open(sys.argv[1], FeaturizerConfig())
+from screening.featurize import FeaturizerSettings
+store = GraphStore.open(sys.argv[1], FeaturizerSettings())
 proc = psutil.Process()
 base = peak = None
 n = 0
@@ -248,7 +248,7 @@ def test_atoms_without_neighbours_come_from_the_manifest_and_old_manifests_fall_
 
     lonely = CrystalGraph.from_csr(np.array([8, 3, 3]), np.array([0, 1, 1]), np.array([2, 1], dtype=np.int32),
                                    np.array([2.0, 2.0], dtype=np.float32))  # atom 0 has no neighbour
-    store = GraphStore.open(tmp_path, FeaturizerConfig())
+    store = GraphStore.open(tmp_path, FeaturizerSettings())
     store.write(["k-lonely", "k-full"], ["a", "b"], [lonely, synthetic_graph(1)])
     manifest = next((store.root / "manifest").glob("*.json"))
     assert json.loads(manifest.read_text())["isolated"] == [1, 0]
@@ -260,5 +260,5 @@ def test_atoms_without_neighbours_come_from_the_manifest_and_old_manifests_fall_
     del m["isolated"], m["sha256"]
     m["sha256"] = _digest(m)
     manifest.write_text(json.dumps(m))
-    old = GraphStore.open(tmp_path, FeaturizerConfig())
+    old = GraphStore.open(tmp_path, FeaturizerSettings())
     assert old.isolated_atoms("k-lonely") == 1 and old.isolated_atoms("k-full") == 0

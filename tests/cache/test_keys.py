@@ -4,11 +4,11 @@ from pymatgen.core import Lattice, Structure
 from cache.keys import STORE_FORMAT, canonical_structure, structure_key, structures_key
 from cache.prediction_cache import PredictionCache, verify_predictions
 from cache.structure_cache import StructureCache
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.sources import Candidate
 from tests.helpers import mp_rows, mp_structures
 
-CFG = FeaturizerConfig()
+CFG = FeaturizerSettings()
 
 
 def test_same_crystal_same_key_other_crystal_or_cutoff_other_key():
@@ -22,8 +22,8 @@ def test_same_crystal_same_key_other_crystal_or_cutoff_other_key():
     assert not np.allclose(shifted.frac_coords, s.frac_coords)
     key = structure_key(s, CFG)
     assert len(key) == 32 and key == structure_key(permuted, CFG) == structure_key(shifted, CFG)
-    assert key != structure_key(s, FeaturizerConfig(cutoff=6.0))
-    assert key != structure_key(s, FeaturizerConfig(max_neighbors=8))
+    assert key != structure_key(s, FeaturizerSettings(cutoff=6.0))
+    assert key != structure_key(s, FeaturizerSettings(max_neighbors=8))
     assert key != structure_key(structures[1], CFG)
     strained = s.copy()
     strained.scale_lattice(s.volume * 1.01)

@@ -97,7 +97,7 @@ def test_clear_refuses_a_folder_screen_did_not_make(tmp_path):
 
 def test_verify_repair_removes_every_damaged_item_and_the_store_is_remade(tmp_path):
     from cache.graph_store import GraphStore
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
     from tests.store_workers import synthetic_graph
 
     cache = claim(tmp_path / "cache")
@@ -133,7 +133,7 @@ def test_verify_repair_removes_every_damaged_item_and_the_store_is_remade(tmp_pa
     r = screen("info", "--cache", str(cache))
     assert "30 crystals" in r.output and "0 unpublished leftovers" in r.output
     # the removed crystals are missing, so a writer makes them again, and they are served right
-    store = GraphStore.open(cache / "graphs", FeaturizerConfig())
+    store = GraphStore.open(cache / "graphs", FeaturizerSettings())
     assert sum(store.contains(f"key{i:06d}") for i in range(90)) == 30
     write_range(str(cache / "graphs"), 0, 90, 30)
     store.refresh()

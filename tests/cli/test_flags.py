@@ -28,18 +28,18 @@ def test_an_option_takes_its_default_and_help_from_the_settings_field():
 
 
 def test_screen_train_options_are_the_training_settings():
-    """Every TrainConfig field (device aside: the command line resolves "auto") and the featurizer's
+    """Every TrainSettings field (device aside: the command line resolves "auto") and the featurizer's
     cutoff and neighbour count are `screen train` options with the field's own default and help."""
     from dataclasses import fields
 
     import typer.main
 
-    from screening.featurize import FeaturizerConfig
-    from screening.train_config import TrainConfig
+    from screening.featurize import FeaturizerSettings
+    from screening.train_config import TrainSettings
 
     params = {p.name: p for p in typer.main.get_command(cli.app).commands["train"].params}
-    settings = [(TrainConfig, f) for f in fields(TrainConfig) if f.name != "device"]
-    settings += [(FeaturizerConfig, f) for f in fields(FeaturizerConfig) if f.name in ("cutoff", "max_neighbors")]
+    settings = [(TrainSettings, f) for f in fields(TrainSettings) if f.name != "device"]
+    settings += [(FeaturizerSettings, f) for f in fields(FeaturizerSettings) if f.name in ("cutoff", "max_neighbors")]
     for cls, f in settings:
         default = default_of(cls, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default  # lists: one comma-separated option
@@ -87,17 +87,17 @@ def _messages():
     from screening.query import parse_query
     from screening.relax import check_relaxer
     from screening.split import split_indices
-    from screening.train_config import TrainConfig
+    from screening.train_config import TrainSettings
     from screening.weighting import make_weighting
 
     tasks = ["formation_energy_per_atom", "band_gap"]
     return [
-        (lambda: TrainConfig(tasks, loss="l3").check(), "--loss l3: choose mse, l1, huber"),
-        (lambda: TrainConfig(tasks, optimizer="sgd").check(), "--optimizer sgd: choose adam or adamw"),
-        (lambda: TrainConfig(tasks[:1]).check(), "the metal head needs the band_gap task (its label is Eg < "),
-        (lambda: TrainConfig(tasks[:1]).check(), "add it to --tasks or pass --no-metal-head"),
-        (lambda: TrainConfig(tasks, ema_decay=1.0).check(), "--ema 1.0: need 0 <= decay < 1 (0 turns it off)"),
-        (lambda: TrainConfig(tasks, epochs=0).check(), "--epochs must be >= 1 and --batch-size >= 2"),
+        (lambda: TrainSettings(tasks, loss="l3").check(), "--loss l3: choose mse, l1, huber"),
+        (lambda: TrainSettings(tasks, optimizer="sgd").check(), "--optimizer sgd: choose adam or adamw"),
+        (lambda: TrainSettings(tasks[:1]).check(), "the metal head needs the band_gap task (its label is Eg < "),
+        (lambda: TrainSettings(tasks[:1]).check(), "add it to --tasks or pass --no-metal-head"),
+        (lambda: TrainSettings(tasks, ema_decay=1.0).check(), "--ema 1.0: need 0 <= decay < 1 (0 turns it off)"),
+        (lambda: TrainSettings(tasks, epochs=0).check(), "--epochs must be >= 1 and --batch-size >= 2"),
         (lambda: split_indices(10, [0.8, 0.8, 0.1], 0), "--split [0.8, 0.8, 0.1]: need three fractions >= 0 "),
         (lambda: make_weighting("fixed", 2, [1.0]), "--weights: 1 weights for 2 tasks"),
         (lambda: make_weighting("uncertainty", 2, [1.0, 2.0]),

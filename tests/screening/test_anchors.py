@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from screening.anchors import anchors_from_table, attach, shipped_anchors
-from screening.rank import BELOW_KNOWN, HullTable, RankOptions, ReferencePhases, rank, system_hull
+from screening.rank import BELOW_KNOWN, HullTable, RankSettings, ReferencePhases, rank, system_hull
 from screening.references import SHIPPED
 
 # Li-O: Li2O on the hull at -2.0, Li2O2 on it at -1.5, LiO2 above it (-0.9 vs the hull's -1.0 there)
@@ -31,7 +31,7 @@ def test_anchored_e_hull_equals_the_hand_computed_value():
     anchors = anchors_from_table(REFS, ["Li2O", "LiO2"], on_hull=True)
     anchors["LiO2"].on_hull = False  # (as it is in REFS)
     t = attach(candidates(), anchors)
-    out = rank(t, refs, RankOptions(anchor=True, stage_std={"anchored": {"scale": 1.0, "add": 0.0}})).set_index("id")
+    out = rank(t, refs, RankSettings(anchor=True, stage_std={"anchored": {"scale": 1.0, "add": 0.0}})).set_index("id")
     # c1: DFT(Li2O) + [pred(c1) - pred(Li2O)] = -2.0 + (-2.3 + 2.1) = -2.2; the hull at Li2O is -2.0
     assert out.pred_e_above_hull["c1"] == pytest.approx(-0.2)
     assert out.pred_de_vs_known["c1"] == pytest.approx(-0.2) and out.anchored["c1"]
@@ -45,7 +45,7 @@ def test_anchored_e_hull_equals_the_hand_computed_value():
     # more than 2σ (2 x 0.05) below an on-hull ground state: c1 only (c3's known crystal is above the hull)
     assert [i for i in out.index if BELOW_KNOWN in out["flags"][i]] == ["c1"]
     # without anchoring: the model's ΔEf alone, -2.3 - (-2.0); still flagged (-0.3 below the known crystal)
-    plain = rank(t, refs, RankOptions(anchor=False)).set_index("id")
+    plain = rank(t, refs, RankSettings(anchor=False)).set_index("id")
     assert plain.pred_e_above_hull["c1"] == pytest.approx(-0.3) and not plain.anchored.any()
     assert plain.pred_de_vs_known["c1"] == pytest.approx(-0.2)
 
@@ -76,8 +76,8 @@ def test_the_funnel_shift_moves_only_the_unrelaxed_candidates():
 
     refs = ReferencePhases(REFS.formula, REFS.formation_energy_per_atom, REFS.material_id)
     t = candidates()
-    base = rank(t, refs, RankOptions(anchor=False)).set_index("id")
-    moved = rank(t, refs, RankOptions(anchor=False, unrelaxed_shift=0.15)).set_index("id")
+    base = rank(t, refs, RankSettings(anchor=False)).set_index("id")
+    moved = rank(t, refs, RankSettings(anchor=False, unrelaxed_shift=0.15)).set_index("id")
     assert (moved.pred_e_above_hull - base.pred_e_above_hull).to_dict() == pytest.approx(
         {"c1": 0.15, "c2": 0.0, "c3": 0.15, "c4": 0.0})
     # the shift is the median of what relaxing did to the relaxed candidates, once there are five

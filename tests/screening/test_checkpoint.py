@@ -4,7 +4,7 @@ import torch
 
 from screening.checkpoint import load_checkpoint, save_checkpoint
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.predict import predict_graphs
 from tests.helpers import mp_structures
 from tests.helpers import warmed_model
@@ -21,19 +21,19 @@ def setup():
 
 def test_round_trip_gives_identical_predictions(tmp_path, setup):
     model, graphs = setup
-    digest = save_checkpoint(tmp_path / "m.pt", model, FeaturizerConfig(), {"note": "x"})
-    ckpt = load_checkpoint(tmp_path / "m.pt", expect_featurizer=FeaturizerConfig())
+    digest = save_checkpoint(tmp_path / "m.pt", model, FeaturizerSettings(), {"note": "x"})
+    ckpt = load_checkpoint(tmp_path / "m.pt", expect_featurizer=FeaturizerSettings())
     assert ckpt.hash == digest and ckpt.meta == {"note": "x"}
     assert ckpt.model.tasks == ["formation_energy_per_atom", "band_gap"]
     assert np.array_equal(predict_graphs(ckpt.model, graphs), predict_graphs(model, graphs))
     # same weights -> same hash; different weights -> different hash
-    assert save_checkpoint(tmp_path / "m2.pt", model, FeaturizerConfig()) == digest
+    assert save_checkpoint(tmp_path / "m2.pt", model, FeaturizerSettings()) == digest
 
 
 def test_flipped_byte_is_reported_as_corruption(tmp_path, setup):
     model, _ = setup
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, FeaturizerConfig())
+    save_checkpoint(path, model, FeaturizerSettings())
     data = bytearray(path.read_bytes())
     # flip a byte inside the largest tensor's storage (zip entries are stored uncompressed)
     w = model.embedding.weight.detach().numpy().tobytes()
@@ -48,7 +48,7 @@ def test_flipped_byte_is_reported_as_corruption(tmp_path, setup):
 def test_truncated_or_foreign_file_is_a_clear_error(tmp_path, setup):
     model, _ = setup
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, FeaturizerConfig())
+    save_checkpoint(path, model, FeaturizerSettings())
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(ScreenError, match=r"m\.pt: not a readable screen checkpoint"):
         load_checkpoint(path)
@@ -62,8 +62,8 @@ def test_truncated_or_foreign_file_is_a_clear_error(tmp_path, setup):
 
 def test_featurizer_mismatch_is_a_clear_error(tmp_path, setup):
     model, _ = setup
-    save_checkpoint(tmp_path / "m.pt", model, FeaturizerConfig())
+    save_checkpoint(tmp_path / "m.pt", model, FeaturizerSettings())
     with pytest.raises(ScreenError) as e:
-        load_checkpoint(tmp_path / "m.pt", expect_featurizer=FeaturizerConfig(cutoff=6.0))
+        load_checkpoint(tmp_path / "m.pt", expect_featurizer=FeaturizerSettings(cutoff=6.0))
     msg = str(e.value)
     assert "trained with featurizer" in msg and "'cutoff': 8.0" in msg and "'cutoff': 6.0" in msg

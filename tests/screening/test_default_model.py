@@ -3,7 +3,7 @@ import json
 
 from screening.checkpoint import default_model_path
 from screening.ensemble import load_model
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.metrics import mae
 from tests.helpers import TASKS, mp_rows, mp_structures
 
@@ -16,7 +16,7 @@ def test_the_bundled_model_ships():
 
 
 def test_bundled_model_is_an_ensemble_with_its_card_and_default_featurizer():
-    model = load_model(default_model_path(), expect_featurizer=FeaturizerConfig())
+    model = load_model(default_model_path(), expect_featurizer=FeaturizerSettings())
     assert model.tasks == TASKS and len(model.members) == 10
     assert len({m.hash for m in model.members}) == 10
     card = (default_model_path().parent.parent / "README.md").read_text()

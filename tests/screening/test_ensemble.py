@@ -12,8 +12,8 @@ from cli import app
 from screening.checkpoint import load_checkpoint, save_checkpoint
 from screening.ensemble import Ensemble, load_model
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
-from screening.model import MTCGCNN, ModelConfig
+from screening.featurize import FeaturizerSettings, featurize
+from screening.model import MTCGCNN, ModelSettings
 from tests.helpers import TASKS, mp_structures
 from workflows.train.training import write_ensemble
 
@@ -24,9 +24,9 @@ def graphs():
     return [featurize(s) for s in structures]
 
 
-def member(path, seed, metal_head=True, featurizer=FeaturizerConfig()):
+def member(path, seed, metal_head=True, featurizer=FeaturizerSettings()):
     torch.manual_seed(seed)
-    model = MTCGCNN(ModelConfig(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head,
+    model = MTCGCNN(ModelSettings(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head,
                                 cutoff=featurizer.cutoff, gaussian_step=featurizer.gaussian_step))
     model.eval()
     save_checkpoint(path, model, featurizer)
@@ -76,7 +76,7 @@ def test_a_replaced_member_or_a_broken_manifest_is_a_one_line_error(tmp_path):
 
 def test_members_of_other_featurizers_are_refused_naming_cutoff_and_neighbours(tmp_path):
     a = member(tmp_path / "a.pt", seed=0)
-    b = member(tmp_path / "b.pt", seed=1, featurizer=FeaturizerConfig(cutoff=6.0, max_neighbors=8))
+    b = member(tmp_path / "b.pt", seed=1, featurizer=FeaturizerSettings(cutoff=6.0, max_neighbors=8))
     r = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--out", str(tmp_path / "e.json")])
     assert r.exit_code == 2, r.output
     assert " ".join(r.output.split()) == (

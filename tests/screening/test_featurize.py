@@ -4,7 +4,7 @@ from pymatgen.core import Lattice, Structure
 
 from screening.elements import MAX_Z, N_FEATURES, atom_feature_table, computed_atom_feature_table
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.structures import read_structure
 from tests.helpers import diamond, mp_structures, rocksalt
 
@@ -36,9 +36,9 @@ def test_diamond_has_four_nearest_neighbors_at_sqrt3_a_over_4():
 
 
 def test_cutoff_and_neighbor_count_are_configurable():
-    g = featurize(rocksalt(), FeaturizerConfig(cutoff=3.0, max_neighbors=12))
+    g = featurize(rocksalt(), FeaturizerSettings(cutoff=3.0, max_neighbors=12))
     assert np.all(g.neighbor_counts() == 6) and np.all(g.distances <= 3.0)
-    g = featurize(rocksalt(), FeaturizerConfig(max_neighbors=4))
+    g = featurize(rocksalt(), FeaturizerSettings(max_neighbors=4))
     assert np.all(g.neighbor_counts() == 4)
 
 
@@ -106,6 +106,6 @@ def test_element_outside_feature_table_is_refused():
 
 def test_featurizer_config_is_validated():
     with pytest.raises(ScreenError, match="cutoff"):
-        FeaturizerConfig(cutoff=-1)
-    assert FeaturizerConfig().fingerprint() != FeaturizerConfig(cutoff=6.0).fingerprint()
-    assert len(FeaturizerConfig().gaussian_centers()) == 41
+        FeaturizerSettings(cutoff=-1)
+    assert FeaturizerSettings().fingerprint() != FeaturizerSettings(cutoff=6.0).fingerprint()
+    assert len(FeaturizerSettings().gaussian_centers()) == 41

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.graphset import ARRAYS, GraphSet
 from tests.helpers import diamond, rocksalt
 
 
 def test_a_saved_set_loads_equal_and_only_for_its_featurizer(tmp_path):
-    config = FeaturizerConfig()
+    config = FeaturizerSettings()
     targets = np.array([[1.0, np.nan], [2.0, 3.0]], np.float32)
     graphs = GraphSet.from_graphs([featurize(s, config) for s in (rocksalt(), diamond())], targets, ids=["a", "b"])
     graphs.save(tmp_path / "g.npz", config.fingerprint(), tasks=["x", "y"])
@@ -21,4 +21,4 @@ def test_a_saved_set_loads_equal_and_only_for_its_featurizer(tmp_path):
         assert getattr(back, name).dtype == getattr(graphs, name).dtype
     assert list(np.load(tmp_path / "g.npz")["tasks"]) == ["x", "y"]
     with pytest.raises(ScreenError, match="another featurizer"):
-        GraphSet.load(tmp_path / "g.npz", FeaturizerConfig(cutoff=config.cutoff + 1).fingerprint())
+        GraphSet.load(tmp_path / "g.npz", FeaturizerSettings(cutoff=config.cutoff + 1).fingerprint())

@@ -6,7 +6,7 @@ from screening.batch import atom_budget_chunks, collate
 from screening.featurize import featurize
 from screening.checkpoint import default_model_path
 from screening.ensemble import load_model
-from screening.model import ConvLayer, MTCGCNN, ModelConfig, neighbors_per_atom
+from screening.model import ConvLayer, MTCGCNN, ModelSettings, neighbors_per_atom
 from screening.predict import predict_graphs
 from tests.helpers import mp_structures, rocksalt, warmed_model
 from tests.reference import masked_multitask_mse, unfactorized_conv
@@ -150,7 +150,7 @@ def test_shipped_ensemble_predicts_as_the_textbook_model(kernel, monkeypatch):
 
 
 def test_normalizer_ignores_missing_targets():
-    model = MTCGCNN(ModelConfig(["a", "b"]))
+    model = MTCGCNN(ModelSettings(["a", "b"]))
     model.set_normalizer(np.array([[1.0, np.nan], [3.0, 4.0], [np.nan, 8.0]]))
     np.testing.assert_allclose(model.target_mean.numpy(), [2.0, 6.0])
     np.testing.assert_allclose(model.target_std.numpy(), [1.0, 2.0])

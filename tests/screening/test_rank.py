@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from screening.errors import ScreenError
-from screening.rank import HullTable, RankOptions, ReferencePhases, energy_above_hull, rank, reference_name, system_hull
+from screening.rank import HullTable, RankSettings, ReferencePhases, energy_above_hull, rank, reference_name, system_hull
 from screening.formula import element_set
 from screening.hull import composition
 from tests.helpers import DATA
@@ -37,16 +37,16 @@ def test_rank_sorts_classifies_and_filters(refs):
     assert t.id.tolist()[0] == "b" and t["rank"].tolist() == [1, 2, 3, 4]
     assert np.all(np.diff(t.pred_e_above_hull) >= 0)
     assert dict(zip(t.id, t.pred_class)) == {"a": "metal", "b": "non-metal", "c": "non-metal", "d": "metal"}
-    assert set(rank(table(), refs, RankOptions(nonmetal=True)).id) == {"b", "c"}
-    assert set(rank(table(), refs, RankOptions(gap_min=0.5, gap_max=2.0)).id) == {"c"}
-    assert set(rank(table(), refs, RankOptions(gap_threshold=0.01)).query("pred_class == 'metal'").id) == {"a"}
-    assert rank(table(), refs, RankOptions(ehull_max=0.0)).id.tolist() == ["b"]
-    assert rank(table(), refs, RankOptions(top=2)).id.tolist() == t.id.tolist()[:2]
+    assert set(rank(table(), refs, RankSettings(nonmetal=True)).id) == {"b", "c"}
+    assert set(rank(table(), refs, RankSettings(gap_min=0.5, gap_max=2.0)).id) == {"c"}
+    assert set(rank(table(), refs, RankSettings(gap_threshold=0.01)).query("pred_class == 'metal'").id) == {"a"}
+    assert rank(table(), refs, RankSettings(ehull_max=0.0)).id.tolist() == ["b"]
+    assert rank(table(), refs, RankSettings(top=2)).id.tolist() == t.id.tolist()[:2]
 
 
 def test_contradictory_gap_filters_are_an_error(refs):
     with pytest.raises(ScreenError, match="`gap_min` 2.0 is above `gap_max` 1.0"):
-        rank(table(), refs, RankOptions(gap_min=2.0, gap_max=1.0))
+        rank(table(), refs, RankSettings(gap_min=2.0, gap_max=1.0))
 
 
 def test_p_stable_matches_the_normal_cdf_by_hand():
@@ -69,10 +69,10 @@ def test_ranking_by_p_stable_prefers_a_confident_candidate(refs):
     np.testing.assert_allclose(by_p.pred_e_above_hull_std, by_p.pred_formation_energy_per_atom_std)
     assert by_p.pred_p_stable.iloc[0] == pytest.approx(1.0, abs=1e-6)  # z = 5
     assert by_p.pred_p_stable.iloc[1] == pytest.approx(0.5596, abs=1e-3)  # z = 0.15
-    by_mean = rank(t, refs, RankOptions(rank_by="e_above_hull"))
+    by_mean = rank(t, refs, RankSettings(rank_by="e_above_hull"))
     assert by_mean.id.tolist()[:2] == ["b", "a"]
     with pytest.raises(ScreenError, match="`rank_by` luck"):
-        rank(t, refs, RankOptions(rank_by="luck"))
+        rank(t, refs, RankSettings(rank_by="luck"))
 
 
 def test_unrelaxed_candidates_get_the_structure_error_added_to_their_std(refs):
@@ -83,7 +83,7 @@ def test_unrelaxed_candidates_get_the_structure_error_added_to_their_std(refs):
     t["flags"] = ["", "Xe in 3 training crystals; unrelaxed", "", ""]
     plain = rank(t, refs).set_index("id")
     assert plain.pred_e_above_hull_std["b"] == pytest.approx(0.03)  # off: nothing added
-    ranked = rank(t, refs, RankOptions(unrelaxed_std=0.04)).set_index("id")
+    ranked = rank(t, refs, RankSettings(unrelaxed_std=0.04)).set_index("id")
     assert ranked.pred_e_above_hull_std["a"] == pytest.approx(0.03)
     assert ranked.pred_e_above_hull_std["b"] == pytest.approx(0.05)  # hypot(0.03, 0.04)
     # same mean, wider error bar: b is less probably stable, and ranks below a
@@ -109,7 +109,7 @@ def test_known_crystals_are_ranked_against_the_hull_without_their_own_entry():
     t = pd.DataFrame({"id": ["A", "B"], "formula": ["LiO2", "LiCl"],
                       "pred_formation_energy_per_atom": [dft_a - 0.2, -0.5], "pred_band_gap": [1.0, 5.0],
                       "dft_formation_energy_per_atom": [dft_a, -0.5]})
-    ranked = rank(t, refs, RankOptions(rank_by="e_above_hull"))
+    ranked = rank(t, refs, RankSettings(rank_by="e_above_hull"))
     assert ranked.id.tolist() == ["B", "A"]
     got = dict(zip(ranked.id, ranked.pred_e_above_hull))
     assert got["A"] == pytest.approx(-0.25, abs=1e-9) and got["B"] == pytest.approx(-0.5, abs=1e-9)
@@ -134,9 +134,9 @@ def test_new_only_keeps_what_the_source_calls_neither_stable_nor_known_and_its_e
     everything = rank(t, refs)
     assert dict(zip(everything.id, everything.dft_e_above_hull.fillna(-1))) == \
         {"a": 0.123, "b": 0.0, "c": 0.456, "d": -1}  # not recomputed from the formation energies
-    assert rank(t, refs, RankOptions(new_only=True)).id.tolist() == ["a"]
+    assert rank(t, refs, RankSettings(new_only=True)).id.tolist() == ["a"]
     with pytest.raises(ScreenError, match="`new_only`: this source does not say"):
-        rank(table(), refs, RankOptions(new_only=True))
+        rank(table(), refs, RankSettings(new_only=True))
 
 
 

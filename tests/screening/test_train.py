@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screening.featurize import FeaturizerConfig
+from screening.featurize import FeaturizerSettings
 from screening.metrics import mae, nonmetal_auc, roc_auc, spearman
 from screening.split import split_indices
-from screening.train import TrainConfig, train
+from screening.train import TrainSettings, train
 from tests.helpers import TASKS
 
 
@@ -13,30 +13,30 @@ def tiny_config(**kw):
     base = dict(tasks=TASKS, epochs=60, batch_size=32, lr=0.005, atom_fea_len=32, h_fea_len=32,
                 n_conv=2, schedule="none", patience=1000, seed=0)
     base.update(kw)
-    return TrainConfig.paper(**base)
+    return TrainSettings.paper(**base)
 
 
 def test_tiny_model_overfits_32_crystals(tmp_path, data32):
-    best = train(data32, data32, tiny_config(epochs=150), tmp_path, FeaturizerConfig())
+    best = train(data32, data32, tiny_config(epochs=150), tmp_path, FeaturizerSettings())
     history = pd.read_csv(tmp_path / "metrics.csv")
     assert history.train_loss.iloc[-1] < 0.02 * history.train_loss.iloc[0]
     assert best["score"] < 0.1  # validation MAE on the same crystals, in target std units
 
 
 def test_training_is_reproducible_for_a_fixed_seed(tmp_path, data32, one_thread):
-    a = train(data32, data32, tiny_config(epochs=3), tmp_path / "a", FeaturizerConfig())
-    b = train(data32, data32, tiny_config(epochs=3), tmp_path / "b", FeaturizerConfig())
-    c = train(data32, data32, tiny_config(epochs=3, seed=1), tmp_path / "c", FeaturizerConfig())
+    a = train(data32, data32, tiny_config(epochs=3), tmp_path / "a", FeaturizerSettings())
+    b = train(data32, data32, tiny_config(epochs=3), tmp_path / "b", FeaturizerSettings())
+    c = train(data32, data32, tiny_config(epochs=3, seed=1), tmp_path / "c", FeaturizerSettings())
     assert pd.read_csv(tmp_path / "a/metrics.csv").drop(columns="seconds").equals(
         pd.read_csv(tmp_path / "b/metrics.csv").drop(columns="seconds"))
     assert a["score"] == b["score"] != c["score"]
 
 
 def test_resume_continues_the_same_run(tmp_path, data32, one_thread):
-    full = train(data32, data32, tiny_config(epochs=4), tmp_path / "full", FeaturizerConfig())
-    train(data32, data32, tiny_config(epochs=2), tmp_path / "part", FeaturizerConfig())
+    full = train(data32, data32, tiny_config(epochs=4), tmp_path / "full", FeaturizerSettings())
+    train(data32, data32, tiny_config(epochs=2), tmp_path / "part", FeaturizerSettings())
     # extend the 2-epoch run to 4: same schedule-free result as the straight run
-    resumed = train(data32, data32, tiny_config(epochs=4), tmp_path / "part", FeaturizerConfig(),
+    resumed = train(data32, data32, tiny_config(epochs=4), tmp_path / "part", FeaturizerSettings(),
                     resume=str(tmp_path / "part/last.pt"))
     np.testing.assert_allclose(resumed["score"], full["score"], rtol=1e-4)
     assert len(pd.read_csv(tmp_path / "part/metrics.csv")) == 4

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screening.rank import RankOptions, ReferencePhases, rank
+from screening.rank import RankSettings, ReferencePhases, rank
 from screening.uncertainty import fit_stage_std, grouped_folds, out_of_fold_std, stage_std, stage_terms
 
 STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, "add": 0.03},
@@ -34,7 +34,7 @@ def test_a_manifest_with_only_some_stages_falls_back_for_the_others():
 
 
 def test_rank_reads_the_scales_from_the_model_manifest(tmp_path):
-    """The manifest's stage_std reaches the ranking: a run passes ModelInfo.meta's to RankOptions."""
+    """The manifest's stage_std reaches the ranking: a run passes ModelInfo.meta's to RankSettings."""
     from screening.ensemble import load_model
     from screening.model_info import default_model_path
     from workflows.run import worker_model
@@ -54,7 +54,7 @@ def test_rank_reads_the_scales_from_the_model_manifest(tmp_path):
                       "pred_formation_energy_per_atom": [-1.9, -1.9, -1.9],
                       "pred_formation_energy_per_atom_std": [0.05, 0.05, 0.05],
                       "stage": ["known", "unrelaxed", "relaxed"], "flags": ["", "unrelaxed", ""]})
-    out = rank(t, refs, RankOptions(stage_std=info.meta["stage_std"], unrelaxed_std=0.9)).set_index("id")
+    out = rank(t, refs, RankSettings(stage_std=info.meta["stage_std"], unrelaxed_std=0.9)).set_index("id")
     assert out.pred_e_above_hull_std.to_dict() == pytest.approx(
         {"a": 0.05, "b": np.hypot(0.1, 0.1), "c": np.hypot(0.075, 0.03)})
     assert out.pred_e_above_hull.to_dict() == pytest.approx({"a": 0.1, "b": 0.1, "c": 0.1})

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
-from screening.model import MTCGCNN, ModelConfig
+from screening.featurize import FeaturizerSettings, featurize
+from screening.model import MTCGCNN, ModelSettings
 from screening.graphset import GraphSet
-from screening.train import TrainConfig, train
+from screening.train import TrainSettings, train
 from screening.weighting import FixedWeighting, UncertaintyWeighting, make_weighting
 from tests.helpers import TASKS, mp_structures
 from tests.reference import masked_multitask_mse, per_task_mse
@@ -63,7 +63,7 @@ def _learned_weights(data, loss_scale, steps=200):
     (as full-batch training on a handful of crystals would), so the weights track
     a loss level that is about the same in both arms."""
     torch.manual_seed(0)
-    model = MTCGCNN(ModelConfig(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16))
+    model = MTCGCNN(ModelSettings(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16))
     model.set_normalizer(data.targets)
     weighting = UncertaintyWeighting(len(TASKS))
     opt = torch.optim.Adam([{"params": model.parameters(), "lr": 0.003},
@@ -95,21 +95,21 @@ def test_learned_weights_respond_to_a_task_loss_scaled_by_100(data400, one_threa
 def test_train_with_learned_weights_logs_them_and_resumes(tmp_path, data32, one_thread):
     cfg = dict(tasks=TASKS, batch_size=16, lr=0.01, atom_fea_len=16, h_fea_len=16, n_conv=1,
                schedule="none", patience=1000, weighting="uncertainty")
-    train(data32, data32, TrainConfig.paper(epochs=4, **cfg), tmp_path / "full", FeaturizerConfig())
+    train(data32, data32, TrainSettings.paper(epochs=4, **cfg), tmp_path / "full", FeaturizerSettings())
     history = pd.read_csv(tmp_path / "full/metrics.csv")
     weights = history[[f"weight_{t}" for t in TASKS]].to_numpy()
     assert np.all(weights > 0) and np.abs(weights[-1] - 1).max() > 0.01
     # resuming restores the learned s_p too, so the weights continue where they were
-    train(data32, data32, TrainConfig.paper(epochs=2, **cfg), tmp_path / "part", FeaturizerConfig())
-    train(data32, data32, TrainConfig.paper(epochs=4, **cfg), tmp_path / "part", FeaturizerConfig(),
+    train(data32, data32, TrainSettings.paper(epochs=2, **cfg), tmp_path / "part", FeaturizerSettings())
+    train(data32, data32, TrainSettings.paper(epochs=4, **cfg), tmp_path / "part", FeaturizerSettings(),
           resume=str(tmp_path / "part/last.pt"))
     resumed = pd.read_csv(tmp_path / "part/metrics.csv")
     np.testing.assert_allclose(resumed[[f"weight_{t}" for t in TASKS]].to_numpy(), weights, rtol=1e-4)
 
 
 def test_fixed_weights_do_not_learn(tmp_path, data32):
-    train(data32, data32, TrainConfig.paper(tasks=TASKS, epochs=2, batch_size=16, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, task_weights=[1, 2, 3]), tmp_path, FeaturizerConfig())
+    train(data32, data32, TrainSettings.paper(tasks=TASKS, epochs=2, batch_size=16, atom_fea_len=16, h_fea_len=16,
+                                      n_conv=1, task_weights=[1, 2, 3]), tmp_path, FeaturizerSettings())
     history = pd.read_csv(tmp_path / "metrics.csv")
     assert history[[f"weight_{t}" for t in TASKS]].to_numpy().tolist() == [[1, 2, 3]] * 2
 

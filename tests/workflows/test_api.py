@@ -129,8 +129,8 @@ def test_a_client_takes_the_place_of_the_cluster_options(tmp_path):
 
 def test_the_defaults_are_the_run_settings_own():
     """RunSettings (the CLI's and the API's defaults) gives the library's own defaults."""
-    from screening.rank import RankOptions
-    from workflows.run.options import RunOptions, RunSettings
+    from screening.rank import RankSettings
+    from workflows.run.options import PipelineSettings, RunSettings
 
     # every option of the run has its default there, so screen() can fill in what a call leaves out
     assert set(RUN) | {"query"} == {f.name for f in dataclasses.fields(RunSettings)}
@@ -138,10 +138,10 @@ def test_the_defaults_are_the_run_settings_own():
     same = {"partition_size": "partition_size", "device": "device", "no_worker_timeout": "no_worker_timeout",
             "cache": "cache_dir", "out": "out_dir", "fmt": "output_format", "drop_flagged": "drop_flagged",
             "gnome": "gnome", "relax": "relax", "source": "source", "reference": "reference"}
-    run = RunOptions(query="x")
+    run = PipelineSettings(query="x")
     assert {k: RUN[k] for k in same} == {k: getattr(run, f) for k, f in same.items()}
     # (stage_std comes from the model manifest, unrelaxed_shift from the funnel: the run sets them, not options)
-    rank = {f.name: f.default for f in dataclasses.fields(RankOptions)
+    rank = {f.name: f.default for f in dataclasses.fields(RankSettings)
             if f.name not in ("gap_threshold", "stage_std", "unrelaxed_shift")}
     assert {k: RUN[k] for k in rank} == rank
 
@@ -151,7 +151,7 @@ def test_an_existing_client_runs_it_and_structures_come_back_as_screened(tmp_pat
     from distributed import Client, LocalCluster
 
     from cache.keys import structure_key
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -162,7 +162,7 @@ def test_an_existing_client_runs_it_and_structures_come_back_as_screened(tmp_pat
     pd.testing.assert_frame_equal(table.reset_index(drop=True), on_disk, check_dtype=False, check_exact=False)
     assert table.attrs["screen"]["summary"]["candidates"] == len(table) > 5
 
-    featurizer = FeaturizerConfig.from_dict(table.attrs["screen"]["summary"]["featurizer"])
+    featurizer = FeaturizerSettings.from_dict(table.attrs["screen"]["summary"]["featurizer"])
     picked = table[table.pred_class == table.pred_class.iloc[-1]].iloc[-1]  # rows keep the run through selections
     s = structure(picked)  # a substitution candidate, made again
     assert s.composition.reduced_formula == picked.formula

@@ -79,13 +79,13 @@ def test_smaller_training_fractions_are_nested_and_leave_val_test_alone():
 
 @pytest.fixture(scope="module")
 def finished_experiment(tmp_path_factory):
-    from workflows.cluster.connection import ClusterSpec
+    from workflows.cluster.connection import ClusterSettings
     from workflows.train.experiments import run_experiment
 
     out = tmp_path_factory.mktemp("experiment")
     spec = tiny_spec()
     done = []
-    res = run_experiment(spec, out, ClusterSpec(workers=2, threads_per_worker=1), out / "cache",
+    res = run_experiment(spec, out, ClusterSettings(workers=2, threads_per_worker=1), out / "cache",
                          on_done=lambda name, result: done.append(name))
     return spec, out, res, done
 
@@ -109,19 +109,19 @@ def test_runner_trains_every_run_once(finished_experiment):
 
 @pytest.mark.slow
 def test_runner_skips_finished_runs(finished_experiment):
-    from workflows.cluster.connection import ClusterSpec
+    from workflows.cluster.connection import ClusterSettings
     from workflows.train.experiments import run_experiment
 
     spec, out, first, _ = finished_experiment
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    again = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1), out / "cache")
+    again = run_experiment(spec, out, ClusterSettings(workers=1, threads_per_worker=1), out / "cache")
     assert again.trained == [] and sorted(again.skipped) == sorted(r.dirname for r in spec.runs)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     assert again.results == first.results
     # a run whose result.json is gone is trained again; the others are still skipped
     victim = out / "runs" / spec.runs[0].dirname
     (victim / "result.json").unlink()
-    third = run_experiment(spec, out, ClusterSpec(workers=1, threads_per_worker=1), out / "cache")
+    third = run_experiment(spec, out, ClusterSettings(workers=1, threads_per_worker=1), out / "cache")
     assert third.trained == [spec.runs[0].dirname] and len(third.skipped) == len(spec.runs) - 1
 
 

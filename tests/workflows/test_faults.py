@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cli import app
 from screening.errors import ScreenError
 from tests.helpers import DATA
-from workflows.cluster.connection import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSettings, connect
 from workflows.cluster.watch import each_result, wait_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def fill_disk(path):
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    with connect(ClusterSpec(workers=1, dashboard=":0")) as client:
+    with connect(ClusterSettings(workers=1, dashboard=":0")) as client:
         yield client
 
 
@@ -123,7 +123,7 @@ def standalone_cluster(n_workers: int):
 
 def test_no_live_worker_fails_after_the_timeout_instead_of_waiting_for_ever():
     with standalone_cluster(2) as (address, workers):
-        with connect(ClusterSpec(scheduler=address)) as client:
+        with connect(ClusterSettings(scheduler=address)) as client:
             client.wait_for_workers(2, timeout=60)
             futures = [client.submit(time.sleep, 300, pure=False) for _ in range(2)]
             for w in workers:
@@ -135,7 +135,7 @@ def test_no_live_worker_fails_after_the_timeout_instead_of_waiting_for_ever():
 
 
 def test_dashboard_on_a_bare_port_listens_where_its_link_points():
-    with connect(ClusterSpec(workers=1, dashboard=":0")) as client:
+    with connect(ClusterSettings(workers=1, dashboard=":0")) as client:
         link = client.dashboard_link
         port = int(link.split(":")[2].split("/")[0])
         listening = {c.laddr for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN}

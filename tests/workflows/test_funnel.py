@@ -11,7 +11,7 @@ from pymatgen.core import Structure
 from screening.featurize import featurize
 from screening.formula import element_set
 from tests.helpers import DATA, tiny_ensemble
-from workflows.run.options import RunOptions
+from workflows.run.options import PipelineSettings
 from workflows.run.pipeline import run_screening
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def ensemble(tmp_path_factory):
 
 
 def run(client, tmp_path, model, out, **kw):
-    opts = RunOptions(query="Na-Cl", source="substitution", model=model, device="cpu",
+    opts = PipelineSettings(query="Na-Cl", source="substitution", model=model, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / out), **kw)
     return run_screening(client, opts)
 
@@ -89,7 +89,7 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
     refs = df[df.formula.map(lambda f: element_set(f) in systems)]  # no Li-Tl phase
     assert len(refs) > 10
     refs.to_csv(tmp_path / "refs.csv", index=False)
-    r = run_screening(client, RunOptions(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
+    r = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
                                          reference=f"local:{tmp_path / 'refs.csv'}", relax="none",
                                          cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out")))
     assert r.summary["thin_systems"] == {"Li-O-Tl": ["Li-Tl"]}
@@ -99,7 +99,7 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
     # with Li-Tl phases among the references, nothing is thin
     df[df.formula.map(lambda f: element_set(f) in systems | {frozenset({"Li", "Tl"})})].to_csv(
         tmp_path / "full.csv", index=False)
-    full = run_screening(client, RunOptions(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
+    full = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
                                             reference=f"local:{tmp_path / 'full.csv'}", relax="none",
                                             cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
     assert full.summary["thin_systems"] == {} and not full.table["flags"].str.contains("thin_references").any()

@@ -147,15 +147,15 @@ def rerun(default_run, tmp_path_factory, inprocess_client):
     import shutil
 
     from screening.model_info import default_model_path
-    from screening.rank import RankOptions
-    from workflows.run.options import RunOptions
+    from screening.rank import RankSettings
+    from workflows.run.options import PipelineSettings
     from workflows.run.pipeline import run_screening
 
     _, out, cache = default_run
     again = tmp_path_factory.mktemp("rerun") / "out"
     shutil.copytree(out, again)
-    opts = RunOptions(query="O-Li-Fe", source="substitution", model=str(default_model_path()), device="cpu",
-                      cache_dir=str(cache), out_dir=str(again), rank=RankOptions(top=5))
+    opts = PipelineSettings(query="O-Li-Fe", source="substitution", model=str(default_model_path()), device="cpu",
+                      cache_dir=str(cache), out_dir=str(again), rank=RankSettings(top=5))
     run_screening(inprocess_client, opts)
     return again
 

@@ -53,10 +53,10 @@ def test_every_command_refuses_an_unknown_device_in_the_same_words_before_loadin
     (model_info.check_device)."""
     from screening.predict import resolve_device
     from workflows.file_prediction import predict_files
-    from workflows.run.options import RunOptions
+    from workflows.run.options import PipelineSettings
 
     calls = [lambda: resolve_device("tpu"), lambda: predict_files([tmp_path], tmp_path / "no-model", device="tpu"),
-             lambda: RunOptions(query="Li-*-O", device="tpu", model=str(tmp_path / "no-model"),
+             lambda: PipelineSettings(query="Li-*-O", device="tpu", model=str(tmp_path / "no-model"),
                                 cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")).check()]
     for call in calls:
         with pytest.raises(ScreenError) as e:

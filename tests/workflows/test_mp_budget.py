@@ -6,7 +6,7 @@ from bisect import bisect_left
 import pytest
 
 from screening.sources.mp import MPSource
-from workflows.cluster.connection import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSettings, connect
 from workflows.mp import share_budget
 from screening.query import parse_query
 from workflows.run.tasks import fetch_task
@@ -18,7 +18,7 @@ QUERIES = ["Li-Fe-O", "Li-Mn-O", "Li-Co-O", "Li-Ni-O"]  # 32, 32, 20 and 15 curr
 
 @pytest.fixture(scope="module")
 def four_workers():
-    with connect(ClusterSpec(workers=4, threads_per_worker=1, dashboard="127.0.0.1:0")) as client:
+    with connect(ClusterSettings(workers=4, threads_per_worker=1, dashboard="127.0.0.1:0")) as client:
         client.run(lambda: __import__("mp_api.client"))  # the slow import before the clock matters
         yield client
 

@@ -9,12 +9,12 @@ import pytest
 from pymatgen.core import Composition
 
 from screening import kernels
-from screening.rank import RankOptions
+from screening.rank import RankSettings
 from tests.helpers import DATA, tiny_ensemble
 from workflows import allocator
 from workflows.run import worker_model
-from workflows.cluster.connection import ClusterSpec, connect
-from workflows.run.options import RunOptions
+from workflows.cluster.connection import ClusterSettings, connect
+from workflows.run.options import PipelineSettings
 from workflows.run.pipeline import run_screening
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def process_client():
     """Two worker processes, dashboard on: the model is loaded once per process, allocator per process."""
-    with connect(ClusterSpec(workers=2, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
+    with connect(ClusterSettings(workers=2, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
         yield c
 
 
@@ -37,7 +37,7 @@ def li_x_o_ids():
 
 def test_local_li_x_o_run_then_cached_rerun(process_client, model_path, tmp_path):
     client = process_client
-    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=model_path, device="cpu",
+    opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), partition_size=150)
     dashboard_status = []
 
@@ -99,13 +99,13 @@ def test_filters_and_top(inprocess_client, tmp_path):
 
     from screening.checkpoint import default_model_path
 
-    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=str(default_model_path()), device="cpu",
+    opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=str(default_model_path()), device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
     every = run_screening(inprocess_client, opts).table
     nonmetal = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"),
-                                                       rank=RankOptions(nonmetal=True))).table
+                                                       rank=RankSettings(nonmetal=True))).table
     top = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o3"),
-                                                  rank=RankOptions(nonmetal=True, top=5))).table
+                                                  rank=RankSettings(nonmetal=True, top=5))).table
     metal = every.pred_p_metal >= 0.5
     assert metal.sum() > 5 and (~metal).sum() > 5
     assert (every.pred_class == np.where(metal, "metal", "non-metal")).all()
@@ -119,9 +119,9 @@ def test_filters_and_top(inprocess_client, tmp_path):
 def test_mp_source_through_real_client_matches_local_source(inprocess_client, mp_api_env, model_path, tmp_path):
     """The real mp-api client, pointed at the local MP test server, on the cluster's workers."""
     common = dict(query="Li-*-O", model=model_path, device="cpu", partition_size=200)
-    via_mp = run_screening(inprocess_client, RunOptions(source="mp", cache_dir=str(tmp_path / "c1"),
+    via_mp = run_screening(inprocess_client, PipelineSettings(source="mp", cache_dir=str(tmp_path / "c1"),
                                                         out_dir=str(tmp_path / "o1"), **common)).table
-    via_local = run_screening(inprocess_client, RunOptions(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
+    via_local = run_screening(inprocess_client, PipelineSettings(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
                                                            out_dir=str(tmp_path / "o2"), **common)).table
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
     assert (via_mp.source == "mp").all()
@@ -139,11 +139,11 @@ def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env,
     env = {k: v for k, v in __import__("os").environ.items() if k in ("MP_API_KEY", "MP_API_ENDPOINT")}
     for k in env:
         monkeypatch.delenv(k)
-    with connect(ClusterSpec(workers=1, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
+    with connect(ClusterSettings(workers=1, threads_per_worker=1, dashboard="127.0.0.1:0")) as c:
         assert not any(c.run(lambda: "MP_API_KEY" in __import__("os").environ).values())
         for k, v in env.items():
             monkeypatch.setenv(k, v)  # the user's shell, on the client only
-        t = run_screening(c, RunOptions(query="Li-Fe-O", source="mp", model=model_path, device="cpu",
+        t = run_screening(c, PipelineSettings(query="Li-Fe-O", source="mp", model=model_path, device="cpu",
                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))).table
     assert len(t) > 5 and (t.source == "mp").all()
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
@@ -157,7 +157,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(inprocess
     docs = {data.ids[r]: data.document(r) for r in data.by_chemsys["Li-Ni-O"]}
     kind = {data.ids[r]: data.kind[r] for r in data.by_chemsys["Li-Ni-O"]}
     current = {i for i, k in kind.items() if k == "mp"}
-    opts = RunOptions(query="Li-Ni-O", source="mp", model=model_path, device="cpu",
+    opts = PipelineSettings(query="Li-Ni-O", source="mp", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
     first = run_screening(inprocess_client, opts)
     t = first.table.set_index("id")
@@ -182,7 +182,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(inprocess
     # --new-only: LiNiO2 on the hull with an ICSD id goes, the theoretical LiNiO2 above it stays;
     # the reference phases come from the cache, the candidates from the structure cache
     mp_api_env.requests.clear()
-    new = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"), rank=RankOptions(new_only=True)))
+    new = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"), rank=RankSettings(new_only=True)))
     expected = {i for i in current if not docs[i]["is_stable"] and docs[i]["theoretical"]
                 and "icsd" not in docs[i]["database_IDs"]}
     assert set(new.table.id) == expected and "mp-770635" in expected and "mp-850062" not in expected
@@ -221,7 +221,7 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(inprocess_client, fresh_m
     from tests.screening.sources.common import summary_requests
 
     srv = fresh_mp_server
-    opts = RunOptions(query="Li-Fe-O", source="mp", model=model_path, device="cpu", partition_size=10,
+    opts = PipelineSettings(query="Li-Fe-O", source="mp", model=model_path, device="cpu", partition_size=10,
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
 
     def fetched_in_full():
@@ -280,7 +280,7 @@ def printed_run(result, opts):
 
 
 def test_substitution_run_is_charge_balanced_unique_and_in_system(inprocess_client, model_path, tmp_path):
-    opts = RunOptions(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
+    opts = PipelineSettings(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), relax="none")
     t = run_screening(inprocess_client, opts).table
     assert len(t) > 10 and t.id.is_unique and t.structure_key.is_unique
@@ -298,7 +298,7 @@ def ensemble_path(tmp_path_factory):
 
 
 def test_ensemble_run_carries_the_std_everywhere(inprocess_client, ensemble_path, tmp_path):
-    opts = RunOptions(query="Li-*-O", source=f"local:{DATA}", model=ensemble_path, device="cpu",
+    opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=ensemble_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     first = run_screening(inprocess_client, opts)
     t = first.table
@@ -327,7 +327,7 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(i
     (tmp_path / "domain.json").write_text(Domain(5000, counts).to_json())
     common = dict(query="Li-*-O", source=f"local:{DATA}", model=str(tmp_path / "model.pt"), device="cpu",
                   cache_dir=str(tmp_path / "cache"))
-    first = run_screening(inprocess_client, RunOptions(out_dir=str(tmp_path / "o1"), **common))
+    first = run_screening(inprocess_client, PipelineSettings(out_dir=str(tmp_path / "o1"), **common))
     t = first.table
     has_co = t.formula.map(lambda f: "Co" in {e.symbol for e in Composition(f).elements})
     assert has_co.any() and t["flags"][has_co].str.contains("Co in 0 training crystals").all()
@@ -338,12 +338,12 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(i
     domain_flags = t["flags"].str.replace("thin_references", "").str.strip("; ")
     assert plain.any() and (domain_flags[plain] == "").all()
     assert first.summary["flagged"] == int((domain_flags != "").sum())
-    kept = run_screening(inprocess_client, RunOptions(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
+    kept = run_screening(inprocess_client, PipelineSettings(out_dir=str(tmp_path / "o2"), drop_flagged=True, **common)).table
     assert set(kept.id) == set(t.id[domain_flags == ""])
 
 
 def test_a_flipped_byte_in_the_graph_store_is_remade_not_served(inprocess_client, model_path, tmp_path):
-    opts = RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
+    opts = PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     first = run_screening(inprocess_client, opts).table
     shard = sorted((tmp_path / "cache" / "graphs").rglob("units/*.zarr/distances/c/0"))[0]

@@ -14,7 +14,7 @@ from pymatgen.core import Lattice, Structure
 from screening.domain import Domain
 from screening.errors import ScreenError
 from tests.helpers import DATA, rocksalt
-from workflows.run.options import RunOptions
+from workflows.run.options import PipelineSettings
 from workflows.run.pipeline import run_screening
 
 NOT_CONVERGED = "relaxation did not converge"
@@ -58,7 +58,7 @@ def test_hybrid_substitution_candidates_are_flagged_unrelaxed(client, model_path
     templates = crystal_folder(tmp_path / "known", {"KCl": rocksalt(6.29, ("K", "Cl"))})
     model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT)
     # (relax="none": the funnel would relax them all, so few they are)
-    r = run_screening(client, RunOptions(query="Na2O", source=f"substitution:local:{templates}", model=model,
+    r = run_screening(client, PipelineSettings(query="Na2O", source=f"substitution:local:{templates}", model=model,
                                          device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
                                          relax="none"))
     t = r.table
@@ -77,7 +77,7 @@ def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp
     middle = densities[len(densities) // 2]  # the denser half is flagged
     model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT,
                               density_range=[0.0, middle])
-    r = run_screening(client, RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
+    r = run_screening(client, PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
                                          cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
                                          drop_flagged=True))
     s = r.summary
@@ -86,7 +86,7 @@ def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp
     assert s["graph_cache_hits"] == 0 and s["prediction_cache_hits"] == 0
     stats = [json.loads(line) for line in (tmp_path / "c" / "stats.jsonl").read_text().splitlines()]
     assert (stats[-1]["graph_hits"], stats[-1]["prediction_hits"]) == (0, 0)
-    warm = run_screening(client, RunOptions(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
+    warm = run_screening(client, PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
                                             cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
                                             drop_flagged=True)).summary
     assert warm["graph_cache_hits"] == warm["prediction_cache_hits"] == 32
@@ -95,7 +95,7 @@ def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp
 def test_overlapping_atoms_are_refused_by_the_run_and_named(client, model_path, tmp_path):
     folder = crystal_folder(tmp_path / "in", {"good": rocksalt(), "close": overlapping(0.1),
                                               "same": overlapping(0.0)})
-    r = run_screening(client, RunOptions(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+    r = run_screening(client, PipelineSettings(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
                                          cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
     assert r.table.id.tolist() == ["good"]
     assert r.summary["unusable"] == 2
@@ -123,7 +123,7 @@ def test_relax_leaves_overlapping_atoms_refused_and_flags_an_unconverged_relaxat
     assert not unfinished.converged
     CacheDir(tmp_path / "c").claim().relaxed(Relaxer("chgnet").version).put(
         relax_key(as_read), unfinished.structure.as_dict(), unfinished.info())
-    r = run_screening(client, RunOptions(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+    r = run_screening(client, PipelineSettings(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
                                          cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
                                          relax="chgnet"))
     t = r.table
@@ -152,7 +152,7 @@ def test_ctrl_c_while_publishing_keeps_the_previous_results(tmp_path, monkeypatc
     from workflows.run import outputs
 
     out = tmp_path / "o"
-    opts = RunOptions(query="Na-Cl", out_dir=str(out))
+    opts = PipelineSettings(query="Na-Cl", out_dir=str(out))
     table, summary = small_set(5)
     outputs.write_outputs(table, table, summary, opts)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -187,13 +187,13 @@ def test_changes_compare_against_the_same_out_from_another_working_directory(cli
     common = dict(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
                   cache_dir=str(tmp_path / "c"))
     monkeypatch.chdir(tmp_path / "a")
-    first = run_screening(client, RunOptions(out_dir="pq", **common))
+    first = run_screening(client, PipelineSettings(out_dir="pq", **common))
     assert json.loads((tmp_path / "a" / "pq" / "summary.json").read_text())["files"]["results"] == "results.csv"
     monkeypatch.chdir(tmp_path / "b")  # a folder of the same name here, with other results of the same query
-    from screening.rank import RankOptions
+    from screening.rank import RankSettings
 
-    run_screening(client, RunOptions(out_dir="pq", rank=RankOptions(top=5), **common))
-    again = run_screening(client, RunOptions(out_dir="../a/pq", **common))
+    run_screening(client, PipelineSettings(out_dir="pq", rank=RankSettings(top=5), **common))
+    again = run_screening(client, PipelineSettings(out_dir="../a/pq", **common))
     assert len(again.table) == len(first.table) == 32
     changes = again.summary["changes"]
     assert changes["compared"] is True and changes["note"] == "no changes", changes
@@ -204,12 +204,12 @@ def tiny_checkpoint(path, seed: int) -> str:
     import torch
 
     from screening.checkpoint import save_checkpoint
-    from screening.featurize import FeaturizerConfig
-    from screening.model import MTCGCNN, ModelConfig
+    from screening.featurize import FeaturizerSettings
+    from screening.model import MTCGCNN, ModelSettings
 
     torch.manual_seed(seed)
-    model = MTCGCNN(ModelConfig(["formation_energy_per_atom", "band_gap"], atom_fea_len=8, n_conv=1, h_fea_len=8))
-    return save_checkpoint(path, model.eval(), FeaturizerConfig(), meta={})
+    model = MTCGCNN(ModelSettings(["formation_energy_per_atom", "band_gap"], atom_fea_len=8, n_conv=1, h_fea_len=8))
+    return save_checkpoint(path, model.eval(), FeaturizerSettings(), meta={})
 
 
 def replace_keeping_size_and_time(path, other) -> None:
@@ -241,12 +241,12 @@ def test_workers_predict_only_with_the_weights_their_cache_key_names(tmp_path):
     key refuses them, and nothing is cached under that key."""
     from cache.cache_dir import CacheDir
     from screening.ensemble import load_model
-    from screening.featurize import FeaturizerConfig, featurize
+    from screening.featurize import FeaturizerSettings, featurize
     from screening.sources.local import LocalSource
     from workflows.run.records import Fetched
     from workflows.run.tasks import featurize_task, infer_task
 
-    config = FeaturizerConfig()
+    config = FeaturizerSettings()
     hash_a, hash_b = tiny_checkpoint(tmp_path / "a.pt", 0), tiny_checkpoint(tmp_path / "b.pt", 1)
     path = tmp_path / "model.pt"
     path.write_bytes((tmp_path / "a.pt").read_bytes())
@@ -276,13 +276,13 @@ def test_mp_entries_left_out_of_an_answer_are_asked_again_and_never_cached_missi
     """The server leaves one entry out of every material_ids answer, with a total_doc that agrees: the
     partition fails in one line and is not remembered; left out once only, the second ask gets it."""
     from cache.cache_dir import CacheDir
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
     from screening.query import parse_query
     from screening.sources import open_source
     from workflows.run.plan import part_key
     from workflows.run.tasks import partition_task
 
-    source, query, config, cache = open_source("mp", lazy=True), parse_query("Li-Fe-O"), FeaturizerConfig(), \
+    source, query, config, cache = open_source("mp", lazy=True), parse_query("Li-Fe-O"), FeaturizerSettings(), \
         str(tmp_path / "c")
     [part] = source.partitions(query, 100)
     assert len(part.entries) == 32
@@ -313,7 +313,7 @@ def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, mo
     folder = crystal_folder(tmp_path / "in", {"NaCl": rocksalt(), "KCl": rocksalt(6.29, ("K", "Cl"))})
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a CIF\n")
     (folder / "empty.cif").write_text("")
-    opts = RunOptions(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
+    opts = PipelineSettings(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
                       cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))
     r = run_screening(client, opts)
     assert sorted(r.table.id) == ["KCl", "NaCl"]

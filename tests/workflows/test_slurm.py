@@ -72,14 +72,14 @@ def finished(slurm, job_id: str, timeout: float = 300) -> str:
 
 
 def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, local_run, model_path, tmp_path):  # noqa: F811
-    from workflows.cluster.connection import ClusterSpec, connect
+    from workflows.cluster.connection import ClusterSettings, connect
     from workflows.provenance import where
-    from workflows.run.options import RunOptions
+    from workflows.run.options import PipelineSettings
     from workflows.run.pipeline import run_screening
 
-    spec = ClusterSpec(jobqueue="slurm", workers=2, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
+    spec = ClusterSettings(jobqueue="slurm", workers=2, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
                        log_dir=str(tmp_path / "out" / "logs"))
-    opts = RunOptions(query=QUERY, source=f"local:{DATA}", model=model_path, device="cpu", partition_size=2,
+    opts = PipelineSettings(query=QUERY, source=f"local:{DATA}", model=model_path, device="cpu", partition_size=2,
                       cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     cancelled = []
     with connect(spec) as client:
@@ -103,10 +103,10 @@ def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, loca
 
 
 def test_workers_retire_before_the_walltime_and_new_jobs_replace_them(slurm, tmp_path):
-    from workflows.cluster.connection import ClusterSpec, connect
+    from workflows.cluster.connection import ClusterSettings, connect
     from workflows.provenance import where
 
-    spec = ClusterSpec(jobqueue="slurm", workers=1, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
+    spec = ClusterSettings(jobqueue="slurm", workers=1, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
                        walltime="00:05:00", worker_lifetime="00:00:15", log_dir=str(tmp_path / "logs"))
     seen = []
     with connect(spec) as client:

@@ -76,7 +76,7 @@ class BatchJob:
 def batch_job(runs: List[List[str]], out_dir, spec, name: str = "screen", every: Optional[str] = None,
               batch: Optional[dict] = None, gpus: Optional[int] = None,
               overcommit: Optional[bool] = None) -> BatchJob:
-    """The job for checked `screen run`s (their options; the first run's ClusterSpec sizes the job);
+    """The job for checked `screen run`s (their options; the first run's ClusterSettings sizes the job);
     `batch` holds a campaign file's job settings, which options given on the command line override."""
     batch = batch or {}
     return BatchJob(runs=runs, out_dir=Path(out_dir), workdir=Path.cwd(), workers=spec.workers,

@@ -26,7 +26,7 @@ from screening.errors import ScreenError
 
 
 @dataclass
-class ClusterSpec:
+class ClusterSettings:
     scheduler: Optional[str] = None  # tcp://host:8786 of a running cluster
     jobqueue: Optional[str] = None  # slurm | pbs
     workers: int = 2
@@ -139,7 +139,7 @@ def export_lines(env: Dict[str, str]) -> List[str]:
 
 
 @contextlib.contextmanager
-def connect(spec: ClusterSpec) -> Iterator["distributed.Client"]:
+def connect(spec: ClusterSettings) -> Iterator["distributed.Client"]:
     from distributed import Client
 
     spec.check()
@@ -170,7 +170,7 @@ def connect(spec: ClusterSpec) -> Iterator["distributed.Client"]:
         cluster.close()
 
 
-def _local_cluster(spec: ClusterSpec):
+def _local_cluster(spec: ClusterSettings):
     from distributed import LocalCluster
 
     resources = {"GPU": spec.gpus_per_worker} if spec.gpus_per_worker else None
@@ -180,7 +180,7 @@ def _local_cluster(spec: ClusterSpec):
         raise ScreenError(f"cannot start {spec.workers} local Dask workers ({type(e).__name__}: {e})") from None
 
 
-def _start_local(spec: ClusterSpec, resources):
+def _start_local(spec: ClusterSettings, resources):
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=spec.workers, threads_per_worker=spec.threads_per_worker,
@@ -191,7 +191,7 @@ def _start_local(spec: ClusterSpec, resources):
                         silence_logs=logging.CRITICAL)
 
 
-def _jobqueue_cluster(spec: ClusterSpec):
+def _jobqueue_cluster(spec: ClusterSettings):
     try:
         import dask_jobqueue
     except ImportError:
@@ -238,7 +238,7 @@ def _pbs_job(log: Path):
 
 
 @contextlib.contextmanager
-def _in_allocation(spec: ClusterSpec):
+def _in_allocation(spec: ClusterSettings):
     """The tasks of one Slurm job: task 0 runs the scheduler, task 1 this client, the rest are
     workers. On every task but the client, SLURMRunner() runs its part until the client is done
     and then exits the process, so only the client gets past it."""

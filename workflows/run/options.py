@@ -1,6 +1,6 @@
 """`screen run`'s settings, defined once: RunSettings holds every option's default and help text
 (`screen run`, `screen submit` and the Python API take them from here), and checked() turns them into
-the run's options (RunOptions) and the cluster's (ClusterSpec), every one checked before anything starts.
+the run's options (PipelineSettings) and the cluster's (ClusterSettings), every one checked before anything starts.
 
 Importable without torch, Zarr, Dask or pandas, so `screen --help` starts fast.
 """
@@ -15,25 +15,25 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from screening.errors import ScreenError
 from screening.settings import default_of, setting
-from workflows.cluster.connection import ClusterSpec
+from workflows.cluster.connection import ClusterSettings
 from workflows.cluster.watch import NO_WORKER_TIMEOUT_S
 
 if TYPE_CHECKING:
     from screening.model_info import ModelInfo
     from screening.query import Query
-    from screening.rank import RankOptions
+    from screening.rank import RankSettings
     from screening.sources.base import Source
     from workflows.run.funnel import RelaxPlan
 
 
 def _cluster(name: str, help: str) -> Any:
-    return setting(default_of(ClusterSpec, name), help)
+    return setting(default_of(ClusterSettings, name), help)
 
 
 @dataclass
 class RunSettings:
     """`screen run`'s options by their parameter names. None: the run decides (the default source, the
-    bundled model, the model's unrelaxed_std, the source's MP pace). The rank defaults are RankOptions'
+    bundled model, the model's unrelaxed_std, the source's MP pace). The rank defaults are RankSettings'
     own (tests/workflows/test_api.py holds them equal: screening.rank needs pandas, which --help skips)."""
     query: str = setting(help='Chemical system ("Li-*-O", "Li-Fe-O"), formula ("LiFePO4") or mp ids.')
     exclude: Optional[str] = setting(None, "Comma-separated elements to leave out.")
@@ -117,7 +117,7 @@ def default(name: str):
 
 
 @dataclass
-class RunOptions:
+class PipelineSettings:
     """The run's own options, made from RunSettings by checked(); defaults are RunSettings'."""
     query: str
     exclude: List[str] = field(default_factory=list)
@@ -132,7 +132,7 @@ class RunOptions:
     partition_size: int = default("partition_size")
     max_atoms: int = 20_000
     output_format: str = default("fmt")
-    rank: RankOptions = field(default_factory=lambda: _rank_options())
+    rank: RankSettings = field(default_factory=lambda: _rank_options())
     drop_flagged: bool = default("drop_flagged")  # leave out candidates outside the model's domain
     no_worker_timeout: float = default("no_worker_timeout")  # fail when no Dask worker is alive this long
     relax: Optional[str] = default("relax")  # none | all | chgnet (= all); None: the funnel for hypothetical sources
@@ -186,7 +186,7 @@ class RunOptions:
 
 @dataclass
 class Checked:
-    """The options as objects, made once by RunOptions.check: the parsed query, the source
+    """The options as objects, made once by PipelineSettings.check: the parsed query, the source
     (opened lazily: it pickles without its data), the model's description and the relax plan."""
     query: Query
     source: Source
@@ -196,34 +196,34 @@ class Checked:
 
 
 def _rank_options():
-    from screening.rank import RankOptions
+    from screening.rank import RankSettings
 
-    return RankOptions()
+    return RankSettings()
 
 
-def checked(settings: RunSettings) -> Tuple[RunOptions, ClusterSpec]:
+def checked(settings: RunSettings) -> Tuple[PipelineSettings, ClusterSettings]:
     """The run's and the cluster's options from `screen run`'s settings, every one checked."""
     from screening.properties import METAL_GAP_EV
-    from screening.rank import RankOptions
+    from screening.rank import RankSettings
     from screening.sources.mp import DEFAULT_RATE
 
     from workflows.models import resolve_model_path
 
     s = settings
-    opts = RunOptions(
+    opts = PipelineSettings(
         query=s.query, exclude=[e.strip() for e in (s.exclude or "").split(",") if e.strip()],
         source=s.source, reference=s.reference, model=str(resolve_model_path(s.model)), device=s.device,
         cache_dir=str(s.cache), out_dir=str(s.out), partition_size=s.partition_size, output_format=s.fmt,
         drop_flagged=s.drop_flagged, no_worker_timeout=s.no_worker_timeout, relax=s.relax, relax_top=s.relax_top,
         gnome=s.gnome, mp_rate=DEFAULT_RATE if s.mp_rate is None else s.mp_rate,
-        rank=RankOptions(rank_by=s.rank_by, stable_within=s.stable_within, nonmetal=s.nonmetal, gap_min=s.gap_min,
+        rank=RankSettings(rank_by=s.rank_by, stable_within=s.stable_within, nonmetal=s.nonmetal, gap_min=s.gap_min,
                          gap_max=s.gap_max, ehull_max=s.ehull_max, new_only=s.new_only, top=s.top,
                          gap_threshold=METAL_GAP_EV if s.gap_threshold is None else s.gap_threshold,
                          unrelaxed_std=s.unrelaxed_std, anchor=s.anchor))
     if s.runner not in (None, "slurm"):
         raise ScreenError(f"`runner` {s.runner}: only slurm")
     logs = Path(s.out).resolve() / "logs"
-    spec = ClusterSpec(scheduler=s.scheduler, jobqueue=s.jobqueue, workers=s.workers, threads_per_worker=s.threads,
+    spec = ClusterSettings(scheduler=s.scheduler, jobqueue=s.jobqueue, workers=s.workers, threads_per_worker=s.threads,
                        dashboard=s.dashboard, memory_per_worker=s.memory, queue=s.queue, account=s.account,
                        walltime=s.walltime, worker_lifetime=s.worker_lifetime, log_dir=str(logs), runner=s.runner,
                        scheduler_file=str(logs / "scheduler-{job_id}.json"),

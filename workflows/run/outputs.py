@@ -16,10 +16,10 @@ from screening.errors import ScreenError
 from workflows.cluster.watch import disk_full, is_disk_full
 
 if TYPE_CHECKING:
-    from workflows.run.options import RunOptions
+    from workflows.run.options import PipelineSettings
 
 
-def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: RunOptions,
+def write_outputs(ranked: pd.DataFrame, everything: pd.DataFrame, summary: dict, opts: PipelineSettings,
                   relaxed: Optional[List[dict]] = None, changes: Optional[pd.DataFrame] = None) -> dict:
     """results, plot, relaxed.jsonl.gz (with --relax), changes.csv (what changed since the previous
     run), report.html and summary.json, published as one set or not at all.

@@ -30,7 +30,7 @@ from screening.errors import ScreenError
 from screening.rank import rank
 from workflows.run import funnel, hull_checks, worker_model
 from workflows.run.hulls import hulls
-from workflows.run.options import Checked, RunOptions
+from workflows.run.options import Checked, PipelineSettings
 from workflows.run.outputs import write_outputs
 from workflows.run.plan import cache_columns, keep_plan, part_key, plan, slice_of, source_partitions, split_plan
 from workflows.run.records import FetchCounts, total
@@ -55,7 +55,7 @@ class RunResult:
 class Run:
     """A run's state on the client, stage by stage."""
     client: object
-    opts: RunOptions
+    opts: PipelineSettings
     checked: Checked
     progress: Progress
     t0: float
@@ -91,7 +91,7 @@ class Run:
                                   resources=self.gpu, pure=False)
 
 
-def run_screening(client, opts: RunOptions, progress: Progress = None,
+def run_screening(client, opts: PipelineSettings, progress: Progress = None,
                   on_started: Optional[Callable[[], None]] = None) -> RunResult:
     run = start(client, opts, progress, on_started)
     if run.checked.relax.mode == "all":
@@ -119,7 +119,7 @@ def run_screening(client, opts: RunOptions, progress: Progress = None,
     return RunResult(ranked.shown, summary, files)
 
 
-def start(client, opts: RunOptions, progress: Progress, on_started) -> Run:
+def start(client, opts: PipelineSettings, progress: Progress, on_started) -> Run:
     """The checked options (bad options fail here, before any work), the cache claimed, the model kept."""
     run = Run(client, opts, opts.checked(), progress, time.time())
     mp.share_budget(client, run.checked.source)  # one MP request budget for every worker
@@ -252,7 +252,7 @@ DEFAULT_SOURCE_NOTES = {
                      "(element substitution into pymatgen's structure prototypes)")}
 
 
-def source_notes(opts: RunOptions) -> List[str]:
+def source_notes(opts: PipelineSettings) -> List[str]:
     """What a person should know about the source before the run: the default's nature, the MP entries."""
     from workflows.mp import entries_note
 

@@ -12,7 +12,7 @@ from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.domain import density
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.sources.base import Partition
 from workflows.allocator import reuse_freed_memory
 from workflows.run import worker_model
@@ -55,7 +55,7 @@ def fetched_size(fetched: Fetched) -> Tuple[int, FetchCounts]:
     return fetched.size()
 
 
-def partition_task(source, query, part: Partition, description: str, cache_dir, config: FeaturizerConfig,
+def partition_task(source, query, part: Partition, description: str, cache_dir, config: FeaturizerSettings,
                    fetched: Optional[Fetched] = None) -> Keyed:
     """A partition's keyed rows: from the structure cache, else fetched (or `fetched`, its slice of a
     whole fetch), keyed and featurized, then remembered."""
@@ -79,7 +79,7 @@ def partition_task(source, query, part: Partition, description: str, cache_dir, 
     return out
 
 
-def featurize_task(fetched: Fetched, cache_dir, config: FeaturizerConfig) -> Keyed:
+def featurize_task(fetched: Fetched, cache_dir, config: FeaturizerSettings) -> Keyed:
     """Key every candidate; featurize and store the ones the store lacks; a Row for each candidate
     that could be featurized, one line per one that could not, and the task's seconds (the run's
     profile, summary.json)."""
@@ -161,7 +161,7 @@ def joined_candidates(relaxed: List[dict]) -> Fetched:
     return Fetched([c for r in relaxed for c in r["candidates"]])
 
 
-def infer_task(keyed: Keyed, cache_dir, model_path, device, featurizer: FeaturizerConfig, max_atoms, model_hash,
+def infer_task(keyed: Keyed, cache_dir, model_path, device, featurizer: FeaturizerSettings, max_atoms, model_hash,
                columns) -> dict:
     """Predictions for a partition's keys; only keys missing from the prediction cache run the model,
     so a warm run never loads it."""

@@ -33,12 +33,12 @@ from typing import Dict, List, Optional, Tuple
 
 from screening.errors import ScreenError
 from screening.properties import SHORT_NAMES
-from screening.train_config import TrainConfig
+from screening.train_config import TrainSettings
 
 # Short names used in specs and the report; the values are the mp_dev columns.
 TASKS = SHORT_NAMES  # the paper's short names -> task columns
 SHORT = {v: k for k, v in TASKS.items()}
-_PAPER = TrainConfig.paper(tasks=[])  # the defaults of every run's settings but its length
+_PAPER = TrainSettings.paper(tasks=[])  # the defaults of every run's settings but its length
 RESULT = "result.json"  # written last: a run directory with it is finished
 
 
@@ -50,7 +50,7 @@ class RunSpec:
     weighting: str = _PAPER.weighting
     task_weights: Optional[Tuple[float, ...]] = None
     epochs: int = 25  # short runs: the experiments compare arms, they do not ship models
-    # the rest are the paper recipe's own values (TrainConfig.paper, the one definition)
+    # the rest are the paper recipe's own values (TrainSettings.paper, the one definition)
     batch_size: int = _PAPER.batch_size
     lr: float = _PAPER.lr
     weight_decay: float = _PAPER.weight_decay
@@ -77,7 +77,7 @@ class RunSpec:
     def train_config(self, device: str = "cpu"):
         kw = {f.name: getattr(self, f.name) for f in fields(self)
               if f.name not in ("tasks", "train_fraction", "task_weights")}
-        return TrainConfig.paper(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
+        return TrainSettings.paper(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
                            device=device, **kw)
 
 

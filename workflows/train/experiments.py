@@ -22,7 +22,7 @@ from typing import Callable, List, Optional
 from cache.atomic import write_atomic
 from workflows.train.results import results_table
 from workflows.train.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
-from workflows.cluster.connection import ClusterSpec, connect
+from workflows.cluster.connection import ClusterSettings, connect
 from workflows.cluster.watch import as_finished, task_error
 
 
@@ -36,11 +36,11 @@ class ExperimentResult:
 
 def load_pool(spec: ExperimentSpec, cache_dir, featurizer=None):
     """The pool of crystals (all three targets) every run draws from, seeded by pool_seed; and skipped rows."""
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
     from workflows.train.training import load_training_data
 
     sample = None if spec.pool is None else (spec.pool, spec.pool_seed)
-    loaded = load_training_data(spec.data, list(TASKS.values()), featurizer or FeaturizerConfig(), cache_dir,
+    loaded = load_training_data(spec.data, list(TASKS.values()), featurizer or FeaturizerSettings(), cache_dir,
                                 sample=sample)
     return loaded.graphs, loaded.skipped
 
@@ -59,11 +59,11 @@ def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str =
     """Train one run, evaluate its best checkpoint on the test split, write result.json last."""
     from screening.checkpoint import load_checkpoint
     from screening.evaluate import evaluate_predictions
-    from screening.featurize import FeaturizerConfig
+    from screening.featurize import FeaturizerSettings
     from screening.predict import predict_set
     from screening.train import train
 
-    featurizer = featurizer or FeaturizerConfig()
+    featurizer = featurizer or FeaturizerSettings()
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = [list(TASKS.values()).index(t) for t in run.tasks]
@@ -115,7 +115,7 @@ def unfinished(spec: ExperimentSpec, out_dir) -> List[RunSpec]:
     return sorted((r for r in spec.runs if finished(runs_dir / r.dirname) is None), key=lambda r: r.seed)
 
 
-def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSpec, cache_dir, device: str = "cpu",
+def run_experiment(spec: ExperimentSpec, out_dir, cluster: ClusterSettings, cache_dir, device: str = "cpu",
                    on_done: Optional[Callable[[str, Optional[dict]], None]] = None,
                    on_connect: Optional[Callable[[str], None]] = None) -> ExperimentResult:
     """Train every run of the spec that has no result.json under out_dir; collect all results."""

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig  # (`cutoff`, `max_neighbors`)
+from screening.featurize import FeaturizerSettings  # (`cutoff`, `max_neighbors`)
 from screening.settings import setting
-from screening.train_config import TrainConfig  # every training setting, defined once
+from screening.train_config import TrainSettings  # every training setting, defined once
 
 
 @dataclass
 class TrainRunSettings:
-    """What `screen train` learns from, where it writes and how it runs here (TrainConfig is the recipe)."""
+    """What `screen train` learns from, where it writes and how it runs here (TrainSettings is the recipe)."""
     data: Path = setting(help="CSV like mp_dev.csv.gz, or a CGCNN directory (id_prop.csv + CIFs).")
     out: Optional[Path] = setting(None, "Run directory: best.pt, last.pt, last.opt, metrics.csv, split.json "
                                         "(default runs/model, or the `resume` checkpoint's directory).")
@@ -24,7 +24,7 @@ class TrainRunSettings:
     threads: Optional[int] = setting(None, "CPU threads for torch (1 gives bit-identical reruns).")
 
 
-def train_settings(options: dict) -> Tuple[TrainRunSettings, TrainConfig, FeaturizerConfig]:
+def train_settings(options: dict) -> Tuple[TrainRunSettings, TrainSettings, FeaturizerSettings]:
     """`screen train`'s options, by name (the list settings comma-separated), as the run, its recipe
     and its featurizer: the run directory chosen (runs/model, or the resumed run's), device "auto" resolved."""
     from screening.predict import resolve_device
@@ -37,11 +37,11 @@ def train_settings(options: dict) -> Tuple[TrainRunSettings, TrainConfig, Featur
         raise ScreenError(f"`resume` {run.resume} continues the run in {run.resume.parent}, not `out` {run.out}")
     run = replace(run, out=run.resume.parent if run.resume else (run.out or Path("runs/model")))
     weights = options["task_weights"]
-    recipe = {**picked(TrainConfig, ("device",)), "tasks": _words(options["tasks"]),
+    recipe = {**picked(TrainSettings, ("device",)), "tasks": _words(options["tasks"]),
               "task_weights": _floats(weights, "task_weights") if weights else None,
               "split": _floats(options["split"], "split")}
-    return (run, TrainConfig(**recipe, device=str(resolve_device(run.device))),
-            FeaturizerConfig(**picked(FeaturizerConfig)))
+    return (run, TrainSettings(**recipe, device=str(resolve_device(run.device))),
+            FeaturizerSettings(**picked(FeaturizerSettings)))
 
 
 def _floats(text: str, name: str) -> List[float]:

@@ -26,7 +26,7 @@ from cache.graph_store import DamagedUnit, GraphStore
 from cache.keys import structure_key
 from screening.dataset import read_table
 from screening.errors import ScreenError
-from screening.featurize import FeaturizerConfig, featurize
+from screening.featurize import FeaturizerSettings, featurize
 from screening.graphset import GraphSet
 from screening.split import make_split, read_split, split_file_of, split_positions
 from screening.structures import read_structure, structure_from_cif_text
@@ -43,7 +43,7 @@ class TrainingData:
     featurized: int  # graphs made by this call (0 when everything came from the store)
 
 
-def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerConfig, cache_dir,
+def load_training_data(data, tasks: Sequence[str], featurizer: FeaturizerSettings, cache_dir,
                        limit: Optional[int] = None, progress: Progress = None,
                        sample: Optional[Tuple[int, int]] = None) -> TrainingData:
     """Every usable row of `data` as a GraphSet, featurizing into the store only what it lacks.
@@ -158,7 +158,7 @@ class TrainHooks:
     on_epoch: Optional[Callable[[dict], None]] = None
 
 
-def train_model(data, out, cfg, featurizer: FeaturizerConfig, cache_dir, limit: Optional[int] = None,
+def train_model(data, out, cfg, featurizer: FeaturizerSettings, cache_dir, limit: Optional[int] = None,
                 resume: Optional[Path] = None, command: str = "", hooks: Optional[TrainHooks] = None) -> dict:
     """Load (or featurize) the data, split it (or reuse the run's split.json on --resume), train.
 
