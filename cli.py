@@ -5,13 +5,14 @@ Errors the user can fix (ScreenError) print as one line, `error: ...`, exit 2.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import sys
 import tempfile
 from contextvars import ContextVar
-from dataclasses import MISSING
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, get_args, get_origin, get_type_hints
 
 import click
 import typer
@@ -80,9 +81,48 @@ def comma(values) -> str:
     return ",".join(map(str, values))
 
 
+# What a setting's option adds to its flag (flag_of): a letter, another name, an environment variable.
+SHORT = {"query": "-q", "model": "-m", "out": "-o", "data": "-d"}
+MORE = {"cache": {"decls": ("--store",), "envvar": "SCREEN_CACHE"}, "runner": {"hidden": True}}
+BOTH_WAYS = {"anchor", "gnome", "metal_head"}  # switches with a --no- form; the other switches only turn on
+_types = functools.cache(get_type_hints)  # (the settings modules annotate with strings: __future__ annotations)
+
+
+def setting_option(settings, name: str, **kwargs):
+    """(type, typer option) of one setting: its flags from the tables above, its default and help from
+    the field (option). A list setting is one comma-separated text (--tasks a,b)."""
+    kind, flag = _types(settings)[name], flag_of(name)
+    if kind is bool and name in BOTH_WAYS:
+        flag += "/--no-" + flag[2:]
+    kwargs = {**MORE.get(name, {}), **kwargs}
+    decls = (flag, *kwargs.pop("decls", ()), *([SHORT[name]] if name in SHORT else []))
+    if any(get_origin(k) is list for k in (kind, *get_args(kind))):
+        kind, kwargs["shown"] = Optional[str] if type(None) in get_args(kind) else str, comma
+    return kind, option(settings, name, *decls, **kwargs)
+
+
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
+
+
+def settings_command(*groups, panels=None):
+    """A command taking `**options` gets its options from settings fields, in the order given (--help's):
+    each group is (Settings, "name name ...") or (Settings,) for all its fields; `panels` maps a name to
+    its help panel. typer reads the command's signature (and its annotations) for its options."""
+    def build(command):
+        params = []
+        for settings, *names in groups:
+            for name in names[0].split() if names else [f.name for f in fields(settings)]:
+                kind, default = setting_option(settings, name, rich_help_panel=(panels or {}).get(name))
+                params.append(inspect.Parameter(name, KEYWORD_ONLY, default=default, annotation=kind))
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return build
+
+
 def cache_option(**kwargs):
     """--cache, the same for every command: the folder workflows/ and cache/ keep graphs, structures and predictions in."""
-    return option(RunSettings, "cache", "--cache", "--store", envvar="SCREEN_CACHE", **kwargs)
+    return setting_option(RunSettings, "cache", **kwargs)[1]
 
 
 # Where an unexpected error's traceback goes: here, unless the running command says otherwise
@@ -116,56 +156,14 @@ def user_errors(fn):
     return wrapper
 
 
-def _run_option(name: str, *decls: str, **kwargs):
-    """A `screen run` option: its default and help from RunSettings (the Python API's too), its help panel."""
-    return option(RunSettings, name, *decls, rich_help_panel=PANEL[name], **kwargs)
-
-
 @app.command()
+@settings_command((RunSettings,), panels=PANEL)
 @user_errors
-def run(
-    query: str = _run_option("query", "--query", "-q"),
-    exclude: Optional[str] = _run_option("exclude"),
-    source: Optional[str] = _run_option("source"),
-    reference: Optional[str] = _run_option("reference"),
-    rank_by: str = _run_option("rank_by"),
-    stable_within: float = _run_option("stable_within"),
-    nonmetal: bool = _run_option("nonmetal", "--nonmetal"),
-    gap_min: Optional[float] = _run_option("gap_min"),
-    gap_max: Optional[float] = _run_option("gap_max"),
-    ehull_max: Optional[float] = _run_option("ehull_max"),
-    gap_threshold: Optional[float] = _run_option("gap_threshold"),
-    top: Optional[int] = _run_option("top"),
-    drop_flagged: bool = _run_option("drop_flagged", "--drop-flagged"),
-    model: Optional[Path] = _run_option("model", "--model", "-m"),
-    device: str = _run_option("device"),
-    unrelaxed_std: Optional[float] = _run_option("unrelaxed_std"),
-    relax: Optional[str] = _run_option("relax"),
-    relax_top: Optional[int] = _run_option("relax_top"),
-    anchor: bool = _run_option("anchor", "--anchor/--no-anchor"),
-    scheduler: Optional[str] = _run_option("scheduler"),
-    jobqueue: Optional[str] = _run_option("jobqueue"),
-    workers: int = _run_option("workers"),
-    threads: int = _run_option("threads"),
-    memory: str = _run_option("memory"),
-    queue: Optional[str] = _run_option("queue"),
-    account: Optional[str] = _run_option("account"),
-    walltime: str = _run_option("walltime"),
-    worker_lifetime: Optional[str] = _run_option("worker_lifetime"),
-    dashboard: str = _run_option("dashboard"),
-    partition_size: int = _run_option("partition_size"),
-    no_worker_timeout: float = _run_option("no_worker_timeout"),
-    cache: Path = cache_option(rich_help_panel=PANEL["cache"]),
-    out: Path = _run_option("out", "--out", "-o"),
-    fmt: str = _run_option("fmt", "--format"),
-    gnome: bool = _run_option("gnome", "--gnome/--no-gnome"),
-    new_only: bool = _run_option("new_only", "--new-only"),
-    mp_rate: Optional[int] = _run_option("mp_rate"),
-    runner: Optional[str] = option(RunSettings, "runner", hidden=True),
-):
+def run(**options):
     """Screen every crystal matching a query; rank by predicted stability and band-gap class."""
-    _error_log.set(out / "error.log")  # (PipelineSettings.error_log) from the first check on, for this command
-    settings = RunSettings(**dict(locals()))
+    # (PipelineSettings.error_log) from the first check on, for this command
+    _error_log.set(options["out"] / "error.log")
+    settings = RunSettings(**options)
     from workflows.run.terminal import run_showing_progress
 
     run_showing_progress(console, settings)
@@ -237,46 +235,20 @@ def predict(
 
 
 @app.command()
+@settings_command((TrainRunSettings, "data out"),
+                  (TrainSettings, "tasks task_weights weighting loss metal_head split split_seed epochs batch_size lr "
+                                "optimizer weight_decay schedule warmup_epochs ema_decay bn_recompute patience seed "
+                                "atom_fea_len n_conv h_fea_len n_h"),
+                  (FeaturizerSettings, "cutoff max_neighbors"), (TrainRunSettings, "limit resume"),
+                  (RunSettings, "cache"), (TrainRunSettings, "device threads"))
 @user_errors
-def train(
-    data: Path = option(TrainRunSettings, "data", "--data", "-d"),
-    out: Optional[Path] = option(TrainRunSettings, "out", "--out", "-o"),
-    tasks: str = option(TrainSettings, "tasks", shown=comma),
-    task_weights: Optional[str] = option(TrainSettings, "task_weights", "--weights", shown=comma),
-    weighting: str = option(TrainSettings, "weighting"),
-    loss: str = option(TrainSettings, "loss"),
-    metal_head: bool = option(TrainSettings, "metal_head", "--metal-head/--no-metal-head"),
-    split: str = option(TrainSettings, "split", shown=comma),
-    split_seed: int = option(TrainSettings, "split_seed"),
-    epochs: int = option(TrainSettings, "epochs"),
-    batch_size: int = option(TrainSettings, "batch_size"),
-    lr: float = option(TrainSettings, "lr"),
-    optimizer: str = option(TrainSettings, "optimizer"),
-    weight_decay: float = option(TrainSettings, "weight_decay"),
-    schedule: str = option(TrainSettings, "schedule"),
-    warmup_epochs: float = option(TrainSettings, "warmup_epochs"),
-    ema_decay: float = option(TrainSettings, "ema_decay", "--ema"),
-    bn_recompute: int = option(TrainSettings, "bn_recompute"),
-    patience: int = option(TrainSettings, "patience"),
-    seed: int = option(TrainSettings, "seed"),
-    atom_fea_len: int = option(TrainSettings, "atom_fea_len"),
-    n_conv: int = option(TrainSettings, "n_conv"),
-    h_fea_len: int = option(TrainSettings, "h_fea_len"),
-    n_h: int = option(TrainSettings, "n_h"),
-    cutoff: float = option(FeaturizerSettings, "cutoff"),
-    max_neighbors: int = option(FeaturizerSettings, "max_neighbors"),
-    limit: Optional[int] = option(TrainRunSettings, "limit"),
-    resume: Optional[Path] = option(TrainRunSettings, "resume"),
-    cache: Path = cache_option(),
-    device: str = option(TrainRunSettings, "device"),
-    threads: Optional[int] = option(TrainRunSettings, "threads"),
-):
+def train(**options):
     """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""
     from workflows.train.settings import train_settings
     from workflows.train.terminal import train_showing_progress
 
-    run, cfg, featurizer = train_settings(dict(locals()))
-    train_showing_progress(console, run, cfg, featurizer, cache)
+    run, cfg, featurizer = train_settings(options)
+    train_showing_progress(console, run, cfg, featurizer, options["cache"])
 
 
 @app.command()
