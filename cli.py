@@ -305,7 +305,7 @@ def experiment(
     from workflows.train.terminal import experiment_showing_progress
 
     cluster = ClusterSettings(scheduler=scheduler, workers=workers, threads_per_worker=threads, dashboard=dashboard,
-                          gpus_per_worker=1 if device.startswith("cuda") else 0)
+                              gpus_per_worker=1 if device.startswith("cuda") else 0)
     experiment_showing_progress(console, spec_file, out, report, report_only, cluster, cache, device)
 
 

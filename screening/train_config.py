@@ -63,7 +63,7 @@ class TrainSettings:
         from screening.model import ModelSettings
 
         return ModelSettings(list(self.tasks), self.atom_fea_len, self.n_conv, self.h_fea_len, self.n_h,
-                           featurizer.cutoff, featurizer.gaussian_step, metal_head=self.metal_head)
+                             featurizer.cutoff, featurizer.gaussian_step, metal_head=self.metal_head)
 
     def check(self) -> None:
         """One-line errors for settings that cannot work, before any data is read."""

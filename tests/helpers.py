@@ -62,5 +62,5 @@ def tiny_ensemble(out: Path, meta=None) -> str:
     data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
     for seed in (0, 1):
         train(data, data, TrainSettings(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, seed=seed), out / f"m{seed}", FeaturizerSettings())
+                                        n_conv=1, seed=seed), out / f"m{seed}", FeaturizerSettings())
     return str(write_ensemble(out / "ensemble.json", [out / "m0/best.pt", out / "m1/best.pt"], meta=meta).path)

@@ -27,7 +27,7 @@ def graphs():
 def member(path, seed, metal_head=True, featurizer=FeaturizerSettings()):
     torch.manual_seed(seed)
     model = MTCGCNN(ModelSettings(TASKS, atom_fea_len=16, n_conv=1, h_fea_len=16, metal_head=metal_head,
-                                cutoff=featurizer.cutoff, gaussian_step=featurizer.gaussian_step))
+                                  cutoff=featurizer.cutoff, gaussian_step=featurizer.gaussian_step))
     model.eval()
     save_checkpoint(path, model, featurizer)
     return path

@@ -8,8 +8,8 @@ from workflows.cluster.connection import ClusterSettings, _jobqueue_cluster, con
 @pytest.mark.parametrize("kind, gpu_line", [("slurm", "#SBATCH --gres=gpu:1"), ("pbs", None)])
 def test_jobqueue_job_script_asks_for_what_the_run_needs(kind, gpu_line):
     cluster = _jobqueue_cluster(ClusterSettings(jobqueue=kind, threads_per_worker=4, memory_per_worker="8GiB",
-                                            gpus_per_worker=1, queue="gpu", walltime="02:00:00",
-                                            dashboard="127.0.0.1:0"))
+                                                gpus_per_worker=1, queue="gpu", walltime="02:00:00",
+                                                dashboard="127.0.0.1:0"))
     try:
         script = cluster.job_script()
     finally:

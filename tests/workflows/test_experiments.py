@@ -11,7 +11,7 @@ from cli import app
 from screening.errors import ScreenError
 from workflows.train.experiment_report import write_report
 from workflows.train.results import results_table
-from workflows.train.experiment_spec import RunSpec, TASKS, parse_spec, run_indices
+from workflows.train.experiment_spec import ArmSettings, TASKS, parse_spec, run_indices
 from workflows.train.experiments import load_pool, train_run
 from tests.helpers import DATA
 
@@ -44,7 +44,7 @@ def test_spec_expands_groups_and_shares_identical_runs():
 
 
 def test_run_identity_follows_every_setting():
-    run = RunSpec(tasks=(TASKS["Ef"],))
+    run = ArmSettings(tasks=(TASKS["Ef"],))
     assert replace(run, lr=0.001).key != run.key != replace(run, seed=1).key
     assert replace(run).key == run.key
 
@@ -64,7 +64,7 @@ def test_bad_specs_are_one_line_errors(change, message):
 
 
 def test_smaller_training_fractions_are_nested_and_leave_val_test_alone():
-    run = RunSpec(tasks=(TASKS["Ef"],), seed=3)
+    run = ArmSettings(tasks=(TASKS["Ef"],), seed=3)
     tr6, va6, te6 = run_indices(100, (0.6, 0.2, 0.2), run)
     tr2, va2, te2 = run_indices(100, (0.6, 0.2, 0.2), replace(run, train_fraction=0.2))
     assert (len(tr6), len(tr2)) == (60, 20)

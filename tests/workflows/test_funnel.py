@@ -33,7 +33,7 @@ def ensemble(tmp_path_factory):
 
 def run(client, tmp_path, model, out, **kw):
     opts = PipelineSettings(query="Na-Cl", source="substitution", model=model, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / out), **kw)
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / out), **kw)
     return run_screening(client, opts)
 
 
@@ -90,8 +90,8 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
     assert len(refs) > 10
     refs.to_csv(tmp_path / "refs.csv", index=False)
     r = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
-                                         reference=f"local:{tmp_path / 'refs.csv'}", relax="none",
-                                         cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out")))
+                                               reference=f"local:{tmp_path / 'refs.csv'}", relax="none",
+                                               cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out")))
     assert r.summary["thin_systems"] == {"Li-O-Tl": ["Li-Tl"]}
     assert "thin reference systems: Li-Tl" in r.summary["thin_note"]
     assert r.table["flags"].str.contains("thin_references").all()
@@ -100,8 +100,8 @@ def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, e
     df[df.formula.map(lambda f: element_set(f) in systems | {frozenset({"Li", "Tl"})})].to_csv(
         tmp_path / "full.csv", index=False)
     full = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
-                                            reference=f"local:{tmp_path / 'full.csv'}", relax="none",
-                                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
+                                                  reference=f"local:{tmp_path / 'full.csv'}", relax="none",
+                                                  cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
     assert full.summary["thin_systems"] == {} and not full.table["flags"].str.contains("thin_references").any()
 
 

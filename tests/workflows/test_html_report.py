@@ -155,7 +155,7 @@ def rerun(default_run, tmp_path_factory, inprocess_client):
     again = tmp_path_factory.mktemp("rerun") / "out"
     shutil.copytree(out, again)
     opts = PipelineSettings(query="O-Li-Fe", source="substitution", model=str(default_model_path()), device="cpu",
-                      cache_dir=str(cache), out_dir=str(again), rank=RankSettings(top=5))
+                            cache_dir=str(cache), out_dir=str(again), rank=RankSettings(top=5))
     run_screening(inprocess_client, opts)
     return again
 

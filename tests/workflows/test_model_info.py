@@ -57,7 +57,7 @@ def test_every_command_refuses_an_unknown_device_in_the_same_words_before_loadin
 
     calls = [lambda: resolve_device("tpu"), lambda: predict_files([tmp_path], tmp_path / "no-model", device="tpu"),
              lambda: PipelineSettings(query="Li-*-O", device="tpu", model=str(tmp_path / "no-model"),
-                                cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")).check()]
+                                      cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")).check()]
     for call in calls:
         with pytest.raises(ScreenError) as e:
             call()

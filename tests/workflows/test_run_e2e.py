@@ -38,7 +38,7 @@ def li_x_o_ids():
 def test_local_li_x_o_run_then_cached_rerun(process_client, model_path, tmp_path):
     client = process_client
     opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), partition_size=150)
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), partition_size=150)
     dashboard_status = []
 
     def probe_dashboard():
@@ -100,7 +100,7 @@ def test_filters_and_top(inprocess_client, tmp_path):
     from screening.checkpoint import default_model_path
 
     opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=str(default_model_path()), device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
     every = run_screening(inprocess_client, opts).table
     nonmetal = run_screening(inprocess_client, replace(opts, out_dir=str(tmp_path / "o2"),
                                                        rank=RankSettings(nonmetal=True))).table
@@ -120,9 +120,9 @@ def test_mp_source_through_real_client_matches_local_source(inprocess_client, mp
     """The real mp-api client, pointed at the local MP test server, on the cluster's workers."""
     common = dict(query="Li-*-O", model=model_path, device="cpu", partition_size=200)
     via_mp = run_screening(inprocess_client, PipelineSettings(source="mp", cache_dir=str(tmp_path / "c1"),
-                                                        out_dir=str(tmp_path / "o1"), **common)).table
+                                                              out_dir=str(tmp_path / "o1"), **common)).table
     via_local = run_screening(inprocess_client, PipelineSettings(source=f"local:{DATA}", cache_dir=str(tmp_path / "c2"),
-                                                           out_dir=str(tmp_path / "o2"), **common)).table
+                                                                 out_dir=str(tmp_path / "o2"), **common)).table
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
     assert (via_mp.source == "mp").all()
     assert set(via_mp.id) == set(via_local.id) == li_x_o_ids()
@@ -144,7 +144,7 @@ def test_mp_key_and_endpoint_travel_with_the_task_not_the_worker_env(mp_api_env,
         for k, v in env.items():
             monkeypatch.setenv(k, v)  # the user's shell, on the client only
         t = run_screening(c, PipelineSettings(query="Li-Fe-O", source="mp", model=model_path, device="cpu",
-                                        cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))).table
+                                              cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))).table
     assert len(t) > 5 and (t.source == "mp").all()
     assert any(path.startswith("/materials/summary") for path, _ in mp_api_env.requests)
 
@@ -158,7 +158,7 @@ def test_mp_run_states_its_entries_shows_mp_columns_and_uses_mp_thermo(inprocess
     kind = {data.ids[r]: data.kind[r] for r in data.by_chemsys["Li-Ni-O"]}
     current = {i for i, k in kind.items() if k == "mp"}
     opts = PipelineSettings(query="Li-Ni-O", source="mp", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
     first = run_screening(inprocess_client, opts)
     t = first.table.set_index("id")
     assert set(t.index) == current and len(current) == 15
@@ -222,7 +222,7 @@ def test_mp_rerun_fetches_only_new_and_changed_entries(inprocess_client, fresh_m
 
     srv = fresh_mp_server
     opts = PipelineSettings(query="Li-Fe-O", source="mp", model=model_path, device="cpu", partition_size=10,
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "o1"))
 
     def fetched_in_full():
         return [i for p in summary_requests(srv)[1] for i in p["material_ids"].split(",")]
@@ -281,7 +281,7 @@ def printed_run(result, opts):
 
 def test_substitution_run_is_charge_balanced_unique_and_in_system(inprocess_client, model_path, tmp_path):
     opts = PipelineSettings(query="Na-*-Cl", source="substitution", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), relax="none")
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), relax="none")
     t = run_screening(inprocess_client, opts).table
     assert len(t) > 10 and t.id.is_unique and t.structure_key.is_unique
     for formula in t.formula.unique():
@@ -299,7 +299,7 @@ def ensemble_path(tmp_path_factory):
 
 def test_ensemble_run_carries_the_std_everywhere(inprocess_client, ensemble_path, tmp_path):
     opts = PipelineSettings(query="Li-*-O", source=f"local:{DATA}", model=ensemble_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     first = run_screening(inprocess_client, opts)
     t = first.table
     for col in ("pred_formation_energy_per_atom", "pred_band_gap", "pred_efermi", "pred_p_metal"):
@@ -344,7 +344,7 @@ def test_candidates_outside_the_training_domain_are_flagged_and_can_be_dropped(i
 
 def test_a_flipped_byte_in_the_graph_store_is_remade_not_served(inprocess_client, model_path, tmp_path):
     opts = PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     first = run_screening(inprocess_client, opts).table
     shard = sorted((tmp_path / "cache" / "graphs").rglob("units/*.zarr/distances/c/0"))[0]
     raw = bytearray(shard.read_bytes())

@@ -59,8 +59,8 @@ def test_hybrid_substitution_candidates_are_flagged_unrelaxed(client, model_path
     model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT)
     # (relax="none": the funnel would relax them all, so few they are)
     r = run_screening(client, PipelineSettings(query="Na2O", source=f"substitution:local:{templates}", model=model,
-                                         device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
-                                         relax="none"))
+                                               device="cpu", cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                               relax="none"))
     t = r.table
     assert len(t) > 1 and t.source.str.startswith("substitution:local:").all()
     assert (t.stage == "unrelaxed").all()
@@ -78,8 +78,8 @@ def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp
     model = model_with_domain(model_path, tmp_path / "m", element_counts=EVERY_ELEMENT,
                               density_range=[0.0, middle])
     r = run_screening(client, PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
-                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
-                                         drop_flagged=True))
+                                               cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                               drop_flagged=True))
     s = r.summary
     assert s["featurized"] == s["inferred"] == len(densities) == 32
     assert 0 < s["flagged_dropped"] < 32 and len(r.table) == 32 - s["flagged_dropped"]
@@ -87,8 +87,8 @@ def test_cache_hits_are_never_negative_with_drop_flagged(client, model_path, tmp
     stats = [json.loads(line) for line in (tmp_path / "c" / "stats.jsonl").read_text().splitlines()]
     assert (stats[-1]["graph_hits"], stats[-1]["prediction_hits"]) == (0, 0)
     warm = run_screening(client, PipelineSettings(query="Li-Fe-O", source=f"local:{DATA}", model=model, device="cpu",
-                                            cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
-                                            drop_flagged=True)).summary
+                                                  cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                                  drop_flagged=True)).summary
     assert warm["graph_cache_hits"] == warm["prediction_cache_hits"] == 32
 
 
@@ -96,7 +96,7 @@ def test_overlapping_atoms_are_refused_by_the_run_and_named(client, model_path, 
     folder = crystal_folder(tmp_path / "in", {"good": rocksalt(), "close": overlapping(0.1),
                                               "same": overlapping(0.0)})
     r = run_screening(client, PipelineSettings(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
-                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
+                                               cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o")))
     assert r.table.id.tolist() == ["good"]
     assert r.summary["unusable"] == 2
     problems = sorted(r.summary["unusable_first"])
@@ -124,8 +124,8 @@ def test_relax_leaves_overlapping_atoms_refused_and_flags_an_unconverged_relaxat
     CacheDir(tmp_path / "c").claim().relaxed(Relaxer("chgnet").version).put(
         relax_key(as_read), unfinished.structure.as_dict(), unfinished.info())
     r = run_screening(client, PipelineSettings(query="Na-Cl", source=f"local:{folder}", model=model_path, device="cpu",
-                                         cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
-                                         relax="chgnet"))
+                                               cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"),
+                                               relax="chgnet"))
     t = r.table
     assert t.id.tolist() == ["rattled"] and t["flags"].tolist() == [NOT_CONVERGED]
     assert bool(t.relax_converged.iloc[0]) is False and t.relax_steps.iloc[0] == 2
@@ -314,7 +314,7 @@ def test_a_directory_with_unreadable_files_is_screened_and_lists_them(client, mo
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 5\nthis is not a CIF\n")
     (folder / "empty.cif").write_text("")
     opts = PipelineSettings(query="*-Cl", source=f"local:{folder}", model=model_path, device="cpu",
-                      cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))
+                            cache_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "o"))
     r = run_screening(client, opts)
     assert sorted(r.table.id) == ["KCl", "NaCl"]
     assert r.summary["candidates"] == 4 and r.summary["unusable"] == 2

@@ -78,9 +78,9 @@ def test_a_worker_job_cancelled_mid_run_loses_and_duplicates_nothing(slurm, loca
     from workflows.run.pipeline import run_screening
 
     spec = ClusterSettings(jobqueue="slurm", workers=2, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
-                       log_dir=str(tmp_path / "out" / "logs"))
+                           log_dir=str(tmp_path / "out" / "logs"))
     opts = PipelineSettings(query=QUERY, source=f"local:{DATA}", model=model_path, device="cpu", partition_size=2,
-                      cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+                            cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     cancelled = []
     with connect(spec) as client:
         def cancel_one(stage, done, total):
@@ -107,7 +107,7 @@ def test_workers_retire_before_the_walltime_and_new_jobs_replace_them(slurm, tmp
     from workflows.provenance import where
 
     spec = ClusterSettings(jobqueue="slurm", workers=1, memory_per_worker="1GiB", dashboard="127.0.0.1:0",
-                       walltime="00:05:00", worker_lifetime="00:00:15", log_dir=str(tmp_path / "logs"))
+                           walltime="00:05:00", worker_lifetime="00:00:15", log_dir=str(tmp_path / "logs"))
     seen = []
     with connect(spec) as client:
         deadline = time.monotonic() + 180

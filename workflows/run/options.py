@@ -217,17 +217,17 @@ def checked(settings: RunSettings) -> Tuple[PipelineSettings, ClusterSettings]:
         drop_flagged=s.drop_flagged, no_worker_timeout=s.no_worker_timeout, relax=s.relax, relax_top=s.relax_top,
         gnome=s.gnome, mp_rate=DEFAULT_RATE if s.mp_rate is None else s.mp_rate,
         rank=RankSettings(rank_by=s.rank_by, stable_within=s.stable_within, nonmetal=s.nonmetal, gap_min=s.gap_min,
-                         gap_max=s.gap_max, ehull_max=s.ehull_max, new_only=s.new_only, top=s.top,
-                         gap_threshold=METAL_GAP_EV if s.gap_threshold is None else s.gap_threshold,
-                         unrelaxed_std=s.unrelaxed_std, anchor=s.anchor))
+                          gap_max=s.gap_max, ehull_max=s.ehull_max, new_only=s.new_only, top=s.top,
+                          gap_threshold=METAL_GAP_EV if s.gap_threshold is None else s.gap_threshold,
+                          unrelaxed_std=s.unrelaxed_std, anchor=s.anchor))
     if s.runner not in (None, "slurm"):
         raise ScreenError(f"`runner` {s.runner}: only slurm")
     logs = Path(s.out).resolve() / "logs"
     spec = ClusterSettings(scheduler=s.scheduler, jobqueue=s.jobqueue, workers=s.workers, threads_per_worker=s.threads,
-                       dashboard=s.dashboard, memory_per_worker=s.memory, queue=s.queue, account=s.account,
-                       walltime=s.walltime, worker_lifetime=s.worker_lifetime, log_dir=str(logs), runner=s.runner,
-                       scheduler_file=str(logs / "scheduler-{job_id}.json"),
-                       gpus_per_worker=1 if s.device == "cuda" and not s.scheduler else 0)
+                           dashboard=s.dashboard, memory_per_worker=s.memory, queue=s.queue, account=s.account,
+                           walltime=s.walltime, worker_lifetime=s.worker_lifetime, log_dir=str(logs), runner=s.runner,
+                           scheduler_file=str(logs / "scheduler-{job_id}.json"),
+                           gpus_per_worker=1 if s.device == "cuda" and not s.scheduler else 0)
     spec.check()  # first: its checks take no time, the run's describe the model (seconds, cold)
     opts.check()  # bad input fails here, before a cluster starts
     return opts, spec

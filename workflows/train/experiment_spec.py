@@ -1,4 +1,4 @@
-"""Experiment specs: a YAML grid of training runs -> one `RunSpec` per run, and one run.
+"""Experiment specs: a YAML grid of training runs -> one `ArmSettings` per run, and one run.
 
 A spec names the data, a pool size, seeds, the train/val/test split and the
 training defaults, then groups of runs. In a group every key may be a value
@@ -43,7 +43,7 @@ RESULT = "result.json"  # written last: a run directory with it is finished
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class ArmSettings:
     tasks: Tuple[str, ...]  # mp_dev column names
     seed: int = 0
     train_fraction: float = 0.6
@@ -74,11 +74,12 @@ class RunSpec:
     def dirname(self) -> str:
         return f"{self.label}_{self.weighting}_f{self.train_fraction:g}_s{self.seed}_{self.key}"
 
-    def train_config(self, device: str = "cpu"):
+    def train_settings(self, device: str = "cpu"):
         kw = {f.name: getattr(self, f.name) for f in fields(self)
               if f.name not in ("tasks", "train_fraction", "task_weights")}
-        return TrainSettings.paper(tasks=list(self.tasks), task_weights=list(self.task_weights) if self.task_weights else None,
-                           device=device, **kw)
+        return TrainSettings.paper(tasks=list(self.tasks),
+                                   task_weights=list(self.task_weights) if self.task_weights else None,
+                                   device=device, **kw)
 
 
 @dataclass
@@ -88,16 +89,16 @@ class ExperimentSpec:
     pool: Optional[int]
     pool_seed: int
     split: Tuple[float, float, float]
-    runs: List[RunSpec]
+    runs: List[ArmSettings]
     groups: Dict[str, List[str]]  # group name -> run keys, in spec order
     path: str = ""
 
-    def group_runs(self, name: str) -> List[RunSpec]:
+    def group_runs(self, name: str) -> List[ArmSettings]:
         by_key = {r.key: r for r in self.runs}
         return [by_key[k] for k in self.groups.get(name, [])]
 
 
-_RUN_KEYS = {f.name for f in fields(RunSpec)} - {"tasks", "seed"}
+_RUN_KEYS = {f.name for f in fields(ArmSettings)} - {"tasks", "seed"}
 _GROUP_KEYS = _RUN_KEYS | {"name", "tasks", "seeds"}
 _TOP_KEYS = {"name", "data", "pool", "pool_seed", "seeds", "split", "train", "groups"}
 
@@ -157,7 +158,7 @@ def parse_spec(raw, where: str = "spec") -> ExperimentSpec:
     defaults = raw.get("train", {}) or {}
     _check_keys(defaults, _RUN_KEYS, f"{where}: train")
     seeds = [int(s) for s in _as_list(raw.get("seeds", [0]))]
-    runs: Dict[str, RunSpec] = {}
+    runs: Dict[str, ArmSettings] = {}
     groups: Dict[str, List[str]] = {}
     for i, g in enumerate(_as_list(raw["groups"])):
         gw = f"{where}: groups[{i}]"
@@ -178,9 +179,9 @@ def parse_spec(raw, where: str = "spec") -> ExperimentSpec:
             for tasks in task_sets:
                 for combo in itertools.product(*(grid[k] for k in keys)):
                     try:
-                        run = RunSpec(tasks=tasks, seed=seed,
-                                      task_weights=tuple(float(w) for w in task_weights) if task_weights else None,
-                                      **dict(zip(keys, combo)))
+                        run = ArmSettings(tasks=tasks, seed=seed,
+                                          task_weights=tuple(float(w) for w in task_weights) if task_weights else None,
+                                          **dict(zip(keys, combo)))
                     except TypeError as e:
                         raise ScreenError(f"{gw}: {e}") from None
                     _check_run(run, split, gw)
@@ -193,7 +194,7 @@ def parse_spec(raw, where: str = "spec") -> ExperimentSpec:
                           split=split, runs=list(runs.values()), groups=groups)
 
 
-def _check_run(run: RunSpec, split, where):
+def _check_run(run: ArmSettings, split, where):
     from screening.weighting import WEIGHTINGS
 
     if not 0 < run.train_fraction <= split[0] + 1e-9:
@@ -209,7 +210,7 @@ def _check_run(run: RunSpec, split, where):
 
 # ---- which crystals a run trains, validates and tests on ---------------------------------
 
-def run_indices(n: int, split, run: RunSpec):
+def run_indices(n: int, split, run: ArmSettings):
     """(train, val, test) pool indices of a run: the seed's split, training part cut to train_fraction."""
     from screening.split import split_indices
 

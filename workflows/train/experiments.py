@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 
 from cache.atomic import write_atomic
 from workflows.train.results import results_table
-from workflows.train.experiment_spec import RESULT, TASKS, ExperimentSpec, RunSpec, finished, run_indices
+from workflows.train.experiment_spec import RESULT, TASKS, ExperimentSpec, ArmSettings, finished, run_indices
 from workflows.cluster.connection import ClusterSettings, connect
 from workflows.cluster.watch import as_finished, task_error
 
@@ -45,7 +45,7 @@ def load_pool(spec: ExperimentSpec, cache_dir, featurizer=None):
     return loaded.graphs, loaded.skipped
 
 
-def _resumable(out: Path, run: RunSpec) -> Optional[str]:
+def _resumable(out: Path, run: ArmSettings) -> Optional[str]:
     """An interrupted run of the same settings continues from its last.pt instead of restarting."""
     try:
         same = json.loads((out / "run.json").read_text())["key"] == run.key
@@ -54,7 +54,7 @@ def _resumable(out: Path, run: RunSpec) -> Optional[str]:
     return str(out / "last.pt") if same and (out / "last.pt").exists() else None
 
 
-def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str = "cpu",
+def train_run(pool, split, run: ArmSettings, run_dir, featurizer=None, device: str = "cpu",
               pool_info: Optional[dict] = None) -> dict:
     """Train one run, evaluate its best checkpoint on the test split, write result.json last."""
     from screening.checkpoint import load_checkpoint
@@ -77,7 +77,7 @@ def train_run(pool, split, run: RunSpec, run_dir, featurizer=None, device: str =
                                                "n_train": len(tr), "n_val": len(va), "n_test": len(te),
                                                "pool": pool_info or {}}, indent=1).encode())
     t0 = time.time()
-    best = train(parts["train"], parts["val"], run.train_config(device), out, featurizer,
+    best = train(parts["train"], parts["val"], run.train_settings(device), out, featurizer,
                  resume=resume, meta={"run_key": run.key})
     ckpt = load_checkpoint(out / "best.pt")
     pred = predict_set(ckpt.model, parts["test"], device=device)
@@ -97,7 +97,7 @@ def pool_task(spec: ExperimentSpec, cache_dir):
                   "n": len(pool), "skipped": len(skipped)}
 
 
-def train_task(pool_and_info, split, run: RunSpec, run_dir: str, threads: int, device: str):
+def train_task(pool_and_info, split, run: ArmSettings, run_dir: str, threads: int, device: str):
     import torch
 
     from workflows.allocator import reuse_freed_memory
@@ -108,7 +108,7 @@ def train_task(pool_and_info, split, run: RunSpec, run_dir: str, threads: int, d
     return train_run(pool, split, run, run_dir, device=device, pool_info=info)
 
 
-def unfinished(spec: ExperimentSpec, out_dir) -> List[RunSpec]:
+def unfinished(spec: ExperimentSpec, out_dir) -> List[ArmSettings]:
     """The spec's runs without a result.json under out_dir, seed-major: if the work is stopped
     early, the runs finished cover whole seeds."""
     runs_dir = Path(out_dir) / "runs"
