@@ -3,8 +3,9 @@
 Built from ../shared/data without the bundled model's training crystals:
 
   generate  substitution candidates (screening/sources/substitution.py, the AFLOW prototypes) for a
-            sample of the chemical systems of the model's test split (split.json), matched with
-            pymatgen's StructureMatcher to the test-split crystals of the same formula. All crystals of
+            sample of the chemical systems of the model's test split (split.json; --split val: its
+            validation split, which picks the best epoch but is never trained on), matched with
+            pymatgen's StructureMatcher to that split's crystals of the same formula. All crystals of
             ../shared/data that match a candidate are its "twins"; a candidate with a training-split
             twin is dropped (the model has seen its structure). -> WORK/matched.json
   relax     the matched candidates of <= --relax-atoms atoms relaxed with CHGNet (screening.relax.Relaxer,
@@ -29,7 +30,7 @@ Built from ../shared/data without the bundled model's training crystals:
             fitted unrelaxed sigma) and how many are predicted >= 0.1 eV/atom below a known on-hull
             ground state of the same composition.
 
-    python benchmarks/rediscovery.py generate [--systems 600] [--seed 0]
+    python benchmarks/rediscovery.py generate [--systems 600] [--seed 0] [--split val]
     python benchmarks/rediscovery.py relax [--relax-atoms 12] [--relax-max 300]
     python benchmarks/rediscovery.py evaluate [--write-manifest]
     python benchmarks/rediscovery.py volumes      # volume predictors against test-split crystals
@@ -55,6 +56,7 @@ MODEL = ROOT / "screening" / "models" / "default"
 WORK = ROOT / "experiments" / "default" / "rediscovery"
 STAGES = ("unrelaxed", "relaxed", "anchored")
 QUERIES = ("Li-*-O", "Na-*-O", "Mg-*-O")
+SPLITS = ("test", "val")  # the splits the model did not train on (val picks its best epoch only)
 
 
 def log(*args):
@@ -83,11 +85,12 @@ def generate(args):
     from screening.structures import structure_from_cif_text
 
     df = load_data()
-    test = df[df.split == "test"]
+    test = df[df.split == args.split]
     systems = sorted({s for s in test.system if s.count("-") >= 1})
     rng = np.random.default_rng(args.seed)
     chosen = sorted(rng.choice(systems, size=min(args.systems, len(systems)), replace=False))
-    log(f"{len(systems)} chemical systems (2+ elements) in the test split; {len(chosen)} sampled (seed {args.seed})")
+    log(f"{len(systems)} chemical systems (2+ elements) in the {args.split} split; {len(chosen)} sampled "
+        f"(seed {args.seed})")
     by_formula = {f: g for f, g in df.groupby("reduced")}
     test_formulas = set(test.reduced)
     src = SubstitutionSource()
@@ -115,13 +118,14 @@ def generate(args):
                 twins = [i for i, (mid, cif) in enumerate(zip(same.material_id, same.cif))
                          if matcher.fit(c.structure, structure_from_cif_text(cif, mid))]
             twins = same.iloc[twins]
-            if not (twins.split == "test").any():
+            if not (twins.split == args.split).any():
                 continue
             if (twins.split == "train").any():
                 dropped_train += 1
                 continue
-            truth = twins[twins.split == "test"].sort_values("formation_energy_per_atom").iloc[0]
-            rows.append({"id": c.id, "system": system, "formula": c.formula, "cif": c.structure.to(fmt="cif"),
+            truth = twins[twins.split == args.split].sort_values("formation_energy_per_atom").iloc[0]
+            rows.append({"id": c.id, "split": args.split, "system": system, "formula": c.formula,
+                         "cif": c.structure.to(fmt="cif"),
                          "atoms": len(c.structure), "match": truth.material_id,
                          "dft": float(truth.formation_energy_per_atom), "true_volume_per_atom":
                          float(truth.volume) / len(structure_from_cif_text(truth.cif, truth.material_id)),
@@ -132,14 +136,30 @@ def generate(args):
                 f"{time.time() - t0:.0f} s")
         if (k + 1) % 200 == 0 or k + 1 == len(chosen):  # partial results, so relaxing can start early
             WORK.mkdir(parents=True, exist_ok=True)
-            (WORK / "matched.json").write_text(json.dumps({
+            matched_path(args.split).write_text(json.dumps({
                 "systems": list(chosen[:k + 1]), "n_systems_in_test": len(systems), "candidates": n_cands,
                 "rejected": dict(rejected), "dropped_training_twin": dropped_train, "matched": rows,
                 "every": every}))
-    log(f"{n_cands} candidates for {len(chosen)} systems; {len(rows)} match a test-split crystal "
+    log(f"{n_cands} candidates for {len(chosen)} systems; {len(rows)} match a {args.split}-split crystal "
         f"({dropped_train} more match a training crystal too: dropped); rejected: "
         f"{sum(v for k, v in rejected.items() if k != 'valence formulas')} for too-short distances, "
         f"{rejected['valence formulas']} formulas for valence; {time.time() - t0:.0f} s")
+
+
+def matched_path(split: str) -> Path:
+    return WORK / ("matched.json" if split == "test" else f"matched-{split}.json")
+
+
+def load_matched() -> list:
+    """The matched candidates of every split generated (test first); a candidate matched in two splits once."""
+    infos = [json.loads(matched_path(s).read_text()) for s in SPLITS if matched_path(s).exists()]
+    seen, rows = set(), []
+    for info in infos:
+        for r in info["matched"]:
+            if r["id"] not in seen:
+                seen.add(r["id"])
+                rows.append({"split": "test", **r})
+    return infos, rows
 
 
 # -- relax ---------------------------------------------------------------------------------
@@ -153,9 +173,9 @@ def relax(args):
     from screening.relax import Relaxer
     from screening.structures import structure_from_cif_text
 
-    matched = json.loads((WORK / "matched.json").read_text())["matched"]
+    _, matched = load_matched()
     todo = sorted((r for r in matched if r["atoms"] <= args.relax_atoms), key=lambda r: (r["atoms"], r["id"]))
-    todo = todo[:args.relax_max]
+    todo = todo[:args.relax_max][::-1 if args.largest_first else 1]  # largest first: a second process's share
     (WORK / "relaxed").mkdir(parents=True, exist_ok=True)
     relaxer = Relaxer()
     t0, done = time.time(), 0
@@ -349,13 +369,20 @@ def evaluate(args):
     from screening.rank import ReferencePhases, reference_name
     from screening.structures import structure_from_cif_text
 
-    info = json.loads((WORK / "matched.json").read_text())
-    rows = pd.DataFrame(info["matched"])
+    infos, matched = load_matched()
+    rows = pd.DataFrame(matched)
     log(f"# Prototype rediscovery ({time.strftime('%Y-%m-%d')})")
-    log(f"{len(info['systems'])} of the {info['n_systems_in_test']} chemical systems of the test split sampled; "
-        f"{info['candidates']} candidates; {len(rows)} match a test-split crystal "
-        f"(another {info['dropped_training_twin']} also match a training crystal: dropped)")
-    log(f"rejected while generating: {info['rejected']}")
+    for split, info in zip(SPLITS, infos):
+        log(f"{split} split: {len(info['systems'])} of its {info['n_systems_in_test']} chemical systems sampled; "
+            f"{info['candidates']} candidates; {len(info['matched'])} match a {split}-split crystal "
+            f"(another {info['dropped_training_twin']} also match a training crystal: dropped)")
+    log(f"{len(rows)} matched candidates in all: "
+        + ", ".join(f"{n} {k}" for k, n in rows.split.value_counts().items()))
+    rejected = defaultdict(int)
+    for info in infos:
+        for k, n in info["rejected"].items():
+            rejected[k] += n
+    log(f"rejected while generating: {dict(rejected)}")
     df = load_data()
     ensemble = load_model(MODEL)
     manifest = json.loads((MODEL / "ensemble.json").read_text())
@@ -431,8 +458,9 @@ def evaluate(args):
         log(table.to_string(index=False))
 
     stage_std = {k: {"scale": s, "add": a} for k, (s, a) in fitted.items()}
-    stage_std["fitted_on"] = (f"benchmarks/rediscovery.py: {len(rows)} substitution prototypes matching test-split "
-                              f"crystals of ../shared/data ({len(info['systems'])} sampled test-split systems; "
+    splits = " and ".join(f"{len(i['systems'])} {s}-split" for s, i in zip(SPLITS, infos))
+    stage_std["fitted_on"] = (f"benchmarks/rediscovery.py: {len(rows)} substitution prototypes matching crystals "
+                              f"of ../shared/data the model did not train on ({splits} systems sampled; "
                               f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, CHGNet); fitted on all, "
                               f"checked by {FOLDS}-fold cross-validation grouped by chemical system")
     stage_std["out_of_fold"] = oof
@@ -522,8 +550,10 @@ def main():
     ap.add_argument("step", choices=("generate", "relax", "evaluate", "volumes"))
     ap.add_argument("--systems", type=int, default=600, help="test-split chemical systems to sample")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=SPLITS, default="test", help="generate: match crystals of this split")
     ap.add_argument("--relax-atoms", type=int, default=12, help="relax matched candidates of at most this many atoms")
     ap.add_argument("--relax-max", type=int, default=300)
+    ap.add_argument("--largest-first", action="store_true", help="relax: largest cells first (a second process)")
     ap.add_argument("--n", type=int, default=600, help="volumes: test-split crystals")
     ap.add_argument("--write-manifest", action="store_true", help="store the fitted stage_std in ensemble.json")
     args = ap.parse_args()
