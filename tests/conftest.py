@@ -202,7 +202,7 @@ def model_path(tmp_path_factory):
     structures, targets = mp_structures(40)
     data = GraphSet.from_graphs([featurize(s) for s in structures], targets)
     train(data, data, TrainSettings.paper(tasks=TASKS, epochs=2, batch_size=20, atom_fea_len=16, h_fea_len=16,
-                                  n_conv=1), out, FeaturizerSettings())
+                                          n_conv=1), out, FeaturizerSettings())
     return str(out / "best.pt")
 
 

@@ -109,7 +109,7 @@ def test_train_with_learned_weights_logs_them_and_resumes(tmp_path, data32, one_
 
 def test_fixed_weights_do_not_learn(tmp_path, data32):
     train(data32, data32, TrainSettings.paper(tasks=TASKS, epochs=2, batch_size=16, atom_fea_len=16, h_fea_len=16,
-                                      n_conv=1, task_weights=[1, 2, 3]), tmp_path, FeaturizerSettings())
+                                              n_conv=1, task_weights=[1, 2, 3]), tmp_path, FeaturizerSettings())
     history = pd.read_csv(tmp_path / "metrics.csv")
     assert history[[f"weight_{t}" for t in TASKS]].to_numpy().tolist() == [[1, 2, 3]] * 2
 
