@@ -240,7 +240,7 @@ def predict(
                                 "optimizer weight_decay schedule warmup_epochs ema_decay bn_recompute patience seed "
                                 "atom_fea_len n_conv h_fea_len n_h"),
                   (FeaturizerSettings, "cutoff max_neighbors"), (TrainRunSettings, "limit resume"),
-                  (RunSettings, "cache"), (TrainRunSettings, "device threads"))
+                  (RunSettings, "cache device"), (TrainRunSettings, "threads"))
 @user_errors
 def train(**options):
     """Train an MT-CGCNN model from the graph store (featurized on first use); checkpoints every epoch."""

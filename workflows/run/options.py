@@ -17,6 +17,7 @@ from screening.errors import ScreenError
 from screening.settings import default_of, setting
 from workflows.cluster.connection import ClusterSettings
 from workflows.cluster.watch import NO_WORKER_TIMEOUT_S
+from workflows.settings import words
 
 if TYPE_CHECKING:
     from screening.model_info import ModelInfo
@@ -211,7 +212,7 @@ def checked(settings: RunSettings) -> Tuple[PipelineSettings, ClusterSettings]:
 
     s = settings
     opts = PipelineSettings(
-        query=s.query, exclude=[e.strip() for e in (s.exclude or "").split(",") if e.strip()],
+        query=s.query, exclude=words(s.exclude or ""),
         source=s.source, reference=s.reference, model=str(resolve_model_path(s.model)), device=s.device,
         cache_dir=str(s.cache), out_dir=str(s.out), partition_size=s.partition_size, output_format=s.fmt,
         drop_flagged=s.drop_flagged, no_worker_timeout=s.no_worker_timeout, relax=s.relax, relax_top=s.relax_top,
