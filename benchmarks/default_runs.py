@@ -47,10 +47,9 @@ def below_known(top: pd.DataFrame) -> dict:
     on_hull = top["anchor_on_hull"].fillna(False).astype(bool).to_numpy()
     # the anchor is on the hull, so E_hull of the candidate is its ΔEf (as the run used it) minus the anchor's
     by_run = top["pred_e_above_hull"].to_numpy(float) <= BELOW
-    raw = top["pred_de_vs_known"].to_numpy(float) <= BELOW
-    with np.errstate(invalid="ignore"):
-        return {"with_known": int(on_hull.sum()), "below_by_run": int((on_hull & by_run).sum()),
-                "below_raw": int((on_hull & raw).sum())}
+    raw = top["pred_de_vs_known"].to_numpy(float) <= BELOW  # NaN (no known crystal): False
+    return {"with_known": int(on_hull.sum()), "below_by_run": int((on_hull & by_run).sum()),
+            "below_raw": int((on_hull & raw).sum())}
 
 
 def markdown(top: pd.DataFrame) -> str:

@@ -45,6 +45,7 @@ import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -85,14 +86,14 @@ def generate(args):
     from screening.structures import structure_from_cif_text
 
     df = load_data()
-    test = df[df.split == args.split]
-    systems = sorted({s for s in test.system if s.count("-") >= 1})
+    held = df[df.split == args.split]  # crystals of a split the model did not train on
+    systems = sorted({s for s in held.system if s.count("-") >= 1})
     rng = np.random.default_rng(args.seed)
     chosen = sorted(rng.choice(systems, size=min(args.systems, len(systems)), replace=False))
     log(f"{len(systems)} chemical systems (2+ elements) in the {args.split} split; {len(chosen)} sampled "
         f"(seed {args.seed})")
     by_formula = {f: g for f, g in df.groupby("reduced")}
-    test_formulas = set(test.reduced)
+    held_formulas = set(held.reduced)
     src = SubstitutionSource()
     matcher = StructureMatcher()
     rows, n_cands, rejected, dropped_train = [], 0, defaultdict(int), 0
@@ -110,7 +111,7 @@ def generate(args):
         rejected["valence formulas"] += src.rejection_counts()["valence"]
         for c in cands:
             every.append([c.id, c.formula, False])
-            if c.formula not in test_formulas:
+            if c.formula not in held_formulas:
                 continue
             same = by_formula[c.formula]
             with warnings.catch_warnings():
@@ -150,11 +151,12 @@ def matched_path(split: str) -> Path:
     return WORK / ("matched.json" if split == "test" else f"matched-{split}.json")
 
 
-def load_matched() -> list:
-    """The matched candidates of every split generated (test first); a candidate matched in two splits once."""
-    infos = [json.loads(matched_path(s).read_text()) for s in SPLITS if matched_path(s).exists()]
+def load_matched() -> Tuple[List[Tuple[str, dict]], List[dict]]:
+    """([(split, its matched.json)] of every split generated, test first; the matched candidates of
+    them all, a candidate matched in two splits once)."""
+    infos = [(s, json.loads(matched_path(s).read_text())) for s in SPLITS if matched_path(s).exists()]
     seen, rows = set(), []
-    for info in infos:
+    for _, info in infos:
         for r in info["matched"]:
             if r["id"] not in seen:
                 seen.add(r["id"])
@@ -372,14 +374,14 @@ def evaluate(args):
     infos, matched = load_matched()
     rows = pd.DataFrame(matched)
     log(f"# Prototype rediscovery ({time.strftime('%Y-%m-%d')})")
-    for split, info in zip(SPLITS, infos):
+    for split, info in infos:
         log(f"{split} split: {len(info['systems'])} of its {info['n_systems_in_test']} chemical systems sampled; "
             f"{info['candidates']} candidates; {len(info['matched'])} match a {split}-split crystal "
             f"(another {info['dropped_training_twin']} also match a training crystal: dropped)")
     log(f"{len(rows)} matched candidates in all: "
         + ", ".join(f"{n} {k}" for k, n in rows.split.value_counts().items()))
     rejected = defaultdict(int)
-    for info in infos:
+    for _, info in infos:
         for k, n in info["rejected"].items():
             rejected[k] += n
     log(f"rejected while generating: {dict(rejected)}")
@@ -458,7 +460,7 @@ def evaluate(args):
         log(table.to_string(index=False))
 
     stage_std = {k: {"scale": s, "add": a} for k, (s, a) in fitted.items()}
-    splits = " and ".join(f"{len(i['systems'])} {s}-split" for s, i in zip(SPLITS, infos))
+    splits = " and ".join(f"{len(i['systems'])} {s}-split" for s, i in infos)
     stage_std["fitted_on"] = (f"benchmarks/rediscovery.py: {len(rows)} substitution prototypes matching crystals "
                               f"of ../shared/data the model did not train on ({splits} systems sampled; "
                               f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, CHGNet); fitted on all, "
