@@ -84,7 +84,7 @@ def comma(values) -> str:
 # What a setting's option adds to its flag (flag_of): a letter, another name, an environment variable.
 SHORT = {"query": "-q", "model": "-m", "out": "-o", "data": "-d"}
 MORE = {"cache": {"decls": ("--store",), "envvar": "SCREEN_CACHE"}, "runner": {"hidden": True}}
-BOTH_WAYS = {"anchor", "gnome", "metal_head"}  # switches with a --no- form; the other switches only turn on
+BOTH_WAYS = {"gnome", "metal_head"}  # switches with a --no- form; the other switches only turn on
 _types = functools.cache(get_type_hints)  # (the settings modules annotate with strings: __future__ annotations)
 
 

@@ -13,9 +13,11 @@ Built from ../shared/data without the bundled model's training crystals:
   evaluate  predictions and scores per stage:
               unrelaxed  the prototype as generated;
               relaxed    the CHGNet-relaxed prototype;
-              anchored   the bias-cancelled estimate: DFT dEf of the lowest-energy known crystal of the
-                         same composition on the reference hull + (pred dEf(candidate) - pred dEf(it)),
-                         from the unrelaxed prediction (and, where relaxed, the relaxed one);
+              anchored   the bias-cancelled estimate (screening/anchors.anchored_formation_energy): DFT
+                         dEf of the lowest-energy known crystal of the same composition on the reference
+                         hull + (pred dEf(candidate) - pred dEf(it)), from the unrelaxed prediction (and,
+                         where relaxed, the relaxed one). Runs do not use it: it is scored here beside
+                         the model's own dEf of the same candidates, the comparison that decided so;
             against the truth: the DFT dEf of the matched test crystal (the lowest-energy twin), and
             E_hull against the hull of every crystal of ../shared/data except the candidate's twins
             (so neither the hull nor the anchor holds the answer). Stable: true E_hull <= 0.
@@ -24,7 +26,7 @@ Built from ../shared/data without the bundled model's training crystals:
             cross-validation: fitted on 4 of 5 folds of chemical systems, scored on the fifth, pooled
             (the figures to trust). Beside them: a Student-t P(stable), the anchored estimate shrunk
             toward the direct one, and the funnel's unrelaxed_shift, each out of fold too.
-            --write-manifest stores them in
+            --write-manifest stores the unrelaxed and relaxed terms (the stages a run uses) in
             screening/models/default/ensemble.json under "stage_std" (no other key changes).
             Then the top 25 of Li-*-O, Na-*-O and Mg-*-O (unrelaxed, ranked by P(stable) with the
             fitted unrelaxed sigma) and how many are predicted >= 0.1 eV/atom below a known on-hull
@@ -56,6 +58,7 @@ DATA = ROOT.parent / "shared" / "data" / "mp_dev.csv.gz"
 MODEL = ROOT / "screening" / "models" / "default"
 WORK = ROOT / "experiments" / "default" / "rediscovery"
 STAGES = ("unrelaxed", "relaxed", "anchored")
+RUN_STAGES = ("unrelaxed", "relaxed")  # the stages a run uses, whose σ terms go to the manifest
 QUERIES = ("Li-*-O", "Na-*-O", "Mg-*-O")
 SPLITS = ("test", "val")  # the splits the model did not train on (val picks its best epoch only)
 
@@ -166,24 +169,35 @@ def load_matched() -> Tuple[List[Tuple[str, dict]], List[dict]]:
 
 # -- relax ---------------------------------------------------------------------------------
 
-def relaxed_path(cid: str) -> Path:
-    return WORK / "relaxed" / (hashlib.sha256(cid.encode()).hexdigest()[:20] + ".json")
+def relaxer_of(args):
+    """The relaxer of `relax` and `evaluate`: the funnel's settings (workflows/run/funnel.SETTINGS), so
+    the relaxed σ is fitted on relaxations like the ones a run makes; --fmax/--max-steps for others."""
+    from screening.relax import Relaxer
+    from workflows.run.funnel import RELAXER, SETTINGS
+
+    settings = {**SETTINGS, "max_atoms": max(SETTINGS["max_atoms"], args.relax_atoms)}
+    settings.update({k: v for k, v in (("fmax", args.fmax), ("max_steps", args.max_steps)) if v is not None})
+    return Relaxer(RELAXER, **settings)
+
+
+def relaxed_path(cid: str, version: str) -> Path:
+    """One file per candidate, in a folder per relaxer version (its settings are in the name)."""
+    return WORK / "relaxed" / version / (hashlib.sha256(cid.encode()).hexdigest()[:20] + ".json")
 
 
 def relax(args):
     from screening.errors import ScreenError
-    from screening.relax import Relaxer
     from screening.structures import structure_from_cif_text
 
     _, matched = load_matched()
     todo = sorted((r for r in matched if r["atoms"] <= args.relax_atoms), key=lambda r: (r["atoms"], r["id"]))
     todo = todo[:args.relax_max][::-1 if args.largest_first else 1]  # largest first: a second process's share
-    (WORK / "relaxed").mkdir(parents=True, exist_ok=True)
-    relaxer = Relaxer()
+    relaxer = relaxer_of(args)
+    (WORK / "relaxed" / relaxer.version).mkdir(parents=True, exist_ok=True)
     t0, done = time.time(), 0
     log(f"relaxing {len(todo)} matched candidates of <= {args.relax_atoms} atoms ({relaxer.version})")
     for k, r in enumerate(todo):
-        path = relaxed_path(r["id"])
+        path = relaxed_path(r["id"], relaxer.version)
         if path.exists():
             continue
         try:
@@ -319,8 +333,16 @@ def shifted_out_of_fold(unrelaxed: pd.DataFrame, relaxed: pd.DataFrame, folds: n
     return pred, sigma, shifts
 
 
+def tail_ratio(err, sigma) -> float:
+    """q90 / q75 of |error| / σ. A σ scaled by any k covers <= 75 % within kσ and >= 90 % within 2kσ only if
+    k <= q75 and 2k >= q90: no k does where this ratio is above 2 (errors too heavy-tailed for σ's shape)."""
+    z = np.asarray(err, float) / np.asarray(sigma, float)
+    return float(np.quantile(z, 0.90) / np.quantile(z, 0.75))
+
+
 def calibrate(rows: pd.DataFrame, manifest: dict):
-    """(table of scores, stage_std fitted on all rows, out-of-fold figures per stage)."""
+    """(table of scores, stage_std of the run stages fitted on all rows, out-of-fold figures per stage,
+    {stage: tail_ratio of its out-of-fold σ})."""
     from screening.uncertainty import fit_stage_std, grouped_folds, out_of_fold_std
 
     sets = stage_rows(rows)
@@ -328,7 +350,7 @@ def calibrate(rows: pd.DataFrame, manifest: dict):
     # one assignment of systems to folds for every stage, so that a stage's held-out fold is the same
     # systems as another's
     fold_of = dict(zip(rows.system, grouped_folds(rows.system, FOLDS)))
-    table, fitted, oof = [], {}, {}
+    table, fitted, oof, tails = [], {}, {}, {}
     for stage, t in sets.items():
         folds = t.system.map(fold_of).to_numpy()
         std, pred, eh, true = t["std"].to_numpy(), t.pred.to_numpy(), _eh(t), t.true_eh.to_numpy()
@@ -339,6 +361,7 @@ def calibrate(rows: pd.DataFrame, manifest: dict):
         s, a = fitted[stage]
         table.append(_line(stage, f"fitted on all ({s:g}, {a:g}), in-sample", t, pred, np.hypot(s * std, a)))
         sigma, terms = out_of_fold_std(std, eh, true, folds)
+        tails[stage] = tail_ratio(np.abs(eh - true), sigma)
         label = f"out-of-fold, {FOLDS} folds by system: " + " ".join(f"({s:g}, {a:g})" for s, a in terms)
         table.append(_line(stage, label, t, pred, sigma))
         oof[stage] = {k: round(v, 3) if isinstance(v, float) else v for k, v in table[-1].items()
@@ -362,10 +385,12 @@ def calibrate(rows: pd.DataFrame, manifest: dict):
         sigma, _ = out_of_fold_std(t["std"], _eh(t), t.true_eh, t.system.map(fold_of).to_numpy())
         m = t.id.isin(sets[other].id).to_numpy()
         table.append(_line(f"{stage}, {other} rows", "out-of-fold", t[m], t.pred.to_numpy()[m], sigma[m]))
-    return pd.DataFrame(table), fitted, oof
+    run = {k: v for k, v in fitted.items() if k in RUN_STAGES}
+    return pd.DataFrame(table), run, {k: v for k, v in oof.items() if k in RUN_STAGES}, tails
 
 
 def evaluate(args):
+    from screening.anchors import anchored_formation_energy
     from screening.ensemble import load_model
     from screening.hull import Hull
     from screening.rank import ReferencePhases, reference_name
@@ -394,9 +419,11 @@ def evaluate(args):
     rows["pred_u"], rows["std_u"] = predict(ensemble, structures)
 
     # relaxed stage, from the cache
+    version = relaxer_of(args).version
+    log(f"relaxed stage: {version}")
     rel = {}
     for cid in rows.id:
-        p = relaxed_path(cid)
+        p = relaxed_path(cid, version)
         if p.exists():
             rec = json.loads(p.read_text())
             if "cif" in rec:
@@ -438,8 +465,8 @@ def evaluate(args):
         rows["anchor_pred"] = rows.anchor.map(pred_anchor)
     else:
         rows["anchor_dft"] = rows["anchor_pred"] = np.nan
-    rows["pred_a"] = rows.anchor_dft + rows.pred_u - rows.anchor_pred
-    rows["pred_ar"] = rows.anchor_dft + rows.pred_r - rows.anchor_pred
+    rows["pred_a"] = anchored_formation_energy(rows.anchor_dft, rows.anchor_pred, rows.pred_u)
+    rows["pred_ar"] = anchored_formation_energy(rows.anchor_dft, rows.anchor_pred, rows.pred_r)
     log(f"predictions and hulls: {time.time() - t0:.0f} s")
 
     ve = rows.volume_error.to_numpy() * 100
@@ -450,7 +477,7 @@ def evaluate(args):
         log(f"  after CHGNet relaxation: median |error| {np.median(np.abs(rv)):.1f} %, mean signed {np.mean(rv):+.1f} %;"
             f" CHGNet energy change median {np.median(rows.relax_energy_change[have]):+.3f} eV/atom")
 
-    table, fitted, oof = calibrate(rows, manifest)
+    table, fitted, oof, tails = calibrate(rows, manifest)
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 80,
                            "display.float_format", "{:.3f}".format):
         log("\nσ = hypot(scale x model std, add) as (scale, add); E_hull in eV/atom; stable: true E_hull <= 0;"
@@ -458,12 +485,16 @@ def evaluate(args):
         log(f"out-of-fold: σ's terms fitted on {FOLDS - 1} of {FOLDS} folds (every row of a chemical system in "
             f"one fold), scored on the fold held out, pooled\n")
         log(table.to_string(index=False))
+    log("\nq90/q75 of |error| / σ (out of fold; above 2, no scale of σ meets both lines): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in tails.items()))
+    log("runs use the unrelaxed and relaxed stages; the anchored estimate is scored above against the model's own dEf "
+        "of the same candidates (the 'anchored rows' lines) and is not used for E_hull")
 
     stage_std = {k: {"scale": s, "add": a} for k, (s, a) in fitted.items()}
     splits = " and ".join(f"{len(i['systems'])} {s}-split" for s, i in infos)
     stage_std["fitted_on"] = (f"benchmarks/rediscovery.py: {len(rows)} substitution prototypes matching crystals "
                               f"of ../shared/data the model did not train on ({splits} systems sampled; "
-                              f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, CHGNet); fitted on all, "
+                              f"relaxed: {int(have.sum())} of <= {args.relax_atoms} atoms, {version}); fitted on all, "
                               f"checked by {FOLDS}-fold cross-validation grouped by chemical system")
     stage_std["out_of_fold"] = oof
     log("\nstage_std (fitted on all matched rows): " + json.dumps(stage_std, ensure_ascii=False))
@@ -555,6 +586,8 @@ def main():
     ap.add_argument("--split", choices=SPLITS, default="test", help="generate: match crystals of this split")
     ap.add_argument("--relax-atoms", type=int, default=12, help="relax matched candidates of at most this many atoms")
     ap.add_argument("--relax-max", type=int, default=300)
+    ap.add_argument("--fmax", type=float, help="relax/evaluate: force limit, eV/A (default: the funnel's)")
+    ap.add_argument("--max-steps", type=int, help="relax/evaluate: step limit (default: the funnel's)")
     ap.add_argument("--largest-first", action="store_true", help="relax: largest cells first (a second process)")
     ap.add_argument("--n", type=int, default=600, help="volumes: test-split crystals")
     ap.add_argument("--write-manifest", action="store_true", help="store the fitted stage_std in ensemble.json")

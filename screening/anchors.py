@@ -1,11 +1,17 @@
 """Known polymorphs as anchors for hypothetical candidates.
 
-The model's error on a prototype is mostly a bias that a known crystal of the same composition
-shares in part (same elements, same valences, much the same bonds). So where the reference
-phases hold a known crystal of a candidate's reduced composition, the lowest-energy one is its
-anchor, and the candidate's ΔEf for E_hull becomes (screening/rank.py, hull_formation_energy)
+Where the reference phases hold a known crystal of a candidate's reduced composition, the
+lowest-energy one is its anchor. A run reports the candidate's energy against it
+(pred_de_vs_known, screening/rank.py) and flags a candidate predicted more than 2σ below an
+anchor on the hull: a new polymorph that far below a known ground state is far more often a
+model error than a discovery.
 
-    DFT ΔEf(anchor) + [pred ΔEf(candidate) - pred ΔEf(anchor)]
+The bias-cancelled estimate, anchored_formation_energy, would be the better one if the model's
+error on a prototype were a bias the known crystal shares. benchmarks/rediscovery.py scores it
+against the model's own ΔEf of the same candidates, and it separates stable from unstable ones
+worse (the errors of a candidate and of its anchor hardly correlate, so subtracting the anchor's
+adds its error), and no σ fitted on it meets the calibration lines out of fold. So a run's E_hull
+never uses it.
 
 The model's prediction of the anchor is stored beside the reference phase when the table is built
 (screening/data/build_references.py), with the hash of the model that made it: a run with another
@@ -23,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from screening.formula import formula_info
-from screening.rank import ANCHOR_DFT, ANCHOR_ID, ANCHOR_ON_HULL, ANCHOR_PRED
+from screening.rank import ANCHOR_DFT, ANCHOR_ID, ANCHOR_ON_HULL, ANCHOR_PRED, BELOW_KNOWN
 from screening.uncertainty import KNOWN
 
 PRED = "pred_formation_energy_per_atom"  # the reference table's column of the model's predictions
@@ -76,15 +82,19 @@ def attach(table: pd.DataFrame, anchors: Dict[str, Anchor]) -> pd.DataFrame:
     return t
 
 
-def note(anchors: Dict[str, Anchor], table: pd.DataFrame, used: bool, why: Optional[str] = None) -> str:
+def anchored_formation_energy(anchor_dft, anchor_pred, pred):
+    """The bias-cancelled ΔEf of a candidate: DFT ΔEf(anchor) + [pred ΔEf(candidate) - pred ΔEf(anchor)]
+    (arrays or numbers). Measured by benchmarks/rediscovery.py; runs do not use it (see above)."""
+    return np.asarray(anchor_dft, float) + (np.asarray(pred, float) - np.asarray(anchor_pred, float))
+
+
+def note(anchors: Dict[str, Anchor], table: pd.DataFrame, why: Optional[str] = None) -> str:
     n = int(table[ANCHOR_ID].notna().sum()) if ANCHOR_ID in table else 0
     if why and why != "shipped":
         return why
-    how = ("their E_hull is measured from it (DFT ΔEf of the known crystal + the predicted difference)"
-           if used else "their E_hull is the model's ΔEf alone (anchoring is off: on the rediscovery benchmark it "
-              "ranks worse); see pred_de_vs_known")
     return (f"anchors: {n} hypothetical candidates have a known crystal of their composition among the reference "
-            f"phases ({len(anchors)} compositions); {how}")
+            f"phases ({len(anchors)} compositions); pred_de_vs_known is their predicted ΔEf minus the model's ΔEf "
+            f"of it, and those more than 2σ below one on the hull are flagged {BELOW_KNOWN}")
 
 
 def candidate_formulas(table: pd.DataFrame) -> list:

@@ -24,6 +24,7 @@ from screening.errors import ScreenError
 from screening.formula import element_set
 from screening.hull import Hull, Phase, composition
 from screening.properties import METAL_GAP_EV, is_metal
+from screening.thin import hull_drops
 from screening.uncertainty import KNOWN, UNRELAXED as UNRELAXED_STAGE, stage_std
 
 FORMATION = "pred_formation_energy_per_atom"
@@ -60,10 +61,6 @@ class RankSettings:
     unrelaxed_std: Optional[float] = None
     # the manifest's per-stage error terms (screening/uncertainty.py); None: unrelaxed_std alone
     stage_std: Optional[dict] = None
-    # measure a hypothetical candidate's E_hull from the known crystal of its composition
-    # (screening/anchors.py) where the table names one; off by default: on the rediscovery benchmark
-    # it lowers the E_hull error a little but ranks worse (experiments/default/rediscovery.log)
-    anchor: bool = False
     # eV/atom added to the ΔEf of unrelaxed candidates for E_hull: what relaxing moved the relaxed
     # candidates' predictions by (workflows/run/funnel.py measures it in each run), so the ones left
     # unrelaxed are ranked by what they would likely be after relaxation, not as generated
@@ -195,6 +192,8 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
         loo:      {name: [same]} against the hull without the reference `name` (leave-one-out)
         on_hull:  names of the references on the hull; references: names of this system's own
         thin:     its proper sub-systems with no reference phase (ReferencePhases.thin)
+        thin_drop: {formula: how far its hull energy falls were those sub-systems to hold stable
+                  phases (screening/thin.py)}, for the formulas where it falls at all
 
     `ties` are the total energies of hull entries of exactly that formula: pymatgen answers 0
     for an entry equal to one of them, and HullTable answers as it does. `have` is a cached
@@ -203,13 +202,15 @@ def system_hull(references: ReferencePhases, system: FrozenSet[str], formulas: I
     out = have or {"formulas": {}, "loo": {}}
     new = [f for f in dict.fromkeys(formulas) if f not in out["formulas"]]
     hull = None
-    if new or "on_hull" not in out or "thin" not in out:
+    if new or "on_hull" not in out or "thin_drop" not in out:
         hull = references.hull(system)
         out["on_hull"] = sorted(p.name for p in hull.stable if "|" in p.name)
         out["references"] = sorted(references.names_of(system))
         out["thin"] = references.thin(system)
         for f in new:
             out["formulas"][f] = _hull_point(hull, f)
+        out["thin_drop"] = {**out.get("thin_drop", {}),
+                            **hull_drops(hull, out["thin"], new if "thin_drop" in out else out["formulas"])}
     on_hull = set(out["on_hull"])
     for name in leave_out:
         if name in on_hull and name not in out["loo"]:
@@ -233,9 +234,11 @@ class HullTable:
         self.on_hull: set = set()
         self.references: set = set()
         self.thin: Dict[str, List[str]] = {}  # system -> its sub-systems without reference phases
+        self.thin_drop: Dict[str, float] = {}  # formula -> system_hull's thin_drop
         for system, answer in systems.items():
             if answer.get("thin"):
                 self.thin[system] = answer["thin"]
+            self.thin_drop.update(answer.get("thin_drop", {}))
             self.formulas.update(answer["formulas"])
             self.loo.update(answer["loo"])
             self.on_hull.update(answer["on_hull"])
@@ -292,11 +295,10 @@ def metal_class(table: pd.DataFrame, gap_threshold: float = METAL_GAP_EV) -> np.
     return np.where(metal, "metal", "non-metal")
 
 
-def with_stages(table: pd.DataFrame, anchor: bool = False) -> pd.DataFrame:
-    """A copy with `stage` (where the table has none: "unrelaxed" for rows flagged so, else "known"),
-    `pred_de_vs_known` (ΔEf of the candidate minus the model's ΔEf of the known crystal of its
-    composition; NaN without one) and `anchored` (a hypothetical candidate with a known crystal,
-    when anchoring is on)."""
+def with_stages(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy with `stage` (where the table has none: "unrelaxed" for rows flagged so, else "known")
+    and `pred_de_vs_known` (ΔEf of the candidate minus the model's ΔEf of the known crystal of its
+    composition; NaN without one)."""
     t = table.copy()
     if "stage" not in t.columns:
         flagged = t["flags"].fillna("").str.split("; ").map(lambda f: UNRELAXED in f) if "flags" in t.columns \
@@ -306,18 +308,14 @@ def with_stages(table: pd.DataFrame, anchor: bool = False) -> pd.DataFrame:
         t["pred_de_vs_known"] = t[FORMATION].to_numpy(float) - t[ANCHOR_PRED].to_numpy(float)
     else:
         t["pred_de_vs_known"] = np.nan
-    t["anchored"] = bool(anchor) & (t["stage"] != KNOWN).to_numpy() & np.isfinite(t["pred_de_vs_known"].to_numpy(float))
     return t
 
 
 def hull_formation_energy(t: pd.DataFrame, unrelaxed_shift: float = 0.0) -> np.ndarray:
-    """The ΔEf that E_hull is measured with: the model's, or for an anchored candidate the
-    bias-cancelled DFT ΔEf(known crystal) + [pred ΔEf(candidate) - pred ΔEf(known crystal)];
-    plus `unrelaxed_shift` for unrelaxed candidates (RankSettings)."""
+    """The ΔEf that E_hull is measured with: the model's, plus `unrelaxed_shift` for unrelaxed
+    candidates (RankSettings). Never the anchored estimate (screening/anchors.py): on the rediscovery
+    benchmark it separates stable from unstable candidates worse than the model's own ΔEf."""
     energy = t[FORMATION].to_numpy(float)
-    if t["anchored"].any():
-        anchored = t[ANCHOR_DFT].to_numpy(float) + t["pred_de_vs_known"].to_numpy(float)
-        energy = np.where(t["anchored"].to_numpy(bool), anchored, energy)
     if unrelaxed_shift:
         energy = energy + np.where((t["stage"] == UNRELAXED_STAGE).to_numpy(), unrelaxed_shift, 0.0)
     return energy
@@ -354,7 +352,7 @@ def rank(table: pd.DataFrame, references: HullEnergies, options: RankSettings = 
     if options.new_only and not {DFT_STABLE, EXPERIMENTAL} <= set(table.columns):
         raise ScreenError("`new_only`: this source does not say which crystals are on its hull or known "
                           "experimentally (the Materials Project does: `source` mp)")
-    t = with_stages(table, options.anchor)
+    t = with_stages(table)
     ids = t["id"].tolist() if "id" in t.columns else None
     # the source's own E_hull (MP's) stands as it is; otherwise computed from the DFT formation energy
     known = t[DFT_FORMATION].to_numpy(float) if DFT_FORMATION in t.columns and DFT_E_HULL not in t.columns else None
@@ -365,8 +363,8 @@ def rank(table: pd.DataFrame, references: HullEnergies, options: RankSettings = 
     if options.new_only:  # unknown counts as known: a crystal is new only when the source says so
         t = t[t[DFT_STABLE].eq(False) & t[EXPERIMENTAL].eq(False)]
     std = t[f"{FORMATION}_std"] if f"{FORMATION}_std" in t.columns else pd.Series(0.0, index=t.index)
-    t["pred_e_above_hull_std"] = stage_std(std.to_numpy(float), t["stage"].to_numpy(object),
-                                           t["anchored"].to_numpy(bool), options.stage_std, options.unrelaxed_std or 0.0)
+    t["pred_e_above_hull_std"] = stage_std(std.to_numpy(float), t["stage"].to_numpy(object), options.stage_std,
+                                           options.unrelaxed_std or 0.0)
     _flag_below_known(t, options.unrelaxed_shift)
     t["pred_p_stable"] = p_stable(t["pred_e_above_hull"], t["pred_e_above_hull_std"], options.stable_within)
     if GAP in t.columns:

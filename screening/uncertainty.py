@@ -5,17 +5,14 @@ whether the structure is a relaxed known crystal, a prototype as generated, or a
 relaxed with CHGNet. Each of those stages carries its own structure error, measured on
 rediscovered prototypes (benchmarks/rediscovery.py) and stored in the model manifest:
 
-    "stage_std": {"unrelaxed": {"scale": s, "add": a}, "relaxed": {...}, "anchored": {...},
-                  "fitted_on": "..."}
+    "stage_std": {"unrelaxed": {"scale": s, "add": a}, "relaxed": {...}, "fitted_on": "..."}
 
     E_hull std = hypot(scale * model std, add)
 
-with the "anchored" entry for a candidate whose E_hull is measured from a known crystal of
-its composition (screening/anchors.py), else its stage's. A known crystal (stage "known")
-is what the model learned from: scale 1, add 0. Where the manifest has no entry, a candidate
-takes its stage's (an anchored one too: anchoring does not make a prototype's structure any
-better), and unrelaxed candidates without an entry the older single figure, unrelaxed_std,
-added in quadrature; relaxed ones nothing.
+A known crystal (stage "known") is what the model learned from: scale 1, add 0. Where the
+manifest has no entry, unrelaxed candidates take the older single figure, unrelaxed_std, added
+in quadrature; relaxed ones nothing. (Older manifests also hold an "anchored" entry, for an
+E_hull measured from a known polymorph; runs no longer measure it so, and it is not read.)
 """
 from __future__ import annotations
 
@@ -23,35 +20,30 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-KNOWN, UNRELAXED, RELAXED, ANCHORED = "known", "unrelaxed", "relaxed", "anchored"
+KNOWN, UNRELAXED, RELAXED = "known", "unrelaxed", "relaxed"
 STAGES = (KNOWN, UNRELAXED, RELAXED)
 
 
-def stage_terms(stage: str, anchored: bool, stage_std: Optional[dict] = None,
-                unrelaxed_std: float = 0.0) -> Tuple[float, float]:
+def stage_terms(stage: str, stage_std: Optional[dict] = None, unrelaxed_std: float = 0.0) -> Tuple[float, float]:
     """(scale, add) of one stage. `unrelaxed_std` (the option or the manifest's older figure) stands
     for the unrelaxed add when the manifest has no stage_std entry for it."""
     if stage == KNOWN:
         return 1.0, 0.0
-    entry = (stage_std or {}).get(ANCHORED if anchored else stage)
-    if entry is None and anchored:  # no anchored terms: its stage's, so an anchored prototype is no surer
-        entry = (stage_std or {}).get(stage)
+    entry = (stage_std or {}).get(stage)
     if entry is not None:
         return float(entry.get("scale", 1.0)), float(entry.get("add", 0.0))
     return 1.0, float(unrelaxed_std or 0.0) if stage == UNRELAXED else 0.0
 
 
-def stage_std(model_std, stage, anchored=False, stage_std: Optional[dict] = None,
-              unrelaxed_std: float = 0.0) -> np.ndarray:
+def stage_std(model_std, stage, stage_std: Optional[dict] = None, unrelaxed_std: float = 0.0) -> np.ndarray:
     """E_hull std per candidate: hypot(scale * model_std, add) with its stage's (scale, add).
-    `stage` and `anchored` are per candidate (arrays) or one value for all."""
+    `stage` is per candidate (an array) or one value for all."""
     model_std = np.asarray(model_std, float)
     n = model_std.shape[0] if model_std.ndim else 1
     stages = np.broadcast_to(np.asarray(stage, object), (n,))
-    anchors = np.broadcast_to(np.asarray(anchored, bool), (n,))
     scale, add = np.ones(n), np.zeros(n)
-    for i, (s, a) in enumerate(zip(stages, anchors)):
-        scale[i], add[i] = stage_terms(s, bool(a), stage_std, unrelaxed_std)
+    for i, s in enumerate(stages):
+        scale[i], add[i] = stage_terms(s, stage_std, unrelaxed_std)
     out = np.hypot(scale * model_std, add)
     return out if model_std.ndim else out[0]
 
@@ -59,8 +51,8 @@ def stage_std(model_std, stage, anchored=False, stage_std: Optional[dict] = None
 def describe(stage_std: Optional[dict], unrelaxed_std: float = 0.0) -> str:
     """One line for the run's uncertainty note."""
     terms = []
-    for key in (UNRELAXED, RELAXED, ANCHORED):
-        scale, add = stage_terms(key if key != ANCHORED else RELAXED, key == ANCHORED, stage_std, unrelaxed_std)
+    for key in (UNRELAXED, RELAXED):
+        scale, add = stage_terms(key, stage_std, unrelaxed_std)
         if (scale, add) != (1.0, 0.0):
             terms.append(f"{key} ×{scale:g} ⊕ {add:g} eV/atom")
     if not terms:

@@ -95,7 +95,7 @@ def run_params(query: str, options: dict, with_client: bool) -> dict:
 # (or run with the wrong setting). tests/workflows/test_api.py holds these to cli.run's annotations.
 FLOATS = ("stable_within", "gap_min", "gap_max", "ehull_max", "gap_threshold", "unrelaxed_std", "no_worker_timeout")
 INTS = ("top", "workers", "threads", "partition_size", "mp_rate", "relax_top")
-FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only", "anchor")
+FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only")
 PATHS = ("model", "cache", "out")  # the other options are text
 
 

@@ -7,8 +7,8 @@ stable. A candidate's E_hull needs only these, so a pip-installed `screen`, far 
 
 It also holds the bundled model's prediction of each compound phase
 (`pred_formation_energy_per_atom`; the model's hash is in references.json): a hypothetical
-candidate of the same composition is then anchored to the known crystal (screening/anchors.py)
-with no structure to ship or predict at run time.
+candidate of the same composition is then measured against the known crystal (pred_de_vs_known,
+screening/anchors.py) with no structure to ship or predict at run time.
 
     python -m screening.data.build_references [--data ../shared/data/mp_dev.csv.gz]
 """

@@ -9,27 +9,33 @@ from screening.rank import RankSettings, ReferencePhases, rank
 from screening.uncertainty import fit_stage_std, grouped_folds, out_of_fold_std, stage_std, stage_terms
 
 STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, "add": 0.03},
-             "anchored": {"scale": 1.2, "add": 0.05}, "fitted_on": "a test"}
+             "fitted_on": "a test"}
 
 
 def test_each_stage_takes_its_own_scale_and_add():
-    std = np.array([0.04, 0.04, 0.04, 0.04, 0.04])
-    stages = np.array(["known", "unrelaxed", "relaxed", "unrelaxed", "known"], dtype=object)
-    anchored = np.array([False, False, False, True, True])  # a known crystal is never anchored: scale 1, add 0
-    got = stage_std(std, stages, anchored, STAGE_STD, unrelaxed_std=0.9)
-    assert got == pytest.approx([0.04, np.hypot(0.08, 0.1), np.hypot(0.06, 0.03), np.hypot(0.048, 0.05), 0.04])
+    std = np.array([0.04, 0.04, 0.04, 0.02])
+    stages = np.array(["known", "unrelaxed", "relaxed", "relaxed"], dtype=object)
+    got = stage_std(std, stages, STAGE_STD, unrelaxed_std=0.9)  # a known crystal: scale 1, add 0
+    assert got == pytest.approx([0.04, np.hypot(0.08, 0.1), np.hypot(0.06, 0.03), np.hypot(0.03, 0.03)])
+
+
+def test_an_older_manifests_anchored_entry_is_not_read():
+    old = {**STAGE_STD, "anchored": {"scale": 9.0, "add": 9.0}}
+    got = stage_std(np.array([0.04, 0.04]), np.array(["unrelaxed", "relaxed"], dtype=object), old)
+    assert got == pytest.approx(stage_std(np.array([0.04, 0.04]), np.array(["unrelaxed", "relaxed"], dtype=object),
+                                          STAGE_STD))
 
 
 def test_without_stage_std_only_unrelaxed_candidates_get_the_older_figure():
     got = stage_std(np.array([0.03, 0.03, 0.03]), np.array(["known", "unrelaxed", "relaxed"], dtype=object),
-                    False, None, unrelaxed_std=0.04)
+                    None, unrelaxed_std=0.04)
     assert got == pytest.approx([0.03, 0.05, 0.03])
 
 
 def test_a_manifest_with_only_some_stages_falls_back_for_the_others():
     got = stage_std(np.array([0.03, 0.03, 0.03]), np.array(["unrelaxed", "relaxed", "relaxed"], dtype=object),
-                    [True, False, True], {"relaxed": {"scale": 3.0, "add": 0.0}}, unrelaxed_std=0.04)
-    # no anchored entry: an anchored candidate takes its own stage's terms
+                    {"relaxed": {"scale": 3.0, "add": 0.0}}, unrelaxed_std=0.04)
+    # no unrelaxed entry: the older single figure for unrelaxed candidates
     assert got == pytest.approx([0.05, 0.09, 0.09])
 
 
@@ -136,7 +142,8 @@ def test_the_shipped_manifest_holds_every_stage_fitted_and_cross_validated():
     from screening.model_info import default_model_path
 
     entry = json.loads(default_model_path().read_text())["stage_std"]
-    for stage in ("unrelaxed", "relaxed", "anchored"):
-        assert stage_terms(stage, stage == "anchored", entry) == (entry[stage]["scale"], entry[stage]["add"])
+    assert "anchored" not in entry  # runs do not use the anchored estimate (screening/anchors.py)
+    for stage in ("unrelaxed", "relaxed"):
+        assert stage_terms(stage, entry) == (entry[stage]["scale"], entry[stage]["add"])
         assert set(entry["out_of_fold"][stage]) >= {"within 1σ", "within 2σ", "Brier", "n"}
     assert "cross-validation grouped by chemical system" in entry["fitted_on"]

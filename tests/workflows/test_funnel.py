@@ -10,6 +10,8 @@ from pymatgen.core import Structure
 
 from screening.featurize import featurize
 from screening.formula import element_set
+from screening.rank import ReferencePhases
+from screening.thin import DROP_TOLERANCE, hull_drops
 from tests.helpers import DATA, tiny_ensemble
 from workflows.run.options import PipelineSettings
 from workflows.run.pipeline import run_screening
@@ -17,7 +19,7 @@ from workflows.run.pipeline import run_screening
 pytestmark = pytest.mark.slow
 
 STAGE_STD = {"unrelaxed": {"scale": 2.0, "add": 0.1}, "relaxed": {"scale": 1.5, "add": 0.03},
-             "anchored": {"scale": 1.0, "add": 0.02}, "fitted_on": "test_funnel"}
+             "fitted_on": "test_funnel"}
 
 
 @pytest.fixture(scope="module")
@@ -83,26 +85,35 @@ def test_funnel_relaxes_exactly_the_top_k_and_ranks_them_by_their_relaxed_predic
     assert list(warm.table.id) == list(first.table.id)
 
 
-def test_thin_reference_systems_are_named_and_their_candidates_flagged(client, ensemble, tmp_path):
+def test_thin_reference_systems_are_named_and_the_candidates_whose_hull_they_lower_flagged(client, ensemble, tmp_path):
     df = pd.read_csv(DATA, usecols=["material_id", "formula", "formation_energy_per_atom"])
-    systems = {frozenset(s) for s in ({"Li"}, {"Tl"}, {"O"}, {"Li", "O"}, {"Tl", "O"}, {"Li", "Tl", "O"})}
-    refs = df[df.formula.map(lambda f: element_set(f) in systems)]  # no Li-Tl phase
-    assert len(refs) > 10
-    refs.to_csv(tmp_path / "refs.csv", index=False)
-    r = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
-                                               reference=f"local:{tmp_path / 'refs.csv'}", relax="none",
-                                               cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out")))
-    assert r.summary["thin_systems"] == {"Li-O-Tl": ["Li-Tl"]}
-    assert "thin reference systems: Li-Tl" in r.summary["thin_note"]
-    assert r.table["flags"].str.contains("thin_references").all()
-    assert r.summary["flag_counts"]["thin_references"] == len(r.table)
-    # with Li-Tl phases among the references, nothing is thin
-    df[df.formula.map(lambda f: element_set(f) in systems | {frozenset({"Li", "Tl"})})].to_csv(
-        tmp_path / "full.csv", index=False)
-    full = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
-                                                  reference=f"local:{tmp_path / 'full.csv'}", relax="none",
-                                                  cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out2")))
+    everything = {frozenset(s) for s in ({"Li"}, {"Tl"}, {"O"}, {"Li", "O"}, {"Tl", "O"}, {"Li", "Tl"},
+                                         {"Li", "Tl", "O"})}
+
+    def run_without(sub, name):
+        refs = df[df.formula.map(lambda f: element_set(f) in everything - {sub})]
+        refs.to_csv(tmp_path / f"{name}.csv", index=False)
+        r = run_screening(client, PipelineSettings(query="Li-Tl-O", source="substitution", model=ensemble, device="cpu",
+                                                   reference=f"local:{tmp_path / name}.csv", relax="none",
+                                                   cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / name)))
+        return r, ReferencePhases(refs.formula, refs.formation_energy_per_atom, refs.material_id)
+
+    for sub, name in ((frozenset({"Li", "Tl"}), "Li-Tl"), (frozenset({"O", "Tl"}), "O-Tl")):
+        r, phases = run_without(sub, name)
+        assert r.summary["thin_systems"] == {"Li-O-Tl": [name]}
+        assert f"thin reference systems: {name}" in r.summary["thin_note"]
+        # each candidate's hull drop with the sub-system probed, as screening/thin.py computes it
+        drops = hull_drops(phases.hull(frozenset({"Li", "Tl", "O"})), [name], set(r.table.formula))
+        assert r.table.thin_hull_drop.tolist() == pytest.approx([drops.get(f, 0.0) for f in r.table.formula], abs=1e-4)
+        flagged = r.table["flags"].str.contains("thin_references")
+        assert flagged.tolist() == (r.table.thin_hull_drop > DROP_TOLERANCE).tolist()
+        assert r.summary["flag_counts"].get("thin_references", 0) == flagged.sum()
+        assert f"under {flagged.sum()} candidates" in r.summary["thin_note"]
+        # a Li-Tl intermetallic would not reach these oxides' hull; a Tl oxide would, under every one
+        assert flagged.sum() == (0 if name == "Li-Tl" else len(r.table))
+    full, _ = run_without(frozenset(), "full")  # nothing is thin
     assert full.summary["thin_systems"] == {} and not full.table["flags"].str.contains("thin_references").any()
+    assert "thin_hull_drop" not in full.table
 
 
 def test_relax_options_choose_the_funnel_only_for_hypothetical_sources():

@@ -10,10 +10,12 @@ import pandas as pd
 
 from screening import anchors as anchoring
 from screening.references import SHIPPED, _csv_path
+from screening.thin import DROP_TOLERANCE
 from workflows.run.hulls import choose_reference
 from screening.uncertainty import STAGES
 
-THIN = "thin_references"  # flag: a sub-system of the candidate's system has no reference phase
+THIN = "thin_references"  # flag: a sub-system without reference phases may leave this E_hull too low
+THIN_DROP = "thin_hull_drop"  # eV/atom: how far the hull falls with the thin sub-systems probed (screening/thin.py)
 
 
 def load_anchors(opts, source, model, table: pd.DataFrame) -> Tuple[Dict[str, anchoring.Anchor], Optional[str]]:
@@ -32,27 +34,29 @@ def with_anchors(table: pd.DataFrame, anchors: Dict[str, anchoring.Anchor]) -> p
     return anchoring.attach(table, anchors) if anchors else table
 
 
-def flag_thin(table: pd.DataFrame, thin: Dict[str, List[str]], system_of: Dict[str, str]) -> pd.DataFrame:
-    """The table with THIN added to the flags of candidates whose system has a thin sub-system."""
+def flag_thin(table: pd.DataFrame, thin: Dict[str, List[str]], drops: Dict[str, float]) -> pd.DataFrame:
+    """The table with THIN_DROP (where the run has thin systems), and THIN added to the flags of the
+    candidates whose hull falls by more than DROP_TOLERANCE with them probed."""
     if not thin:
         return table
     t = table.copy()
-    hit = [system_of[f] in thin for f in t["formula"]]
+    t[THIN_DROP] = [drops.get(f, 0.0) for f in t["formula"]]
+    hit = t[THIN_DROP].to_numpy(float) > DROP_TOLERANCE
     t["flags"] = [("; ".join(filter(None, [f, THIN])) if h else f) for f, h in zip(t["flags"].fillna(""), hit)]
     return t
 
 
-def thin_note(thin: Dict[str, List[str]]) -> Optional[str]:
+def thin_note(thin: Dict[str, List[str]], flagged: int) -> Optional[str]:
     if not thin:
         return None
     subs = sorted({s for v in thin.values() for s in v})
     shown = ", ".join(subs[:12]) + (f" and {len(subs) - 12} more" if len(subs) > 12 else "")
-    return (f"thin reference systems: {shown} hold no reference phase, so the hull there is only the phases "
-            f"around them and E_hull may be too low; the candidates of {len(thin)} chemical systems are "
-            f"flagged {THIN} (--reference adds phases)")
+    return (f"thin reference systems: {shown} hold no reference phase; had they phases as stable as the most stable "
+            f"known systems of their kind, the hull would fall by more than {DROP_TOLERANCE:g} eV/atom under "
+            f"{flagged} candidates, flagged {THIN} ({THIN_DROP}: by how much; --reference adds phases)")
 
 
-def summary(everything: pd.DataFrame, anchors, anchor_why, anchor_used: bool, thin: Dict[str, List[str]],
+def summary(everything: pd.DataFrame, anchors, anchor_why, thin: Dict[str, List[str]],
             system_of: Dict[str, str]) -> dict:
     """summary.json's counts per stage, anchors, flags and thin systems."""
     from screening.rank import BELOW_KNOWN
@@ -66,12 +70,11 @@ def summary(everything: pd.DataFrame, anchors, anchor_why, anchor_used: bool, th
                 counts[f] = counts.get(f, 0) + 1
     n_anchor = int(everything["anchor_id"].notna().sum()) if "anchor_id" in everything else 0
     return {"stages": {s: int(stages.get(s, 0)) for s in STAGES},
-            "anchored": int(everything["anchored"].sum()) if "anchored" in everything else 0,
             "with_known_polymorph": n_anchor,
-            "anchor_note": anchoring.note(anchors, everything, anchor_used, anchor_why) if (anchors or anchor_why)
+            "anchor_note": anchoring.note(anchors, everything, anchor_why) if (anchors or anchor_why)
             else None,
             "below_known_ground_state": counts.get(BELOW_KNOWN, 0),
             "flag_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
             "thin_systems": {s: thin[s] for s in sorted(thin) if s in set(system_of.values())},
-            "thin_note": thin_note(thin)}
+            "thin_note": thin_note(thin, counts.get(THIN, 0))}
 

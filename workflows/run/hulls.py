@@ -95,7 +95,7 @@ def _csv_references(spec: str, version: str) -> ReferencePhases:
 
 def _lacks(answer, members) -> bool:
     """Does a cached answer miss a formula or a leave-one-out hull these candidates need?"""
-    if answer is None or "thin" not in answer:  # (answers cached before thin systems were named)
+    if answer is None or "thin_drop" not in answer:  # (answers cached before thin systems were probed)
         return True
     if any(f not in answer["formulas"] for f, _ in members):
         return True

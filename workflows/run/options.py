@@ -67,10 +67,6 @@ class RunSettings:
     relax_top: Optional[int] = setting(None, "The funnel: predict every candidate, relax the K most promising "
                                              "hypothetical ones (by the ranking) with CHGNet, predict those again and "
                                              "rank all (default for substitution: 16; 0: none).")
-    anchor: bool = setting(False, "Measure a hypothetical candidate's E_hull from the known crystal of its "
-                                  "composition (its DFT energy + the predicted difference) where the reference phases "
-                                  "have one (off by default: on the rediscovery benchmark it ranks worse; "
-                                  "pred_de_vs_known is reported either way).")
     scheduler: Optional[str] = setting(None, "Address of a running Dask scheduler (tcp://host:8786).")
     jobqueue: Optional[str] = setting(None, "slurm | pbs: start workers as batch jobs (needs dask-jobqueue).")
     workers: int = _cluster("workers", "Local workers (or batch jobs).")
@@ -103,7 +99,7 @@ PANELS = {
     "Query and source": ("query", "exclude", "source", "reference"),
     "Ranking and filters": ("rank_by", "stable_within", "nonmetal", "gap_min", "gap_max", "ehull_max",
                             "gap_threshold", "top", "drop_flagged"),
-    "Model and uncertainty": ("model", "device", "unrelaxed_std", "anchor"),
+    "Model and uncertainty": ("model", "device", "unrelaxed_std"),
     "Relaxation": ("relax", "relax_top"),
     "Cluster": ("scheduler", "jobqueue", "workers", "threads", "memory", "queue", "account", "walltime",
                 "worker_lifetime", "dashboard", "partition_size", "no_worker_timeout"),
@@ -220,7 +216,7 @@ def checked(settings: RunSettings) -> Tuple[PipelineSettings, ClusterSettings]:
         rank=RankSettings(rank_by=s.rank_by, stable_within=s.stable_within, nonmetal=s.nonmetal, gap_min=s.gap_min,
                           gap_max=s.gap_max, ehull_max=s.ehull_max, new_only=s.new_only, top=s.top,
                           gap_threshold=METAL_GAP_EV if s.gap_threshold is None else s.gap_threshold,
-                          unrelaxed_std=s.unrelaxed_std, anchor=s.anchor))
+                          unrelaxed_std=s.unrelaxed_std))
     if s.runner not in (None, "slurm"):
         raise ScreenError(f"`runner` {s.runner}: only slurm")
     logs = Path(s.out).resolve() / "logs"

@@ -213,7 +213,7 @@ def rank_all(run: Run, made) -> Ranked:
     anchors, anchor_why = hull_checks.load_anchors(opts, source, ckpt, made.table)
 
     def ranking(t: pd.DataFrame) -> pd.DataFrame:
-        t = hull_checks.with_anchors(hull_checks.flag_thin(t, references.thin, made.system_of), anchors)
+        t = hull_checks.with_anchors(hull_checks.flag_thin(t, references.thin, references.thin_drop), anchors)
         return rank(t, references, rank_opts)
 
     out = Ranked(ranking(made.table), None, rank_opts, anchors, anchor_why, references.thin, reference_note,

@@ -42,7 +42,7 @@ def run_summary(run, made, ranked, feat_results: list, infer_results: list, rela
         "domain_note": _domain_note(made.domain, made.flagged, opts.drop_flagged),
         **_relax_summary(run.checked.relax, [info for r in relax_results for info in r["relax"]]),
         **funnel.summary(run.checked.relax, ranked.funnel, ranked.everything, ranked.shift),
-        **hull_checks.summary(ranked.everything, ranked.anchors, ranked.anchor_why, rank_opts.anchor, ranked.thin,
+        **hull_checks.summary(ranked.everything, ranked.anchors, ranked.anchor_why, ranked.thin,
                               made.system_of),
         "workers": len(run.client.scheduler_info().get("workers", {})),
         "wall_seconds": round(time.time() - run.t0, 2),

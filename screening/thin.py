@@ -1,0 +1,52 @@
+"""Thin reference systems: sub-systems of a candidate's chemical system without any reference phase.
+
+Where the reference phases lack a sub-system (no Li-Mo phase among them), the hull there is made
+of the phases around it. Had that sub-system a stable phase the references miss, the hull would
+lie lower and the candidate would be less stable than it looks. Whether that matters depends on
+the candidate, not only on its system: a Li-Mo intermetallic barely moves the hull at Li2MoO4,
+which oxides two eV/atom deep hold up, but it can move it at the metal-rich LiMoO2.
+
+So each thin sub-system is probed with phases at its simple compositions (each element 1-3
+times) as stable as the most stable known systems of its kind (PROBE_ENERGY), and a candidate's
+hull drop is how far its hull energy falls with them: an upper bound on how much too low its
+E_hull may be. A run flags the candidates whose drop is over DROP_TOLERANCE.
+"""
+from __future__ import annotations
+
+from itertools import product
+from math import gcd
+from typing import Dict, Iterable, List, Sequence
+
+from screening.hull import Hull, Phase
+
+NONMETALS = frozenset("H B C N O F Si P S Cl Ge As Se Br Sb Te I".split())
+# eV/atom, per atom of the probe phase: the 5th percentile, over the chemical systems of two
+# elements in the shipped reference table, of each system's lowest formation energy; metals alone
+# (Li-Mo) -0.91, with a nonmetal (Au-O) -3.57. Systems of three elements give the same figures.
+PROBE_ENERGY = {"metals": -0.9, "nonmetal": -3.5}
+# eV/atom: a drop below this is small beside any candidate's error bar (the relaxed stage's add)
+DROP_TOLERANCE = 0.025
+
+
+def probes(sub: Sequence[str]) -> List[Phase]:
+    """Phases of a thin sub-system ("Li", "Mo") at every composition of 1-3 atoms per element."""
+    energy = PROBE_ENERGY["nonmetal" if set(sub) & NONMETALS else "metals"]
+    out = []
+    for counts in product((1, 2, 3), repeat=len(sub)):
+        if gcd(*counts) == 1:
+            formula = "".join(f"{el}{n}" for el, n in zip(sub, counts))
+            out.append(Phase.of(formula, energy, f"probe|{formula}"))
+    return out
+
+
+def hull_drops(hull: Hull, thin: Iterable[str], formulas: Iterable[str]) -> Dict[str, float]:
+    """{formula: how far its hull energy (eV/atom) falls with the thin sub-systems probed}, for the
+    formulas whose hull falls at all. `hull`: the system's hull of reference phases; `thin`: its
+    sub-systems without any ("Li-Mo")."""
+    thin = list(thin)
+    if not thin:
+        return {}
+    compounds = [p for p in hull.phases if len(p.reduced) > 1]  # (Hull adds the elements itself)
+    probed = Hull(frozenset(hull.order), compounds + [p for sub in thin for p in probes(sub.split("-"))])
+    drops = {f: hull.energy_per_atom(f) - probed.energy_per_atom(f) for f in formulas}
+    return {f: round(float(d), 4) for f, d in drops.items() if d > 1e-9}
