@@ -36,3 +36,22 @@ def test_bundled_model_predictions_are_close_to_dft_on_its_test_split():
     assert mae(true[:, 0], pred[:, 0]) < 0.12  # eV/atom; the card gives the full test-split figures
     assert mae(true[:, 1], pred[:, 1]) < 0.5  # eV
     assert (std[:, :3] > 0).all()  # ten members disagree a little on every crystal
+
+
+def test_the_cards_stage_error_row_gives_the_manifests_stages_and_terms():
+    """The card's figures are the manifest's: the stages a run uses, their (scale, add), their out-of-fold
+    coverage, and the prototypes they were fitted on (no stage the runs no longer use)."""
+    import re
+
+    stage_std = json.loads(default_model_path().read_text())["stage_std"]
+    card = (default_model_path().parent.parent / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| stage error |"))
+    stages = set(stage_std) - {"fitted_on", "out_of_fold"}
+    assert stages == {"unrelaxed", "relaxed"}
+    for stage in stages:
+        terms, oof = stage_std[stage], stage_std["out_of_fold"][stage]
+        assert f"{stage} ({terms['scale']:g}, {terms['add']:g}" in row or \
+            f"{stage} with CHGNet ({terms['scale']:g}, {terms['add']:g}" in row
+        assert f"{oof['within 1σ'] * 100:.1f} / {oof['within 2σ'] * 100:.1f} %" in row
+    assert re.search(r"\d+ substitution prototypes", stage_std["fitted_on"])[0] in row
+    assert "anchored on" not in row
