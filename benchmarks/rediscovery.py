@@ -8,8 +8,9 @@ Built from ../shared/data without the bundled model's training crystals:
             pymatgen's StructureMatcher to that split's crystals of the same formula. All crystals of
             ../shared/data that match a candidate are its "twins"; a candidate with a training-split
             twin is dropped (the model has seen its structure). -> WORK/matched.json
-  relax     the matched candidates of <= --relax-atoms atoms relaxed with CHGNet (screening.relax.Relaxer,
-            what `--relax chgnet` uses), one file per candidate in WORK/relaxed/ (a re-run skips them).
+  relax     the matched candidates of <= --relax-atoms atoms relaxed with CHGNet (screening.relax.Relaxer with
+            the funnel's settings, workflows/run/funnel.SETTINGS), one file per candidate in WORK/relaxed/<relaxer
+            version>/ (a re-run skips them).
   evaluate  predictions and scores per stage:
               unrelaxed  the prototype as generated;
               relaxed    the CHGNet-relaxed prototype;
@@ -262,8 +263,8 @@ SHRINK = np.round(np.arange(0.0, 1.001, 0.1), 2)  # weights of the anchored esti
 def stage_rows(rows: pd.DataFrame) -> dict:
     """{stage: one frame per scored set of rows, with pred (ΔEf), std (model std), system, dft, true_eh,
     hull, direct (the unanchored ΔEf of the same candidate), unrelaxed (its ΔEf as generated)}. The anchored stage pools the anchored
-    estimates from the unrelaxed and from the relaxed prediction: a run anchors both, and the manifest
-    holds one anchored entry for them."""
+    estimates from the unrelaxed and from the relaxed prediction, to be scored beside the model's own ΔEf
+    of the same rows (runs use no anchored estimate: the manifest holds the unrelaxed and relaxed terms only)."""
     def pick(pred, std, direct, part):
         ok = rows[pred].notna()
         t = rows[ok]
