@@ -95,6 +95,21 @@ def test_a_thin_sub_system_is_probed_and_only_the_candidates_whose_hull_it_lower
     assert HullTable({"Li-Mo-O": answer}).thin_drop == pytest.approx({"LiMo": 0.9, "Li3MoO": 0.36})
 
 
+
+def test_the_thin_note_says_what_was_probed_and_how_many_candidates_it_flags():
+    from workflows.run.hull_checks import thin_note
+
+    one = thin_note({"Li-Mo-O": ["Li-Mo"]}, 3, 15)
+    assert one.startswith("thin reference systems: Li-Mo has no reference phase; with phases there as stable as the "
+                          "most stable 5 % of known systems of their kind (-0.9 eV/atom between metals, -3.5 with a "
+                          "nonmetal), the hull would fall by more than 0.025 eV/atom under 3 of the 15 candidates, ")
+    assert one.endswith("flagged thin_references (--reference adds phases)")
+    several = thin_note({"Li-Mo-O": ["Li-Mo"], "Li-O-Tl": ["Li-Tl", "O-Tl"]}, 0, 15)
+    assert several.startswith("thin reference systems: Li-Mo, Li-Tl, O-Tl have no reference phase; ")
+    # none flagged: said so, not "under 0 candidates, flagged"
+    assert "at most 0.025 eV/atom under every candidate (thin_hull_drop): none is flagged thin_references" in several
+    assert "under 0" not in several and thin_note({}, 0, 15) is None
+
 def test_the_funnel_shift_moves_only_the_unrelaxed_candidates():
     from workflows.run.funnel import unrelaxed_shift
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from screening import anchors as anchoring
 from screening.references import SHIPPED, _csv_path
-from screening.thin import DROP_TOLERANCE
+from screening.thin import DROP_TOLERANCE, PROBE_ENERGY
 from workflows.run.hulls import choose_reference
 from screening.uncertainty import STAGES
 
@@ -46,14 +46,22 @@ def flag_thin(table: pd.DataFrame, thin: Dict[str, List[str]], drops: Dict[str, 
     return t
 
 
-def thin_note(thin: Dict[str, List[str]], flagged: int) -> Optional[str]:
+def thin_note(thin: Dict[str, List[str]], flagged: int, candidates: int) -> Optional[str]:
+    """One line: the thin sub-systems, what they were probed with, and how many of the `candidates` it flags."""
     if not thin:
         return None
     subs = sorted({s for v in thin.values() for s in v})
     shown = ", ".join(subs[:12]) + (f" and {len(subs) - 12} more" if len(subs) > 12 else "")
-    return (f"thin reference systems: {shown} hold no reference phase; had they phases as stable as the most stable "
-            f"known systems of their kind, the hull would fall by more than {DROP_TOLERANCE:g} eV/atom under "
-            f"{flagged} candidates, flagged {THIN} ({THIN_DROP}: by how much; --reference adds phases)")
+    probed = (f"with phases there as stable as the most stable 5 % of known systems of their kind "
+              f"({PROBE_ENERGY['metals']:g} eV/atom between metals, {PROBE_ENERGY['nonmetal']:g} with a nonmetal)")
+    if flagged:
+        verdict = (f"the hull would fall by more than {DROP_TOLERANCE:g} eV/atom under {flagged} of the {candidates} "
+                   f"candidates, so their E_hull may be too low by up to their {THIN_DROP}: flagged {THIN}")
+    else:
+        verdict = (f"the hull would fall by at most {DROP_TOLERANCE:g} eV/atom under every candidate ({THIN_DROP}): "
+                   f"none is flagged {THIN}")
+    return (f"thin reference systems: {shown} {'has' if len(subs) == 1 else 'have'} no reference phase; {probed}, "
+            f"{verdict} (--reference adds phases)")
 
 
 def summary(everything: pd.DataFrame, anchors, anchor_why, thin: Dict[str, List[str]],
@@ -76,5 +84,5 @@ def summary(everything: pd.DataFrame, anchors, anchor_why, thin: Dict[str, List[
             "below_known_ground_state": counts.get(BELOW_KNOWN, 0),
             "flag_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
             "thin_systems": {s: thin[s] for s in sorted(thin) if s in set(system_of.values())},
-            "thin_note": thin_note(thin, counts.get(THIN, 0))}
+            "thin_note": thin_note(thin, counts.get(THIN, 0), len(everything))}
 
