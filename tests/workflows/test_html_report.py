@@ -119,6 +119,24 @@ def test_without_a_stage_column_or_a_plot_the_page_still_shows_the_rest(tmp_path
     assert [dict(zip(header, r))["class"] for r in page.tables["results"]["rows"]] == list(ranked.pred_class)
 
 
+
+def test_the_page_explains_the_known_polymorph_and_thin_reference_flags_as_the_terminal_does(tmp_path):
+    ranked, summary, _ = made_up_run()
+    ranked["flags"] = ["thin_references", "", "below_known_ground_state", "", "", ""]
+    ranked["thin_hull_drop"] = [0.3, 0.0, 0.0, 0.01, 0.0, 0.0]
+    summary.update(anchor_note="anchors: 1 hypothetical candidates have a known crystal of their composition",
+                   thin_note="thin reference systems: Fe-Li has no reference phase; the hull would fall <a lot>")
+    text = write_report(tmp_path / "r.html", ranked, summary, 0.025, "Fe-Li-O").read_text()
+    assert "known polymorphs</dt><dd>anchors: 1 hypothetical candidates have a known crystal" in text
+    assert "thin reference systems</dt><dd>thin reference systems: Fe-Li has no reference phase; the hull would " \
+           "fall &lt;a lot&gt;" in text
+    page = Page(text)
+    header = page.tables["results"]["head"][0]
+    assert [dict(zip(header, r))["thin_hull_drop"] for r in page.tables["results"]["rows"]][:2] == ["0.300", "0.000"]
+    # a run without them says nothing of them
+    summary.pop("anchor_note"), summary.pop("thin_note")
+    assert "known polymorphs" not in write_report(tmp_path / "s.html", ranked, summary, 0.025, "Fe-Li-O").read_text()
+
 def test_a_whole_set_run_shows_its_head_and_says_so(tmp_path):
     ranked, summary, _ = made_up_run()
     text = write_report(tmp_path / "r.html", ranked, summary, 0.025, "all", max_rows=4).read_text()

@@ -203,6 +203,8 @@ def _provenance(s: dict, query: str) -> str:
         ("featurizer", json.dumps(s.get("featurizer")) if s.get("featurizer") else None),
         ("reference phases", s.get("reference_note")), ("uncertainty", s.get("uncertainty_note")),
         ("domain", s.get("domain_note")), ("relaxation", s.get("relax_note")),
+        # what the flags and columns of known polymorphs and thin systems mean, as the terminal says it
+        ("known polymorphs", s.get("anchor_note")), ("thin reference systems", s.get("thin_note")),
         ("counts", f"{s.get('candidates')} candidates, {s.get('unusable')} unusable, {s.get('featurized')} "
                    f"featurized, {s.get('inferred')} inferred, {s.get('flagged')} flagged"),
         ("wall time", f"{s.get('wall_seconds')} s on {s.get('workers')} workers"),
