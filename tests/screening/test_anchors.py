@@ -96,6 +96,25 @@ def test_a_thin_sub_system_is_probed_and_only_the_candidates_whose_hull_it_lower
 
 
 
+
+def test_cached_hull_answers_get_their_thin_drops_however_old_and_however_extended():
+    """Hull answers live in the cache as JSON (cache/hull_cache.py): an answer from before thin systems
+    were probed is computed again, and one extended with new formulas has the drops of old and new."""
+    import json
+
+    from workflows.run.hulls import _lacks
+
+    refs = ReferencePhases(["Li2O", "MoO3"], [-2.0, -1.5], ["a", "b"])
+    system, every = frozenset({"Li", "Mo", "O"}), {"LiMo": 0.9, "Li3MoO": 0.36}
+    cached = json.loads(json.dumps(system_hull(refs, system, ["LiMo", "Li2MoO4"])))
+    assert cached["thin_drop"] == {"LiMo": 0.9} and not _lacks(cached, [("LiMo", None), ("Li2MoO4", None)])
+    old = {k: v for k, v in cached.items() if k != "thin_drop"}  # as the version before probing wrote it
+    assert _lacks(old, [("LiMo", None)]) and _lacks(cached, [("Li3MoO", None)])
+    for have in (old, cached):
+        answer = json.loads(json.dumps(system_hull(refs, system, ["Li3MoO"], (), json.loads(json.dumps(have)))))
+        assert answer["thin_drop"] == pytest.approx(every) and set(answer["formulas"]) == {"LiMo", "Li2MoO4", "Li3MoO"}
+        assert HullTable({"Li-Mo-O": answer}).thin_drop == pytest.approx(every)
+
 def test_the_thin_note_says_what_was_probed_and_how_many_candidates_it_flags():
     from workflows.run.hull_checks import thin_note
 
