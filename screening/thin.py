@@ -6,8 +6,8 @@ lie lower and the candidate would be less stable than it looks. Whether that mat
 the candidate, not only on its system: a Li-Mo intermetallic barely moves the hull at Li2MoO4,
 which oxides two eV/atom deep hold up, but it can move it at the metal-rich LiMoO2.
 
-So each thin sub-system is probed with phases at its simple compositions (each element 1-3
-times) as stable as the most stable known systems of its kind (PROBE_ENERGY), and a candidate's
+So each thin sub-system is probed with phases at its simple compositions (1-3 atoms of each
+element) as stable as the most stable known systems of its kind (PROBE_ENERGY), and a candidate's
 hull drop is how far its hull energy falls with them: an upper bound on how much too low its
 E_hull may be. A run flags the candidates whose drop is over DROP_TOLERANCE.
 """
@@ -29,10 +29,13 @@ DROP_TOLERANCE = 0.025
 
 
 def probes(sub: Sequence[str]) -> List[Phase]:
-    """Phases of a thin sub-system ("Li", "Mo") at every composition of 1-3 atoms per element."""
+    """Phases of a thin sub-system ("Li", "Mo") standing for one at every composition of 1-3 atoms per
+    element. All are at one energy per atom, so a composition between others adds nothing to the hull
+    (LiMo2 lies between LiMo and LiMo3), and every such composition lies between those of 1 or 3 atoms
+    per element: only these are made, 2^k - 1 of them for k elements rather than about 3^k."""
     energy = PROBE_ENERGY["nonmetal" if set(sub) & NONMETALS else "metals"]
     out = []
-    for counts in product((1, 2, 3), repeat=len(sub)):
+    for counts in product((1, 3), repeat=len(sub)):
         if gcd(*counts) == 1:
             formula = "".join(f"{el}{n}" for el, n in zip(sub, counts))
             out.append(Phase.of(formula, energy, f"probe|{formula}"))

@@ -97,6 +97,26 @@ def test_a_thin_sub_system_is_probed_and_only_the_candidates_whose_hull_it_lower
 
 
 
+
+def test_probes_at_1_or_3_atoms_per_element_make_the_hull_of_probes_at_every_composition_of_1_to_3():
+    from itertools import product
+    from math import gcd
+
+    from screening.hull import Hull, Phase, composition
+    from screening.thin import PROBE_ENERGY, probes
+
+    sub = ["Li", "Mo", "Ni"]
+    made = probes(sub)
+    assert sorted(p.formula for p in made) == sorted(
+        composition("".join(f"{el}{n}" for el, n in zip(sub, c))).formula
+        for c in product((1, 3), repeat=3) if gcd(*c) == 1)
+    assert len(made) == 7 and {p.energy_per_atom for p in made} == {PROBE_ENERGY["metals"]}
+    every = ["".join(f"{el}{n}" for el, n in zip(sub, c)) for c in product((1, 2, 3), repeat=3) if gcd(*c) == 1]
+    system = frozenset(sub)
+    full = Hull(system, [Phase.of(f, PROBE_ENERGY["metals"]) for f in every])
+    assert [Hull(system, made).energy_per_atom(f) for f in every] == pytest.approx(
+        [full.energy_per_atom(f) for f in every], abs=1e-12)
+
 def test_cached_hull_answers_get_their_thin_drops_however_old_and_however_extended():
     """Hull answers live in the cache as JSON (cache/hull_cache.py): an answer from before thin systems
     were probed is computed again, and one extended with new formulas has the drops of old and new."""
