@@ -17,7 +17,9 @@ from itertools import product
 from math import gcd
 from typing import Dict, Iterable, List, Sequence
 
-from screening.hull import Hull, Phase
+import numpy as np
+
+from screening.hull import Hull, Phase, composition
 
 NONMETALS = frozenset("H B C N O F Si P S Cl Ge As Se Br Sb Te I".split())
 # eV/atom, per atom of the probe phase: the 5th percentile, over the chemical systems of two
@@ -45,11 +47,27 @@ def probes(sub: Sequence[str]) -> List[Phase]:
 def hull_drops(hull: Hull, thin: Iterable[str], formulas: Iterable[str]) -> Dict[str, float]:
     """{formula: how far its hull energy (eV/atom) falls with the thin sub-systems probed}, for the
     formulas whose hull falls at all. `hull`: the system's hull of reference phases; `thin`: its
-    sub-systems without any ("Li-Mo")."""
+    sub-systems without any ("Li-Mo").
+
+    The probed hull's energy at a composition is a linear program (the cheapest mix of phases of that
+    composition), not another Hull: a system of seven or eight elements has thousands of probes, and
+    qhull in that many dimensions takes minutes where the program takes milliseconds."""
+    from scipy.optimize import linprog
+
     thin = list(thin)
     if not thin:
         return {}
-    compounds = [p for p in hull.phases if len(p.reduced) > 1]  # (Hull adds the elements itself)
-    probed = Hull(frozenset(hull.order), compounds + [p for sub in thin for p in probes(sub.split("-"))])
-    drops = {f: hull.energy_per_atom(f) - probed.energy_per_atom(f) for f in formulas}
-    return {f: round(float(d), 4) for f, d in drops.items() if d > 1e-9}
+    phases = list(hull.phases) + [p for sub in thin for p in probes(sub.split("-"))]
+    fractions = np.array([[p.fractions.get(el, 0.0) for p in phases] for el in hull.order])
+    energies = np.array([p.energy_per_atom for p in phases])
+    out = {}
+    for f in formulas:
+        x = composition(f).fractions
+        mix = linprog(energies, A_eq=fractions, b_eq=[x.get(el, 0.0) for el in hull.order], bounds=(0, None),
+                      method="highs")
+        if not mix.success:  # (the elements alone make every composition: it cannot fail)
+            raise ValueError(f"{f}: no mix of the {'-'.join(hull.order)} phases ({mix.message})")
+        drop = hull.energy_per_atom(f) - mix.fun
+        if drop > 1e-9:
+            out[f] = round(float(drop), 4)
+    return out

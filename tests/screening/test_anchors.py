@@ -117,6 +117,27 @@ def test_probes_at_1_or_3_atoms_per_element_make_the_hull_of_probes_at_every_com
     assert [Hull(system, made).energy_per_atom(f) for f in every] == pytest.approx(
         [full.energy_per_atom(f) for f in every], abs=1e-12)
 
+
+def test_the_probed_hull_is_the_hull_of_the_reference_phases_and_the_probes():
+    from screening.hull import Hull
+    from screening.thin import hull_drops, probes
+
+    # Li-Mo-Ni-O with oxides and one Mo-Ni phase: Li-Mo, Li-Ni and Li-Mo-Ni are thin (metals: -0.9)
+    refs = ReferencePhases(["Li2O", "MoO3", "NiO", "MoNi4", "Li2MoO4", "LiNiO2", "NiMoO4"],
+                           [-2.0, -1.5, -1.2, -0.1, -2.2, -1.6, -1.6], list("abcdefg"))
+    system = frozenset({"Li", "Mo", "Ni", "O"})
+    hull, thin = refs.hull(system), refs.thin(system)
+    assert thin == ["Li-Mo", "Li-Ni", "Li-Mo-Ni"]
+    formulas = ["LiNiMoO4", "Li2NiMo3O7", "LiNi2MoO4", "Li3NiMo", "LiNiO2", "Li2MoO4", "LiNi4Mo", "Li2O"]
+    probed = Hull(system, list(hull.phases) + [p for sub in thin for p in probes(sub.split("-"))])
+    expect = {f: round(hull.energy_per_atom(f) - probed.energy_per_atom(f), 4) for f in formulas}
+    assert sum(d > 0.025 for d in expect.values()) >= 3 and min(expect.values()) == 0
+    assert hull_drops(hull, thin, formulas) == pytest.approx({f: d for f, d in expect.items() if d > 0}, abs=1e-4)
+    # references whose elemental phase lies below 0 (another code's energies): the probed hull keeps it.
+    # Li7Mo: the hull is 7/8 of Li's -0.1; probed, half Li and half the Li3Mo probe: -0.5
+    refs = ReferencePhases(["Li", "Li2O", "MoO3"], [-0.1, -2.0, -1.5], ["x", "a", "b"])
+    assert hull_drops(refs.hull(frozenset({"Li", "Mo", "O"})), ["Li-Mo"], ["Li7Mo"]) == pytest.approx({"Li7Mo": 0.4125})
+
 def test_cached_hull_answers_get_their_thin_drops_however_old_and_however_extended():
     """Hull answers live in the cache as JSON (cache/hull_cache.py): an answer from before thin systems
     were probed is computed again, and one extended with new formulas has the drops of old and new."""
