@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from itertools import product
 from math import gcd
-from typing import Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Sequence
 
 import numpy as np
 
@@ -29,6 +29,8 @@ PROBE_ENERGY = {"metals": -0.9, "nonmetal": -3.5}
 # eV/atom: a drop below this is small beside a candidate's E_hull σ: the unrelaxed stage's add alone, and
 # below the σ of 97 % of the relaxed prototypes of benchmarks/rediscovery.py (their median: 0.058)
 DROP_TOLERANCE = 0.025
+# elements: up to this many, qhull builds a probed hull quicker than a linear program per formula
+QHULL_UP_TO = 5
 
 
 def probes(sub: Sequence[str]) -> List[Phase]:
@@ -48,27 +50,32 @@ def probes(sub: Sequence[str]) -> List[Phase]:
 def hull_drops(hull: Hull, thin: Iterable[str], formulas: Iterable[str]) -> Dict[str, float]:
     """{formula: how far its hull energy (eV/atom) falls with the thin sub-systems probed}, for the
     formulas whose hull falls at all. `hull`: the system's hull of reference phases; `thin`: its
-    sub-systems without any ("Li-Mo").
-
-    The probed hull's energy at a composition is a linear program (the cheapest mix of phases of that
-    composition), not another Hull: a system of seven or eight elements has thousands of probes, and
-    qhull in that many dimensions takes minutes where the program takes milliseconds."""
-    from scipy.optimize import linprog
-
+    sub-systems without any ("Li-Mo")."""
     thin = list(thin)
     if not thin:
         return {}
-    phases = list(hull.phases) + [p for sub in thin for p in probes(sub.split("-"))]
-    fractions = np.array([[p.fractions.get(el, 0.0) for p in phases] for el in hull.order])
+    probed = probed_energy(hull.order, list(hull.phases) + [p for sub in thin for p in probes(sub.split("-"))])
+    drops = {f: hull.energy_per_atom(f) - probed(f) for f in formulas}
+    return {f: round(float(d), 4) for f, d in drops.items() if d > 1e-9}
+
+
+def probed_energy(order: Sequence[str], phases: List[Phase]) -> Callable[[str], float]:
+    """The hull energy per atom at a formula of these phases (and the elements at 0): another Hull up to
+    QHULL_UP_TO elements; beyond, qhull's facets multiply (minutes for one system of eight elements), and
+    a linear program, the cheapest mix of the phases at that composition, answers in milliseconds."""
+    if len(order) <= QHULL_UP_TO:
+        return Hull(frozenset(order), phases).energy_per_atom
+    from scipy.optimize import linprog
+
+    phases = [Phase.of(el, 0.0) for el in order] + list(phases)  # as Hull adds them
+    fractions = np.array([[p.fractions.get(el, 0.0) for p in phases] for el in order])
     energies = np.array([p.energy_per_atom for p in phases])
-    out = {}
-    for f in formulas:
-        x = composition(f).fractions
-        mix = linprog(energies, A_eq=fractions, b_eq=[x.get(el, 0.0) for el in hull.order], bounds=(0, None),
+
+    def cheapest(formula: str) -> float:
+        x = composition(formula).fractions
+        mix = linprog(energies, A_eq=fractions, b_eq=[x.get(el, 0.0) for el in order], bounds=(0, None),
                       method="highs")
-        if not mix.success:  # (the elements alone make every composition: it cannot fail)
-            raise ValueError(f"{f}: no mix of the {'-'.join(hull.order)} phases ({mix.message})")
-        drop = hull.energy_per_atom(f) - mix.fun
-        if drop > 1e-9:
-            out[f] = round(float(drop), 4)
-    return out
+        if not mix.success:  # (the elements make every composition: it cannot fail)
+            raise ValueError(f"{formula}: no mix of the {'-'.join(order)} phases ({mix.message})")
+        return float(mix.fun)
+    return cheapest

@@ -137,6 +137,17 @@ def test_the_probed_hull_is_the_hull_of_the_reference_phases_and_the_probes():
     # Li7Mo: the hull is 7/8 of Li's -0.1; probed, half Li and half the Li3Mo probe: -0.5
     refs = ReferencePhases(["Li", "Li2O", "MoO3"], [-0.1, -2.0, -1.5], ["x", "a", "b"])
     assert hull_drops(refs.hull(frozenset({"Li", "Mo", "O"})), ["Li-Mo"], ["Li7Mo"]) == pytest.approx({"Li7Mo": 0.4125})
+    # beyond QHULL_UP_TO elements the probed hull is a linear program: the same energies
+    from screening.hull import Phase, pymatgen_order
+    from screening.thin import QHULL_UP_TO, probed_energy
+
+    system = frozenset({"Li", "Na", "K", "Mo", "Ni", "O"})
+    known = (("Li2O", -2.0), ("MoO3", -1.5), ("NiO", -1.2), ("Na2O", -1.4), ("K2O", -1.2), ("KNiO2", -1.5))
+    phases = [Phase.of(f, e) for f, e in known] + probes(["Li", "Mo"]) + probes(["K", "Na", "Ni"])
+    assert len(system) > QHULL_UP_TO
+    formulas = ["LiNaKMoNiO6", "Li3KMo", "NaKNi2O", "K2NiO2", "LiNaK3Ni2Mo2O9", "Li2O", "LiMo3"]
+    assert [probed_energy(pymatgen_order(system), phases)(f) for f in formulas] == pytest.approx(
+        [Hull(system, phases).energy_per_atom(f) for f in formulas], abs=1e-9)
 
 def test_cached_hull_answers_get_their_thin_drops_however_old_and_however_extended():
     """Hull answers live in the cache as JSON (cache/hull_cache.py): an answer from before thin systems
