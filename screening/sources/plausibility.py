@@ -3,20 +3,23 @@ probabilities (Hautier et al., Inorg. Chem. 2011; core/structure_prediction/data
 through SubstitutionProbability).
 
 A candidate is a template (a prototype's parent compound, or a known crystal) with its elements
-renamed. Its score is the geometric mean, over the template's elements, of
-SubstitutionProbability.cond_prob(candidate ion, parent ion): how often, in known crystals, the
-candidate's ion sits where the parent's ion sat (an unchanged O2- scores 0.84, Li+ for Na+ 0.04,
-Li+ for Ca2+ 0.01). The parent is the only known decoration a prototype comes with (pymatgen's
-AFLOW prototypes list one compound each); where several templates give the same structure, the
-source keeps the best of their scores, so the score is the best over the decorations it knows.
+renamed. For each of the template's elements, SubstitutionProbability.cond_prob(candidate ion,
+parent ion) says how often, in known crystals, the candidate's ion sits where the parent's ion sat
+(an unchanged O2- 0.84, Sr2+ for Ca2+ 0.10, Li+ for Na+ 0.04, Li+ for Ca2+ 0.01). The score is the
+least of these: a decoration is as plausible as its least plausible substitution, since one ion
+on a site it never takes is enough to make the structure wrong. The parent is the only known
+decoration a prototype comes with (pymatgen's AFLOW prototypes list one compound each); where
+several templates give the same structure, the source keeps the best of their scores, so the score
+is the best over the decorations it knows.
 
-Why a geometric mean rather than pymatgen's product (cond_prob_list): a product falls with the
+Why the least rather than pymatgen's product (cond_prob_list) or a mean: a product falls with the
 number of elements, so one threshold would mean "plausible" for a binary and "never" for a
-quaternary; the mean per element reads the same for every query. Ions the table does not know
+quaternary; a mean lets a likely substitution hide an impossible one. Ions the table does not know
 (C4-, As3-, Te2-, H-, metals at state 0: the data mines ionic oxides, halides and chalcogenides)
-say nothing either way and are left out of the mean; a candidate none of whose ions the table
-knows has no score (None) and is not judged. A parent's fractional average state (Fe 2.67 in
-Fe3O4) mixes the two whole states around it, and the likelier of them counts.
+say nothing either way and are left out; a candidate none of whose ions the table knows has no
+score (None) and is not judged. A parent's fractional average state (Fe 2.67 in Fe3O4) mixes the
+two whole states around it, and the likelier of them counts. The candidate's oxidation states are
+its charge-balanced ones; where several balance it, the best counts.
 """
 from __future__ import annotations
 
@@ -64,11 +67,10 @@ def substitution_probability(parent: Mapping[str, float], mapping: Mapping[str, 
     charge-balanced oxidation states (the best of them counts). None: no ion the table knows."""
     best = None
     for guess in guesses:
-        logs = [math.log(p) for old, new in mapping.items()
-                if (p := site_probability(new, guess.get(new, 0.0), old, parent.get(old, 0.0))) is not None]
-        if logs:
-            score = math.exp(sum(logs) / len(logs))
-            best = score if best is None else max(best, score)
+        sites = [p for old, new in mapping.items()
+                 if (p := site_probability(new, guess.get(new, 0.0), old, parent.get(old, 0.0))) is not None]
+        if sites:
+            best = min(sites) if best is None else max(best, min(sites))
     return best
 
 
