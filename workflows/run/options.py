@@ -43,8 +43,8 @@ class RunSettings:
     reference: Optional[str] = setting(None, "Source of reference phases for E_hull (e.g. "
                                              "local:../shared/data/mp_dev.csv.gz).")
     min_substitution_probability: Optional[float] = setting(
-        None, "substitution: leave out candidates whose data-mined substitution probability (per element, against "
-              "the template's own compound) is below this (0 to 1; default: keep all).")
+        None, "substitution: leave out candidates whose data-mined substitution probability (the least likely of "
+              "their ions' substitutions into the template's own compound) is below this (0 to 1; default: keep all).")
     rank_by: str = setting("p_stable", "p_stable (P(E_hull <= --stable-within), uses the ensemble std) | "
                                        "e_above_hull.")
     stable_within: float = setting(0.0, "E_hull (eV/atom) at or below which a candidate counts as stable.")
