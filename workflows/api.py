@@ -93,7 +93,8 @@ def run_params(query: str, options: dict, with_client: bool) -> dict:
 # The type each option takes. The command line's parser turns text into these; a call passes values
 # as they are, and a "yes" for a flag or 2.5 for --top would otherwise run for minutes and then fail
 # (or run with the wrong setting). tests/workflows/test_api.py holds these to cli.run's annotations.
-FLOATS = ("stable_within", "gap_min", "gap_max", "ehull_max", "gap_threshold", "unrelaxed_std", "no_worker_timeout")
+FLOATS = ("stable_within", "gap_min", "gap_max", "ehull_max", "gap_threshold", "unrelaxed_std", "no_worker_timeout",
+          "min_substitution_probability")
 INTS = ("top", "workers", "threads", "partition_size", "mp_rate", "relax_top")
 FLAGS = ("nonmetal", "drop_flagged", "gnome", "new_only")
 PATHS = ("model", "cache", "out")  # the other options are text

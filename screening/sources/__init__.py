@@ -12,7 +12,8 @@
 
 `gnome` adds the Materials Project's GNoME r2SCAN entries to what an mp source
 (or the mp templates of substitution:mp) fetches; `rate` is the mp source's
-request budget per second (the run's `mp_rate`).
+request budget per second (the run's `mp_rate`); `min_probability` is the
+substitution source's plausibility threshold (the run's `min_substitution_probability`).
 """
 from __future__ import annotations
 
@@ -34,14 +35,21 @@ def _has_key(environ: Optional[Mapping[str, str]]) -> bool:
 
 def open_source(spec: Optional[str] = None, *, lazy: bool = False,
                 environ: Optional[Mapping[str, str]] = None, gnome: bool = False,
-                rate: Optional[int] = None) -> Source:
+                rate: Optional[int] = None, min_probability: Optional[float] = None) -> Source:
     """The Source a source spec names. lazy: local CSV candidates carry CIF text,
     parsed on first `.structure` (cheap to ship to workers)."""
     if rate is not None and (int(rate) != rate or rate < 1):
         raise ScreenError(f"`mp_rate` {rate}: a whole number of requests per second, at least 1")
-    source = _open(spec, lazy, environ, gnome, rate)
+    if min_probability is not None:
+        from screening.sources.plausibility import check_threshold
+
+        min_probability = check_threshold(min_probability)
+    source = _open(spec, lazy, environ, gnome, rate, min_probability)
     if gnome and not mp_sources(source):
         raise ScreenError(f"`gnome`: only the Materials Project (`source` mp) has GNoME entries; "
+                          f"this run's source is {source.name}")
+    if min_probability is not None and not source.hypothetical:
+        raise ScreenError(f"`min_substitution_probability`: only `source` substitution makes substitutions; "
                           f"this run's source is {source.name}")
     return source
 
@@ -51,7 +59,7 @@ def mp_sources(source: Source) -> list:
     return ([source] if source.name == "mp" else []) + (mp_sources(source.base) if source.base is not None else [])
 
 
-def _open(spec, lazy, environ, gnome, rate) -> Source:
+def _open(spec, lazy, environ, gnome, rate, min_probability=None) -> Source:
     text = (spec or "").strip()
     if not text:
         text = "mp" if _has_key(environ) else "substitution"
@@ -75,6 +83,6 @@ def _open(spec, lazy, environ, gnome, rate) -> Source:
         if base_spec.startswith("substitution"):
             raise ScreenError(f'`source` "{spec}": substitution templates must come from mp or local:PATH')
         base = _open(base_spec, lazy, environ, gnome, rate) if base_spec else None
-        return SubstitutionSource(base=base)
+        return SubstitutionSource(base=base, min_probability=min_probability)
     hint = f"; did you mean local:{text}?" if Path(text).expanduser().exists() else ""
     raise ScreenError(f'`source` "{spec}": unknown source ({_USAGE}){hint}')

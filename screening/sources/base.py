@@ -169,8 +169,9 @@ class Source(ABC):
     base: Optional["Source"] = None
 
     def rejection_counts(self) -> dict:
-        """What the last fetch rejected, by reason: {"valence": formulas, "distance": {"Br-O": n}} (none here)."""
-        return {"valence": 0, "distance": {}}
+        """What the last fetch rejected, by reason: {"valence": formulas, "distance": {"Br-O": n},
+        "improbable": n} (none here)."""
+        return {"valence": 0, "distance": {}, "improbable": 0}
 
     @abstractmethod
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:

@@ -215,7 +215,7 @@ def plain_formula(comp) -> str:
 class Template:
     """A structure to substitute into, with the sign of each element's oxidation state."""
 
-    __slots__ = ("name", "structure", "elements", "amounts", "signs", "shared")
+    __slots__ = ("name", "structure", "elements", "amounts", "signs", "states", "shared")
 
     def __init__(self, name: str, structure, guess: Dict[str, float], shared: bool = False):
         self.name = name
@@ -224,6 +224,7 @@ class Template:
         self.amounts = {el.symbol: float(n) for el, n in comp.items()}
         self.elements = tuple(sorted(self.amounts))
         self.signs = {el: sign_of(guess.get(el, 0.0)) for el in self.elements}
+        self.states = {el: float(guess.get(el, 0.0)) for el in self.elements}  # the parent's oxidation states
         self.shared = shared  # a shipped prototype: its name means the same structure in every process
 
 

@@ -18,6 +18,11 @@ candidates are the same crystal. Each kept structure gets a volume from data
 was rejected, and why, is in the source's `rejected` after each fetch
 (rejection_notes() words it).
 
+With `min_probability` (a run's `min_substitution_probability`), a candidate
+whose data-mined substitution probability (screening/sources/plausibility.py)
+is below it is rejected too; equivalent structures from several templates
+count with the best of their scores. Off (None) by default.
+
 With a base source (`substitution:local:PATH`, `substitution:mp`), known crystals
 serve as templates too, through single data-mined substitutions: for a target
 system S, a known crystal of S with one element e replaced by one of e's SIMILAR
@@ -40,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from screening.errors import ScreenError
 from screening.query import ALL, IDS, Query, is_element
 from screening.sources.base import Candidate, Source, as_query
+from screening.sources.plausibility import check_threshold, substitution_probability
 from screening.sources.prototypes import (GEOMETRY_FILE, Template, composition_volume, oxidation_guesses, plain_formula,
                                           predict_volume, prototype_templates, sign_of, similar_elements, state_range,
                                           state_signs, too_short, whole_and_common)
@@ -65,7 +71,8 @@ CANDIDATE_ELEMENTS: Tuple[str, ...] = (
     "H", "C", "N", "O", "F", "P", "S", "Cl", "Se", "Br", "Te", "I",
 )
 
-VALENCE, DISTANCE = "valence", "distance"  # why a candidate was rejected (SubstitutionSource.rejected)
+# why a candidate was rejected (SubstitutionSource.rejected)
+VALENCE, DISTANCE, IMPROBABLE = "valence", "distance", "improbable"
 
 SIMILAR = 4            # substitutes per element when known crystals are templates
 MAX_TRIES = 2_000_000  # template x assignment x system tries before we ask for a narrower query
@@ -78,18 +85,21 @@ class SubstitutionSource(Source):
     hypothetical = True
 
     def __init__(self, base: Optional[Source] = None, elements: Sequence[str] = CANDIDATE_ELEMENTS,
-                 similar: int = SIMILAR):
+                 similar: int = SIMILAR, min_probability: Optional[float] = None):
         bad = [e for e in elements if not is_element(e)]
         if bad:
             raise ScreenError(f"substitution candidate elements: unknown element {bad[0]!r}")
         self.base = base
         self.elements = tuple(sorted(set(elements)))
         self.similar = similar
+        self.min_probability = check_threshold(min_probability)
         if base is not None:
             self.name = f"substitution:{base.name}"
         # What the last fetch rejected: VALENCE, the formulas charge-balanced only through rare or
-        # fractional oxidation states; DISTANCE, {"Br-O": candidates with a too-short Br-O distance}.
-        self.rejected: dict = {VALENCE: set(), DISTANCE: defaultdict(int)}
+        # fractional oxidation states; DISTANCE, {"Br-O": candidates with a too-short Br-O distance};
+        # IMPROBABLE, candidates below min_probability.
+        self.rejected: dict = _no_rejections()
+        self.probabilities: Dict[str, Optional[float]] = {}  # candidate id -> score, when min_probability is set
 
     def rejection_notes(self) -> List[str]:
         """The last fetch's rejections in words, most common first (for a run's summary)."""
@@ -98,11 +108,16 @@ class SubstitutionSource(Source):
         n = len(self.rejected[VALENCE])
         if n:
             out.append(f"{n} formula{'s' * (n != 1)} rejected: only rare or fractional oxidation states balance them")
+        n = self.rejected[IMPROBABLE]
+        if n:
+            out.append(f"{n} prototype{'s' * (n != 1)} rejected: substitution probability below "
+                       f"{self.min_probability:g}")
         return out
 
     def rejection_counts(self) -> dict:
-        """The same as plain numbers: {"valence": formulas, "distance": {"Br-O": candidates}}."""
-        return {VALENCE: len(self.rejected[VALENCE]), DISTANCE: dict(sorted(self.rejected[DISTANCE].items()))}
+        """The same as plain numbers: {"valence": formulas, "distance": {"Br-O": candidates}, "improbable": candidates}."""
+        return {VALENCE: len(self.rejected[VALENCE]), DISTANCE: dict(sorted(self.rejected[DISTANCE].items())),
+                IMPROBABLE: self.rejected[IMPROBABLE]}
 
     def settings(self) -> dict:
         return {} if self.base is None else {"templates": self.base.settings()}
@@ -117,6 +132,8 @@ class SubstitutionSource(Source):
                 f"elements={els} geometry={geo}")
         if self.base is not None:
             text += f" similar={self.similar} templates=[{self.base.describe()}]"
+        if self.min_probability is not None:
+            text += f" min_probability={self.min_probability!r}"
         return text
 
     def fetch(self, query: Union[Query, str]) -> List[Candidate]:
@@ -127,7 +144,7 @@ class SubstitutionSource(Source):
         if query.kind == ALL:
             raise ScreenError(f"`source` {self.name}: hypothetical crystals have no whole set to screen; "
                               f"name the chemical systems (Li-*-O, *-*-O)")
-        self.rejected = {VALENCE: set(), DISTANCE: defaultdict(int)}
+        self.rejected, self.probabilities = _no_rejections(), {}
         templates = defaultdict(list)
         for t in prototype_templates():
             templates[len(t.elements)].append(t)
@@ -200,29 +217,53 @@ class SubstitutionSource(Source):
             for formula, items in by_formula.items():
                 kept: List[_Made] = []
                 for m in items:
-                    if any(_same(m, k, fits) for k in kept) or \
-                            any(_matcher().fit(m.structure, k) for k in known[formula]):
+                    m.score = self._score(m)
+                    twin = next((k for k in kept if _same(m, k, fits)), None)
+                    if twin is not None:  # the same structure: plausible when either decoration makes it so
+                        twin.score = _better(twin.score, m.score)
                         continue
-                    kept.append(m)
+                    if not any(_matcher().fit(m.structure, k) for k in known[formula]):
+                        kept.append(m)
                 for m in kept:  # equivalent structures get the same volume, so checking the first is enough
+                    if self.min_probability is not None and m.score is not None and m.score < self.min_probability:
+                        self.rejected[IMPROBABLE] += 1
+                        continue
                     m.structure.scale_lattice(predict_volume(m.structure))
                     short = too_short(m.structure)
                     if short is not None:
                         self.rejected[DISTANCE][short[0]] += 1
                         continue
                     out.append(Candidate(self.name, f"sub-{m.name}", formula, m.structure))
+                    if self.min_probability is not None:
+                        self.probabilities[out[-1].id] = m.score
         return out
+
+    def _score(self, m: "_Made") -> Optional[float]:
+        """The made structure's substitution probability; not worked out while the filter is off."""
+        if self.min_probability is None:
+            return None
+        return substitution_probability(m.template.states, m.mapping, m.guesses)
+
+
+def _no_rejections() -> dict:
+    return {VALENCE: set(), DISTANCE: defaultdict(int), IMPROBABLE: 0}
+
+
+def _better(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """The higher score; None (no ion the data knows) only where both are."""
+    return b if a is None else a if b is None else max(a, b)
 
 
 class _Made:
     """A substituted structure and how it was made (template + element mapping)."""
 
-    __slots__ = ("template", "mapping", "formula", "id_formula", "structure", "name")
+    __slots__ = ("template", "mapping", "formula", "id_formula", "structure", "guesses", "name", "score")
 
-    def __init__(self, template, mapping, formula, id_formula, structure):
+    def __init__(self, template, mapping, formula, id_formula, structure, guesses=()):
         self.template, self.mapping = template, mapping
         self.formula, self.id_formula, self.structure = formula, id_formula, structure
-        self.name = ""
+        self.guesses = guesses  # the charge-balanced oxidation states it was made with (whole, common)
+        self.name, self.score = "", None
 
     def elements(self) -> set:
         return set(self.mapping.values())
@@ -250,14 +291,15 @@ def _substitute(t: Template, mapping: Dict[str, str], rejected: Optional[dict] =
     formula = comp.reduced_formula
     fitting = [g for g in oxidation_guesses(formula)
                if all(t.signs[el] == 0 or sign_of(g.get(mapping[el], 0.0)) == t.signs[el] for el in t.elements)]
-    if not any(whole_and_common(g) for g in fitting):
+    guesses = tuple(g for g in fitting if whole_and_common(g))
+    if not guesses:
         if fitting and rejected is not None:
             rejected[VALENCE].add(formula)
         return None
     s = t.structure.copy()
     s.replace_species({Element(old): Element(new) for old, new in mapping.items() if old != new})
     s.scale_lattice(composition_volume(comp) * len(s) / comp.num_atoms)  # predict_volume once kept
-    return _Made(t, mapping, formula, plain_formula(comp), s)
+    return _Made(t, mapping, formula, plain_formula(comp), s, guesses)
 
 
 @functools.lru_cache(maxsize=1)

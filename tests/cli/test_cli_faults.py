@@ -83,6 +83,9 @@ def left_behind(tmp_path):
     (["--reference", "local:/no/such/references.csv"], "--reference local:/no/such/references.csv: no such file"),
     (["--memory", "lots"], "--memory lots: not a size"),  # a check after the run's options
     (["--runner", "pbs"], "--runner pbs: only slurm"),
+    (["--min-substitution-probability", "1.5"], "--min-substitution-probability 1.5: a probability, from 0 to 1"),
+    (["--min-substitution-probability", "0.01"], "--min-substitution-probability: only --source substitution "
+                                                 "makes substitutions; this run's source is local:"),
 ])
 def test_a_one_line_error_in_any_check_leaves_nothing_behind(tmp_path, model_path, extra, message):
     r = runner.invoke(app, ["run", *run_args(tmp_path, model_path, *extra)])

@@ -157,3 +157,19 @@ def test_the_prototypes_the_workers_rejected_reach_summary_json(client, ensemble
                                                         "valence": 0}
     assert written["rejection_note"] == "substitution: rejected before screening: 1 prototype with a too-short " \
                                         "distance (Cl-Na 1)"
+
+
+def test_the_substitution_probability_filter_leaves_out_and_counts_candidates(client, ensemble, tmp_path):
+    """min_substitution_probability reaches the source the workers fetch with: the run screens what the
+    source keeps at that threshold, and summary.json counts the rest."""
+    from screening.sources.substitution import SubstitutionSource
+
+    direct = SubstitutionSource(min_probability=0.01)
+    kept = {c.id for c in direct.fetch("Na-Cl")}
+    improbable = direct.rejection_counts()["improbable"]
+    assert improbable >= 5 and "sub-AB_cF8_225_a_b-NaCl-1" in kept  # rocksalt NaCl (0.31) stays
+    r = run(client, tmp_path, ensemble, "filtered", relax="none", min_substitution_probability=0.01)
+    written = json.loads(open(r.files["summary"]).read())
+    assert set(r.table.id) == kept
+    assert written["counts"]["prototypes_rejected"]["improbable"] == improbable
+    assert f"{improbable} prototypes below the substitution probability threshold" in written["rejection_note"]

@@ -42,6 +42,9 @@ class RunSettings:
                                           "substitution).")
     reference: Optional[str] = setting(None, "Source of reference phases for E_hull (e.g. "
                                              "local:../shared/data/mp_dev.csv.gz).")
+    min_substitution_probability: Optional[float] = setting(
+        None, "substitution: leave out candidates whose data-mined substitution probability (the least likely of "
+              "their ions' substitutions into the template's own compound) is below this (0 to 1; default: keep all).")
     rank_by: str = setting("p_stable", "p_stable (P(E_hull <= --stable-within), uses the ensemble std) | "
                                        "e_above_hull.")
     stable_within: float = setting(0.0, "E_hull (eV/atom) at or below which a candidate counts as stable.")
@@ -96,7 +99,7 @@ class RunSettings:
 
 # The help panels of `screen run` (and the list in `screen submit --help`), in the order shown.
 PANELS = {
-    "Query and source": ("query", "exclude", "source", "reference"),
+    "Query and source": ("query", "exclude", "source", "reference", "min_substitution_probability"),
     "Ranking and filters": ("rank_by", "stable_within", "nonmetal", "gap_min", "gap_max", "ehull_max",
                             "gap_threshold", "top", "drop_flagged"),
     "Model and uncertainty": ("model", "device", "unrelaxed_std"),
@@ -120,6 +123,7 @@ class PipelineSettings:
     exclude: List[str] = field(default_factory=list)
     source: Optional[str] = default("source")  # None: mp with MP_API_KEY, else substitution
     reference: Optional[str] = default("reference")  # source spec of reference phases for the hull
+    min_substitution_probability: Optional[float] = default("min_substitution_probability")
     gnome: bool = default("gnome")
     mp_rate: Optional[int] = None  # requests per second to the MP API, all workers together; None: the source's
     model: str = ""  # checkpoint path
@@ -152,7 +156,8 @@ class PipelineSettings:
         from workflows.run import funnel, worker_model
 
         query = parse_query(self.query, self.exclude)
-        source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate)
+        source = open_source(self.source, lazy=True, gnome=self.gnome, rate=self.mp_rate,
+                             min_probability=self.min_substitution_probability)
         if self.rank.new_only and not source.knows_stability:
             raise ScreenError(f"`new_only`: the source {source.name} does not say which crystals are on "
                               f"its hull or known experimentally (the Materials Project does: `source` mp)")
@@ -209,7 +214,8 @@ def checked(settings: RunSettings) -> Tuple[PipelineSettings, ClusterSettings]:
     s = settings
     opts = PipelineSettings(
         query=s.query, exclude=words(s.exclude or ""),
-        source=s.source, reference=s.reference, model=str(resolve_model_path(s.model)), device=s.device,
+        source=s.source, reference=s.reference, min_substitution_probability=s.min_substitution_probability,
+        model=str(resolve_model_path(s.model)), device=s.device,
         cache_dir=str(s.cache), out_dir=str(s.out), partition_size=s.partition_size, output_format=s.fmt,
         drop_flagged=s.drop_flagged, no_worker_timeout=s.no_worker_timeout, relax=s.relax, relax_top=s.relax_top,
         gnome=s.gnome, mp_rate=DEFAULT_RATE if s.mp_rate is None else s.mp_rate,

@@ -15,27 +15,31 @@ from typing import Any, Dict, List, NamedTuple, Optional
 class FetchCounts:
     """What fetching did: MP entries fetched in full and served by the entry cache; formulas and
     prototypes the substitution source rejected (only rare or fractional oxidation states balance
-    them; a too-short distance, by element pair "Br-O")."""
+    them; a too-short distance, by element pair "Br-O"; a substitution probability below the run's
+    `min_substitution_probability`)."""
     mp_fetched: int = 0
     mp_cached: int = 0
     rejected_valence: int = 0
     rejected_distance: Dict[str, int] = field(default_factory=dict)
+    rejected_improbable: int = 0
 
     def __add__(self, other: "FetchCounts") -> "FetchCounts":
         distance = dict(self.rejected_distance)
         for pair, n in other.rejected_distance.items():
             distance[pair] = distance.get(pair, 0) + n
         return FetchCounts(self.mp_fetched + other.mp_fetched, self.mp_cached + other.mp_cached,
-                           self.rejected_valence + other.rejected_valence, dict(sorted(distance.items())))
+                           self.rejected_valence + other.rejected_valence, dict(sorted(distance.items())),
+                           self.rejected_improbable + other.rejected_improbable)
 
     def to_json(self) -> dict:
         return {"mp_fetched": self.mp_fetched, "mp_cached": self.mp_cached,
-                "rejected_valence": self.rejected_valence, "rejected_distance": self.rejected_distance}
+                "rejected_valence": self.rejected_valence, "rejected_distance": self.rejected_distance,
+                "rejected_improbable": self.rejected_improbable}
 
     @classmethod
     def from_json(cls, doc: dict) -> "FetchCounts":
         return cls(doc.get("mp_fetched", 0), doc.get("mp_cached", 0), doc.get("rejected_valence", 0),
-                   dict(doc.get("rejected_distance", {})))
+                   dict(doc.get("rejected_distance", {})), doc.get("rejected_improbable", 0))
 
 
 def total(counts) -> FetchCounts:

@@ -57,9 +57,9 @@ def run_summary(run, made, ranked, feat_results: list, infer_results: list, rela
 
 def _rejections(counts) -> dict:
     """What the substitution source rejected while the workers fetched: counts by reason, and a note."""
-    distance, valence = counts.rejected_distance, counts.rejected_valence
+    distance, valence, improbable = counts.rejected_distance, counts.rejected_valence, counts.rejected_improbable
     n = sum(distance.values())
-    if not (n or valence):
+    if not (n or valence or improbable):
         return {}
     parts = []
     if n:
@@ -68,7 +68,12 @@ def _rejections(counts) -> dict:
     if valence:
         parts.append(f"{valence} formula{'s' * (valence != 1)} that only rare or fractional oxidation states "
                      f"balance")
-    return {"counts": {"prototypes_rejected": {"distance": n, "distance_by_pair": distance, "valence": valence}},
+    if improbable:
+        parts.append(f"{improbable} prototype{'s' * (improbable != 1)} below the substitution probability "
+                     f"threshold")
+    rejected = {"distance": n, "distance_by_pair": distance, "valence": valence,
+                **({"improbable": improbable} if improbable else {})}  # the key only where the filter took some
+    return {"counts": {"prototypes_rejected": rejected},
             "rejection_note": "substitution: rejected before screening: " + "; ".join(parts)}
 
 

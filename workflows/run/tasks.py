@@ -25,7 +25,8 @@ RELAX_CHUNK = 10  # candidates per relax task: a few seconds each on a CPU, so p
 def fetch_counts(source) -> FetchCounts:
     """What the source's last fetch rejected (the substitution source's prototypes), by reason."""
     rejected = source.rejection_counts()
-    return FetchCounts(rejected_valence=rejected["valence"], rejected_distance=dict(rejected["distance"]))
+    return FetchCounts(rejected_valence=rejected["valence"], rejected_distance=dict(rejected["distance"]),
+                       rejected_improbable=rejected["improbable"])
 
 
 def fetch_task(source, query) -> Fetched:
