@@ -16,6 +16,7 @@ and a crystal above MAX_ATOMS is not relaxed at all (reported, and left flagged 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import threading
 import time
@@ -38,14 +39,22 @@ def _release_memory() -> None:
     """Hand freed heap back to the OS (glibc's malloc_trim; nothing elsewhere). A relaxation's
     force and stress graphs leave hundreds of MiB freed but held by malloc: a worker that relaxed
     a few 24-atom cells would otherwise keep about twice the memory it needs for the rest of the run."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None (macOS, musl: their allocator decides). Looked up once: finding
+    the C library runs ldconfig in a subprocess, not something to do after every relaxation."""
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): its allocator decides
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 @dataclass
